@@ -1,0 +1,157 @@
+/**
+ * The composition root: builds the pool, providers and listeners from a Config,
+ * starts them, reloads them and shuts them down. The only module (with main.ts)
+ * that imports across layers.
+ */
+import type { Config, ListenerConfig } from './config/schema.js';
+import { nullObserver, type ProxyObserver } from './core/observer.js';
+import { formatHostPort } from './core/types.js';
+import { staticSnapshot } from './discovery/static.js';
+import type { Logger } from './log.js';
+import { Pool } from './pool/pool.js';
+import { TcpListener } from './proxy/tcp.js';
+
+export interface BerthOptions {
+  readonly log: Logger;
+  readonly observer?: ProxyObserver;
+  readonly pool?: Pool;
+}
+
+/** Listeners that bind a fixed port are matched across reloads by address, so they keep their socket. */
+function listenerKey(l: ListenerConfig): string {
+  return l.bind.port === 0 ? `name:${l.name}` : formatHostPort(l.bind);
+}
+
+export class Berth {
+  config: Config;
+  readonly pool: Pool;
+  readonly log: Logger;
+  private readonly observer: ProxyObserver;
+  /** Active listeners by listenerKey. */
+  readonly listeners = new Map<string, TcpListener>();
+  /** Listeners removed by a reload whose sessions are still finishing. */
+  private readonly retired = new Set<TcpListener>();
+  private stopping = false;
+
+  constructor(config: Config, opts: BerthOptions) {
+    this.config = config;
+    this.log = opts.log;
+    this.observer = opts.observer ?? nullObserver;
+    this.pool = opts.pool ?? new Pool();
+    this.pool.on((e) => {
+      const log = this.log;
+      switch (e.type) {
+        case 'endpoint-added':
+          log.info({ service: e.endpoint.service, endpoint: e.endpoint.id, address: e.endpoint.address, weight: e.endpoint.weight }, 'endpoint added');
+          break;
+        case 'endpoint-updated':
+          log.info({ service: e.endpoint.service, endpoint: e.endpoint.id, change: e.what }, 'endpoint updated');
+          break;
+        case 'endpoint-draining':
+          log.info({ service: e.endpoint.service, endpoint: e.endpoint.id, open: e.endpoint.active }, 'endpoint draining');
+          break;
+        case 'endpoint-removed':
+          log.info({ service: e.endpoint.service, endpoint: e.endpoint.id }, 'endpoint removed');
+          break;
+        case 'picker-updated':
+          if (e.eligible === 0) log.warn({ service: e.service, endpoints: e.total }, 'service has no usable endpoint');
+          break;
+      }
+    });
+  }
+
+  private applyServices(config: Config): void {
+    for (const s of config.services.values()) this.pool.configureService(s.name, s.balance);
+    this.pool.applySnapshot(staticSnapshot(config.services.values()));
+  }
+
+  private newListener(l: ListenerConfig): TcpListener {
+    return new TcpListener(l, { pool: this.pool, log: this.log.child({ module: 'proxy', listener: l.name }), observer: this.observer });
+  }
+
+  /** Binds every listener; on any failure closes what was bound and rejects (BERTH_ERR_LISTEN). */
+  async start(): Promise<void> {
+    this.applyServices(this.config);
+    const opened = await this.openAll(this.config.listeners);
+    for (const [k, l] of opened) this.listeners.set(k, l);
+    for (const l of this.listeners.values()) {
+      const s = this.pool.service(l.settings.service);
+      this.log.info(
+        { listener: l.settings.name, bind: formatHostPort({ host: l.address.address, port: l.address.port }), mode: 'tcp', service: l.settings.service, balance: s?.balance, endpoints: s?.endpoints.size ?? 0 },
+        'listening',
+      );
+    }
+  }
+
+  private async openAll(configs: readonly ListenerConfig[]): Promise<Map<string, TcpListener>> {
+    const opened = new Map<string, TcpListener>();
+    try {
+      for (const c of configs) {
+        const l = this.newListener(c);
+        await l.listen();
+        opened.set(listenerKey(c), l);
+      }
+    } catch (err) {
+      await Promise.all([...opened.values()].map((l) => l.stopAccepting()));
+      throw err;
+    }
+    return opened;
+  }
+
+  /**
+   * Swaps in a new, already validated config. Listeners on an unchanged address
+   * keep their socket and take the new settings for new connections; new
+   * addresses are bound before anything else changes, so a bind failure leaves the
+   * old config running untouched; removed listeners stop accepting and their
+   * connections finish.
+   */
+  async reload(next: Config): Promise<{ added: number; removed: number; kept: number }> {
+    const nextKeys = new Map(next.listeners.map((l) => [listenerKey(l), l] as const));
+    const toOpen = next.listeners.filter((l) => !this.listeners.has(listenerKey(l)));
+    const opened = await this.openAll(toOpen);
+    let kept = 0;
+    let removed = 0;
+    for (const [k, l] of this.listeners) {
+      const c = nextKeys.get(k);
+      if (c) {
+        l.settings = c;
+        kept++;
+      } else {
+        this.listeners.delete(k);
+        this.retired.add(l);
+        removed++;
+        void l.stopAccepting().then(() => this.log.info({ listener: l.settings.name }, 'listener closed by reload'));
+      }
+    }
+    for (const [k, l] of opened) this.listeners.set(k, l);
+    this.config = next;
+    this.applyServices(next);
+    return { added: opened.size, removed, kept };
+  }
+
+  /** Open client connections across all listeners. */
+  openSessions(): number {
+    let n = 0;
+    for (const l of this.listeners.values()) n += l.sessions.size;
+    for (const l of this.retired) n += l.sessions.size;
+    return n;
+  }
+
+  /**
+   * Graceful stop: stop accepting, let open connections finish for up to
+   * `drainMs`, then close what is left. Resolves with the number cut at the end.
+   */
+  async shutdown(drainMs: number): Promise<number> {
+    if (this.stopping) return 0;
+    this.stopping = true;
+    const all = [...this.listeners.values(), ...this.retired];
+    await Promise.all(all.map((l) => l.stopAccepting()));
+    const deadline = Date.now() + drainMs;
+    while (this.openSessions() > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, Math.min(50, Math.max(1, deadline - Date.now()))));
+    }
+    const cut = this.openSessions();
+    for (const l of all) l.destroyAll();
+    return cut;
+  }
+}

@@ -1,0 +1,128 @@
+import yargs, { type Argv } from 'yargs';
+import { balanceAlgorithms } from '../core/types.js';
+import { logLevels, type LogFormat } from '../log.js';
+
+/** Options of `berth run`, as parsed from flags and BERTH_* variables. */
+export interface RunArgs {
+  readonly config?: string | undefined;
+  readonly listen: string[];
+  readonly backend: string[];
+  readonly mode?: string | undefined;
+  readonly balance?: string | undefined;
+  readonly service?: string | undefined;
+  readonly admin?: string | undefined;
+  readonly drainTimeout?: string | undefined;
+  readonly logLevel: string;
+  readonly logFormat: LogFormat;
+}
+
+export interface DemoArgs {
+  readonly listen: string;
+  readonly balance: string;
+  readonly logLevel: string;
+  readonly logFormat: LogFormat;
+}
+
+export type Command =
+  | { readonly name: 'run'; readonly args: RunArgs }
+  | { readonly name: 'check'; readonly config: string }
+  | { readonly name: 'demo'; readonly args: DemoArgs };
+
+/**
+ * Repeatable flags also come from BERTH_* variables as one string; split those on
+ * whitespace ("BERTH_BACKEND='a:80 b:80'"). Commas stay: they separate endpoint options.
+ */
+function list(v: unknown): string[] {
+  const items = Array.isArray(v) ? v : v === undefined ? [] : [v];
+  return items.flatMap((x) => String(x).split(/\s+/)).filter((x) => x !== '');
+}
+
+function str(v: unknown): string | undefined {
+  return v === undefined ? undefined : String(v);
+}
+
+function logOptions<T>(y: Argv<T>) {
+  return y
+    .option('log-level', { type: 'string', choices: logLevels as string[], default: 'info', describe: 'pino log level' })
+    .option('log-format', { type: 'string', choices: ['json', 'pretty'], default: 'json', describe: 'log output format' });
+}
+
+/**
+ * Parses argv into a Command. Invalid arguments print the message and usage to
+ * stderr and exit 1 (INTERFACE.md); --help and --version exit 0.
+ */
+export async function parseArgs(argv: string[], version: string): Promise<Command> {
+  let command: Command | undefined;
+  const parser = yargs(argv)
+    .scriptName('berth')
+    .env('BERTH')
+    .strict()
+    .version(version)
+    .help()
+    .alias('h', 'help')
+    .wrap(Math.min(110, process.stdout.columns || 100))
+    .command(
+      ['run', '$0'],
+      'run the proxy (the default command)',
+      (y) =>
+        logOptions(y)
+          .option('config', { alias: 'c', type: 'string', describe: 'YAML or JSON config file; flags override it' })
+          .option('listen', { alias: 'l', type: 'string', array: true, describe: '[host:]port to accept on; repeatable (without --config)' })
+          .option('mode', { type: 'string', describe: 'listener mode: tcp (without --config)' })
+          .option('backend', { type: 'string', array: true, describe: 'static endpoint host:port[,weight=N]; repeatable (without --config)' })
+          .option('balance', { type: 'string', choices: balanceAlgorithms as string[], describe: 'balancing algorithm (default least-conn for tcp)' })
+          .option('service', { type: 'string', describe: 'service name of the --backend endpoints (default "default")' })
+          .option('admin', { type: 'string', describe: 'admin/metrics address [host:]port, or "off" (default 127.0.0.1:9901)' })
+          .option('drain-timeout', { type: 'string', describe: 'how long SIGTERM waits for open connections, e.g. 30s' })
+          .check((a) => {
+            if (a.config !== undefined) {
+              const clash = ['listen', 'backend', 'mode', 'service'].filter((k) => a[k] !== undefined);
+              if (clash.length > 0) throw new Error(`--${clash[0]} cannot be combined with --config: describe listeners and services in the file`);
+            }
+            return true;
+          }),
+      (a) => {
+        command = {
+          name: 'run',
+          args: {
+            config: str(a.config),
+            listen: list(a.listen),
+            backend: list(a.backend),
+            mode: str(a.mode),
+            balance: str(a.balance),
+            service: str(a.service),
+            admin: str(a.admin),
+            drainTimeout: str(a['drain-timeout']),
+            logLevel: String(a['log-level']),
+            logFormat: a['log-format'] as LogFormat,
+          },
+        };
+      },
+    )
+    .command(
+      'check',
+      'validate a config file: exit 0, or exit 1 and print every error with its path',
+      (y) => y.option('config', { alias: 'c', type: 'string', demandOption: true, describe: 'config file to check' }),
+      (a) => {
+        command = { name: 'check', config: a.config };
+      },
+    )
+    .command(
+      'demo',
+      'self-contained demo: three local endpoints behind berth; prints what to try',
+      (y) =>
+        logOptions(y)
+          .option('listen', { alias: 'l', type: 'string', default: '127.0.0.1:8080', describe: 'where the demo proxy listens' })
+          .option('balance', { type: 'string', choices: balanceAlgorithms as string[], default: 'round-robin' }),
+      (a) => {
+        command = { name: 'demo', args: { listen: a.listen, balance: a.balance, logLevel: String(a['log-level']), logFormat: a['log-format'] as LogFormat } };
+      },
+    )
+    .fail((msg, err) => {
+      process.stderr.write(`berth: ${msg ?? err?.message}\nRun "berth --help" for usage.\n`);
+      process.exit(1);
+    });
+  await parser.parseAsync();
+  if (command === undefined) process.exit(0);
+  return command;
+}

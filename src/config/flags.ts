@@ -1,0 +1,61 @@
+import { ConfigError, type ConfigIssue } from '../core/errors.js';
+import type { Config } from './schema.js';
+import { validateConfig } from './validate.js';
+
+/** Command-line options that can describe a whole config without a file. */
+export interface FlagConfig {
+  readonly listen: readonly string[];
+  readonly backend: readonly string[];
+  readonly mode?: string | undefined;
+  readonly balance?: string | undefined;
+  readonly service?: string | undefined;
+  readonly admin?: string | undefined;
+  readonly drainTimeout?: string | undefined;
+}
+
+export const DEFAULT_SERVICE = 'default';
+
+/**
+ * Builds a config from flags alone (no --config): one listener per --listen, all
+ * in front of one service made of the --backend endpoints. Errors name the flag
+ * ("--backend[1]: expected host:port ..."), not a config path the user never wrote.
+ */
+export function configFromFlags(f: FlagConfig): Config {
+  const issues: ConfigIssue[] = [];
+  if (f.listen.length === 0) issues.push({ path: '--listen', message: 'at least one address to listen on is required (or use --config)' });
+  if (f.backend.length === 0) issues.push({ path: '--backend', message: 'at least one endpoint host:port is required (or use --config)' });
+  if (issues.length > 0) throw new ConfigError(issues);
+  const service = f.service ?? DEFAULT_SERVICE;
+  const raw = {
+    listeners: f.listen.map((bind, i) => ({
+      name: f.listen.length === 1 ? service : `${service}-${i}`,
+      bind,
+      ...(f.mode !== undefined ? { mode: f.mode } : {}),
+      service,
+    })),
+    services: { [service]: { ...(f.balance !== undefined ? { balance: f.balance } : {}), endpoints: [...f.backend] } },
+    ...(f.admin !== undefined ? { admin: { bind: f.admin } } : {}),
+    ...(f.drainTimeout !== undefined ? { drainTimeout: f.drainTimeout } : {}),
+  };
+  try {
+    return validateConfig(raw);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    throw new ConfigError(err.issues.map((i) => ({ path: flagPath(i.path, f.listen.length > 1), message: i.message })));
+  }
+}
+
+function flagPath(path: string, manyListeners: boolean): string {
+  let m = /^listeners\[(\d+)\]\.(bind|mode|service|name)/.exec(path);
+  if (m) {
+    const flag = m[2] === 'bind' ? '--listen' : m[2] === 'name' ? '--service' : `--${m[2]}`;
+    return m[2] === 'bind' && manyListeners ? `${flag}[${m[1]}]` : flag;
+  }
+  m = /^services\.[^.]+\.endpoints\[(\d+)\]/.exec(path);
+  if (m) return `--backend[${m[1]}]`;
+  if (/^services\.[^.]+\.balance/.test(path)) return '--balance';
+  if (/^services\./.test(path)) return '--service';
+  if (path.startsWith('admin')) return '--admin';
+  if (path.startsWith('drainTimeout')) return '--drain-timeout';
+  return path;
+}

@@ -1,0 +1,54 @@
+import { readFile } from 'node:fs/promises';
+import { parseDocument } from 'yaml';
+import { BerthError, ConfigError } from '../core/errors.js';
+import type { Config } from './schema.js';
+import { validateConfig } from './validate.js';
+
+/** Reads and parses a YAML or JSON file (JSON is YAML) without validating it. */
+export async function readConfigFile(path: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    throw new BerthError('BERTH_ERR_CONFIG_READ', `cannot read config file ${path}: ${reason}`, { cause: err });
+  }
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    throw new ConfigError(
+      doc.errors.map((e) => ({ path: '', message: `${path}: ${e.message.split('\n')[0]}` })),
+      'BERTH_ERR_CONFIG_READ',
+    );
+  }
+  const value: unknown = doc.toJS();
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new ConfigError([{ path: '', message: `${path}: expected a mapping at the top level` }], 'BERTH_ERR_CONFIG_READ');
+  }
+  return value;
+}
+
+export interface ConfigOverrides {
+  /** --balance: applies to every service. */
+  readonly balance?: string | undefined;
+  /** --admin: "off" or [host:]port. */
+  readonly admin?: string | undefined;
+}
+
+/** Applies flag overrides to a raw document (before validation, so errors still name fields). */
+export function applyOverrides(raw: unknown, o: ConfigOverrides): unknown {
+  if (raw === null || typeof raw !== 'object') return raw;
+  const doc: Record<string, unknown> = { ...(raw as Record<string, unknown>) };
+  if (o.admin !== undefined) doc['admin'] = { ...(typeof doc['admin'] === 'object' && doc['admin'] !== null ? doc['admin'] : {}), bind: o.admin };
+  if (o.balance !== undefined && typeof doc['services'] === 'object' && doc['services'] !== null) {
+    const services: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(doc['services'] as Record<string, unknown>)) {
+      services[k] = typeof v === 'object' && v !== null ? { ...v, balance: o.balance } : v;
+    }
+    doc['services'] = services;
+  }
+  return doc;
+}
+
+export async function loadConfigFile(path: string, overrides: ConfigOverrides = {}): Promise<Config> {
+  return validateConfig(applyOverrides(await readConfigFile(path), overrides));
+}

@@ -1,0 +1,81 @@
+import { z } from 'zod';
+import { balanceAlgorithms, type BalanceAlgorithm, type EndpointSpec, type HostPort, type ListenerMode } from '../core/types.js';
+import { parseDuration, parseEndpoint, parseHostPort, type Parsed } from './parse.js';
+
+/** Turns one of our parsers into a zod string schema with a field-level message. */
+function parsed<T>(parse: (s: string) => Parsed<T>) {
+  return z.string().transform((s, ctx): T => {
+    const r = parse(s);
+    if (r.ok) return r.value;
+    ctx.addIssue({ code: 'custom', message: r.message, input: s });
+    return z.NEVER;
+  });
+}
+
+const duration = parsed(parseDuration);
+const listenAddress = parsed((s) => parseHostPort(s, { defaultHost: '0.0.0.0', allowZeroPort: true }));
+const adminAddress = parsed((s): Parsed<HostPort | 'off'> => (s.trim() === 'off' ? { ok: true, value: 'off' } : parseHostPort(s, { defaultHost: '127.0.0.1', allowZeroPort: true })));
+const balance = z.enum(balanceAlgorithms as [BalanceAlgorithm, ...BalanceAlgorithm[]], {
+  error: () => `expected one of ${balanceAlgorithms.join(', ')}`,
+});
+const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'expected a name of letters, digits, ".", "_" or "-"');
+
+const timeouts = z.strictObject({
+  /** Connect to an endpoint (ms). */
+  connect: duration.default(5000),
+  /** No bytes either way for this long closes the connection (ms). */
+  idle: duration.default(3_600_000),
+});
+
+const listener = z.strictObject({
+  name: name.optional(),
+  bind: listenAddress,
+  mode: z.enum(['tcp'], {
+    error: (i) => (i.input === 'http' ? 'http mode is not available in this version of berth; use tcp' : 'expected tcp'),
+  }).default('tcp'),
+  service: name,
+  timeouts: timeouts.default({ connect: 5000, idle: 3_600_000 }),
+  /** Connection attempts per client connection, first try included. */
+  retries: z.number().int().min(0).max(10).default(2),
+});
+
+const service = z.strictObject({
+  balance: balance.optional(),
+  endpoints: z.array(parsed(parseEndpoint)).default([]),
+});
+
+export const configSchema = z.strictObject({
+  listeners: z.array(listener).min(1, 'at least one listener is required'),
+  services: z.record(name, service).default({}),
+  admin: z.strictObject({ bind: adminAddress }).default({ bind: { host: '127.0.0.1', port: 9901 } }),
+  /** How long SIGTERM waits for open connections before closing them (ms). */
+  drainTimeout: duration.default(30_000),
+});
+
+export interface ListenerConfig {
+  readonly name: string;
+  readonly bind: HostPort;
+  readonly mode: ListenerMode;
+  readonly service: string;
+  readonly timeouts: { readonly connect: number; readonly idle: number };
+  /** Extra attempts on another endpoint after a failed connect. */
+  readonly retries: number;
+}
+
+export interface ServiceConfig {
+  readonly name: string;
+  readonly balance: BalanceAlgorithm;
+  readonly endpoints: readonly EndpointSpec[];
+}
+
+/** The validated, normalized configuration. Durations are in milliseconds. */
+export interface Config {
+  readonly listeners: readonly ListenerConfig[];
+  readonly services: ReadonlyMap<string, ServiceConfig>;
+  /** null when the admin server is off. */
+  readonly admin: HostPort | null;
+  readonly drainTimeout: number;
+}
+
+export type RawConfig = z.input<typeof configSchema>;
+export type ParsedConfig = z.output<typeof configSchema>;

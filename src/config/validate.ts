@@ -1,0 +1,75 @@
+import type { z } from 'zod';
+import { ConfigError, type ConfigIssue } from '../core/errors.js';
+import type { BalanceAlgorithm, EndpointSpec } from '../core/types.js';
+import { configSchema, type Config, type ListenerConfig, type ServiceConfig } from './schema.js';
+
+/** ["listeners", 0, "bind"] → "listeners[0].bind" */
+export function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const p of path) {
+    if (typeof p === 'number') out += `[${p}]`;
+    else out += out === '' ? String(p) : `.${String(p)}`;
+  }
+  return out;
+}
+
+function zodIssues(error: z.ZodError): ConfigIssue[] {
+  const out: ConfigIssue[] = [];
+  for (const i of error.issues) {
+    if (i.code === 'unrecognized_keys') {
+      for (const k of i.keys) out.push({ path: formatPath([...i.path, k]), message: 'unknown key' });
+    } else {
+      out.push({ path: formatPath(i.path), message: i.message });
+    }
+  }
+  return out;
+}
+
+/**
+ * Validates a raw config document (already parsed from YAML/JSON, or built from
+ * flags) and returns the normalized Config, or throws a ConfigError listing every
+ * problem at once, each with its path.
+ */
+export function validateConfig(raw: unknown): Config {
+  const r = configSchema.safeParse(raw);
+  if (!r.success) throw new ConfigError(zodIssues(r.error));
+  const doc = r.data;
+  const issues: ConfigIssue[] = [];
+
+  const listeners: ListenerConfig[] = [];
+  const names = new Set<string>();
+  const binds = new Map<string, number>();
+  doc.listeners.forEach((l, i) => {
+    const name = l.name ?? `listener-${i}`;
+    if (names.has(name)) issues.push({ path: `listeners[${i}].name`, message: `duplicate listener name "${name}"` });
+    names.add(name);
+    if (l.bind.port !== 0) {
+      const key = `${l.bind.host}:${l.bind.port}`;
+      const prev = binds.get(key);
+      if (prev !== undefined) issues.push({ path: `listeners[${i}].bind`, message: `${key} is already bound by listeners[${prev}]` });
+      binds.set(key, i);
+    }
+    if (!(l.service in doc.services)) {
+      issues.push({ path: `listeners[${i}].service`, message: `unknown service "${l.service}"; define it under services` });
+    }
+    listeners.push({ name, bind: l.bind, mode: l.mode, service: l.service, timeouts: l.timeouts, retries: l.retries });
+  });
+
+  const services = new Map<string, ServiceConfig>();
+  for (const [name, s] of Object.entries(doc.services)) {
+    const seen = new Set<string>();
+    const endpoints: EndpointSpec[] = [];
+    s.endpoints.forEach((e, i) => {
+      if (seen.has(e.id)) issues.push({ path: `services.${name}.endpoints[${i}]`, message: `duplicate endpoint ${e.id}` });
+      seen.add(e.id);
+      endpoints.push(e);
+    });
+    const mode = listeners.find((l) => l.service === name)?.mode ?? 'tcp';
+    const balance: BalanceAlgorithm = s.balance ?? (mode === 'tcp' ? 'least-conn' : 'p2c');
+    services.set(name, { name, balance, endpoints });
+  }
+  if (issues.length > 0) throw new ConfigError(issues);
+
+  const admin = doc.admin.bind === 'off' ? null : doc.admin.bind;
+  return { listeners, services, admin, drainTimeout: doc.drainTimeout };
+}

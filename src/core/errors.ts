@@ -1,0 +1,50 @@
+/**
+ * The one catalogue of coded errors. Callers branch on `err.code`, never on the
+ * message. docs/errors.md documents every code; a test keeps the two in step.
+ */
+export const ErrorCodes = {
+  BERTH_ERR_CONFIG: 'invalid configuration (file, flags or environment)',
+  BERTH_ERR_ARGS: 'invalid command-line arguments',
+  BERTH_ERR_CONFIG_READ: 'the config file could not be read or parsed',
+  BERTH_ERR_LISTEN: 'a listener or the admin server could not bind its address',
+  BERTH_ERR_NO_ENDPOINT: 'no usable endpoint for a service',
+  BERTH_ERR_UPSTREAM_CONNECT: 'connecting to an endpoint failed',
+  BERTH_ERR_UPSTREAM_TIMEOUT: 'connecting to an endpoint timed out',
+} as const;
+export type ErrorCode = keyof typeof ErrorCodes;
+
+/** Exit codes of the CLI (INTERFACE.md). */
+export const ExitCode = { Ok: 0, Invalid: 1, Runtime: 2 } as const;
+
+export class BerthError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = 'BerthError';
+  }
+}
+
+/** One problem in a config, with the path of the field it concerns. */
+export interface ConfigIssue {
+  /** e.g. "listeners[0].bind" (empty for the document root). */
+  readonly path: string;
+  readonly message: string;
+}
+
+export class ConfigError extends BerthError {
+  readonly issues: readonly ConfigIssue[];
+  constructor(issues: readonly ConfigIssue[], code: ErrorCode = 'BERTH_ERR_CONFIG') {
+    super(code, issues.map(formatIssue).join('\n'));
+    this.issues = issues;
+    this.name = 'ConfigError';
+  }
+}
+
+export function formatIssue(i: ConfigIssue): string {
+  return i.path ? `${i.path}: ${i.message}` : i.message;
+}
+
+export function isBerthError(e: unknown): e is BerthError {
+  return e instanceof BerthError;
+}

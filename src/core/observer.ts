@@ -1,0 +1,30 @@
+/**
+ * Typed events the proxy and discovery emit for metrics. Domain code calls these;
+ * only src/metrics turns them into prom-client updates. All methods must be cheap:
+ * several are called once per connection.
+ */
+export type ConnectResult = 'ok' | 'refused' | 'timeout' | 'error';
+
+export interface ProxyObserver {
+  /** A client connection was accepted by `listener`. */
+  listenerAccepted(listener: string): void;
+  /** A client connection of `listener` ended. */
+  listenerClosed(listener: string): void;
+  /** A connect attempt to an endpoint finished. `seconds` is the time it took. */
+  upstreamConnect(service: string, endpoint: string, result: ConnectResult, seconds: number): void;
+  /** A proxied upstream connection closed, with bytes received from (rx) and sent to (tx) the endpoint. */
+  upstreamClosed(service: string, endpoint: string, rx: number, tx: number): void;
+  /** A retry on another endpoint, with why. */
+  retry(service: string, reason: string): void;
+  /** A client was turned away because no endpoint was usable. */
+  noEndpoint(listener: string, service: string): void;
+}
+
+export const nullObserver: ProxyObserver = {
+  listenerAccepted() {},
+  listenerClosed() {},
+  upstreamConnect() {},
+  upstreamClosed() {},
+  retry() {},
+  noEndpoint() {},
+};

@@ -1,0 +1,90 @@
+/**
+ * The shared vocabulary of berth. No I/O here and no imports from the rest of src/.
+ *
+ * listener  — a bound socket that accepts clients (tcp or http mode)
+ * service   — a named pool of endpoints that a listener forwards to
+ * endpoint  — one address (host:port) that can receive connections
+ * provider  — a source of endpoints (static config, docker, swarm, dns)
+ */
+
+/** Where an endpoint came from. */
+export type SourceKind = 'static' | 'docker' | 'swarm' | 'dns';
+
+/** One endpoint as a provider describes it: the desired state, no runtime counters. */
+export interface EndpointSpec {
+  /** Stable short name, unique within a service: container name, or host:port. */
+  readonly id: string;
+  readonly host: string;
+  /** TCP port, 1–65535. */
+  readonly port: number;
+  /** Relative weight, 0–1000. 0 means: no new connections. */
+  readonly weight: number;
+  readonly source: SourceKind;
+  /** Provider-specific facts kept for explanation (labels parsed, network chosen ...). */
+  readonly labels?: Readonly<Record<string, string>>;
+  /** Per-endpoint cap on open connections; 0 or absent means unlimited. */
+  readonly maxConnections?: number;
+}
+
+/**
+ * A full snapshot from one provider: every service it knows and every endpoint in it.
+ * Providers never emit deltas; the pool computes the minimal change.
+ */
+export interface ProviderSnapshot {
+  /** Provider instance name, e.g. "static", "docker". */
+  readonly provider: string;
+  readonly services: ReadonlyMap<string, readonly EndpointSpec[]>;
+}
+
+/**
+ * Reasons an endpoint is out of the pick set, as a bitset. Each source of health
+ * information owns one bit; the endpoint is eligible only when no bit is set and
+ * its weight is above zero.
+ */
+export const Flag = {
+  /** Removed by its provider while connections were still open. */
+  Draining: 1 << 0,
+  /** Failed active health checks. */
+  ActiveUnhealthy: 1 << 1,
+  /** Ejected by passive outlier detection. */
+  Outlier: 1 << 2,
+  /** Docker HEALTHCHECK says starting or unhealthy. */
+  DockerUnhealthy: 1 << 3,
+  /** Container is being stopped (kill/stop seen). */
+  Stopping: 1 << 4,
+} as const;
+export type FlagBit = (typeof Flag)[keyof typeof Flag];
+
+export const flagNames: Readonly<Record<FlagBit, string>> = {
+  [Flag.Draining]: 'draining',
+  [Flag.ActiveUnhealthy]: 'active-check-failed',
+  [Flag.Outlier]: 'outlier-ejected',
+  [Flag.DockerUnhealthy]: 'docker-unhealthy',
+  [Flag.Stopping]: 'stopping',
+};
+
+/** Names of the bits set in `flags`, for logs and the admin API. */
+export function describeFlags(flags: number): string[] {
+  const out: string[] = [];
+  for (const [bit, name] of Object.entries(flagNames)) {
+    if (flags & Number(bit)) out.push(name);
+  }
+  return out;
+}
+
+/** Balancing algorithms a service can use. */
+export type BalanceAlgorithm = 'round-robin' | 'least-conn' | 'p2c' | 'source-hash' | 'random';
+export const balanceAlgorithms: readonly BalanceAlgorithm[] = ['round-robin', 'least-conn', 'p2c', 'source-hash', 'random'];
+
+export type ListenerMode = 'tcp' | 'http';
+
+/** host:port pair. `host` may be an IPv6 literal without brackets. */
+export interface HostPort {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** "[::1]:80" for IPv6, "1.2.3.4:80" otherwise. */
+export function formatHostPort(hp: HostPort): string {
+  return hp.host.includes(':') ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
+}

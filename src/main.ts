@@ -1,0 +1,163 @@
+#!/usr/bin/env node
+/**
+ * berth's entry point: parses the command line, builds the config, starts the
+ * proxy and handles signals. Exit codes: 0 ok, 1 invalid config or arguments,
+ * 2 runtime failure (INTERFACE.md).
+ */
+import { readFileSync } from 'node:fs';
+import { Berth } from './app.js';
+import { parseArgs, type DemoArgs, type RunArgs } from './cli/args.js';
+import { startDemoBackend } from './cli/demo-backends.js';
+import { configFromFlags } from './config/flags.js';
+import { loadConfigFile } from './config/load.js';
+import type { Config } from './config/schema.js';
+import { ConfigError, ExitCode, formatIssue, isBerthError } from './core/errors.js';
+import { formatHostPort } from './core/types.js';
+import { createLogger, type LogFormat, type Logger } from './log.js';
+
+const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+
+function printConfigError(err: ConfigError): void {
+  process.stderr.write(`berth: invalid configuration (${err.issues.length} error${err.issues.length === 1 ? '' : 's'}):\n`);
+  for (const i of err.issues) process.stderr.write(`  ${formatIssue(i)}\n`);
+}
+
+/** Maps an error at start-up to the exit code of the contract. */
+function exitFor(err: unknown, log?: Logger): never {
+  if (err instanceof ConfigError) {
+    printConfigError(err);
+    process.exit(ExitCode.Invalid);
+  }
+  if (isBerthError(err) && err.code === 'BERTH_ERR_CONFIG_READ') {
+    process.stderr.write(`berth: ${err.message}\n`);
+    process.exit(ExitCode.Invalid);
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  if (log) log.fatal({ err }, message);
+  process.stderr.write(`berth: ${message}\n`);
+  process.exit(ExitCode.Runtime);
+}
+
+async function loadRunConfig(a: RunArgs): Promise<Config> {
+  if (a.config !== undefined) return loadConfigFile(a.config, { balance: a.balance, admin: a.admin });
+  return configFromFlags(a);
+}
+
+/** Runs a Berth until SIGTERM/SIGINT; SIGHUP reloads `configPath` when given. */
+async function serve(berth: Berth, log: Logger, reloadConfig: (() => Promise<Config>) | null): Promise<void> {
+  try {
+    await berth.start();
+  } catch (err) {
+    exitFor(err, log);
+  }
+  const c = berth.config;
+  log.info(
+    { version: pkg.version, listeners: c.listeners.length, services: c.services.size, admin: c.admin ? formatHostPort(c.admin) : 'off', drainTimeoutMs: c.drainTimeout },
+    'berth started',
+  );
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    const open = berth.openSessions();
+    log.info({ signal, open, drainTimeoutMs: berth.config.drainTimeout }, 'stopping: no new connections, draining open ones');
+    void berth.shutdown(berth.config.drainTimeout).then((cut) => {
+      log.info({ cut }, cut > 0 ? 'drain timeout reached; closed the remaining connections' : 'drained; bye');
+      process.exit(ExitCode.Ok);
+    });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  let reloading: Promise<void> = Promise.resolve();
+  process.on('SIGHUP', () => {
+    if (reloadConfig === null) {
+      log.warn('SIGHUP: no config file to reload (started from flags)');
+      return;
+    }
+    // Reloads run one at a time, in signal order.
+    reloading = reloading.then(async () => {
+      try {
+        const next = await reloadConfig();
+        const r = await berth.reload(next);
+        log.info(r, 'config reloaded');
+      } catch (err) {
+        const errors = err instanceof ConfigError ? err.issues.map(formatIssue) : [err instanceof Error ? err.message : String(err)];
+        log.error({ errors }, 'config reload failed; keeping the running config');
+      }
+    });
+  });
+}
+
+async function run(a: RunArgs): Promise<void> {
+  let config: Config;
+  try {
+    config = await loadRunConfig(a);
+  } catch (err) {
+    exitFor(err);
+  }
+  const log = createLogger(a.logLevel as 'info', a.logFormat);
+  const berth = new Berth(config, { log });
+  await serve(berth, log, a.config !== undefined ? () => loadRunConfig(a) : null);
+}
+
+async function check(path: string): Promise<void> {
+  try {
+    const c = await loadConfigFile(path);
+    let endpoints = 0;
+    for (const s of c.services.values()) endpoints += s.endpoints.length;
+    process.stdout.write(`${path}: ok (${c.listeners.length} listener(s), ${c.services.size} service(s), ${endpoints} static endpoint(s))\n`);
+  } catch (err) {
+    exitFor(err);
+  }
+}
+
+async function demo(a: DemoArgs): Promise<void> {
+  const backends = await Promise.all(['backend-1', 'backend-2', 'backend-3'].map((n) => startDemoBackend(n)));
+  let config: Config;
+  try {
+    config = configFromFlags({
+      listen: [a.listen],
+      backend: backends.map((b) => `127.0.0.1:${b.port}`),
+      balance: a.balance,
+      service: 'demo',
+      admin: 'off',
+      drainTimeout: '2s',
+    });
+  } catch (err) {
+    exitFor(err);
+  }
+  const log = createLogger(a.logLevel as 'info', a.logFormat as LogFormat);
+  const berth = new Berth(config, { log });
+  await serve(berth, log, null);
+  const addr = berth.listeners.values().next().value?.address;
+  const where = addr ? formatHostPort({ host: addr.address, port: addr.port }) : a.listen;
+  process.stderr.write(
+    [
+      '',
+      `berth demo: ${backends.length} endpoints (${backends.map((b) => `${b.name} on 127.0.0.1:${b.port}`).join(', ')})`,
+      `behind one tcp listener on ${where}, balance ${a.balance}.`,
+      '',
+      'Try, in another terminal:',
+      `  curl http://${where}/                       # one endpoint answers with its name`,
+      `  for i in 1 2 3 4 5 6; do curl -s http://${where}/; done   # answers rotate`,
+      `  echo hi | nc ${where.replace(/:(\d+)$/, ' $1')}                         # plain TCP works too`,
+      '',
+      'Ctrl-C stops it (berth drains open connections first).',
+      '',
+    ].join('\n'),
+  );
+}
+
+async function main(): Promise<void> {
+  const cmd = await parseArgs(process.argv.slice(2), pkg.version);
+  switch (cmd.name) {
+    case 'run':
+      return run(cmd.args);
+    case 'check':
+      return check(cmd.config);
+    case 'demo':
+      return demo(cmd.args);
+  }
+}
+
+main().catch((err: unknown) => exitFor(err));

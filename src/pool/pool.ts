@@ -1,0 +1,274 @@
+import { createBalancer, type Balancer, type PickContext, type PickResult } from '../balancer/index.js';
+import { systemClock, type Clock } from '../core/clock.js';
+import { systemRandom, type Random } from '../core/random.js';
+import { Flag, type BalanceAlgorithm, type EndpointSpec, type ProviderSnapshot } from '../core/types.js';
+import { EndpointState } from './endpoint.js';
+
+export type PoolEvent =
+  | { readonly type: 'endpoint-added'; readonly endpoint: EndpointState }
+  | { readonly type: 'endpoint-updated'; readonly endpoint: EndpointState; readonly what: string }
+  | { readonly type: 'endpoint-draining'; readonly endpoint: EndpointState }
+  | { readonly type: 'endpoint-removed'; readonly endpoint: EndpointState }
+  | { readonly type: 'picker-updated'; readonly service: string; readonly eligible: number; readonly total: number };
+
+export type PoolListener = (e: PoolEvent) => void;
+
+/** A named pool of endpoints and the balancer over its eligible ones. */
+export class ServicePool {
+  readonly name: string;
+  balance: BalanceAlgorithm;
+  readonly endpoints = new Map<string, EndpointState>();
+  /** Immutable between changes: rebuilt (not mutated) when the eligible set changes. */
+  private balancer: Balancer<EndpointState>;
+  eligibleCount = 0;
+
+  constructor(name: string, balance: BalanceAlgorithm, random: Random) {
+    this.name = name;
+    this.balance = balance;
+    this.balancer = createBalancer(balance, [], { random });
+  }
+
+  pick(ctx?: PickContext<EndpointState>): PickResult<EndpointState> {
+    return this.balancer.pick(ctx);
+  }
+
+  /** @internal the pool calls this after every change to the service. */
+  rebuild(random: Random): void {
+    const eligible: EndpointState[] = [];
+    for (const e of this.endpoints.values()) if (e.eligible) eligible.push(e);
+    // Stable order (by id) so that round-robin sequences and hash tables do not
+    // depend on the order providers happened to report endpoints in.
+    eligible.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    this.balancer = createBalancer(this.balance, eligible, { random });
+    this.eligibleCount = eligible.length;
+  }
+}
+
+export interface PoolOptions {
+  readonly random?: Random;
+  readonly clock?: Clock;
+  /** Provider names in precedence order: when two give the same endpoint id, the first wins. */
+  readonly providerOrder?: readonly string[];
+}
+
+/**
+ * The single writer of endpoint state. Providers hand it full snapshots; it works
+ * out the minimal change (added, updated, removed), drains removed endpoints that
+ * still have connections, and swaps in a new balancer for each service it touched.
+ */
+export class Pool {
+  readonly services = new Map<string, ServicePool>();
+  private readonly snapshots = new Map<string, ReadonlyMap<string, readonly EndpointSpec[]>>();
+  private readonly listeners: PoolListener[] = [];
+  private readonly random: Random;
+  readonly clock: Clock;
+  private readonly providerOrder: readonly string[];
+
+  constructor(opts: PoolOptions = {}) {
+    this.random = opts.random ?? systemRandom;
+    this.clock = opts.clock ?? systemClock;
+    this.providerOrder = opts.providerOrder ?? ['static', 'docker', 'swarm', 'dns'];
+  }
+
+  on(listener: PoolListener): () => void {
+    this.listeners.push(listener);
+    return () => {
+      const i = this.listeners.indexOf(listener);
+      if (i >= 0) this.listeners.splice(i, 1);
+    };
+  }
+
+  private emit(e: PoolEvent): void {
+    for (const l of this.listeners) l(e);
+  }
+
+  /** Creates the service if needed, and sets its algorithm (rebuilding on change). */
+  configureService(name: string, balance: BalanceAlgorithm): ServicePool {
+    let s = this.services.get(name);
+    if (!s) {
+      s = new ServicePool(name, balance, this.random);
+      this.services.set(name, s);
+    } else if (s.balance !== balance) {
+      s.balance = balance;
+      this.publish(s);
+    }
+    return s;
+  }
+
+  service(name: string): ServicePool | undefined {
+    return this.services.get(name);
+  }
+
+  private rank(provider: string): number {
+    const i = this.providerOrder.indexOf(provider);
+    return i < 0 ? this.providerOrder.length : i;
+  }
+
+  /**
+   * Applies a provider's full snapshot. Returns the number of endpoints that
+   * changed (0 for a duplicate snapshot, which rebuilds nothing).
+   */
+  applySnapshot(snap: ProviderSnapshot): number {
+    const prev = this.snapshots.get(snap.provider) ?? new Map<string, readonly EndpointSpec[]>();
+    this.snapshots.set(snap.provider, snap.services);
+    const touched = new Set<string>([...prev.keys(), ...snap.services.keys()]);
+    let changes = 0;
+    for (const serviceName of touched) {
+      const s = this.services.get(serviceName) ?? this.configureService(serviceName, 'least-conn');
+      const n = this.reconcileService(s, snap.provider, snap.services.get(serviceName) ?? []);
+      if (n > 0) {
+        changes += n;
+        this.publish(s);
+      }
+    }
+    return changes;
+  }
+
+  private reconcileService(s: ServicePool, provider: string, specs: readonly EndpointSpec[]): number {
+    let changes = 0;
+    const wanted = new Map<string, EndpointSpec>();
+    for (const spec of specs) wanted.set(spec.id, spec);
+    // Endpoints this provider no longer reports.
+    for (const e of s.endpoints.values()) {
+      if (e.sources.has(provider) && !wanted.has(e.id)) {
+        e.sources.delete(provider);
+        changes += this.settle(s, e, `${provider}: removed`);
+      }
+    }
+    for (const spec of wanted.values()) {
+      let e = s.endpoints.get(spec.id);
+      if (!e) {
+        e = new EndpointState(s.name, spec);
+        e.sources.set(provider, spec);
+        e.record(`${provider}: added ${e.address} weight ${spec.weight}`);
+        s.endpoints.set(e.id, e);
+        this.emit({ type: 'endpoint-added', endpoint: e });
+        changes++;
+        continue;
+      }
+      const old = e.sources.get(provider);
+      if (old && sameSpec(old, spec) && !(e.flags & Flag.Draining)) continue;
+      e.sources.set(provider, spec);
+      changes += this.settle(s, e, `${provider}: updated`);
+    }
+    return changes;
+  }
+
+  /** Re-derives an endpoint from its remaining sources: update, drain or remove it. */
+  private settle(s: ServicePool, e: EndpointState, why: string): number {
+    if (e.sources.size === 0) {
+      if (e.active > 0) {
+        if (e.flags & Flag.Draining) return 0;
+        e.flags |= Flag.Draining;
+        e.record(`${why}; draining ${e.active} open connection(s)`);
+        this.emit({ type: 'endpoint-draining', endpoint: e });
+        return 1;
+      }
+      this.remove(s, e, why);
+      return 1;
+    }
+    // The highest-precedence provider's spec wins.
+    let best: EndpointSpec | undefined;
+    let bestRank = Infinity;
+    for (const [p, spec] of e.sources) {
+      const r = this.rank(p);
+      if (r < bestRank) {
+        bestRank = r;
+        best = spec;
+      }
+    }
+    const spec = best!;
+    const parts: string[] = [];
+    if (e.flags & Flag.Draining) {
+      e.flags &= ~Flag.Draining;
+      parts.push('back from draining');
+    }
+    if (spec.host !== e.host || spec.port !== e.port) {
+      e.host = spec.host;
+      e.port = spec.port;
+      parts.push(`address ${e.address}`);
+    }
+    if (spec.weight !== e.configuredWeight) {
+      e.configuredWeight = spec.weight;
+      e.weight = spec.weight;
+      parts.push(`weight ${spec.weight}`);
+    }
+    e.spec = spec;
+    if (parts.length === 0) return 0;
+    const what = parts.join(', ');
+    e.record(`${why}: ${what}`);
+    this.emit({ type: 'endpoint-updated', endpoint: e, what });
+    return 1;
+  }
+
+  private remove(s: ServicePool, e: EndpointState, why: string): void {
+    s.endpoints.delete(e.id);
+    e.record(`${why}; removed`);
+    this.emit({ type: 'endpoint-removed', endpoint: e });
+  }
+
+  private publish(s: ServicePool): void {
+    const before = s.eligibleCount;
+    s.rebuild(this.random);
+    if (before !== s.eligibleCount) {
+      this.emit({ type: 'picker-updated', service: s.name, eligible: s.eligibleCount, total: s.endpoints.size });
+    }
+  }
+
+  /** Sets or clears a health/lifecycle flag on an endpoint. */
+  setFlag(service: string, id: string, flag: number, on: boolean, why: string): boolean {
+    const s = this.services.get(service);
+    const e = s?.endpoints.get(id);
+    if (!s || !e) return false;
+    const next = on ? e.flags | flag : e.flags & ~flag;
+    if (next === e.flags) return false;
+    e.flags = next;
+    e.record(why);
+    this.emit({ type: 'endpoint-updated', endpoint: e, what: why });
+    this.publish(s);
+    return true;
+  }
+
+  /** A connection to `e` opened. */
+  acquire(e: EndpointState): void {
+    e.active++;
+    e.connections++;
+  }
+
+  /** A connection to `e` closed; a draining endpoint leaves when its last one does. */
+  release(e: EndpointState): void {
+    e.active--;
+    if (e.active === 0 && e.flags & Flag.Draining && e.sources.size === 0) {
+      const s = this.services.get(e.service);
+      if (s && s.endpoints.get(e.id) === e) {
+        this.remove(s, e, 'drained');
+        this.publish(s);
+      }
+    }
+  }
+
+  /** A connect to `e` failed. */
+  failed(e: EndpointState): void {
+    e.failures++;
+  }
+
+  /** Total open connections across every endpoint (drain progress on shutdown). */
+  activeTotal(): number {
+    let n = 0;
+    for (const s of this.services.values()) for (const e of s.endpoints.values()) n += e.active;
+    return n;
+  }
+}
+
+function sameSpec(a: EndpointSpec, b: EndpointSpec): boolean {
+  return a.host === b.host && a.port === b.port && a.weight === b.weight && a.maxConnections === b.maxConnections && sameLabels(a.labels, b.labels);
+}
+
+function sameLabels(a: Readonly<Record<string, string>> | undefined, b: Readonly<Record<string, string>> | undefined): boolean {
+  if (a === b) return true;
+  if (!a || !b) return false;
+  const ka = Object.keys(a);
+  if (ka.length !== Object.keys(b).length) return false;
+  for (const k of ka) if (a[k] !== b[k]) return false;
+  return true;
+}

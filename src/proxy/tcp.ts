@@ -1,0 +1,351 @@
+import net from 'node:net';
+import type { PickContext } from '../balancer/index.js';
+import { BerthError } from '../core/errors.js';
+import { nullObserver, type ProxyObserver } from '../core/observer.js';
+import { formatHostPort } from '../core/types.js';
+import type { Logger } from '../log.js';
+import type { EndpointState } from '../pool/endpoint.js';
+import type { Pool } from '../pool/pool.js';
+import { connectResult, tcpConnect, type ConnectFn } from './connect.js';
+
+/** What a tcp listener needs to know; a subset of config's ListenerConfig. */
+export interface TcpListenerSettings {
+  readonly name: string;
+  readonly bind: { readonly host: string; readonly port: number };
+  readonly service: string;
+  readonly timeouts: { readonly connect: number; readonly idle: number };
+  readonly retries: number;
+}
+
+export interface TcpListenerDeps {
+  readonly pool: Pool;
+  readonly log: Logger;
+  readonly observer?: ProxyObserver;
+  readonly connect?: ConnectFn;
+}
+
+/**
+ * Bytes a client may send before the endpoint's first byte that berth keeps, so a
+ * connection reset before any answer can be replayed on another endpoint. Past
+ * this, a failure after connect is not retried (the copy would cost too much).
+ */
+export const REPLAY_LIMIT = 64 * 1024;
+
+/**
+ * A tcp listener: accepts clients, picks an endpoint of its service, and pipes
+ * bytes both ways with backpressure and half-close. Settings can be swapped in
+ * place (reload) without closing the socket.
+ */
+export class TcpListener {
+  settings: TcpListenerSettings;
+  readonly server: net.Server;
+  readonly sessions = new Set<TcpSession>();
+  readonly deps: Required<TcpListenerDeps>;
+
+  constructor(settings: TcpListenerSettings, deps: TcpListenerDeps) {
+    this.settings = settings;
+    this.deps = { observer: nullObserver, connect: tcpConnect, ...deps };
+    // pauseOnConnect: the client's first bytes wait in the kernel until an
+    // endpoint is connected, so nothing is read that could be lost.
+    this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (socket) => this.accept(socket));
+  }
+
+  /** Binds the listener. Rejects with BERTH_ERR_LISTEN when the address cannot be bound. */
+  listen(): Promise<net.AddressInfo> {
+    return new Promise((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException) => {
+        reject(new BerthError('BERTH_ERR_LISTEN', `listener ${this.settings.name}: cannot bind ${formatHostPort(this.settings.bind)}: ${err.code ?? err.message}`, { cause: err }));
+      };
+      this.server.once('error', onError);
+      this.server.listen({ host: this.settings.bind.host, port: this.settings.bind.port, backlog: 4096 }, () => {
+        this.server.off('error', onError);
+        this.server.on('error', (err) => this.deps.log.error({ err, listener: this.settings.name }, 'listener error'));
+        resolve(this.server.address() as net.AddressInfo);
+      });
+    });
+  }
+
+  get address(): net.AddressInfo {
+    return this.server.address() as net.AddressInfo;
+  }
+
+  /** Stops accepting; open sessions go on. Resolves once the server is closed. */
+  stopAccepting(): Promise<void> {
+    return new Promise((resolve) => {
+      if (!this.server.listening) return resolve();
+      this.server.close(() => resolve());
+    });
+  }
+
+  /** Closes every open session at once. */
+  destroyAll(): void {
+    for (const s of this.sessions) s.destroy();
+  }
+
+  private accept(client: net.Socket): void {
+    this.deps.observer.listenerAccepted(this.settings.name);
+    const session = new TcpSession(this, client);
+    this.sessions.add(session);
+    session.start();
+  }
+
+  /** @internal */
+  ended(session: TcpSession): void {
+    if (this.sessions.delete(session)) this.deps.observer.listenerClosed(this.settings.name);
+  }
+}
+
+const enum Phase {
+  Connecting,
+  Connected,
+  Closed,
+}
+
+/**
+ * One client connection and its upstream.
+ *
+ * Closing follows TCP: each side's FIN is passed on (half-close), and a socket
+ * closes itself once it has both sent and received FIN, after flushing what it
+ * holds. Only an error (passed on as a reset), an idle timeout or shutdown aborts
+ * the other side. The session ends when both sockets are closed.
+ */
+class TcpSession {
+  private readonly listener: TcpListener;
+  private readonly client: net.Socket;
+  private readonly settings: TcpListenerSettings;
+  private upstream: net.Socket | null = null;
+  private endpoint: EndpointState | null = null;
+  private phase = Phase.Connecting;
+  private attempts = 0;
+  private tried: Set<EndpointState> | undefined;
+  private connectTimer: NodeJS.Timeout | null = null;
+  private connectStart = 0;
+  /** Client bytes sent upstream before the endpoint's first byte (for replay); null once past. */
+  private replay: Buffer[] | null = [];
+  private replayBytes = 0;
+  private clientEnded = false;
+  private clientClosed = false;
+  private upstreamAnswered = false;
+
+  constructor(listener: TcpListener, client: net.Socket) {
+    this.listener = listener;
+    this.client = client;
+    this.settings = listener.settings;
+  }
+
+  start(): void {
+    const c = this.client;
+    c.on('error', this.onClientError);
+    c.on('close', this.onClientClose);
+    c.on('end', this.onClientEnd);
+    c.on('drain', this.onClientDrain);
+    c.on('timeout', this.onIdle);
+    // Stays paused (pauseOnConnect) until an endpoint is connected.
+    c.on('data', this.onClientData);
+    // One idle timer on the client socket covers both directions: node refreshes
+    // it on reads (client → endpoint) and writes (endpoint → client).
+    if (this.settings.timeouts.idle > 0) c.setTimeout(this.settings.timeouts.idle);
+    this.tryConnect();
+  }
+
+  private tryConnect(): void {
+    const { pool, log, observer } = this.listener.deps;
+    const service = pool.service(this.settings.service);
+    const ctx: PickContext<EndpointState> = { key: this.client.remoteAddress, exclude: this.tried };
+    const picked = service ? service.pick(ctx) : undefined;
+    if (!picked || picked.type === 'none') {
+      observer.noEndpoint(this.settings.name, this.settings.service);
+      if (log.isLevelEnabled('debug')) {
+        log.debug({ listener: this.settings.name, service: this.settings.service, reason: picked?.reason ?? 'no-service', attempts: this.attempts }, 'no usable endpoint');
+      }
+      this.abort();
+      return;
+    }
+    const ep = picked.host;
+    this.attempts++;
+    this.endpoint = ep;
+    pool.acquire(ep);
+    this.connectStart = pool.clock.now();
+    const up = this.listener.deps.connect(ep.host, ep.port);
+    this.upstream = up;
+    up.on('connect', this.onUpstreamConnect);
+    up.on('data', this.onUpstreamData);
+    up.on('end', this.onUpstreamEnd);
+    up.on('drain', this.onUpstreamDrain);
+    up.on('error', this.onUpstreamError);
+    up.on('close', this.onUpstreamClose);
+    if (this.settings.timeouts.connect > 0) this.connectTimer = setTimeout(this.onConnectTimeout, this.settings.timeouts.connect);
+  }
+
+  private clearConnectTimer(): void {
+    if (this.connectTimer !== null) {
+      clearTimeout(this.connectTimer);
+      this.connectTimer = null;
+    }
+  }
+
+  private readonly onConnectTimeout = (): void => {
+    this.connectTimer = null;
+    const err: NodeJS.ErrnoException = new Error(`connect timeout after ${this.settings.timeouts.connect}ms`);
+    err.code = 'BERTH_ERR_UPSTREAM_TIMEOUT';
+    this.upstream?.destroy(err);
+  };
+
+  private readonly onUpstreamConnect = (): void => {
+    this.clearConnectTimer();
+    const { pool, observer } = this.listener.deps;
+    const now = pool.clock.now();
+    const ms = now - this.connectStart;
+    const ep = this.endpoint!;
+    ep.observeLatency(ms, now);
+    observer.upstreamConnect(ep.service, ep.id, 'ok', ms / 1000);
+    if (this.clientClosed) {
+      this.upstream!.destroy();
+      return;
+    }
+    this.phase = Phase.Connected;
+    const up = this.upstream!;
+    // After a retry: replay what the client already sent, then its half-close.
+    if (this.replay !== null) for (const chunk of this.replay) up.write(chunk);
+    if (this.clientEnded) up.end();
+    this.client.resume();
+  };
+
+  private readonly onClientData = (chunk: Buffer): void => {
+    const up = this.upstream;
+    if (up === null || this.phase !== Phase.Connected) return;
+    if (this.replay !== null) {
+      this.replayBytes += chunk.length;
+      if (this.replayBytes > REPLAY_LIMIT) this.replay = null;
+      else this.replay.push(chunk);
+    }
+    if (!up.write(chunk)) this.client.pause();
+  };
+
+  private readonly onUpstreamData = (chunk: Buffer): void => {
+    if (!this.upstreamAnswered) {
+      this.upstreamAnswered = true;
+      this.replay = null;
+    }
+    if (!this.client.write(chunk)) this.upstream!.pause();
+  };
+
+  private readonly onUpstreamDrain = (): void => {
+    if (this.phase === Phase.Connected) this.client.resume();
+  };
+
+  private readonly onClientDrain = (): void => {
+    this.upstream?.resume();
+  };
+
+  private readonly onClientEnd = (): void => {
+    this.clientEnded = true;
+    if (this.phase === Phase.Connected) this.upstream!.end();
+  };
+
+  private readonly onUpstreamEnd = (): void => {
+    // A clean close with no answer is an answer (an empty one): pass it on, no retry.
+    this.upstreamAnswered = true;
+    this.replay = null;
+    if (!this.client.destroyed) this.client.end();
+  };
+
+  private readonly onUpstreamError = (err: NodeJS.ErrnoException): void => {
+    const { pool, observer, log } = this.listener.deps;
+    const ep = this.endpoint!;
+    const up = this.upstream!;
+    this.clearConnectTimer();
+    const connecting = this.phase === Phase.Connecting;
+    if (connecting) {
+      pool.failed(ep);
+      observer.upstreamConnect(ep.service, ep.id, connectResult(err), (pool.clock.now() - this.connectStart) / 1000);
+    }
+    // Safe to try elsewhere: nothing came back yet and every byte sent is still held.
+    if (!this.upstreamAnswered && this.replay !== null && !this.clientClosed && this.attempts <= this.settings.retries) {
+      if (log.isLevelEnabled('debug')) log.debug({ listener: this.settings.name, endpoint: ep.id, err: err.code ?? err.message }, 'retrying on another endpoint');
+      observer.retry(ep.service, connecting ? connectResult(err) : 'reset');
+      up.removeAllListeners();
+      up.on('error', noop);
+      up.destroy();
+      this.release(up, ep);
+      (this.tried ??= new Set()).add(ep);
+      this.phase = Phase.Connecting;
+      this.client.pause();
+      this.tryConnect();
+      return;
+    }
+    if (log.isLevelEnabled('debug')) log.debug({ listener: this.settings.name, endpoint: ep.id, err: err.code ?? err.message }, 'upstream error');
+    // Pass the failure on as a reset, so the client cannot take a cut stream for a whole one.
+    this.phase = Phase.Closed;
+    if (!this.client.destroyed) this.client.resetAndDestroy();
+  };
+
+  private readonly onUpstreamClose = (): void => {
+    const up = this.upstream!;
+    const ep = this.endpoint!;
+    this.clearConnectTimer();
+    this.release(up, ep);
+    this.upstream = null;
+    this.endpoint = null;
+    // Closed without finishing both directions (destroyed): nowhere for the client's bytes to go.
+    if (!this.clientClosed && !(up.readableEnded && up.writableFinished) && !this.client.destroyed) {
+      this.phase = Phase.Closed;
+      this.client.destroy();
+    }
+    this.maybeEnded();
+  };
+
+  private readonly onClientError = (): void => {
+    this.phase = Phase.Closed;
+    const up = this.upstream;
+    if (up !== null && !up.destroyed) up.resetAndDestroy();
+  };
+
+  private readonly onClientClose = (): void => {
+    this.clientClosed = true;
+    const up = this.upstream;
+    if (up !== null && !up.destroyed) {
+      if (this.client.readableEnded && this.client.writableFinished && this.phase === Phase.Connected) {
+        // Both directions finished cleanly; the upstream flushes and closes itself.
+        // Bound that, in case the endpoint stops reading.
+        if (this.settings.timeouts.idle > 0) up.setTimeout(this.settings.timeouts.idle, () => up.destroy());
+      } else {
+        this.phase = Phase.Closed;
+        up.destroy();
+      }
+    }
+    this.maybeEnded();
+  };
+
+  private readonly onIdle = (): void => {
+    this.destroy();
+  };
+
+  /** Closes the client at once with a reset (no endpoint could take it). */
+  private abort(): void {
+    this.phase = Phase.Closed;
+    if (!this.client.destroyed) this.client.resetAndDestroy();
+  }
+
+  private release(up: net.Socket, ep: EndpointState): void {
+    this.listener.deps.observer.upstreamClosed(ep.service, ep.id, up.bytesRead, up.bytesWritten);
+    this.listener.deps.pool.release(ep);
+  }
+
+  private maybeEnded(): void {
+    if (this.clientClosed && this.upstream === null) {
+      this.phase = Phase.Closed;
+      this.listener.ended(this);
+    }
+  }
+
+  /** Closes both sides now (idle timeout, shutdown after the drain timeout). */
+  destroy(): void {
+    this.phase = Phase.Closed;
+    this.clearConnectTimer();
+    this.upstream?.destroy();
+    this.client.destroy();
+  }
+}
+
+function noop(): void {}

@@ -1,0 +1,134 @@
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { configFromFlags } from '../../src/config/flags.js';
+import { loadConfigFile } from '../../src/config/load.js';
+import { parseDuration, parseEndpoint, parseHostPort } from '../../src/config/parse.js';
+import { validateConfig } from '../../src/config/validate.js';
+import { ConfigError } from '../../src/core/errors.js';
+
+function issues(fn: () => unknown): string[] {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof ConfigError) return e.issues.map((i) => `${i.path}: ${i.message}`);
+    throw e;
+  }
+  return [];
+}
+
+t.test('durations', async (t) => {
+  t.same(parseDuration('250ms'), { ok: true, value: 250 });
+  t.same(parseDuration('2s'), { ok: true, value: 2000 });
+  t.same(parseDuration('1m'), { ok: true, value: 60000 });
+  t.same(parseDuration('1.5s'), { ok: true, value: 1500 });
+  for (const bad of ['10', 'soon', '-1s', '2 weeks', '']) t.equal(parseDuration(bad).ok, false, bad);
+});
+
+t.test('addresses and endpoints', async (t) => {
+  t.same(parseHostPort('127.0.0.1:80'), { ok: true, value: { host: '127.0.0.1', port: 80 } });
+  t.same(parseHostPort('[::1]:8080'), { ok: true, value: { host: '::1', port: 8080 } });
+  t.same(parseHostPort('8080', { defaultHost: '0.0.0.0' }), { ok: true, value: { host: '0.0.0.0', port: 8080 } });
+  t.equal(parseHostPort('8080').ok, false, 'endpoints need a host');
+  t.equal(parseHostPort('h:70000').ok, false);
+  t.equal(parseHostPort('h:0').ok, false);
+  t.same(parseEndpoint('10.0.0.5:80,weight=3'), { ok: true, value: { id: '10.0.0.5:80', host: '10.0.0.5', port: 80, weight: 3, source: 'static' } });
+  t.equal(parseEndpoint('10.0.0.5:80,weight=1001').ok, false);
+  t.equal(parseEndpoint('10.0.0.5:80,wieght=3').ok, false);
+});
+
+const good = {
+  listeners: [{ name: 'web', bind: '127.0.0.1:0', service: 'web', timeouts: { connect: '2s', idle: '60s' } }],
+  services: { web: { balance: 'round-robin', endpoints: ['10.0.0.5:80,weight=3', '10.0.0.6:80'] } },
+  admin: { bind: 'off' },
+};
+
+t.test('a good config normalizes', async (t) => {
+  const c = validateConfig(good);
+  t.equal(c.listeners[0]!.timeouts.connect, 2000);
+  t.equal(c.listeners[0]!.timeouts.idle, 60000);
+  t.equal(c.listeners[0]!.mode, 'tcp');
+  t.equal(c.services.get('web')!.endpoints[0]!.weight, 3);
+  t.equal(c.admin, null);
+  t.equal(c.drainTimeout, 30000);
+  const d = validateConfig({ listeners: [{ bind: '9000', service: 's' }], services: { s: {} } });
+  t.same(d.admin, { host: '127.0.0.1', port: 9901 }, 'admin defaults to 127.0.0.1:9901');
+  t.equal(d.services.get('s')!.balance, 'least-conn', 'tcp default balance');
+  t.equal(d.listeners[0]!.name, 'listener-0');
+});
+
+t.test('every error is reported at once, each with its path', async (t) => {
+  const errs = issues(() =>
+    validateConfig({
+      listeners: [
+        { bind: 'nope', service: 'web', colour: 'red', timeouts: { connect: '2 seconds' } },
+        { bind: '127.0.0.1:9000', service: 'missing', mode: 'udp' },
+      ],
+      services: { web: { balance: 'fastest', endpoints: ['10.0.0.1'] } },
+      extra: 1,
+    }),
+  );
+  t.match(errs, [
+    /^listeners\[0\]\.bind: expected \[host:\]port/,
+    /^listeners\[0\]\.timeouts\.connect: expected a duration/,
+    /^listeners\[0\]\.colour: unknown key/,
+    /^listeners\[1\]\.mode: expected tcp/,
+    /^services\.web\.balance: expected one of round-robin/,
+    /^services\.web\.endpoints\[0\]: expected host:port/,
+    /^extra: unknown key/,
+  ]);
+  t.equal(errs.length, 7, errs.join('\n'));
+});
+
+t.test('cross-field checks', async (t) => {
+  const errs = issues(() =>
+    validateConfig({
+      listeners: [
+        { name: 'a', bind: '127.0.0.1:9000', service: 'nope' },
+        { name: 'a', bind: '127.0.0.1:9000', service: 'web' },
+      ],
+      services: { web: { endpoints: ['h:1', 'h:1'] } },
+    }),
+  );
+  t.same(errs, [
+    'listeners[0].service: unknown service "nope"; define it under services',
+    'listeners[1].name: duplicate listener name "a"',
+    'listeners[1].bind: 127.0.0.1:9000 is already bound by listeners[0]',
+    'services.web.endpoints[1]: duplicate endpoint h:1',
+  ]);
+  t.match(issues(() => validateConfig({ listeners: [] })), [/^listeners: at least one listener/]);
+  t.match(issues(() => validateConfig({ listeners: [{ bind: '1', service: 'x', mode: 'http' }], services: { x: {} } })), [/listeners\[0\]\.mode: http mode is not available/]);
+});
+
+t.test('flags build a config and errors name the flag', async (t) => {
+  const c = configFromFlags({ listen: ['127.0.0.1:0'], backend: ['127.0.0.1:1', '127.0.0.1:2,weight=2'], balance: 'random' });
+  t.equal(c.services.get('default')!.balance, 'random');
+  t.equal(c.services.get('default')!.endpoints.length, 2);
+  t.same(issues(() => configFromFlags({ listen: ['x'], backend: ['a:1', 'b'], balance: 'nope', admin: 'bad admin' })), [
+    '--listen: expected [host:]port, got "x"',
+    '--balance: expected one of round-robin, least-conn, p2c, source-hash, random',
+    '--backend[1]: expected host:port[,weight=N], got "b"',
+    '--admin: expected [host:]port, got "bad admin"',
+  ]);
+  t.match(issues(() => configFromFlags({ listen: [], backend: [] })), [/^--listen: /, /^--backend: /]);
+});
+
+t.test('YAML and JSON files; syntax errors; overrides', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'berth-config-'));
+  const yml = join(dir, 'c.yaml');
+  await writeFile(yml, 'listeners:\n  - bind: 127.0.0.1:0\n    service: web\nservices:\n  web:\n    endpoints: ["127.0.0.1:1"]\n');
+  const c = await loadConfigFile(yml, { balance: 'p2c', admin: '127.0.0.1:9999' });
+  t.equal(c.services.get('web')!.balance, 'p2c');
+  t.same(c.admin, { host: '127.0.0.1', port: 9999 });
+  const json = join(dir, 'c.json');
+  await writeFile(json, JSON.stringify(good));
+  t.equal((await loadConfigFile(json)).listeners[0]!.name, 'web');
+  const broken = join(dir, 'broken.yaml');
+  await writeFile(broken, 'listeners: [\n  bind: x\n');
+  await t.rejects(loadConfigFile(broken), { code: 'BERTH_ERR_CONFIG_READ' });
+  await t.rejects(loadConfigFile(join(dir, 'missing.yaml')), { code: 'BERTH_ERR_CONFIG_READ' });
+  const dup = join(dir, 'dup.yaml');
+  await writeFile(dup, 'listeners: []\nlisteners: []\n');
+  await t.rejects(loadConfigFile(dup), { code: 'BERTH_ERR_CONFIG_READ' });
+});

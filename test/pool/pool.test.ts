@@ -1,0 +1,107 @@
+import t from 'tap';
+import { seededRandom } from '../../src/core/random.js';
+import { Flag, type EndpointSpec, type ProviderSnapshot } from '../../src/core/types.js';
+import { Pool, type PoolEvent } from '../../src/pool/pool.js';
+
+function ep(id: string, weight = 1, source: EndpointSpec['source'] = 'static'): EndpointSpec {
+  const [host, port] = id.split(':');
+  return { id, host: host!, port: Number(port), weight, source };
+}
+function snap(provider: string, services: Record<string, EndpointSpec[]>): ProviderSnapshot {
+  return { provider, services: new Map(Object.entries(services)) };
+}
+function picks(pool: Pool, service: string, n: number): Set<string> {
+  const out = new Set<string>();
+  const s = pool.service(service)!;
+  for (let i = 0; i < n; i++) {
+    const r = s.pick();
+    if (r.type === 'ok') out.add(r.host.id);
+  }
+  return out;
+}
+
+t.test('full snapshots in, minimal change out', async (t) => {
+  const pool = new Pool({ random: seededRandom(1) });
+  const events: PoolEvent[] = [];
+  pool.on((e) => events.push(e));
+  pool.configureService('web', 'round-robin');
+  t.equal(pool.applySnapshot(snap('static', { web: [ep('10.0.0.1:80'), ep('10.0.0.2:80')] })), 2);
+  t.equal(pool.applySnapshot(snap('static', { web: [ep('10.0.0.1:80'), ep('10.0.0.2:80')] })), 0, 'duplicate snapshot changes nothing');
+  t.equal(pool.applySnapshot(snap('static', { web: [ep('10.0.0.1:80', 5), ep('10.0.0.2:80')] })), 1, 'one weight change');
+  t.equal(pool.service('web')!.endpoints.get('10.0.0.1:80')!.weight, 5);
+  t.same(
+    events.filter((e) => e.type !== 'picker-updated').map((e) => e.type),
+    ['endpoint-added', 'endpoint-added', 'endpoint-updated'],
+  );
+  t.same(picks(pool, 'web', 10), new Set(['10.0.0.1:80', '10.0.0.2:80']));
+});
+
+t.test('weight 0, flags and draining endpoints get no new connections', async (t) => {
+  const pool = new Pool({ random: seededRandom(1) });
+  pool.configureService('web', 'round-robin');
+  pool.applySnapshot(snap('static', { web: [ep('a:1'), ep('b:1', 0), ep('c:1'), ep('d:1')] }));
+  t.same(picks(pool, 'web', 20), new Set(['a:1', 'c:1', 'd:1']), 'weight 0 excluded');
+  pool.setFlag('web', 'c:1', Flag.ActiveUnhealthy, true, 'test: unhealthy');
+  t.same(picks(pool, 'web', 20), new Set(['a:1', 'd:1']), 'unhealthy excluded');
+  const s = pool.service('web')!;
+  pool.acquire(s.endpoints.get('d:1')!);
+  pool.applySnapshot(snap('static', { web: [ep('a:1'), ep('b:1', 0), ep('c:1')] }));
+  const d = s.endpoints.get('d:1');
+  t.ok(d, 'removed endpoint with an open connection stays, draining');
+  t.ok(d!.flags & Flag.Draining);
+  t.same(picks(pool, 'web', 20), new Set(['a:1']), 'draining excluded');
+  pool.release(d!);
+  t.notOk(s.endpoints.has('d:1'), 'removed when its last connection closes');
+  pool.setFlag('web', 'c:1', Flag.ActiveUnhealthy, false, 'test: healthy');
+  t.same(picks(pool, 'web', 20), new Set(['a:1', 'c:1']));
+});
+
+t.test('a draining endpoint that comes back is live again', async (t) => {
+  const pool = new Pool({ random: seededRandom(1) });
+  pool.configureService('web', 'least-conn');
+  pool.applySnapshot(snap('static', { web: [ep('a:1')] }));
+  const a = pool.service('web')!.endpoints.get('a:1')!;
+  pool.acquire(a);
+  pool.applySnapshot(snap('static', { web: [] }));
+  t.ok(a.flags & Flag.Draining);
+  t.equal(pool.service('web')!.pick().type, 'none');
+  pool.applySnapshot(snap('static', { web: [ep('a:1')] }));
+  t.equal(a.flags, 0);
+  t.equal(pool.service('web')!.pick().type, 'ok');
+  pool.release(a);
+  t.ok(pool.service('web')!.endpoints.has('a:1'), 'not removed: it is wanted again');
+});
+
+t.test('providers merge by endpoint id; precedence decides the spec; each removal is its own', async (t) => {
+  const pool = new Pool({ random: seededRandom(1) });
+  pool.applySnapshot(snap('docker', { web: [ep('x:80', 2, 'docker'), ep('y:80', 1, 'docker')] }));
+  pool.applySnapshot(snap('static', { web: [ep('x:80', 7)] }));
+  const s = pool.service('web')!;
+  t.equal(s.endpoints.get('x:80')!.weight, 7, 'static wins over docker');
+  t.same([...s.endpoints.get('x:80')!.sources.keys()].sort(), ['docker', 'static']);
+  pool.applySnapshot(snap('static', { web: [] }));
+  t.equal(s.endpoints.get('x:80')!.weight, 2, 'docker spec applies once static drops it');
+  pool.applySnapshot(snap('docker', {}));
+  t.equal(s.endpoints.size, 0);
+});
+
+t.test('balance change rebuilds the picker', async (t) => {
+  const pool = new Pool({ random: seededRandom(1) });
+  pool.configureService('web', 'round-robin');
+  pool.applySnapshot(snap('static', { web: [ep('a:1'), ep('b:1')] }));
+  pool.configureService('web', 'source-hash');
+  const s = pool.service('web')!;
+  const first = s.pick({ key: '1.2.3.4' });
+  for (let i = 0; i < 10; i++) t.same(s.pick({ key: '1.2.3.4' }), first);
+});
+
+t.test('peak EWMA takes slow samples at once and decays toward fast ones', async (t) => {
+  const pool = new Pool();
+  pool.applySnapshot(snap('static', { web: [ep('a:1')] }));
+  const a = pool.service('web')!.endpoints.get('a:1')!;
+  a.observeLatency(10, 0);
+  a.observeLatency(100, 1000);
+  t.equal(a.latency, 100);
+  a.observeLatency(10, 11_000);
+  t.ok(a.latency < 50 && a.latency > 10, `decayed to ${a.latency}`);
+});
