@@ -92,7 +92,7 @@ export class Berth {
         opened.set(listenerKey(c), l);
       }
     } catch (err) {
-      await Promise.all([...opened.values()].map((l) => l.stopAccepting()));
+      for (const l of opened.values()) l.stopAccepting();
       throw err;
     }
     return opened;
@@ -120,7 +120,8 @@ export class Berth {
         this.listeners.delete(k);
         this.retired.add(l);
         removed++;
-        void l.stopAccepting().then(() => this.log.info({ listener: l.settings.name }, 'listener closed by reload'));
+        l.stopAccepting();
+        this.log.info({ listener: l.settings.name, open: l.sessions.size }, 'listener closed by reload; its connections finish');
       }
     }
     for (const [k, l] of opened) this.listeners.set(k, l);
@@ -145,7 +146,7 @@ export class Berth {
     if (this.stopping) return 0;
     this.stopping = true;
     const all = [...this.listeners.values(), ...this.retired];
-    await Promise.all(all.map((l) => l.stopAccepting()));
+    for (const l of all) l.stopAccepting();
     const deadline = Date.now() + drainMs;
     while (this.openSessions() > 0 && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, Math.min(50, Math.max(1, deadline - Date.now()))));

@@ -69,12 +69,13 @@ export class TcpListener {
     return this.server.address() as net.AddressInfo;
   }
 
-  /** Stops accepting; open sessions go on. Resolves once the server is closed. */
-  stopAccepting(): Promise<void> {
-    return new Promise((resolve) => {
-      if (!this.server.listening) return resolve();
-      this.server.close(() => resolve());
-    });
+  /**
+   * Stops accepting; open sessions go on. The listening socket is closed at once
+   * (server.close's callback would wait for every session to end, which is the
+   * drain, not the stop).
+   */
+  stopAccepting(): void {
+    if (this.server.listening) this.server.close();
   }
 
   /** Closes every open session at once. */

@@ -1,0 +1,95 @@
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { exchange, nameServer, runCli, startBerth } from '../helpers/net.js';
+
+const dir = await mkdtemp(join(tmpdir(), 'berth-cli-'));
+
+t.test('berth check: 0 for a good file, 1 with every error and its path for a bad one', async (t) => {
+  const good = join(dir, 'good.yaml');
+  await writeFile(good, 'listeners:\n  - bind: 127.0.0.1:7000\n    service: web\nservices:\n  web:\n    endpoints: ["10.0.0.5:80,weight=3", "10.0.0.6:80"]\n');
+  const ok = await runCli(['check', '-c', good]);
+  t.equal(ok.code, 0, ok.stderr);
+  t.match(ok.stdout, /ok \(1 listener\(s\), 1 service\(s\), 2 static endpoint\(s\)\)/);
+
+  const bad = join(dir, 'bad.yaml');
+  await writeFile(bad, 'listeners:\n  - bind: nowhere\n    service: web\n    timeouts: { idle: forever }\nservices:\n  web:\n    balance: magic\n    endpoints: ["10.0.0.5"]\nsurprise: true\n');
+  const r = await runCli(['check', '-c', bad]);
+  t.equal(r.code, 1);
+  t.match(r.stderr, /invalid configuration \(5 errors\)/);
+  for (const path of ['listeners[0].bind:', 'listeners[0].timeouts.idle:', 'services.web.balance:', 'services.web.endpoints[0]:', 'surprise: unknown key']) {
+    t.ok(r.stderr.includes(path), `names ${path}`);
+  }
+  const missing = await runCli(['check', '-c', join(dir, 'nope.yaml')]);
+  t.equal(missing.code, 1);
+  t.match(missing.stderr, /cannot read config file/);
+  const syntax = join(dir, 'syntax.yaml');
+  await writeFile(syntax, 'listeners: [\n');
+  t.equal((await runCli(['check', '-c', syntax])).code, 1);
+});
+
+t.test('exit code 1 for bad arguments, naming the flag', async (t) => {
+  const unknown = await runCli(['--listen', '127.0.0.1:0', '--backend', '127.0.0.1:1', '--frobnicate']);
+  t.equal(unknown.code, 1);
+  t.match(unknown.stderr, /Unknown argument: frobnicate/);
+  const badBackend = await runCli(['--listen', '127.0.0.1:0', '--backend', 'nohost']);
+  t.equal(badBackend.code, 1);
+  t.match(badBackend.stderr, /--backend\[0\]: expected host:port/);
+  const badBalance = await runCli(['--listen', '127.0.0.1:0', '--backend', '127.0.0.1:1', '--balance', 'magic']);
+  t.equal(badBalance.code, 1);
+  t.match(badBalance.stderr, /balance/);
+  const clash = await runCli(['-c', '/dev/null', '--listen', '1234']);
+  t.equal(clash.code, 1);
+  t.match(clash.stderr, /--listen cannot be combined with --config/);
+  const nothing = await runCli([]);
+  t.equal(nothing.code, 1);
+  t.match(nothing.stderr, /--listen: at least one address/);
+});
+
+t.test('exit code 2 when the port is in use', async (t) => {
+  const blocker = net.createServer();
+  await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
+  t.teardown(() => blocker.close());
+  const port = (blocker.address() as net.AddressInfo).port;
+  const r = await runCli(['--listen', `127.0.0.1:${port}`, '--backend', '127.0.0.1:1', '--admin', 'off']);
+  t.equal(r.code, 2);
+  t.match(r.stderr, /cannot bind 127\.0\.0\.1:\d+: EADDRINUSE/);
+});
+
+t.test('BERTH_* environment variables set flags', async (t) => {
+  const a = await nameServer('A');
+  const b = await nameServer('B');
+  t.teardown(() => {
+    a.close();
+    b.close();
+  });
+  const berth = await startBerth([], {
+    env: { BERTH_LISTEN: '127.0.0.1:0', BERTH_BACKEND: `127.0.0.1:${a.port} 127.0.0.1:${b.port}`, BERTH_BALANCE: 'round-robin', BERTH_ADMIN: 'off', BERTH_LOG_LEVEL: 'info' },
+  });
+  t.teardown(() => berth.kill('SIGKILL'));
+  const got = new Set<string>();
+  for (let i = 0; i < 4; i++) got.add((await exchange(berth.port)).data.toString());
+  t.same([...got].sort(), ['A', 'B']);
+  const started = await berth.waitLog((l) => l.msg === 'listening');
+  t.equal(started['balance'], 'round-robin');
+  berth.kill('SIGTERM');
+  t.equal(await berth.exited, 0);
+});
+
+t.test('berth demo works with no Docker and no config', async (t) => {
+  const demo = await startBerth(['demo', '--listen', '127.0.0.1:0']);
+  t.teardown(() => demo.kill('SIGKILL'));
+  const names = new Set<string>();
+  for (let i = 0; i < 3; i++) {
+    const r = await exchange(demo.port, 'GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+    const m = /hello from (backend-\d)/.exec(r.data.toString());
+    if (m) names.add(m[1]!);
+  }
+  t.same([...names].sort(), ['backend-1', 'backend-2', 'backend-3'], 'round-robin over the three demo endpoints');
+  await demo.waitLog(() => demo.stderr.includes('Try, in another terminal'), 3000).catch(() => undefined);
+  t.match(demo.stderr, /curl http:\/\/127\.0\.0\.1:\d+\//, 'prints what to try');
+  demo.kill('SIGINT');
+  t.equal(await demo.exited, 0);
+});

@@ -1,0 +1,61 @@
+import { pino } from 'pino';
+import { TcpListener, type TcpListenerSettings } from '../../src/proxy/tcp.js';
+import { Pool } from '../../src/pool/pool.js';
+import type { ConnectFn } from '../../src/proxy/connect.js';
+import type { ProxyObserver } from '../../src/core/observer.js';
+import { seededRandom } from '../../src/core/random.js';
+import type { BalanceAlgorithm, EndpointSpec } from '../../src/core/types.js';
+
+export const silent = pino({ level: 'silent' });
+
+/** Counts observer calls by name (and the retry reasons). */
+export function countingObserver(): ProxyObserver & { counts: Record<string, number>; reasons: string[]; bytes: { rx: number; tx: number } } {
+  const counts: Record<string, number> = {};
+  const reasons: string[] = [];
+  const bytes = { rx: 0, tx: 0 };
+  const inc = (k: string) => (counts[k] = (counts[k] ?? 0) + 1);
+  return {
+    counts,
+    reasons,
+    bytes,
+    listenerAccepted: () => inc('accepted'),
+    listenerClosed: () => inc('closed'),
+    upstreamConnect: (_s, _e, result) => inc(`connect.${result}`),
+    upstreamClosed: (_s, _e, rx, tx) => {
+      inc('upstreamClosed');
+      bytes.rx += rx;
+      bytes.tx += tx;
+    },
+    retry: (_s, reason) => {
+      inc('retry');
+      reasons.push(reason);
+    },
+    noEndpoint: () => inc('noEndpoint'),
+  };
+}
+
+export function endpoint(port: number, weight = 1, host = '127.0.0.1'): EndpointSpec {
+  return { id: `${host}:${port}`, host, port, weight, source: 'static' };
+}
+
+/** A pool with one service "svc" and a tcp listener in front of it on 127.0.0.1:0. */
+export async function proxyFor(
+  endpoints: EndpointSpec[],
+  opts: { balance?: BalanceAlgorithm; settings?: Partial<TcpListenerSettings>; connect?: ConnectFn; observer?: ProxyObserver } = {},
+): Promise<{ listener: TcpListener; pool: Pool; port: number; close: () => Promise<void> }> {
+  const pool = new Pool({ random: seededRandom(1) });
+  pool.configureService('svc', opts.balance ?? 'round-robin');
+  pool.applySnapshot({ provider: 'static', services: new Map([['svc', endpoints]]) });
+  const settings: TcpListenerSettings = { name: 'test', bind: { host: '127.0.0.1', port: 0 }, service: 'svc', timeouts: { connect: 2000, idle: 60_000 }, retries: 2, ...opts.settings };
+  const listener = new TcpListener(settings, { pool, log: silent, ...(opts.connect ? { connect: opts.connect } : {}), ...(opts.observer ? { observer: opts.observer } : {}) });
+  const addr = await listener.listen();
+  return {
+    listener,
+    pool,
+    port: addr.port,
+    close: async () => {
+      listener.stopAccepting();
+      listener.destroyAll();
+    },
+  };
+}

@@ -1,0 +1,265 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import net from 'node:net';
+import t from 'tap';
+import { countingObserver, endpoint, proxyFor } from '../helpers/proxy.js';
+import { echoServer, exchange, freePort, nameServer, tcpServer, until } from '../helpers/net.js';
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+t.test('forwards to every endpoint in turn', async (t) => {
+  const a = await nameServer('A');
+  const b = await nameServer('B');
+  const p = await proxyFor([endpoint(a.port), endpoint(b.port)]);
+  t.teardown(async () => {
+    await p.close();
+    a.close();
+    b.close();
+  });
+  const seen = [];
+  for (let i = 0; i < 4; i++) seen.push((await exchange(p.port)).data.toString());
+  t.same(seen.sort(), ['A', 'A', 'B', 'B']);
+  await until(() => p.listener.sessions.size === 0, 2000, 'sessions closed');
+  t.equal(p.pool.activeTotal(), 0, 'no connection left counted');
+});
+
+t.test('large random payloads both ways, byte-exact, at once', async (t) => {
+  const size = 32 * 1024 * 1024;
+  const down = randomBytes(size);
+  let upHash = '';
+  const server = await tcpServer((s) => {
+    const h = createHash('sha256');
+    s.on('data', (d: Buffer) => h.update(d));
+    s.on('end', () => (upHash = h.digest('hex')));
+    s.end(down);
+  });
+  const p = await proxyFor([endpoint(server.port)]);
+  t.teardown(async () => {
+    await p.close();
+    server.close();
+  });
+  const up = randomBytes(size);
+  const r = await exchange(p.port, up, { timeoutMs: 60_000 });
+  t.equal(r.error, undefined);
+  t.equal(r.data.length, size);
+  t.equal(sha(r.data), sha(down), 'download byte-exact');
+  await until(() => upHash !== '', 5000, 'upload hashed');
+  t.equal(upHash, sha(up), 'upload byte-exact');
+});
+
+t.test('half-close: a client that shuts its write side still receives the whole answer', async (t) => {
+  // The endpoint answers only after it sees the client's FIN (like `sort` over nc).
+  const server = await tcpServer((s) => {
+    const got: Buffer[] = [];
+    s.on('data', (d: Buffer) => got.push(d));
+    s.on('end', () => {
+      const text = Buffer.concat(got).toString();
+      setTimeout(() => s.end(text.toUpperCase() + '|' + 'x'.repeat(1_000_000)), 50);
+    });
+  });
+  const p = await proxyFor([endpoint(server.port)]);
+  t.teardown(async () => {
+    await p.close();
+    server.close();
+  });
+  const r = await exchange(p.port, 'hello', { end: true });
+  t.equal(r.error, undefined);
+  t.equal(r.data.length, 'HELLO|'.length + 1_000_000);
+  t.ok(r.data.subarray(0, 6).equals(Buffer.from('HELLO|')));
+});
+
+t.test('half-close the other way: the endpoint finishes first, the client keeps sending', async (t) => {
+  let received = '';
+  const server = await tcpServer((s) => {
+    s.end('bye-first');
+    s.on('data', (d: Buffer) => (received += d.toString()));
+    s.on('end', () => s.destroy());
+  });
+  const p = await proxyFor([endpoint(server.port)]);
+  t.teardown(async () => {
+    await p.close();
+    server.close();
+  });
+  const c = net.connect({ port: p.port, host: '127.0.0.1', allowHalfOpen: true });
+  let got = '';
+  c.on('data', (d: Buffer) => (got += d.toString()));
+  await once(c, 'end');
+  t.equal(got, 'bye-first', 'endpoint FIN passed to the client');
+  c.write('still-talking');
+  c.end();
+  await once(c, 'close');
+  await until(() => received === 'still-talking', 3000, 'endpoint got bytes sent after its FIN');
+  t.pass('client bytes after the endpoint half-closed were delivered');
+});
+
+t.test('refused endpoint: retried on another, nothing lost', async (t) => {
+  const dead = await freePort();
+  const echo = await echoServer();
+  const obs = countingObserver();
+  const p = await proxyFor([endpoint(dead), endpoint(echo.port)], { observer: obs });
+  t.teardown(async () => {
+    await p.close();
+    echo.close();
+  });
+  for (let i = 0; i < 10; i++) {
+    const r = await exchange(p.port, `ping-${i}`);
+    t.equal(r.data.toString(), `ping-${i}`);
+  }
+  t.ok((obs.counts['retry'] ?? 0) >= 1, 'retries counted');
+  t.ok((obs.counts['connect.refused'] ?? 0) >= 1);
+  t.ok(obs.reasons.every((r) => r === 'refused'));
+});
+
+t.test('reset before any endpoint byte: early client bytes replayed on another endpoint', async (t) => {
+  // The first endpoint accepts, reads what the client sent, then resets without answering.
+  let resetterSaw = '';
+  const resetter = await tcpServer((s) => {
+    s.once('data', (d: Buffer) => {
+      resetterSaw += d.toString();
+      s.resetAndDestroy();
+    });
+  });
+  const echo = await echoServer();
+  const obs = countingObserver();
+  const p = await proxyFor([endpoint(resetter.port), endpoint(echo.port)], { observer: obs, balance: 'round-robin' });
+  t.teardown(async () => {
+    await p.close();
+    echo.close();
+    resetter.close();
+  });
+  const answers = await Promise.all([0, 1, 2, 3].map((i) => exchange(p.port, `early-bytes-${i}`)));
+  t.same(
+    answers.map((a) => a.data.toString()).sort(),
+    ['early-bytes-0', 'early-bytes-1', 'early-bytes-2', 'early-bytes-3'],
+    'every client got its bytes echoed by the healthy endpoint',
+  );
+  t.match(resetterSaw, /early-bytes/);
+  t.ok(obs.reasons.includes('reset'), `retry reasons: ${obs.reasons}`);
+});
+
+t.test('a reset after the endpoint answered is passed on, not retried', async (t) => {
+  const server = await tcpServer((s) => {
+    s.write('partial');
+    setTimeout(() => s.resetAndDestroy(), 30);
+  });
+  const obs = countingObserver();
+  const p = await proxyFor([endpoint(server.port)], { observer: obs });
+  t.teardown(async () => {
+    await p.close();
+    server.close();
+  });
+  const r = await exchange(p.port, 'x', { end: false });
+  t.equal(r.data.toString(), 'partial');
+  t.equal(r.error?.code, 'ECONNRESET', 'client sees a reset, not a clean end');
+  t.equal(obs.counts['retry'] ?? 0, 0);
+});
+
+t.test('connect timeout: tries the next endpoint, then gives up promptly', async (t) => {
+  const echo = await echoServer();
+  const obs = countingObserver();
+  // An endpoint that never completes its connect (a blackholed address), via the injectable connect.
+  const blackhole = 1;
+  const p = await proxyFor([endpoint(blackhole), endpoint(echo.port)], {
+    observer: obs,
+    settings: { timeouts: { connect: 150, idle: 60_000 } },
+    connect: (host, port) => (port === blackhole ? new net.Socket() : net.connect({ host, port, allowHalfOpen: true })),
+  });
+  t.teardown(async () => {
+    await p.close();
+    echo.close();
+  });
+  const started = Date.now();
+  const rs = await Promise.all([exchange(p.port, 'a'), exchange(p.port, 'b')]);
+  t.same(rs.map((r) => r.data.toString()).sort(), ['a', 'b']);
+  t.ok((obs.counts['connect.timeout'] ?? 0) >= 1, JSON.stringify(obs.counts));
+  t.ok(Date.now() - started < 2000);
+
+  const only = await proxyFor([endpoint(blackhole)], {
+    observer: obs,
+    settings: { timeouts: { connect: 100, idle: 60_000 }, retries: 2 },
+    connect: () => new net.Socket(),
+  });
+  t.teardown(() => only.close());
+  const t0 = Date.now();
+  const r = await exchange(only.port, 'x');
+  t.ok(r.error !== undefined || r.data.length === 0, 'client closed');
+  t.ok(Date.now() - t0 < 1000, `closed after ${Date.now() - t0}ms (one endpoint: no second try on the same one)`);
+});
+
+t.test('no usable endpoint: client closed at once and counted', async (t) => {
+  const obs = countingObserver();
+  const p = await proxyFor([], { observer: obs });
+  t.teardown(() => p.close());
+  const t0 = Date.now();
+  const r = await exchange(p.port, 'hello', { end: false });
+  t.ok(Date.now() - t0 < 500);
+  t.equal(r.data.length, 0);
+  t.equal(obs.counts['noEndpoint'], 1);
+  await until(() => p.listener.sessions.size === 0, 1000, 'session gone');
+});
+
+t.test('idle timeout closes a silent connection', async (t) => {
+  const server = await tcpServer(() => {});
+  const p = await proxyFor([endpoint(server.port)], { settings: { timeouts: { connect: 1000, idle: 200 } } });
+  t.teardown(async () => {
+    await p.close();
+    server.close();
+  });
+  const t0 = Date.now();
+  await exchange(p.port, 'x', { end: false });
+  const took = Date.now() - t0;
+  t.ok(took >= 180 && took < 2000, `closed after ${took}ms`);
+  await until(() => p.pool.activeTotal() === 0, 1000, 'released');
+});
+
+t.test('errors on either side tear down both, nothing leaked', async (t) => {
+  const upstreamClosed: string[] = [];
+  const server = await tcpServer((s) => {
+    s.on('close', () => upstreamClosed.push('closed'));
+    s.write('hi');
+  });
+  const obs = countingObserver();
+  const p = await proxyFor([endpoint(server.port)], { observer: obs });
+  t.teardown(async () => {
+    await p.close();
+    server.close();
+  });
+  // Client resets mid-session.
+  const c = net.connect({ port: p.port, host: '127.0.0.1' });
+  c.on('error', () => {});
+  await once(c, 'data');
+  c.resetAndDestroy();
+  await until(() => upstreamClosed.length === 1, 2000, 'upstream closed after client reset');
+  await until(() => p.listener.sessions.size === 0 && p.pool.activeTotal() === 0, 2000, 'all released');
+  t.equal(obs.counts['accepted'], obs.counts['closed'], 'every accepted session closed');
+  t.equal(obs.counts['upstreamClosed'], 1);
+});
+
+t.test('backpressure: a client that does not read does not make berth buffer the stream', async (t) => {
+  // The endpoint writes as fast as it can; we measure how much it got to write while the client reads nothing.
+  let written = 0;
+  const server = await tcpServer((s) => {
+    const chunk = Buffer.alloc(64 * 1024);
+    const pump = () => {
+      while (s.write(chunk)) written += chunk.length;
+      written += chunk.length;
+    };
+    s.on('drain', pump);
+    pump();
+  });
+  const p = await proxyFor([endpoint(server.port)]);
+  t.teardown(async () => {
+    await p.close();
+    server.close();
+  });
+  const c = net.connect({ port: p.port, host: '127.0.0.1' });
+  c.pause();
+  await once(c, 'connect');
+  await new Promise((r) => setTimeout(r, 500));
+  const stalled = written;
+  await new Promise((r) => setTimeout(r, 300));
+  t.equal(written, stalled, 'endpoint is blocked: berth stopped reading from it');
+  // Kernel buffers on both hops plus node's highWaterMark: a few MB at most, not the stream.
+  t.ok(stalled < 16 * 1024 * 1024, `only ${(stalled / 1048576).toFixed(1)} MiB in flight`);
+  c.destroy();
+});
