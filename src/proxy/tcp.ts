@@ -103,6 +103,62 @@ const enum Phase {
 }
 
 /**
+ * Sessions find themselves through a symbol on their sockets, so the event
+ * handlers below are shared functions: no per-connection closures (they would
+ * cost ~1 KiB per proxied connection).
+ */
+const kSession = Symbol('berth.tcp.session');
+type Tagged = net.Socket & { [kSession]?: TcpSession | undefined };
+
+function sessionOf(s: net.Socket): TcpSession | undefined {
+  return (s as Tagged)[kSession];
+}
+
+function onClientData(this: net.Socket, chunk: Buffer): void {
+  sessionOf(this)?.clientData(chunk);
+}
+function onClientEnd(this: net.Socket): void {
+  sessionOf(this)?.clientEnd();
+}
+function onClientDrain(this: net.Socket): void {
+  sessionOf(this)?.clientDrain();
+}
+function onClientError(this: net.Socket): void {
+  sessionOf(this)?.clientError();
+}
+function onClientClose(this: net.Socket): void {
+  sessionOf(this)?.clientClose();
+}
+function onClientIdle(this: net.Socket): void {
+  sessionOf(this)?.destroy();
+}
+function onUpstreamConnect(this: net.Socket): void {
+  sessionOf(this)?.upstreamConnect();
+}
+function onUpstreamData(this: net.Socket, chunk: Buffer): void {
+  sessionOf(this)?.upstreamData(chunk);
+}
+function onUpstreamEnd(this: net.Socket): void {
+  sessionOf(this)?.upstreamEnd();
+}
+function onUpstreamDrain(this: net.Socket): void {
+  sessionOf(this)?.upstreamDrain();
+}
+function onUpstreamError(this: net.Socket, err: NodeJS.ErrnoException): void {
+  sessionOf(this)?.upstreamError(err);
+}
+function onUpstreamClose(this: net.Socket): void {
+  sessionOf(this)?.upstreamClose();
+}
+function onConnectTimeout(session: TcpSession): void {
+  session.connectTimeout();
+}
+function onLingerTimeout(this: net.Socket): void {
+  this.destroy();
+}
+function noop(): void {}
+
+/**
  * One client connection and its upstream.
  *
  * Closing follows TCP: each side's FIN is passed on (half-close), and a socket
@@ -118,11 +174,14 @@ class TcpSession {
   private endpoint: EndpointState | null = null;
   private phase = Phase.Connecting;
   private attempts = 0;
-  private tried: Set<EndpointState> | undefined;
+  private tried: Set<EndpointState> | undefined = undefined;
   private connectTimer: NodeJS.Timeout | null = null;
   private connectStart = 0;
-  /** Client bytes sent upstream before the endpoint's first byte (for replay); null once past. */
-  private replay: Buffer[] | null = [];
+  /**
+   * Client bytes sent upstream before the endpoint's first byte, kept for a replay
+   * on another endpoint; undefined until the first chunk, null once past that point.
+   */
+  private replay: Buffer[] | null | undefined = undefined;
   private replayBytes = 0;
   private clientEnded = false;
   private clientClosed = false;
@@ -136,23 +195,27 @@ class TcpSession {
 
   start(): void {
     const c = this.client;
-    c.on('error', this.onClientError);
-    c.on('close', this.onClientClose);
-    c.on('end', this.onClientEnd);
-    c.on('drain', this.onClientDrain);
-    c.on('timeout', this.onIdle);
+    (c as Tagged)[kSession] = this;
+    c.on('error', onClientError);
+    c.on('close', onClientClose);
+    c.on('end', onClientEnd);
+    c.on('drain', onClientDrain);
     // Stays paused (pauseOnConnect) until an endpoint is connected.
-    c.on('data', this.onClientData);
+    c.on('data', onClientData);
     // One idle timer on the client socket covers both directions: node refreshes
     // it on reads (client → endpoint) and writes (endpoint → client).
-    if (this.settings.timeouts.idle > 0) c.setTimeout(this.settings.timeouts.idle);
+    if (this.settings.timeouts.idle > 0) {
+      c.on('timeout', onClientIdle);
+      c.setTimeout(this.settings.timeouts.idle);
+    }
     this.tryConnect();
   }
 
   private tryConnect(): void {
     const { pool, log, observer } = this.listener.deps;
     const service = pool.service(this.settings.service);
-    const ctx: PickContext<EndpointState> = { key: this.client.remoteAddress, exclude: this.tried };
+    // remoteAddress costs a getpeername() syscall: only source-hash needs it.
+    const ctx: PickContext<EndpointState> = { key: service?.balance === 'source-hash' ? this.client.remoteAddress : undefined, exclude: this.tried };
     const picked = service ? service.pick(ctx) : undefined;
     if (!picked || picked.type === 'none') {
       observer.noEndpoint(this.settings.name, this.settings.service);
@@ -168,14 +231,15 @@ class TcpSession {
     pool.acquire(ep);
     this.connectStart = pool.clock.now();
     const up = this.listener.deps.connect(ep.host, ep.port);
+    (up as Tagged)[kSession] = this;
     this.upstream = up;
-    up.on('connect', this.onUpstreamConnect);
-    up.on('data', this.onUpstreamData);
-    up.on('end', this.onUpstreamEnd);
-    up.on('drain', this.onUpstreamDrain);
-    up.on('error', this.onUpstreamError);
-    up.on('close', this.onUpstreamClose);
-    if (this.settings.timeouts.connect > 0) this.connectTimer = setTimeout(this.onConnectTimeout, this.settings.timeouts.connect);
+    up.on('connect', onUpstreamConnect);
+    up.on('data', onUpstreamData);
+    up.on('end', onUpstreamEnd);
+    up.on('drain', onUpstreamDrain);
+    up.on('error', onUpstreamError);
+    up.on('close', onUpstreamClose);
+    if (this.settings.timeouts.connect > 0) this.connectTimer = setTimeout(onConnectTimeout, this.settings.timeouts.connect, this);
   }
 
   private clearConnectTimer(): void {
@@ -185,14 +249,14 @@ class TcpSession {
     }
   }
 
-  private readonly onConnectTimeout = (): void => {
+  connectTimeout(): void {
     this.connectTimer = null;
     const err: NodeJS.ErrnoException = new Error(`connect timeout after ${this.settings.timeouts.connect}ms`);
     err.code = 'BERTH_ERR_UPSTREAM_TIMEOUT';
     this.upstream?.destroy(err);
-  };
+  }
 
-  private readonly onUpstreamConnect = (): void => {
+  upstreamConnect(): void {
     this.clearConnectTimer();
     const { pool, observer } = this.listener.deps;
     const now = pool.clock.now();
@@ -200,58 +264,58 @@ class TcpSession {
     const ep = this.endpoint!;
     ep.observeLatency(ms, now);
     observer.upstreamConnect(ep.service, ep.id, 'ok', ms / 1000);
+    const up = this.upstream!;
     if (this.clientClosed) {
-      this.upstream!.destroy();
+      up.destroy();
       return;
     }
     this.phase = Phase.Connected;
-    const up = this.upstream!;
     // After a retry: replay what the client already sent, then its half-close.
-    if (this.replay !== null) for (const chunk of this.replay) up.write(chunk);
+    if (this.replay) for (const chunk of this.replay) up.write(chunk);
     if (this.clientEnded) up.end();
     this.client.resume();
-  };
+  }
 
-  private readonly onClientData = (chunk: Buffer): void => {
+  clientData(chunk: Buffer): void {
     const up = this.upstream;
     if (up === null || this.phase !== Phase.Connected) return;
     if (this.replay !== null) {
       this.replayBytes += chunk.length;
       if (this.replayBytes > REPLAY_LIMIT) this.replay = null;
-      else this.replay.push(chunk);
+      else (this.replay ??= []).push(chunk);
     }
     if (!up.write(chunk)) this.client.pause();
-  };
+  }
 
-  private readonly onUpstreamData = (chunk: Buffer): void => {
+  upstreamData(chunk: Buffer): void {
     if (!this.upstreamAnswered) {
       this.upstreamAnswered = true;
       this.replay = null;
     }
     if (!this.client.write(chunk)) this.upstream!.pause();
-  };
+  }
 
-  private readonly onUpstreamDrain = (): void => {
+  upstreamDrain(): void {
     if (this.phase === Phase.Connected) this.client.resume();
-  };
+  }
 
-  private readonly onClientDrain = (): void => {
+  clientDrain(): void {
     this.upstream?.resume();
-  };
+  }
 
-  private readonly onClientEnd = (): void => {
+  clientEnd(): void {
     this.clientEnded = true;
     if (this.phase === Phase.Connected) this.upstream!.end();
-  };
+  }
 
-  private readonly onUpstreamEnd = (): void => {
+  upstreamEnd(): void {
     // A clean close with no answer is an answer (an empty one): pass it on, no retry.
     this.upstreamAnswered = true;
     this.replay = null;
     if (!this.client.destroyed) this.client.end();
-  };
+  }
 
-  private readonly onUpstreamError = (err: NodeJS.ErrnoException): void => {
+  upstreamError(err: NodeJS.ErrnoException): void {
     const { pool, observer, log } = this.listener.deps;
     const ep = this.endpoint!;
     const up = this.upstream!;
@@ -265,6 +329,7 @@ class TcpSession {
     if (!this.upstreamAnswered && this.replay !== null && !this.clientClosed && this.attempts <= this.settings.retries) {
       if (log.isLevelEnabled('debug')) log.debug({ listener: this.settings.name, endpoint: ep.id, err: err.code ?? err.message }, 'retrying on another endpoint');
       observer.retry(ep.service, connecting ? connectResult(err) : 'reset');
+      (up as Tagged)[kSession] = undefined;
       up.removeAllListeners();
       up.on('error', noop);
       up.destroy();
@@ -279,9 +344,9 @@ class TcpSession {
     // Pass the failure on as a reset, so the client cannot take a cut stream for a whole one.
     this.phase = Phase.Closed;
     if (!this.client.destroyed) this.client.resetAndDestroy();
-  };
+  }
 
-  private readonly onUpstreamClose = (): void => {
+  upstreamClose(): void {
     const up = this.upstream!;
     const ep = this.endpoint!;
     this.clearConnectTimer();
@@ -294,33 +359,32 @@ class TcpSession {
       this.client.destroy();
     }
     this.maybeEnded();
-  };
+  }
 
-  private readonly onClientError = (): void => {
+  clientError(): void {
     this.phase = Phase.Closed;
     const up = this.upstream;
     if (up !== null && !up.destroyed) up.resetAndDestroy();
-  };
+  }
 
-  private readonly onClientClose = (): void => {
+  clientClose(): void {
     this.clientClosed = true;
     const up = this.upstream;
     if (up !== null && !up.destroyed) {
       if (this.client.readableEnded && this.client.writableFinished && this.phase === Phase.Connected) {
         // Both directions finished cleanly; the upstream flushes and closes itself.
         // Bound that, in case the endpoint stops reading.
-        if (this.settings.timeouts.idle > 0) up.setTimeout(this.settings.timeouts.idle, () => up.destroy());
+        if (this.settings.timeouts.idle > 0) {
+          up.on('timeout', onLingerTimeout);
+          up.setTimeout(this.settings.timeouts.idle);
+        }
       } else {
         this.phase = Phase.Closed;
         up.destroy();
       }
     }
     this.maybeEnded();
-  };
-
-  private readonly onIdle = (): void => {
-    this.destroy();
-  };
+  }
 
   /** Closes the client at once with a reset (no endpoint could take it). */
   private abort(): void {
@@ -348,5 +412,3 @@ class TcpSession {
     this.client.destroy();
   }
 }
-
-function noop(): void {}

@@ -1,0 +1,151 @@
+// Shared helpers for the side-by-side benchmarks: processes pinned to CPUs,
+// per-CPU busy %, process CPU time, RSS, medians.
+import { spawn, execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import net from 'node:net';
+import { join } from 'node:path';
+
+export const HZ = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
+
+export function need(bin) {
+  try {
+    execFileSync('which', [bin], { stdio: 'ignore' });
+  } catch {
+    throw new Error(`${bin} not found: install it (Debian: apt-get install -y iperf3 wrk haproxy nginx-light)`);
+  }
+}
+
+export function tmp(prefix) {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export function write(dir, name, text) {
+  const p = join(dir, name);
+  writeFileSync(p, text);
+  return p;
+}
+
+/** Starts `cmd args` pinned to `cpu` (taskset). Resolves once `ready()` is true. */
+export async function startPinned(cpu, cmd, args, { ready, env } = {}) {
+  const p = spawn('taskset', ['-c', String(cpu), cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  let out = '';
+  p.stdout.on('data', (d) => (out += d));
+  p.stderr.on('data', (d) => (out += d));
+  p.output = () => out;
+  const exited = new Promise((r) => p.on('exit', r));
+  p.exited = exited;
+  if (ready) {
+    const deadline = Date.now() + 10_000;
+    while (!(await ready())) {
+      if (p.exitCode !== null) throw new Error(`${cmd} exited: ${out}`);
+      if (Date.now() > deadline) throw new Error(`${cmd} not ready: ${out}`);
+      await sleep(20);
+    }
+  }
+  return p;
+}
+
+export function sleep(ms) {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+export async function portOpen(port) {
+  return new Promise((resolve) => {
+    const s = net.connect({ port, host: '127.0.0.1' });
+    s.on('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.on('error', () => resolve(false));
+  });
+}
+
+export async function freePort() {
+  const s = net.createServer();
+  await new Promise((r) => s.listen(0, '127.0.0.1', r));
+  const port = s.address().port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+/** Per-CPU [busy, total] jiffies from /proc/stat. */
+export function cpuTimes() {
+  const out = {};
+  for (const line of readFileSync('/proc/stat', 'utf8').split('\n')) {
+    const m = /^cpu(\d+) (.*)$/.exec(line);
+    if (!m) continue;
+    const v = m[2].trim().split(/\s+/).map(Number);
+    const idle = v[3] + (v[4] || 0);
+    const total = v.reduce((a, b) => a + b, 0);
+    out[m[1]] = [total - idle, total];
+  }
+  return out;
+}
+
+/** Busy % per CPU between two cpuTimes() samples. */
+export function busy(a, b) {
+  const out = {};
+  for (const k of Object.keys(b)) out[k] = Math.round((100 * (b[k][0] - a[k][0])) / Math.max(1, b[k][1] - a[k][1]));
+  return out;
+}
+
+/** utime + stime of a process and its threads, seconds. */
+export function procCpu(pid) {
+  if (!pid) return 0;
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+    return (Number(rest[11]) + Number(rest[12])) / HZ;
+  } catch {
+    return 0;
+  }
+}
+
+export function rssBytes(pid) {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) * 1024 : 0;
+}
+
+/** The pid of the real program under `taskset` (taskset execs, so it is the same pid). */
+export function pidOf(p) {
+  return p.pid;
+}
+
+export function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const n = s.length;
+  return n === 0 ? NaN : n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+}
+
+/** Runs a command pinned to `cpu` to completion; returns stdout. */
+export function runPinned(cpu, cmd, args, timeoutMs = 120_000) {
+  return new Promise((resolve, reject) => {
+    const p = spawn('taskset', ['-c', String(cpu), cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    const timer = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
+    p.stdout.on('data', (d) => (out += d));
+    p.stderr.on('data', (d) => (err += d));
+    p.on('exit', (code) => {
+      clearTimeout(timer);
+      if (code === 0) resolve(out);
+      else reject(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${err}${out}`));
+    });
+  });
+}
+
+/** Measures a workload: per-CPU busy % and the CPU seconds `pid` used while `fn` ran. */
+export async function measure(pid, fn) {
+  const c0 = cpuTimes();
+  const p0 = procCpu(pid);
+  const result = await fn();
+  const p1 = procCpu(pid);
+  const c1 = cpuTimes();
+  return { result, busy: busy(c0, c1), proxyCpuSeconds: p1 - p0 };
+}
+
+export function fmt(n, digits = 1) {
+  if (!Number.isFinite(n)) return '-';
+  return n.toFixed(digits);
+}

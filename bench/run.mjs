@@ -1,0 +1,32 @@
+#!/usr/bin/env node
+// npm run bench -- [tcp] [--reps N] [--seconds S] [--rss-connections N]
+// Prints a markdown table of medians and ratios, and writes the raw runs to bench/out/.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { tcpBench } from './tcp.mjs';
+
+const argv = process.argv.slice(2);
+const opt = (name, def) => {
+  const i = argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(argv[i + 1]) : def;
+};
+const suites = { tcp: tcpBench };
+const chosen = argv.filter((a, i) => !a.startsWith('--') && !(i > 0 && argv[i - 1].startsWith('--')));
+const names = chosen.length ? chosen : Object.keys(suites);
+const params = { reps: opt('reps', 3), seconds: opt('seconds', 5), rssConnections: opt('rss-connections', 5000) };
+
+for (const name of names) {
+  const suite = suites[name];
+  if (!suite) {
+    console.error(`unknown benchmark "${name}"; known: ${Object.keys(suites).join(', ')}`);
+    process.exit(1);
+  }
+  const r = await suite(params);
+  const outDir = fileURLToPath(new URL('./out/', import.meta.url));
+  mkdirSync(outDir, { recursive: true });
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  writeFileSync(`${outDir}/${name}-${stamp}.json`, JSON.stringify(r, null, 2));
+  console.log(`\n## ${name} (${params.reps} reps x ${params.seconds}s, medians) — ${new Date().toISOString()}\n`);
+  console.log(r.table);
+  console.log(`\nconnection errors reported by wrk: ${JSON.stringify(r.errors)}`);
+}
