@@ -2,7 +2,7 @@
 // Proxies pinned alone to CPU 1; load generators and endpoints on CPU 0.
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { fmt, freePort, measure, median, need, portOpen, procCpu, rssBytes, runPinned, sleep, startPinned, tmp, write } from './lib.mjs';
+import { fmt, freePort, measure, median, need, portOpen, rssBytes, runPinned, sleep, startPinned, tmp, write } from './lib.mjs';
 
 const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
 const LOAD_CPU = 0;
