@@ -3,8 +3,13 @@
  * starts them, reloads them and shuts them down. The only module (with main.ts)
  * that imports across layers.
  */
-import type { Config, ListenerConfig } from './config/schema.js';
+import type { Config, DockerDiscoveryConfig, ListenerConfig } from './config/schema.js';
+import { nullDiscoveryObserver, type DiscoveryObserver } from './core/discovery.js';
+import { BerthError } from './core/errors.js';
 import { nullObserver, type ProxyObserver } from './core/observer.js';
+import { dockerClient } from './discovery/docker/client.js';
+import { DockerProvider } from './discovery/docker/provider.js';
+import type { DockerClient } from './discovery/docker/types.js';
 import { formatHostPort } from './core/types.js';
 import { staticSnapshot } from './discovery/static.js';
 import type { Logger } from './log.js';
@@ -14,7 +19,12 @@ import { TcpListener } from './proxy/tcp.js';
 export interface BerthOptions {
   readonly log: Logger;
   readonly observer?: ProxyObserver;
+  readonly discoveryObserver?: DiscoveryObserver;
   readonly pool?: Pool;
+  /** Builds the Docker client for a host URL (tests inject relays or fakes). */
+  readonly dockerClient?: (host: string) => DockerClient;
+  /** Docker provider reconnect backoff, ms (tests shorten it). */
+  readonly dockerBackoff?: { readonly baseMs: number; readonly capMs: number };
 }
 
 /** Listeners that bind a fixed port are matched across reloads by address, so they keep their socket. */
@@ -32,9 +42,14 @@ export class Berth {
   /** Listeners removed by a reload whose sessions are still finishing. */
   private readonly retired = new Set<TcpListener>();
   private stopping = false;
+  private readonly opts: BerthOptions;
+  /** The running Docker provider and the settings it was built from. */
+  docker: DockerProvider | null = null;
+  private dockerKey = '';
 
   constructor(config: Config, opts: BerthOptions) {
     this.config = config;
+    this.opts = opts;
     this.log = opts.log;
     this.observer = opts.observer ?? nullObserver;
     this.pool = opts.pool ?? new Pool();
@@ -69,9 +84,47 @@ export class Berth {
     return new TcpListener(l, { pool: this.pool, log: this.log.child({ module: 'proxy', listener: l.name }), observer: this.observer });
   }
 
+  /**
+   * Starts, replaces or stops the Docker provider to match `d`. A new provider
+   * must complete its first sync before it replaces the old one, so a reload that
+   * points at an unreachable engine keeps the running discovery.
+   */
+  private async applyDocker(d: DockerDiscoveryConfig | null): Promise<void> {
+    const key = d ? JSON.stringify(d) : '';
+    if (key === this.dockerKey) return;
+    let next: DockerProvider | null = null;
+    if (d) {
+      const log = this.log.child({ module: 'discovery', provider: 'docker' });
+      next = new DockerProvider({
+        ...d,
+        client: (this.opts.dockerClient ?? dockerClient)(d.host),
+        log,
+        observer: this.opts.discoveryObserver ?? nullDiscoveryObserver,
+        onSnapshot: (snap) => this.pool.applySnapshot(snap),
+        ...(this.opts.dockerBackoff ? { backoffBaseMs: this.opts.dockerBackoff.baseMs, backoffCapMs: this.opts.dockerBackoff.capMs } : {}),
+      });
+      try {
+        await next.start();
+      } catch (err) {
+        next.stop();
+        const reason = err instanceof Error ? err.message : String(err);
+        throw new BerthError('BERTH_ERR_DOCKER', `cannot reach the Docker engine at ${d.host}: ${reason}`, { cause: err });
+      }
+      log.info({ host: d.host, containers: countEndpoints(this.pool, 'docker'), skipped: next.skipped.length }, 'docker discovery synced');
+    }
+    const old = this.docker;
+    this.docker = next;
+    this.dockerKey = key;
+    if (old) {
+      old.stop();
+      if (!next) this.pool.applySnapshot({ provider: 'docker', services: new Map() });
+    }
+  }
+
   /** Binds every listener; on any failure closes what was bound and rejects (BERTH_ERR_LISTEN). */
   async start(): Promise<void> {
     this.applyServices(this.config);
+    await this.applyDocker(this.config.discovery.docker);
     const opened = await this.openAll(this.config.listeners);
     for (const [k, l] of opened) this.listeners.set(k, l);
     for (const l of this.listeners.values()) {
@@ -109,6 +162,12 @@ export class Berth {
     const nextKeys = new Map(next.listeners.map((l) => [listenerKey(l), l] as const));
     const toOpen = next.listeners.filter((l) => !this.listeners.has(listenerKey(l)));
     const opened = await this.openAll(toOpen);
+    try {
+      await this.applyDocker(next.discovery.docker);
+    } catch (err) {
+      for (const l of opened.values()) l.stopAccepting();
+      throw err;
+    }
     let kept = 0;
     let removed = 0;
     for (const [k, l] of this.listeners) {
@@ -145,6 +204,7 @@ export class Berth {
   async shutdown(drainMs: number): Promise<number> {
     if (this.stopping) return 0;
     this.stopping = true;
+    this.docker?.stop();
     const all = [...this.listeners.values(), ...this.retired];
     for (const l of all) l.stopAccepting();
     const deadline = Date.now() + drainMs;
@@ -155,4 +215,10 @@ export class Berth {
     for (const l of all) l.destroyAll();
     return cut;
   }
+}
+
+function countEndpoints(pool: Pool, source: string): number {
+  let n = 0;
+  for (const s of pool.services.values()) for (const e of s.endpoints.values()) if (e.sources.has(source)) n++;
+  return n;
 }

@@ -43,7 +43,7 @@ function exitFor(err: unknown, log?: Logger): never {
 }
 
 async function loadRunConfig(a: RunArgs): Promise<Config> {
-  if (a.config !== undefined) return loadConfigFile(a.config, { balance: a.balance, admin: a.admin });
+  if (a.config !== undefined) return loadConfigFile(a.config, { balance: a.balance, admin: a.admin, docker: a.docker, dockerHost: a.dockerHost });
   return configFromFlags(a);
 }
 

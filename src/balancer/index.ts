@@ -7,6 +7,7 @@ import { sourceHash } from './source-hash.js';
 import type { Balancer, BalancerDeps, BalancerHost } from './types.js';
 
 export type { Balancer, BalancerDeps, BalancerHost, PickContext, PickResult } from './types.js';
+export { NONE_FULL } from './types.js';
 
 /** Builds the balancer for `algorithm` over `hosts` (already filtered to eligible ones). */
 export function createBalancer<H extends BalancerHost>(algorithm: BalanceAlgorithm, hosts: readonly H[], deps: BalancerDeps): Balancer<H> {

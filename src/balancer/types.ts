@@ -22,7 +22,7 @@ export interface PickContext<H> {
   readonly exclude?: ReadonlySet<H> | undefined;
 }
 
-export type NoneReason = 'empty' | 'all-excluded';
+export type NoneReason = 'empty' | 'all-excluded' | 'at-capacity';
 export type PickResult<H> = { readonly type: 'ok'; readonly host: H } | { readonly type: 'none'; readonly reason: NoneReason };
 
 export interface Balancer<H extends BalancerHost> {
@@ -38,6 +38,7 @@ export type BalancerFactory = <H extends BalancerHost>(hosts: readonly H[], deps
 
 export const NONE_EMPTY: PickResult<never> = Object.freeze({ type: 'none', reason: 'empty' });
 export const NONE_EXCLUDED: PickResult<never> = Object.freeze({ type: 'none', reason: 'all-excluded' });
+export const NONE_FULL: PickResult<never> = Object.freeze({ type: 'none', reason: 'at-capacity' });
 
 export function ok<H>(host: H): PickResult<H> {
   return { type: 'ok', host };

@@ -12,6 +12,8 @@ export interface RunArgs {
   readonly service?: string | undefined;
   readonly admin?: string | undefined;
   readonly drainTimeout?: string | undefined;
+  readonly docker: boolean;
+  readonly dockerHost?: string | undefined;
   readonly logLevel: string;
   readonly logFormat: LogFormat;
 }
@@ -74,6 +76,8 @@ export async function parseArgs(argv: string[], version: string): Promise<Comman
           .option('service', { type: 'string', describe: 'service name of the --backend endpoints (default "default")' })
           .option('admin', { type: 'string', describe: 'admin/metrics address [host:]port, or "off" (default 127.0.0.1:9901)' })
           .option('drain-timeout', { type: 'string', describe: 'how long SIGTERM waits for open connections, e.g. 30s' })
+          .option('docker', { type: 'boolean', describe: 'discover endpoints from the Docker engine (containers labelled berth.enable=true)' })
+          .option('docker-host', { type: 'string', describe: 'Docker engine: unix:///var/run/docker.sock (default) or tcp://host:port' })
           .check((a) => {
             if (a.config !== undefined) {
               const clash = ['listen', 'backend', 'mode', 'service'].filter((k) => a[k] !== undefined);
@@ -93,6 +97,8 @@ export async function parseArgs(argv: string[], version: string): Promise<Comman
             service: str(a.service),
             admin: str(a.admin),
             drainTimeout: str(a['drain-timeout']),
+            docker: a.docker === true || a['docker-host'] !== undefined,
+            dockerHost: str(a['docker-host']),
             logLevel: String(a['log-level']),
             logFormat: a['log-format'] as LogFormat,
           },

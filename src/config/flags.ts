@@ -11,6 +11,9 @@ export interface FlagConfig {
   readonly service?: string | undefined;
   readonly admin?: string | undefined;
   readonly drainTimeout?: string | undefined;
+  /** --docker: discover endpoints from the Docker engine. */
+  readonly docker?: boolean | undefined;
+  readonly dockerHost?: string | undefined;
 }
 
 export const DEFAULT_SERVICE = 'default';
@@ -23,7 +26,7 @@ export const DEFAULT_SERVICE = 'default';
 export function configFromFlags(f: FlagConfig): Config {
   const issues: ConfigIssue[] = [];
   if (f.listen.length === 0) issues.push({ path: '--listen', message: 'at least one address to listen on is required (or use --config)' });
-  if (f.backend.length === 0) issues.push({ path: '--backend', message: 'at least one endpoint host:port is required (or use --config)' });
+  if (f.backend.length === 0 && !f.docker) issues.push({ path: '--backend', message: 'at least one endpoint host:port is required (or --docker, or --config)' });
   if (issues.length > 0) throw new ConfigError(issues);
   const service = f.service ?? DEFAULT_SERVICE;
   const raw = {
@@ -36,6 +39,7 @@ export function configFromFlags(f: FlagConfig): Config {
     services: { [service]: { ...(f.balance !== undefined ? { balance: f.balance } : {}), endpoints: [...f.backend] } },
     ...(f.admin !== undefined ? { admin: { bind: f.admin } } : {}),
     ...(f.drainTimeout !== undefined ? { drainTimeout: f.drainTimeout } : {}),
+    ...(f.docker ? { discovery: { docker: f.dockerHost !== undefined ? { host: f.dockerHost } : {} } } : {}),
   };
   try {
     return validateConfig(raw);
@@ -57,5 +61,6 @@ function flagPath(path: string, manyListeners: boolean): string {
   if (/^services\./.test(path)) return '--service';
   if (path.startsWith('admin')) return '--admin';
   if (path.startsWith('drainTimeout')) return '--drain-timeout';
+  if (path.startsWith('discovery.docker.host')) return '--docker-host';
   return path;
 }

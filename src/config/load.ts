@@ -32,6 +32,9 @@ export interface ConfigOverrides {
   readonly balance?: string | undefined;
   /** --admin: "off" or [host:]port. */
   readonly admin?: string | undefined;
+  /** --docker / --docker-host: turn on (or point) Docker discovery. */
+  readonly docker?: boolean | undefined;
+  readonly dockerHost?: string | undefined;
 }
 
 /** Applies flag overrides to a raw document (before validation, so errors still name fields). */
@@ -39,6 +42,11 @@ export function applyOverrides(raw: unknown, o: ConfigOverrides): unknown {
   if (raw === null || typeof raw !== 'object') return raw;
   const doc: Record<string, unknown> = { ...(raw as Record<string, unknown>) };
   if (o.admin !== undefined) doc['admin'] = { ...(typeof doc['admin'] === 'object' && doc['admin'] !== null ? doc['admin'] : {}), bind: o.admin };
+  if (o.docker || o.dockerHost !== undefined) {
+    const discovery = typeof doc['discovery'] === 'object' && doc['discovery'] !== null ? (doc['discovery'] as Record<string, unknown>) : {};
+    const docker = typeof discovery['docker'] === 'object' && discovery['docker'] !== null ? (discovery['docker'] as Record<string, unknown>) : {};
+    doc['discovery'] = { ...discovery, docker: { ...docker, ...(o.dockerHost !== undefined ? { host: o.dockerHost } : {}) } };
+  }
   if (o.balance !== undefined && typeof doc['services'] === 'object' && doc['services'] !== null) {
     const services: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(doc['services'] as Record<string, unknown>)) {

@@ -44,9 +44,24 @@ const service = z.strictObject({
   endpoints: z.array(parsed(parseEndpoint)).default([]),
 });
 
+const dockerHost = z.string().regex(/^(unix:\/\/\/.+|(tcp|http|https):\/\/[^/]+:\d+\/?)$/, 'expected unix:///path/to/docker.sock or tcp://host:port');
+
+const docker = z.strictObject({
+  host: dockerHost.default('unix:///var/run/docker.sock'),
+  labelPrefix: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'expected a label prefix such as "berth"').default('berth'),
+  exposedByDefault: z.boolean().default(false),
+  /** Network whose addresses to use when a container has no network label ("" = shared with berth, else first). */
+  network: z.string().default(''),
+});
+
+const discovery = z.strictObject({
+  docker: docker.optional(),
+});
+
 export const configSchema = z.strictObject({
   listeners: z.array(listener).min(1, 'at least one listener is required'),
   services: z.record(name, service).default({}),
+  discovery: discovery.default({}),
   admin: z.strictObject({ bind: adminAddress }).default({ bind: { host: '127.0.0.1', port: 9901 } }),
   /** How long SIGTERM waits for open connections before closing them (ms). */
   drainTimeout: duration.default(30_000),
@@ -68,10 +83,18 @@ export interface ServiceConfig {
   readonly endpoints: readonly EndpointSpec[];
 }
 
+export interface DockerDiscoveryConfig {
+  readonly host: string;
+  readonly labelPrefix: string;
+  readonly exposedByDefault: boolean;
+  readonly network: string;
+}
+
 /** The validated, normalized configuration. Durations are in milliseconds. */
 export interface Config {
   readonly listeners: readonly ListenerConfig[];
   readonly services: ReadonlyMap<string, ServiceConfig>;
+  readonly discovery: { readonly docker: DockerDiscoveryConfig | null };
   /** null when the admin server is off. */
   readonly admin: HostPort | null;
   readonly drainTimeout: number;

@@ -49,8 +49,9 @@ export function validateConfig(raw: unknown): Config {
       if (prev !== undefined) issues.push({ path: `listeners[${i}].bind`, message: `${key} is already bound by listeners[${prev}]` });
       binds.set(key, i);
     }
-    if (!(l.service in doc.services)) {
-      issues.push({ path: `listeners[${i}].service`, message: `unknown service "${l.service}"; define it under services` });
+    // With discovery on, services also come from the engine: an unknown name is not an error.
+    if (!(l.service in doc.services) && !doc.discovery.docker) {
+      issues.push({ path: `listeners[${i}].service`, message: `unknown service "${l.service}"; define it under services (or enable discovery)` });
     }
     listeners.push({ name, bind: l.bind, mode: l.mode, service: l.service, timeouts: l.timeouts, retries: l.retries });
   });
@@ -71,5 +72,9 @@ export function validateConfig(raw: unknown): Config {
   if (issues.length > 0) throw new ConfigError(issues);
 
   const admin = doc.admin.bind === 'off' ? null : doc.admin.bind;
-  return { listeners, services, admin, drainTimeout: doc.drainTimeout };
+  // Services only discovery will fill still take their listener's default balance.
+  for (const l of listeners) {
+    if (!services.has(l.service)) services.set(l.service, { name: l.service, balance: l.mode === 'tcp' ? 'least-conn' : 'p2c', endpoints: [] });
+  }
+  return { listeners, services, discovery: { docker: doc.discovery.docker ?? null }, admin, drainTimeout: doc.drainTimeout };
 }

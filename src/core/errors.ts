@@ -7,6 +7,7 @@ export const ErrorCodes = {
   BERTH_ERR_ARGS: 'invalid command-line arguments',
   BERTH_ERR_CONFIG_READ: 'the config file could not be read or parsed',
   BERTH_ERR_LISTEN: 'a listener or the admin server could not bind its address',
+  BERTH_ERR_DOCKER: 'the Docker engine could not be reached at start',
   BERTH_ERR_NO_ENDPOINT: 'no usable endpoint for a service',
   BERTH_ERR_UPSTREAM_CONNECT: 'connecting to an endpoint failed',
   BERTH_ERR_UPSTREAM_TIMEOUT: 'connecting to an endpoint timed out',

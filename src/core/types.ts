@@ -24,6 +24,12 @@ export interface EndpointSpec {
   readonly labels?: Readonly<Record<string, string>>;
   /** Per-endpoint cap on open connections; 0 or absent means unlimited. */
   readonly maxConnections?: number;
+  /** Health the provider reports (Docker HEALTHCHECK); absent when it has none. */
+  readonly health?: 'starting' | 'healthy' | 'unhealthy';
+  /** Being stopped (Docker kill/stop seen): no new connections, open ones finish. */
+  readonly stopping?: boolean;
+  /** Paused: no new connections. */
+  readonly paused?: boolean;
 }
 
 /**
@@ -52,6 +58,8 @@ export const Flag = {
   DockerUnhealthy: 1 << 3,
   /** Container is being stopped (kill/stop seen). */
   Stopping: 1 << 4,
+  /** Container is paused. */
+  Paused: 1 << 5,
 } as const;
 export type FlagBit = (typeof Flag)[keyof typeof Flag];
 
@@ -61,7 +69,16 @@ export const flagNames: Readonly<Record<FlagBit, string>> = {
   [Flag.Outlier]: 'outlier-ejected',
   [Flag.DockerUnhealthy]: 'docker-unhealthy',
   [Flag.Stopping]: 'stopping',
+  [Flag.Paused]: 'paused',
 };
+
+/** The flag bits a provider's spec decides (the others belong to berth's own checks). */
+export const PROVIDER_FLAGS = Flag.DockerUnhealthy | Flag.Stopping | Flag.Paused;
+
+/** Flags implied by what the provider reported about an endpoint. */
+export function specFlags(spec: EndpointSpec): number {
+  return (spec.health !== undefined && spec.health !== 'healthy' ? Flag.DockerUnhealthy : 0) | (spec.stopping ? Flag.Stopping : 0) | (spec.paused ? Flag.Paused : 0);
+}
 
 /** Names of the bits set in `flags`, for logs and the admin API. */
 export function describeFlags(flags: number): string[] {

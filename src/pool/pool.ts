@@ -1,7 +1,7 @@
-import { createBalancer, type Balancer, type PickContext, type PickResult } from '../balancer/index.js';
+import { createBalancer, NONE_FULL, type Balancer, type PickContext, type PickResult } from '../balancer/index.js';
 import { systemClock, type Clock } from '../core/clock.js';
 import { systemRandom, type Random } from '../core/random.js';
-import { Flag, type BalanceAlgorithm, type EndpointSpec, type ProviderSnapshot } from '../core/types.js';
+import { describeFlags, Flag, PROVIDER_FLAGS, specFlags, type BalanceAlgorithm, type EndpointSpec, type ProviderSnapshot } from '../core/types.js';
 import { EndpointState } from './endpoint.js';
 
 export type PoolEvent =
@@ -28,8 +28,25 @@ export class ServicePool {
     this.balancer = createBalancer(balance, [], { random });
   }
 
+  /** True when some eligible endpoint has a connection cap. */
+  private capped = false;
+
+  /**
+   * Picks an endpoint. An endpoint at its connection cap (maxConnections) is
+   * passed over for the next choice of the balancer, like HAProxy's maxconn.
+   */
   pick(ctx?: PickContext<EndpointState>): PickResult<EndpointState> {
-    return this.balancer.pick(ctx);
+    const r = this.balancer.pick(ctx);
+    if (!this.capped || r.type === 'none' || !atCap(r.host)) return r;
+    const exclude = new Set(ctx?.exclude);
+    exclude.add(r.host);
+    for (let i = 1; i < this.eligibleCount; i++) {
+      const next = this.balancer.pick({ key: ctx?.key, exclude });
+      if (next.type === 'none') break;
+      if (!atCap(next.host)) return next;
+      exclude.add(next.host);
+    }
+    return NONE_FULL;
   }
 
   /** @internal the pool calls this after every change to the service. */
@@ -41,6 +58,7 @@ export class ServicePool {
     eligible.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     this.balancer = createBalancer(this.balance, eligible, { random });
     this.eligibleCount = eligible.length;
+    this.capped = eligible.some((e) => (e.spec.maxConnections ?? 0) > 0);
   }
 }
 
@@ -139,8 +157,9 @@ export class Pool {
       let e = s.endpoints.get(spec.id);
       if (!e) {
         e = new EndpointState(s.name, spec);
+        e.flags = specFlags(spec);
         e.sources.set(provider, spec);
-        e.record(`${provider}: added ${e.address} weight ${spec.weight}`);
+        e.record(`${provider}: added ${e.address} weight ${spec.weight}${e.flags ? ` (out: ${describeFlags(e.flags).join(', ')})` : ''}`);
         s.endpoints.set(e.id, e);
         this.emit({ type: 'endpoint-added', endpoint: e });
         changes++;
@@ -192,6 +211,15 @@ export class Pool {
       e.configuredWeight = spec.weight;
       e.weight = spec.weight;
       parts.push(`weight ${spec.weight}`);
+    }
+    const flags = (e.flags & ~PROVIDER_FLAGS) | specFlags(spec);
+    if (flags !== e.flags) {
+      const was = e.flags;
+      e.flags = flags;
+      const on = describeFlags(flags & ~was);
+      const off = describeFlags(was & ~flags);
+      if (on.length) parts.push(`out: ${on.join(', ')}`);
+      if (off.length) parts.push(`no longer ${off.join(', ')}`);
     }
     e.spec = spec;
     if (parts.length === 0) return 0;
@@ -260,8 +288,22 @@ export class Pool {
   }
 }
 
+function atCap(e: EndpointState): boolean {
+  const max = e.spec.maxConnections;
+  return max !== undefined && max > 0 && e.active >= max;
+}
+
 function sameSpec(a: EndpointSpec, b: EndpointSpec): boolean {
-  return a.host === b.host && a.port === b.port && a.weight === b.weight && a.maxConnections === b.maxConnections && sameLabels(a.labels, b.labels);
+  return (
+    a.host === b.host &&
+    a.port === b.port &&
+    a.weight === b.weight &&
+    a.maxConnections === b.maxConnections &&
+    a.health === b.health &&
+    a.stopping === b.stopping &&
+    a.paused === b.paused &&
+    sameLabels(a.labels, b.labels)
+  );
 }
 
 function sameLabels(a: Readonly<Record<string, string>> | undefined, b: Readonly<Record<string, string>> | undefined): boolean {

@@ -92,7 +92,7 @@ t.test('cross-field checks', async (t) => {
     }),
   );
   t.same(errs, [
-    'listeners[0].service: unknown service "nope"; define it under services',
+    'listeners[0].service: unknown service "nope"; define it under services (or enable discovery)',
     'listeners[1].name: duplicate listener name "a"',
     'listeners[1].bind: 127.0.0.1:9000 is already bound by listeners[0]',
     'services.web.endpoints[1]: duplicate endpoint h:1',

@@ -105,3 +105,41 @@ t.test('peak EWMA takes slow samples at once and decays toward fast ones', async
   a.observeLatency(10, 11_000);
   t.ok(a.latency < 50 && a.latency > 10, `decayed to ${a.latency}`);
 });
+
+t.test('maxConnections: an endpoint at its cap is passed over; all full is none', async (t) => {
+  const pool = new Pool({ random: seededRandom(1) });
+  pool.configureService('web', 'round-robin');
+  pool.applySnapshot(snap('static', { web: [{ ...ep('a:1'), maxConnections: 2 }, { ...ep('b:1'), maxConnections: 1 }] }));
+  const s = pool.service('web')!;
+  const taken: string[] = [];
+  for (let i = 0; i < 3; i++) {
+    const r = s.pick();
+    if (r.type !== 'ok') break;
+    pool.acquire(r.host);
+    taken.push(r.host.id);
+  }
+  t.same(taken.sort(), ['a:1', 'a:1', 'b:1']);
+  t.same(s.pick(), { type: 'none', reason: 'at-capacity' });
+  pool.release(s.endpoints.get('b:1')!);
+  const r = s.pick();
+  t.equal(r.type === 'ok' && r.host.id, 'b:1');
+});
+
+t.test('provider-reported health, stopping and paused take an endpoint out', async (t) => {
+  const pool = new Pool({ random: seededRandom(1) });
+  pool.configureService('web', 'round-robin');
+  const d = (id: string, extra: Partial<EndpointSpec>) => ({ ...ep(id, 1, 'docker'), ...extra });
+  pool.applySnapshot(snap('docker', { web: [d('a:1', { health: 'starting' }), d('b:1', {})] }));
+  t.same(picks(pool, 'web', 10), new Set(['b:1']), 'starting is not routed');
+  pool.applySnapshot(snap('docker', { web: [d('a:1', { health: 'healthy' }), d('b:1', { stopping: true })] }));
+  t.same(picks(pool, 'web', 10), new Set(['a:1']), 'healthy routed, stopping not');
+  t.ok(pool.service('web')!.endpoints.get('b:1')!.flags & Flag.Stopping);
+  pool.applySnapshot(snap('docker', { web: [d('a:1', { health: 'unhealthy' }), d('b:1', { paused: true })] }));
+  t.equal(pool.service('web')!.pick().type, 'none');
+  t.match(pool.service('web')!.endpoints.get('a:1')!.history.at(-1)!.what, /out: docker-unhealthy/);
+  // An active-check flag set by berth survives a provider update.
+  pool.setFlag('web', 'a:1', Flag.ActiveUnhealthy, true, 'check failed');
+  pool.applySnapshot(snap('docker', { web: [d('a:1', { health: 'healthy' }), d('b:1', {})] }));
+  t.ok(pool.service('web')!.endpoints.get('a:1')!.flags & Flag.ActiveUnhealthy);
+  t.same(picks(pool, 'web', 10), new Set(['b:1']));
+});

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Builds the images the Docker tests use, FROM scratch, from binaries on this machine
+# (no image registry is reachable here):
+#   berth-test/busybox  busybox-static: sh, httpd, nc, sleep ...
+#   berth-test/node     the host's node binary plus the libraries ldd lists, and the
+#                       host's CA bundle (NODE_EXTRA_CA_CERTS) for builds needing npm
+#   berth-test/web      node + test/fixtures/web-backend.mjs (graceful HTTP endpoint)
+# An image is rebuilt only when its inputs changed (hash kept in a label).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+if ! [ -x /bin/busybox ] || ! /bin/busybox --list 2>/dev/null | grep -qx httpd; then
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends busybox-static >/dev/null
+fi
+
+hash_of() { cat "$@" | sha256sum | cut -c1-16; }
+current_hash() { docker image inspect -f '{{ index .Config.Labels "org.berth-test.hash" }}' "$1" 2>/dev/null || true; }
+
+build() { # name hash dir
+  if [ "$(current_hash "$1")" = "$2" ]; then echo "$1 up to date"; return; fi
+  docker build -q --label "org.berth-test.hash=$2" -t "$1" "$3" >/dev/null
+  echo "built $1"
+}
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# busybox
+mkdir -p "$work/busybox/rootfs/bin" "$work/busybox/rootfs/tmp"
+cp /bin/busybox "$work/busybox/rootfs/bin/busybox"
+for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$work/busybox/rootfs/bin/$a"; done
+cat > "$work/busybox/Dockerfile" <<'DOCKER'
+FROM scratch
+COPY rootfs/ /
+ENV PATH=/bin
+CMD ["sh"]
+DOCKER
+build berth-test/busybox "$(hash_of /bin/busybox "$work/busybox/Dockerfile")" "$work/busybox"
+
+# node base
+node_bin=$(readlink -f "$(command -v node)")
+root="$work/node/rootfs"
+mkdir -p "$root/usr/local/bin" "$root/tmp" "$root/etc/ssl/certs" "$root/bin"
+cp "$node_bin" "$root/usr/local/bin/node"
+# A shell and coreutils (busybox) so HEALTHCHECK CMD-SHELL and docker exec work.
+cp /bin/busybox "$root/bin/busybox"
+for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$root/bin/$a"; done
+for lib in $(ldd "$node_bin" | grep -oE '/[^ ]+'); do
+  mkdir -p "$root$(dirname "$lib")"
+  cp -L "$lib" "$root$lib"
+done
+cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+printf 'root:x:0:0::/root:/bin/sh\nnode:x:1000:1000::/home/node:/bin/sh\n' > "$root/etc/passwd"
+printf 'root:x:0:\nnode:x:1000:\n' > "$root/etc/group"
+chmod 1777 "$root/tmp"
+cat > "$work/node/Dockerfile" <<'DOCKER'
+FROM scratch
+COPY rootfs/ /
+ENV PATH=/usr/local/bin:/bin NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
+CMD ["node"]
+DOCKER
+build berth-test/node "$(hash_of "$node_bin" /bin/busybox "$work/node/Dockerfile")" "$work/node"
+
+# web endpoint
+mkdir -p "$work/web"
+cp test/fixtures/web-backend.mjs "$work/web/server.mjs"
+cat > "$work/web/Dockerfile" <<'DOCKER'
+FROM berth-test/node
+COPY server.mjs /app/server.mjs
+EXPOSE 8080
+ENTRYPOINT ["node", "/app/server.mjs"]
+DOCKER
+build berth-test/web "$(hash_of "$work/web/server.mjs" "$work/web/Dockerfile" "$node_bin" /bin/busybox)" "$work/web"

@@ -1,0 +1,152 @@
+/**
+ * Containers → a docker provider snapshot. PURE: the provider does the I/O and
+ * hands this the inspected containers; fixtures from a real engine test it.
+ */
+import type { EndpointSpec, ProviderSnapshot } from '../../core/types.js';
+import { parseLabels } from './labels.js';
+import type { ContainerInfo } from './types.js';
+
+export interface DockerBuildOptions {
+  /** Label prefix, default "berth". */
+  readonly labelPrefix: string;
+  /** Route containers without `<prefix>.enable=true` too. */
+  readonly exposedByDefault: boolean;
+  /** Network to take addresses from when a container has no network label ("" = none). */
+  readonly network: string;
+  /** Networks berth's own container is attached to (empty when berth runs on the host). */
+  readonly selfNetworks: readonly string[];
+  /** Provider instance name, default "docker". */
+  readonly provider?: string;
+}
+
+/** Lifecycle facts the provider learned from events, by container id. */
+export interface ContainerMarks {
+  /** kill/stop seen: no new connections. */
+  readonly stopping: ReadonlySet<string>;
+}
+
+export interface SkippedContainer {
+  readonly id: string;
+  readonly name: string;
+  readonly reason: string;
+}
+
+export interface DockerBuildResult {
+  readonly snapshot: ProviderSnapshot;
+  /** Containers that asked to be routed (or would be by default) but cannot be. */
+  readonly skipped: readonly SkippedContainer[];
+}
+
+export function containerName(c: ContainerInfo): string {
+  return c.Name.replace(/^\//, '');
+}
+
+/** The only exposed TCP port, or why there is none to pick. */
+function exposedTcpPort(c: ContainerInfo): { port: number } | { reason: string } {
+  const tcp = Object.keys(c.Config.ExposedPorts ?? {})
+    .filter((k) => k.endsWith('/tcp'))
+    .map((k) => Number(k.split('/')[0]))
+    .sort((a, b) => a - b);
+  if (tcp.length === 1) return { port: tcp[0]! };
+  if (tcp.length === 0) return { reason: 'no berth.port label and no exposed TCP port' };
+  return { reason: `no berth.port label and several exposed TCP ports (${tcp.join(', ')}): set berth.port` };
+}
+
+export function buildDockerSnapshot(containers: Iterable<ContainerInfo>, opts: DockerBuildOptions, marks: ContainerMarks = { stopping: new Set() }): DockerBuildResult {
+  const services = new Map<string, EndpointSpec[]>();
+  const skipped: SkippedContainer[] = [];
+  const prefix = opts.labelPrefix;
+  for (const c of containers) {
+    const name = containerName(c);
+    const skip = (reason: string) => skipped.push({ id: c.Id, name, reason });
+    const parsed = parseLabels(c.Config.Labels, prefix);
+    const labelsAll = c.Config.Labels ?? {};
+    const enableRaw = labelsAll[`${prefix}.enable`];
+    if (!parsed.ok) {
+      // A container that is not enabled is none of our business, even with odd labels.
+      if (enableRaw === 'true' || (opts.exposedByDefault && enableRaw !== 'false')) skip(`bad labels: ${parsed.errors.join('; ')}`);
+      continue;
+    }
+    const l = parsed.labels;
+    const enabled = l.enable ?? opts.exposedByDefault;
+    if (!enabled) continue;
+    if (!c.State.Running) continue;
+
+    const networks = c.NetworkSettings.Networks ?? {};
+    const names = Object.keys(networks).sort();
+    let network: string | undefined;
+    let networkWhy: string;
+    if (l.network !== undefined) {
+      if (!(l.network in networks)) {
+        skip(`${prefix}.network=${l.network} but the container is on ${names.length ? names.join(', ') : 'no network'}`);
+        continue;
+      }
+      network = l.network;
+      networkWhy = `label ${prefix}.network`;
+    } else if (opts.network !== '' && opts.network in networks) {
+      network = opts.network;
+      networkWhy = 'discovery.docker.network';
+    } else {
+      network = names.find((n) => opts.selfNetworks.includes(n));
+      networkWhy = 'shared with berth';
+      if (network === undefined) {
+        network = names.find((n) => (networks[n]?.IPAddress ?? '') !== '' || (networks[n]?.GlobalIPv6Address ?? '') !== '');
+        networkWhy = opts.selfNetworks.length > 0 ? 'first network (none shared with berth)' : 'first network';
+      }
+    }
+    const net = network !== undefined ? networks[network] : undefined;
+    const host = net?.IPAddress || net?.GlobalIPv6Address || '';
+    if (network === undefined || host === '') {
+      skip(network === undefined ? 'no network with an IP address (host or none network mode?)' : `no IP address on network ${network}`);
+      continue;
+    }
+
+    let port: number;
+    let portWhy: string;
+    if (l.port !== undefined) {
+      port = l.port;
+      portWhy = `label ${prefix}.port`;
+    } else {
+      const e = exposedTcpPort(c);
+      if ('reason' in e) {
+        skip(e.reason);
+        continue;
+      }
+      port = e.port;
+      portWhy = 'only exposed TCP port';
+    }
+
+    const service = l.service ?? labelsAll['com.docker.compose.service'] ?? name;
+    const serviceWhy = l.service !== undefined ? `label ${prefix}.service` : labelsAll['com.docker.compose.service'] !== undefined ? 'compose service name' : 'container name';
+    const health = c.State.Health?.Status;
+    const explain: Record<string, string> = {
+      container: c.Id.slice(0, 12),
+      image: c.Config.Image ?? '',
+      service: `${service} (${serviceWhy})`,
+      network: `${network} (${networkWhy})`,
+      port: `${port} (${portWhy})`,
+      weight: String(l.weight),
+    };
+    if (health !== undefined && health !== 'none') explain['docker-health'] = health;
+    if (l.maxConnections !== undefined) explain['maxConnections'] = String(l.maxConnections);
+    if (l.httpHost !== undefined) explain['http.host'] = l.httpHost;
+    if (l.httpPathPrefix !== undefined) explain['http.pathPrefix'] = l.httpPathPrefix;
+    if (l.healthPath !== undefined) explain['health.path'] = l.healthPath;
+    const spec: EndpointSpec = {
+      id: name,
+      host,
+      port,
+      weight: l.weight,
+      source: 'docker',
+      labels: explain,
+      ...(l.maxConnections !== undefined && l.maxConnections > 0 ? { maxConnections: l.maxConnections } : {}),
+      ...(health !== undefined && health !== 'none' ? { health: health === 'healthy' ? 'healthy' : health === 'unhealthy' ? 'unhealthy' : 'starting' } : {}),
+      ...(marks.stopping.has(c.Id) ? { stopping: true } : {}),
+      ...(c.State.Paused ? { paused: true } : {}),
+    };
+    let list = services.get(service);
+    if (!list) services.set(service, (list = []));
+    list.push(spec);
+  }
+  return { snapshot: { provider: opts.provider ?? 'docker', services }, skipped };
+}

@@ -1,0 +1,43 @@
+/**
+ * The subset of the Docker Engine API's container inspect answer
+ * (GET /containers/{id}/json) that discovery reads. Our own type, so nothing of
+ * dockerode's loose typing leaks past src/discovery/docker.
+ */
+export interface ContainerInfo {
+  readonly Id: string;
+  /** "/web-1" */
+  readonly Name: string;
+  readonly Config: {
+    readonly Image?: string;
+    readonly Labels?: Readonly<Record<string, string>> | null;
+    readonly ExposedPorts?: Readonly<Record<string, unknown>> | null;
+  };
+  readonly State: {
+    readonly Running: boolean;
+    readonly Paused?: boolean;
+    readonly Restarting?: boolean;
+    readonly Health?: { readonly Status: string } | null;
+  };
+  readonly NetworkSettings: {
+    readonly Networks?: Readonly<Record<string, { readonly IPAddress?: string; readonly GlobalIPv6Address?: string }>> | null;
+  };
+}
+
+/** One event from GET /events. */
+export interface DockerEvent {
+  readonly Type: string;
+  readonly Action: string;
+  readonly Actor: { readonly ID: string; readonly Attributes?: Readonly<Record<string, string>> };
+  readonly time?: number;
+  readonly timeNano?: number;
+}
+
+/** What discovery needs from the engine: GET calls and the event stream only. */
+export interface DockerClient {
+  /** Ids of running containers. */
+  listRunning(): Promise<string[]>;
+  /** Inspect; resolves null when the container no longer exists. */
+  inspect(id: string): Promise<ContainerInfo | null>;
+  /** Subscribes to container and network events; the stream yields raw JSON. */
+  events(): Promise<NodeJS.ReadableStream>;
+}

@@ -1,0 +1,91 @@
+import { readFileSync } from 'node:fs';
+import t from 'tap';
+import { buildDockerSnapshot, type DockerBuildOptions } from '../../src/discovery/docker/build.js';
+import { parseLabels } from '../../src/discovery/docker/labels.js';
+import type { ContainerInfo } from '../../src/discovery/docker/types.js';
+
+/** Inspect answers captured from a real engine (Docker 20.10), see test/fixtures/docker. */
+function fx(name: string): ContainerInfo {
+  return JSON.parse(readFileSync(new URL(`../fixtures/docker/${name}.json`, import.meta.url), 'utf8')) as ContainerInfo;
+}
+const all = ['fx-web', 'fx-plain', 'fx-portlabel', 'fx-noport', 'fx-badlabel', 'fx-health', 'fx-twonets'].map(fx);
+const opts: DockerBuildOptions = { labelPrefix: 'berth', exposedByDefault: false, network: '', selfNetworks: [] };
+
+t.test('labels: table', async (t) => {
+  const cases: [Record<string, string>, string][] = [
+    [{ 'berth.enable': 'true' }, 'ok'],
+    [{ 'berth.enable': 'yes' }, 'berth.enable: expected true or false'],
+    [{ 'berth.port': '0' }, 'berth.port: expected a port'],
+    [{ 'berth.port': '70000' }, 'berth.port: expected a port'],
+    [{ 'berth.weight': '1001' }, 'berth.weight: expected an integer from 0 to 1000'],
+    [{ 'berth.weight': '-1' }, 'berth.weight: expected an integer'],
+    [{ 'berth.service': 'has space' }, 'berth.service: expected a name'],
+    [{ 'berth.wieght': '2' }, 'berth.wieght: unknown label'],
+    [{ 'berth.http.host': '*.example.com', 'berth.http.pathPrefix': '/api' }, 'ok'],
+    [{ 'berth.http.pathPrefix': 'api' }, 'berth.http.pathPrefix: expected a path'],
+    [{ 'berth.maxConnections': '10', 'other.label': 'anything' }, 'ok'],
+  ];
+  for (const [labels, want] of cases) {
+    const r = parseLabels(labels, 'berth');
+    if (want === 'ok') t.ok(r.ok, JSON.stringify(labels));
+    else t.match(r.ok ? 'ok' : r.errors.join('; '), want, JSON.stringify(labels));
+  }
+  const custom = parseLabels({ 'lb.enable': 'true', 'lb.port': '81', 'berth.port': 'ignored' }, 'lb');
+  t.ok(custom.ok && custom.labels.port === 81, 'prefix is configurable');
+});
+
+t.test('real containers → endpoints, with reasons', async (t) => {
+  const r = buildDockerSnapshot(all, opts);
+  const web = r.snapshot.services.get('web')!;
+  t.equal(web.length, 1);
+  const w = web[0]!;
+  t.equal(w.id, 'fx-web');
+  t.equal(w.port, 8080, 'the only exposed TCP port');
+  t.equal(w.weight, 3);
+  t.match(w.host, /^\d+\.\d+\.\d+\.\d+$/);
+  t.equal(w.labels?.['network'], 'bridge (first network)');
+  t.equal(w.labels?.['port'], '8080 (only exposed TCP port)');
+  t.notOk(r.snapshot.services.has('fx-plain'), 'not enabled: not routed');
+
+  const api = r.snapshot.services.get('api')!;
+  t.equal(api[0]!.port, 9000, 'port label');
+  t.equal(api[0]!.labels?.['service'], 'api (compose service name)');
+
+  const health = r.snapshot.services.get('fx-health')!;
+  t.equal(health[0]!.health, 'starting', 'HEALTHCHECK state carried');
+
+  const two = r.snapshot.services.get('fx-twonets')!;
+  t.equal(two[0]!.labels?.['network'], 'berth-fixture-net (label berth.network)');
+  const fixtureNet = fx('fx-twonets').NetworkSettings.Networks!['berth-fixture-net']!.IPAddress;
+  t.equal(two[0]!.host, fixtureNet);
+
+  const skipped = Object.fromEntries(r.skipped.map((s) => [s.name, s.reason]));
+  t.same(Object.keys(skipped).sort(), ['fx-badlabel', 'fx-noport']);
+  t.match(skipped['fx-noport'], /no berth.port label and no exposed TCP port/);
+  t.match(skipped['fx-badlabel'], /berth.weight: expected an integer.*berth.wieght: unknown label/);
+});
+
+t.test('network choice: shared with berth beats first; configured network; missing label network', async (t) => {
+  const two = fx('fx-twonets');
+  const noLabel: ContainerInfo = { ...two, Config: { ...two.Config, Labels: { 'berth.enable': 'true' } } };
+  const first = buildDockerSnapshot([noLabel], opts).snapshot.services.get('fx-twonets')![0]!;
+  t.equal(first.labels?.['network'], 'berth-fixture-net (first network)', 'alphabetical first');
+  const shared = buildDockerSnapshot([noLabel], { ...opts, selfNetworks: ['bridge'] }).snapshot.services.get('fx-twonets')![0]!;
+  t.equal(shared.labels?.['network'], 'bridge (shared with berth)');
+  const configured = buildDockerSnapshot([noLabel], { ...opts, network: 'bridge' }).snapshot.services.get('fx-twonets')![0]!;
+  t.equal(configured.labels?.['network'], 'bridge (discovery.docker.network)');
+  const wrong: ContainerInfo = { ...two, Config: { ...two.Config, Labels: { 'berth.enable': 'true', 'berth.network': 'nope' } } };
+  const r = buildDockerSnapshot([wrong], opts);
+  t.equal(r.snapshot.services.size, 0);
+  t.match(r.skipped[0]!.reason, /berth.network=nope but the container is on berth-fixture-net, bridge/);
+});
+
+t.test('exposedByDefault, stopping and paused marks', async (t) => {
+  const r = buildDockerSnapshot(all, { ...opts, exposedByDefault: true }, { stopping: new Set([fx('fx-web').Id]) });
+  t.ok(r.snapshot.services.has('fx-plain'), 'routed without a label when exposed by default');
+  t.equal(r.snapshot.services.get('web')![0]!.stopping, true);
+  const paused: ContainerInfo = { ...fx('fx-web'), State: { ...fx('fx-web').State, Paused: true } };
+  t.equal(buildDockerSnapshot([paused], opts).snapshot.services.get('web')![0]!.paused, true);
+  const stopped: ContainerInfo = { ...fx('fx-web'), State: { ...fx('fx-web').State, Running: false } };
+  t.equal(buildDockerSnapshot([stopped], opts).snapshot.services.size, 0);
+});
