@@ -35,8 +35,10 @@ const listener = z.strictObject({
   }).default('tcp'),
   service: name,
   timeouts: timeouts.default({ connect: 5000, idle: 3_600_000 }),
-  /** Connection attempts per client connection, first try included. */
-  retries: z.number().int().min(0).max(10).default(2),
+  /** Further connect attempts after the first (other endpoints first, then rounds with backoff). */
+  retries: z.number().int().min(0).max(10).default(3),
+  /** Pause before trying every endpoint again, doubling per round; 0 = no second round. */
+  retryBackoff: duration.default(50),
 });
 
 const service = z.strictObject({
@@ -75,6 +77,8 @@ export interface ListenerConfig {
   readonly timeouts: { readonly connect: number; readonly idle: number };
   /** Extra attempts on another endpoint after a failed connect. */
   readonly retries: number;
+  /** First pause before a new round over all endpoints, ms. */
+  readonly retryBackoff: number;
 }
 
 export interface ServiceConfig {

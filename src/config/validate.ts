@@ -53,7 +53,7 @@ export function validateConfig(raw: unknown): Config {
     if (!(l.service in doc.services) && !doc.discovery.docker) {
       issues.push({ path: `listeners[${i}].service`, message: `unknown service "${l.service}"; define it under services (or enable discovery)` });
     }
-    listeners.push({ name, bind: l.bind, mode: l.mode, service: l.service, timeouts: l.timeouts, retries: l.retries });
+    listeners.push({ name, bind: l.bind, mode: l.mode, service: l.service, timeouts: l.timeouts, retries: l.retries, retryBackoff: l.retryBackoff });
   });
 
   const services = new Map<string, ServiceConfig>();

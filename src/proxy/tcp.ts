@@ -14,7 +14,14 @@ export interface TcpListenerSettings {
   readonly bind: { readonly host: string; readonly port: number };
   readonly service: string;
   readonly timeouts: { readonly connect: number; readonly idle: number };
+  /** Further connect attempts after the first, on other endpoints first. */
   readonly retries: number;
+  /**
+   * When every endpoint has failed once and attempts remain, wait this long (ms,
+   * doubling each round) and try the set again: covers an endpoint that is still
+   * starting to listen, or a brief refusal during a restart.
+   */
+  readonly retryBackoff: number;
 }
 
 export interface TcpListenerDeps {
@@ -153,6 +160,9 @@ function onUpstreamClose(this: net.Socket): void {
 function onConnectTimeout(session: TcpSession): void {
   session.connectTimeout();
 }
+function onRetryRound(session: TcpSession): void {
+  session.retryRound();
+}
 function onLingerTimeout(this: net.Socket): void {
   this.destroy();
 }
@@ -174,6 +184,7 @@ class TcpSession {
   private endpoint: EndpointState | null = null;
   private phase = Phase.Connecting;
   private attempts = 0;
+  private rounds = 0;
   private tried: Set<EndpointState> | undefined = undefined;
   private connectTimer: NodeJS.Timeout | null = null;
   private connectStart = 0;
@@ -217,6 +228,12 @@ class TcpSession {
     // remoteAddress costs a getpeername() syscall: only source-hash needs it.
     const ctx: PickContext<EndpointState> = { key: service?.balance === 'source-hash' ? this.client.remoteAddress : undefined, exclude: this.tried };
     const picked = service ? service.pick(ctx) : undefined;
+    if (picked?.type === 'none' && picked.reason === 'all-excluded' && this.attempts <= this.settings.retries && this.settings.retryBackoff > 0) {
+      // Every endpoint failed this round; the client is paused and its bytes held.
+      this.tried = undefined;
+      this.connectTimer = setTimeout(onRetryRound, this.settings.retryBackoff * 2 ** this.rounds++, this);
+      return;
+    }
     if (!picked || picked.type === 'none') {
       observer.noEndpoint(this.settings.name, this.settings.service);
       if (log.isLevelEnabled('debug')) {
@@ -247,6 +264,11 @@ class TcpSession {
       clearTimeout(this.connectTimer);
       this.connectTimer = null;
     }
+  }
+
+  retryRound(): void {
+    this.connectTimer = null;
+    if (!this.clientClosed) this.tryConnect();
   }
 
   connectTimeout(): void {
@@ -369,6 +391,7 @@ class TcpSession {
 
   clientClose(): void {
     this.clientClosed = true;
+    if (this.upstream === null) this.clearConnectTimer();
     const up = this.upstream;
     if (up !== null && !up.destroyed) {
       if (this.client.readableEnded && this.client.writableFinished && this.phase === Phase.Connected) {

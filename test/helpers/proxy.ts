@@ -46,7 +46,7 @@ export async function proxyFor(
   const pool = new Pool({ random: seededRandom(1) });
   pool.configureService('svc', opts.balance ?? 'round-robin');
   pool.applySnapshot({ provider: 'static', services: new Map([['svc', endpoints]]) });
-  const settings: TcpListenerSettings = { name: 'test', bind: { host: '127.0.0.1', port: 0 }, service: 'svc', timeouts: { connect: 2000, idle: 60_000 }, retries: 2, ...opts.settings };
+  const settings: TcpListenerSettings = { name: 'test', bind: { host: '127.0.0.1', port: 0 }, service: 'svc', timeouts: { connect: 2000, idle: 60_000 }, retries: 2, retryBackoff: 0, ...opts.settings };
   const listener = new TcpListener(settings, { pool, log: silent, ...(opts.connect ? { connect: opts.connect } : {}), ...(opts.observer ? { observer: opts.observer } : {}) });
   const addr = await listener.listen();
   return {

@@ -263,3 +263,28 @@ t.test('backpressure: a client that does not read does not make berth buffer the
   t.ok(stalled < 16 * 1024 * 1024, `only ${(stalled / 1048576).toFixed(1)} MiB in flight`);
   c.destroy();
 });
+
+t.test('every endpoint refused: a new round after a backoff reaches one that has started listening', async (t) => {
+  const port = await freePort();
+  const obs = countingObserver();
+  const p = await proxyFor([endpoint(port)], { observer: obs, settings: { retries: 3, retryBackoff: 50 } });
+  let late: net.Server | undefined = undefined;
+  t.teardown(async () => {
+    await p.close();
+    late?.close();
+  });
+  const answer = exchange(p.port, 'ping');
+  // The endpoint starts listening 80 ms after the client arrived (a container starting up).
+  await new Promise((r) => setTimeout(r, 80));
+  late = net.createServer((s) => s.pipe(s)).listen(port, '127.0.0.1');
+  const r = await answer;
+  t.equal(r.data.toString(), 'ping', 'served after the endpoint came up; early bytes kept');
+  t.ok((obs.counts['connect.refused'] ?? 0) >= 1);
+  const none = await proxyFor([endpoint(await freePort())], { settings: { retries: 2, retryBackoff: 20 } });
+  t.teardown(() => none.close());
+  const t0 = Date.now();
+  const gaveUp = await exchange(none.port, 'x');
+  t.equal(gaveUp.data.length, 0);
+  const took = Date.now() - t0;
+  t.ok(took >= 50 && took < 1000, `gave up after bounded rounds (${took}ms: 20 + 40 ms of backoff)`);
+});

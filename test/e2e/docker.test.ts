@@ -1,0 +1,225 @@
+import { once } from 'node:events';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t, { type Test } from 'tap';
+import { Berth } from '../../src/app.js';
+import { validateConfig } from '../../src/config/validate.js';
+import type { DiscoveryObserver } from '../../src/core/discovery.js';
+import { Flag } from '../../src/core/types.js';
+import { docker, dockerReady, get, removeAll, RUN, runContainer } from '../helpers/docker.js';
+import { until } from '../helpers/net.js';
+import { silent } from '../helpers/proxy.js';
+
+if (!dockerReady(t)) process.exit(0);
+t.teardown(removeAll);
+
+function countingDiscovery(): DiscoveryObserver & { errors: number; events: string[]; up: boolean[] } {
+  const o = {
+    errors: 0,
+    events: [] as string[],
+    up: [] as boolean[],
+    event: (_p: string, a: string) => o.events.push(a),
+    error: () => o.errors++,
+    connected: (_p: string, up: boolean) => o.up.push(up),
+    synced: () => {},
+  };
+  return o;
+}
+
+/** An in-process berth with docker discovery, fronting `service` in tcp mode. */
+async function berthFor(t: Test, service: string, opts: { host?: string; balance?: string; observer?: DiscoveryObserver } = {}) {
+  const config = validateConfig({
+    listeners: [{ name: 'l', bind: '127.0.0.1:0', service, timeouts: { connect: '2s', idle: '30s' } }],
+    services: opts.balance ? { [service]: { balance: opts.balance } } : {},
+    discovery: { docker: { host: opts.host ?? 'unix:///var/run/docker.sock' } },
+    admin: { bind: 'off' },
+  });
+  const berth = new Berth(config, { log: silent, dockerBackoff: { baseMs: 50, capMs: 500 }, ...(opts.observer ? { discoveryObserver: opts.observer } : {}) });
+  await berth.start();
+  t.teardown(() => berth.shutdown(0));
+  const port = [...berth.listeners.values()][0]!.address.port;
+  const svc = () => berth.pool.service(service);
+  return { berth, port, svc };
+}
+
+const svcName = (s: string) => `${RUN}-${s}`.replace(/[^A-Za-z0-9_.-]/g, '-');
+
+t.test('a labelled container gets traffic after start; an unlabelled one does not', async (t) => {
+  const S = svcName('basic');
+  const { berth, port, svc } = await berthFor(t, S);
+  await runContainer('plain', {});
+  await runContainer('labelled', { 'berth.enable': 'true', 'berth.service': S });
+  await until(() => (svc()?.eligibleCount ?? 0) === 1, 10_000, 'labelled container in the pool');
+  const seen = new Set<string>();
+  for (let i = 0; i < 6; i++) seen.add(await get(port));
+  t.same([...seen], ['labelled']);
+  const all = [...berth.pool.services.values()].flatMap((s) => [...s.endpoints.keys()]);
+  t.notOk(all.includes(`${RUN}-plain`), 'unlabelled container not in any service');
+});
+
+t.test('weights are honoured', async (t) => {
+  const S = svcName('weights');
+  const { port, svc } = await berthFor(t, S, { balance: 'round-robin' });
+  await runContainer('w1', { 'berth.enable': 'true', 'berth.service': S, 'berth.weight': '1' });
+  await runContainer('w3', { 'berth.enable': 'true', 'berth.service': S, 'berth.weight': '3' });
+  await until(() => (svc()?.eligibleCount ?? 0) === 2, 10_000, 'both in the pool');
+  // Both must be listening before counting: a connect to one still starting is retried on the other and skews counts.
+  const warm = new Set<string>();
+  await until(async () => warm.add(await get(port)).size === 2, 10_000, 'both serving');
+  // Smooth weighted round-robin gives exactly 1:3 over any 4 consecutive whole cycles.
+  const counts: Record<string, number> = { w1: 0, w3: 0 };
+  for (let i = 0; i < 40; i++) {
+    const n = await get(port);
+    counts[n] = (counts[n] ?? 0) + 1;
+  }
+  t.ok(counts['w1']! >= 9 && counts['w1']! <= 11 && counts['w1']! + counts['w3']! === 40, `1:3 split: ${JSON.stringify(counts)}`);
+});
+
+t.test('HEALTHCHECK: starting gets nothing, healthy gets traffic, unhealthy is taken out', async (t) => {
+  const S = svcName('health');
+  const { port, svc } = await berthFor(t, S);
+  const name = await runContainer('hc', { 'berth.enable': 'true', 'berth.service': S }, ['--health-cmd', 'test -f /tmp/ready', '--health-interval', '300ms', '--health-retries', '1']);
+  await until(() => (svc()?.endpoints.size ?? 0) === 1, 10_000, 'container known');
+  const ep = () => [...svc()!.endpoints.values()][0]!;
+  t.ok(ep().flags & Flag.DockerUnhealthy, 'starting: out of the pick set');
+  await t.rejects(get(port), 'no endpoint: the client is turned away');
+  await docker('exec', name, 'touch', '/tmp/ready');
+  await until(() => ep().flags === 0, 10_000, 'healthy');
+  t.equal(await get(port), 'hc');
+  await docker('exec', name, 'rm', '/tmp/ready');
+  await until(() => (ep().flags & Flag.DockerUnhealthy) !== 0, 10_000, 'unhealthy');
+  t.match(ep().history.map((h) => h.what).join('\n'), /out: docker-unhealthy/);
+});
+
+t.test('docker stop: out of the pick set at once, open request finishes, then removed', async (t) => {
+  const S = svcName('stop');
+  const { port, svc } = await berthFor(t, S);
+  const old = await runContainer('old', { 'berth.enable': 'true', 'berth.service': S });
+  await runContainer('other', { 'berth.enable': 'true', 'berth.service': S });
+  await until(() => (svc()?.eligibleCount ?? 0) === 2, 10_000, 'both in');
+  const warm = new Set<string>();
+  await until(async () => warm.add(await get(port)).size === 2, 10_000, 'both serving');
+  // A slow request that has reached "old" (its log says so) when "old" is stopped.
+  let inflight: Promise<string> | undefined;
+  for (let i = 0; i < 20 && inflight === undefined; i++) {
+    const tag = `n${i}`;
+    const p = get(port, `/?delay=1500&tag=${tag}`);
+    const where = await Promise.race([
+      until(async () => (await docker('logs', old)).includes(`tag=${tag}`), 3000, 'request at old').then(
+        () => 'old',
+        () => 'elsewhere',
+      ),
+      p.then((n) => n),
+    ]);
+    if (where === 'old') inflight = p;
+    else await p;
+  }
+  const stopping = docker('stop', '-t', '10', old);
+  await until(() => ((svc()!.endpoints.get(old)?.flags ?? Flag.Stopping) & Flag.Stopping) !== 0, 5000, 'stopping seen');
+  for (let i = 0; i < 10; i++) t.equal(await get(port), 'other', 'new connections avoid the stopping container');
+  t.equal(await inflight!, 'old', 'the open request finished');
+  await stopping;
+  await until(() => !svc()!.endpoints.has(old), 5000, 'removed after die');
+});
+
+t.test('a container with a bad label is skipped and counted; the others are untouched', async (t) => {
+  const S = svcName('badlabel');
+  const obs = countingDiscovery();
+  const { berth, port, svc } = await berthFor(t, S, { observer: obs });
+  await runContainer('good', { 'berth.enable': 'true', 'berth.service': S });
+  await runContainer('bad', { 'berth.enable': 'true', 'berth.service': S, 'berth.weight': 'lots' });
+  await until(() => (svc()?.eligibleCount ?? 0) === 1 && berth.docker!.skipped.length > 0, 10_000, 'good in, bad skipped');
+  t.match(berth.docker!.skipped.find((s) => s.name === `${RUN}-bad`)?.reason, /berth.weight: expected an integer from 0 to 1000, got "lots"/);
+  t.ok(obs.errors >= 1, 'counted');
+  await until(async () => (await get(port).catch(() => '')) === 'good', 10_000, 'good serves');
+});
+
+t.test('engine connection cut and restored: pool kept, then resynced', async (t) => {
+  const S = svcName('relay');
+  // A relay in front of the engine socket that the test can cut.
+  const path = join(tmpdir(), `${RUN}-relay.sock`);
+  const conns = new Set<net.Socket>();
+  const relay = net.createServer((c) => {
+    const up = net.connect('/var/run/docker.sock');
+    conns.add(c);
+    conns.add(up);
+    c.pipe(up).pipe(c);
+    const kill = () => {
+      c.destroy();
+      up.destroy();
+      conns.delete(c);
+      conns.delete(up);
+    };
+    c.on('error', kill);
+    up.on('error', kill);
+    c.on('close', kill);
+  });
+  const listen = async () => {
+    relay.listen(path);
+    await once(relay, 'listening');
+  };
+  const cut = () => {
+    relay.close();
+    for (const s of conns) s.destroy();
+  };
+  await listen();
+  t.teardown(cut);
+  const obs = countingDiscovery();
+  const { berth, port, svc } = await berthFor(t, S, { host: `unix://${path}`, observer: obs });
+  const a = await runContainer('ra', { 'berth.enable': 'true', 'berth.service': S });
+  await until(() => (svc()?.eligibleCount ?? 0) === 1, 10_000, 'a in');
+  await until(async () => (await get(port).catch(() => '')) === 'ra', 10_000, 'a serves');
+
+  cut();
+  await until(() => berth.docker!.connected === false, 5000, 'provider sees the loss');
+  t.equal(await get(port), 'ra', 'last known pool keeps serving while the engine is away');
+  // Missed while away: a new container starts, the old one goes.
+  await runContainer('rb', { 'berth.enable': 'true', 'berth.service': S });
+  await docker('rm', '-f', a);
+  t.ok(svc()!.endpoints.has(a), 'nothing changes while disconnected');
+
+  await listen();
+  await until(() => berth.docker!.connected === true, 10_000, 'reconnected');
+  await until(() => !svc()!.endpoints.has(a) && svc()!.endpoints.has(`${RUN}-rb`), 5000, 'resync caught the missed events');
+  await until(async () => (await get(port).catch(() => '')) === 'rb', 10_000, 'b serves');
+  t.same(obs.up, [true, false, true], 'connected → lost → restored');
+});
+
+t.test('HEADLINE: every container replaced one by one under load, zero failed requests', async (t) => {
+  const S = svcName('rolling');
+  const { port, svc } = await berthFor(t, S, { balance: 'round-robin' });
+  const labels = { 'berth.enable': 'true', 'berth.service': S };
+  const gen0 = await Promise.all(['g0a', 'g0b', 'g0c'].map((n) => runContainer(n, labels)));
+  await until(() => (svc()?.eligibleCount ?? 0) === 3, 10_000, 'three in');
+  await until(async () => (await Promise.all([1, 2, 3, 4, 5, 6].map(() => get(port).catch(() => '')))).every((x) => x !== ''), 10_000, 'all serving');
+
+  let stop = false;
+  const failures: string[] = [];
+  const served: Record<string, number> = {};
+  let total = 0;
+  // A bounded load loop: 4 clients, a new connection per request.
+  const loops = [0, 1, 2, 3].map(async () => {
+    while (!stop && total < 200_000) {
+      try {
+        const n = await get(port, '/', 5000);
+        served[n] = (served[n] ?? 0) + 1;
+        total++;
+      } catch (err) {
+        failures.push(err instanceof Error ? err.message : String(err));
+      }
+    }
+  });
+  const gen1 = ['g1a', 'g1b', 'g1c'];
+  for (let i = 0; i < 3; i++) {
+    const fresh = await runContainer(gen1[i]!, labels);
+    await until(() => svc()!.endpoints.get(fresh)?.eligible === true, 10_000, `${fresh} in`);
+    await docker('stop', '-t', '10', gen0[i]!);
+  }
+  await until(() => gen1.every((n) => (served[n] ?? 0) > 0), 10_000, 'new generation serving');
+  stop = true;
+  await Promise.all(loops);
+  t.same(failures, [], `zero failed requests out of ${total}`);
+  t.ok(total > 200, `${total} requests during the replacement`);
+  for (const n of [...['g0a', 'g0b', 'g0c'], ...gen1]) t.ok((served[n] ?? 0) > 0, `${n} served ${served[n]}`);
+});
