@@ -3,6 +3,7 @@
 // Prints a markdown table of medians and ratios, and writes the raw runs to bench/out/.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { dockerBench } from './docker.mjs';
 import { tcpBench } from './tcp.mjs';
 
 const argv = process.argv.slice(2);
@@ -10,10 +11,10 @@ const opt = (name, def) => {
   const i = argv.indexOf(`--${name}`);
   return i >= 0 ? Number(argv[i + 1]) : def;
 };
-const suites = { tcp: tcpBench };
+const suites = { tcp: tcpBench, docker: dockerBench };
 const chosen = argv.filter((a, i) => !a.startsWith('--') && !(i > 0 && argv[i - 1].startsWith('--')));
 const names = chosen.length ? chosen : Object.keys(suites);
-const params = { reps: opt('reps', 3), seconds: opt('seconds', 5), rssConnections: opt('rss-connections', 5000) };
+const params = { reps: opt('reps', 3), seconds: opt('seconds', 5), rssConnections: opt('rss-connections', 5000), iterations: opt('iterations', 10) };
 
 for (const name of names) {
   const suite = suites[name];
@@ -26,7 +27,8 @@ for (const name of names) {
   mkdirSync(outDir, { recursive: true });
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   writeFileSync(`${outDir}/${name}-${stamp}.json`, JSON.stringify(r, null, 2));
-  console.log(`\n## ${name} (${params.reps} reps x ${params.seconds}s, medians) — ${new Date().toISOString()}\n`);
+  const how = name === 'tcp' ? `${params.reps} reps x ${params.seconds}s, medians` : `${params.iterations} iterations`;
+  console.log(`\n## ${name} (${how}) — ${new Date().toISOString()}\n`);
   console.log(r.table);
-  console.log(`\nconnection errors reported by wrk: ${JSON.stringify(r.errors)}`);
+  if (r.errors) console.log(`\nconnection errors reported by wrk: ${JSON.stringify(r.errors)}`);
 }
