@@ -3,12 +3,16 @@
  * starts them, reloads them and shuts them down. The only module (with main.ts)
  * that imports across layers.
  */
+import { AdminServer } from './admin/server.js';
+import { RateSampler, servicesView, type ProviderView, type Readiness } from './admin/view.js';
 import type { Config, DockerDiscoveryConfig, ListenerConfig } from './config/schema.js';
 import { nullDiscoveryObserver, type DiscoveryObserver } from './core/discovery.js';
 import { BerthError } from './core/errors.js';
 import { nullObserver, type ProxyObserver } from './core/observer.js';
 import { dockerClient } from './discovery/docker/client.js';
 import { DockerProvider } from './discovery/docker/provider.js';
+import { MetricsCollector } from './metrics/collect.js';
+import type { EndpointState } from './pool/endpoint.js';
 import type { DockerClient } from './discovery/docker/types.js';
 import { formatHostPort } from './core/types.js';
 import { staticSnapshot } from './discovery/static.js';
@@ -25,6 +29,8 @@ export interface BerthOptions {
   readonly dockerClient?: (host: string) => DockerClient;
   /** Docker provider reconnect backoff, ms (tests shorten it). */
   readonly dockerBackoff?: { readonly baseMs: number; readonly capMs: number };
+  /** Shown by the admin API. */
+  readonly version?: string;
 }
 
 /** Listeners that bind a fixed port are matched across reloads by address, so they keep their socket. */
@@ -37,6 +43,12 @@ export class Berth {
   readonly pool: Pool;
   readonly log: Logger;
   private readonly observer: ProxyObserver;
+  private readonly discoveryObserver: DiscoveryObserver;
+  /** Prometheus metrics; null when the admin server (their only reader) is off. */
+  readonly metrics: MetricsCollector | null;
+  private admin: AdminServer | null = null;
+  private adminKey = '';
+  private readonly rates: RateSampler;
   /** Active listeners by listenerKey. */
   readonly listeners = new Map<string, TcpListener>();
   /** Listeners removed by a reload whose sessions are still finishing. */
@@ -51,8 +63,11 @@ export class Berth {
     this.config = config;
     this.opts = opts;
     this.log = opts.log;
-    this.observer = opts.observer ?? nullObserver;
     this.pool = opts.pool ?? new Pool();
+    this.metrics = config.admin ? new MetricsCollector(this.pool, () => this.listenerViews()) : null;
+    this.observer = opts.observer ?? this.metrics ?? nullObserver;
+    this.discoveryObserver = opts.discoveryObserver ?? this.metrics ?? nullDiscoveryObserver;
+    this.rates = new RateSampler(this.pool);
     this.pool.on((e) => {
       const log = this.log;
       switch (e.type) {
@@ -99,7 +114,7 @@ export class Berth {
         ...d,
         client: (this.opts.dockerClient ?? dockerClient)(d.host),
         log,
-        observer: this.opts.discoveryObserver ?? nullDiscoveryObserver,
+        observer: this.discoveryObserver,
         onSnapshot: (snap) => this.pool.applySnapshot(snap),
         ...(this.opts.dockerBackoff ? { backoffBaseMs: this.opts.dockerBackoff.baseMs, backoffCapMs: this.opts.dockerBackoff.capMs } : {}),
       });
@@ -127,6 +142,13 @@ export class Berth {
     await this.applyDocker(this.config.discovery.docker);
     const opened = await this.openAll(this.config.listeners);
     for (const [k, l] of opened) this.listeners.set(k, l);
+    try {
+      await this.applyAdmin(this.config.admin);
+    } catch (err) {
+      for (const l of opened.values()) l.stopAccepting();
+      throw err;
+    }
+    this.rates.start();
     for (const l of this.listeners.values()) {
       const s = this.pool.service(l.settings.service);
       this.log.info(
@@ -164,6 +186,7 @@ export class Berth {
     const opened = await this.openAll(toOpen);
     try {
       await this.applyDocker(next.discovery.docker);
+      await this.applyAdmin(next.admin);
     } catch (err) {
       for (const l of opened.values()) l.stopAccepting();
       throw err;
@@ -186,6 +209,7 @@ export class Berth {
     for (const [k, l] of opened) this.listeners.set(k, l);
     this.config = next;
     this.applyServices(next);
+    this.metrics?.reload(true);
     return { added: opened.size, removed, kept };
   }
 
@@ -205,6 +229,7 @@ export class Berth {
     if (this.stopping) return 0;
     this.stopping = true;
     this.docker?.stop();
+    this.rates.stop();
     const all = [...this.listeners.values(), ...this.retired];
     for (const l of all) l.stopAccepting();
     const deadline = Date.now() + drainMs;
@@ -213,7 +238,91 @@ export class Berth {
     }
     const cut = this.openSessions();
     for (const l of all) l.destroyAll();
+    this.admin?.close();
     return cut;
+  }
+
+  /** A reload was refused (bad file, bind failure): counted; the running config stays. */
+  reloadFailed(): void {
+    this.metrics?.reload(false);
+  }
+
+  /**
+   * Starts or moves the admin server. A new address is bound before the old server
+   * closes, so a reload with a taken admin port keeps the old one. Metrics stay
+   * off when the config starts with the admin off (nothing would read them).
+   */
+  private async applyAdmin(bind: Config['admin']): Promise<void> {
+    const key = bind ? formatHostPort(bind) : '';
+    if (key === this.adminKey) return;
+    let next: AdminServer | null = null;
+    if (bind) {
+      next = new AdminServer(bind, this.adminSource(), this.log.child({ module: 'admin' }));
+      const at = await next.listen();
+      this.log.info({ admin: formatHostPort(at) }, 'admin server listening');
+    }
+    this.admin?.close();
+    this.admin = next;
+    this.adminKey = key;
+  }
+
+  /** Address the admin server is bound to (port 0 resolved), or null. */
+  get adminAddress(): { host: string; port: number } | null {
+    const a = this.admin?.server.address();
+    return typeof a === 'object' && a ? { host: a.address, port: a.port } : null;
+  }
+
+  private listenerViews(): { name: string; active: number }[] {
+    return [...this.listeners.values()].map((l) => ({ name: l.settings.name, active: l.sessions.size }));
+  }
+
+  /** Ready once discovery has synced and every listener's service has an endpoint in the pick set. */
+  readiness(): Readiness {
+    const reasons: string[] = [];
+    if (this.docker && !this.docker.synced) reasons.push('docker discovery has not synced yet');
+    for (const l of this.listeners.values()) {
+      const s = this.pool.service(l.settings.service);
+      if (!s || s.eligibleCount === 0) reasons.push(`listener ${l.settings.name}: service ${l.settings.service} has no healthy endpoint`);
+    }
+    return { ready: reasons.length === 0, reasons };
+  }
+
+  providers(): ProviderView[] {
+    const d = this.docker;
+    if (!d) return [];
+    return [
+      {
+        name: d.name,
+        connected: d.connected,
+        synced: d.synced,
+        lastSync: d.lastSyncAt ? new Date(d.lastSyncAt).toISOString() : null,
+        skipped: d.skipped.map((k) => ({ container: k.name, reason: k.reason })),
+      },
+    ];
+  }
+
+  private adminSource() {
+    const listeners = () => [...this.listeners.values()].map((l) => ({ name: l.settings.name, service: l.settings.service }));
+    return {
+      version: this.opts.version ?? '',
+      rates: this.rates,
+      services: () => servicesView(this.pool, listeners(), this.rates),
+      providers: () => this.providers(),
+      readiness: () => this.readiness(),
+      findEndpoints: (id: string, service?: string): EndpointState[] => {
+        const out: EndpointState[] = [];
+        for (const s of this.pool.services.values()) {
+          if (service !== undefined && s.name !== service) continue;
+          const e = s.endpoints.get(id);
+          if (e) out.push(e);
+        }
+        return out;
+      },
+      metrics: async () => {
+        if (!this.metrics) return { contentType: 'text/plain; charset=utf-8', body: '# metrics are off\n' };
+        return { contentType: this.metrics.registry.contentType, body: await this.metrics.text() };
+      },
+    };
   }
 }
 

@@ -12,6 +12,7 @@ import { readFileSync } from 'node:fs';
 import { Berth } from './app.js';
 import { parseArgs, type DemoArgs, type RunArgs } from './cli/args.js';
 import { startDemoBackend } from './cli/demo-backends.js';
+import { status } from './cli/status.js';
 import { configFromFlags } from './config/flags.js';
 import { loadConfigFile } from './config/load.js';
 import type { Config } from './config/schema.js';
@@ -85,6 +86,7 @@ async function serve(berth: Berth, log: Logger, reloadConfig: (() => Promise<Con
         const r = await berth.reload(next);
         log.info(r, 'config reloaded');
       } catch (err) {
+        berth.reloadFailed();
         const errors = err instanceof ConfigError ? err.issues.map(formatIssue) : [err instanceof Error ? err.message : String(err)];
         log.error({ errors }, 'config reload failed; keeping the running config');
       }
@@ -100,7 +102,7 @@ async function run(a: RunArgs): Promise<void> {
     exitFor(err);
   }
   const log = createLogger(a.logLevel as 'info', a.logFormat);
-  const berth = new Berth(config, { log });
+  const berth = new Berth(config, { log, version: pkg.version });
   await serve(berth, log, a.config !== undefined ? () => loadRunConfig(a) : null);
 }
 
@@ -124,14 +126,14 @@ async function demo(a: DemoArgs): Promise<void> {
       backend: backends.map((b) => `127.0.0.1:${b.port}`),
       balance: a.balance,
       service: 'demo',
-      admin: 'off',
+      admin: a.admin,
       drainTimeout: '2s',
     });
   } catch (err) {
     exitFor(err);
   }
   const log = createLogger(a.logLevel as 'info', a.logFormat as LogFormat);
-  const berth = new Berth(config, { log });
+  const berth = new Berth(config, { log, version: pkg.version });
   await serve(berth, log, null);
   const addr = berth.listeners.values().next().value?.address;
   const where = addr ? formatHostPort({ host: addr.address, port: addr.port }) : a.listen;
@@ -145,6 +147,13 @@ async function demo(a: DemoArgs): Promise<void> {
       `  curl http://${where}/                       # one endpoint answers with its name`,
       `  for i in 1 2 3 4 5 6; do curl -s http://${where}/; done   # answers rotate`,
       `  echo hi | nc ${where.replace(/:(\d+)$/, ' $1')}                         # plain TCP works too`,
+      '',
+      ...(berth.adminAddress
+        ? [
+            `  open http://${formatHostPort(berth.adminAddress)}/ for the status page, /metrics for Prometheus`,
+            `  berth status --admin ${formatHostPort(berth.adminAddress)}      # the same in the terminal`,
+          ]
+        : []),
       '',
       'Ctrl-C stops it (berth drains open connections first).',
       '',
@@ -161,6 +170,14 @@ async function main(): Promise<void> {
       return check(cmd.config);
     case 'demo':
       return demo(cmd.args);
+    case 'status':
+      try {
+        process.stdout.write(await status(cmd.admin));
+      } catch (err) {
+        process.stderr.write(`berth status: ${err instanceof Error ? err.message : String(err)}\n`);
+        process.exit(ExitCode.Runtime);
+      }
+      return;
   }
 }
 

@@ -20,6 +20,7 @@ export interface RunArgs {
 
 export interface DemoArgs {
   readonly listen: string;
+  readonly admin: string;
   readonly balance: string;
   readonly logLevel: string;
   readonly logFormat: LogFormat;
@@ -28,6 +29,7 @@ export interface DemoArgs {
 export type Command =
   | { readonly name: 'run'; readonly args: RunArgs }
   | { readonly name: 'check'; readonly config: string }
+  | { readonly name: 'status'; readonly admin: string }
   | { readonly name: 'demo'; readonly args: DemoArgs };
 
 /**
@@ -49,15 +51,67 @@ function logOptions<T>(y: Argv<T>) {
     .option('log-format', { type: 'string', choices: ['json', 'pretty'], default: 'json', describe: 'log output format' });
 }
 
+/** The flags each command takes, for BERTH_<FLAG> environment variables. */
+const COMMAND_FLAGS: Readonly<Record<string, readonly { name: string; kind: 'string' | 'array' | 'boolean' }[]>> = {
+  run: [
+    { name: 'config', kind: 'string' },
+    { name: 'listen', kind: 'array' },
+    { name: 'mode', kind: 'string' },
+    { name: 'backend', kind: 'array' },
+    { name: 'balance', kind: 'string' },
+    { name: 'service', kind: 'string' },
+    { name: 'admin', kind: 'string' },
+    { name: 'drain-timeout', kind: 'string' },
+    { name: 'docker', kind: 'boolean' },
+    { name: 'docker-host', kind: 'string' },
+    { name: 'log-level', kind: 'string' },
+    { name: 'log-format', kind: 'string' },
+  ],
+  check: [{ name: 'config', kind: 'string' }],
+  status: [{ name: 'admin', kind: 'string' }],
+  demo: [
+    { name: 'listen', kind: 'string' },
+    { name: 'admin', kind: 'string' },
+    { name: 'balance', kind: 'string' },
+    { name: 'log-level', kind: 'string' },
+    { name: 'log-format', kind: 'string' },
+  ],
+};
+const ALIASES: Readonly<Record<string, string>> = { c: 'config', l: 'listen' };
+
+/**
+ * BERTH_<FLAG> variables as extra arguments, for the flags of the command being
+ * run only; a flag given on the command line wins. Other BERTH_* variables (say
+ * BERTH_REQUIRE_DOCKER of the test suite) are not berth's flags and are ignored,
+ * rather than failing strict parsing as yargs' .env() would.
+ */
+export function envArgs(argv: readonly string[], env: NodeJS.ProcessEnv): string[] {
+  const first = argv.find((a) => !a.startsWith('-'));
+  const command = first !== undefined && first in COMMAND_FLAGS ? first : 'run';
+  const given = new Set<string>();
+  for (const a of argv) {
+    const m = /^--?(?:no-)?([A-Za-z][\w-]*)/.exec(a);
+    if (m) given.add(ALIASES[m[1]!] ?? m[1]!);
+  }
+  const out: string[] = [];
+  for (const f of COMMAND_FLAGS[command]!) {
+    const value = env[`BERTH_${f.name.toUpperCase().replace(/-/g, '_')}`];
+    if (value === undefined || given.has(f.name)) continue;
+    if (f.kind === 'boolean') out.push(/^(1|true|yes|on)$/i.test(value.trim()) ? `--${f.name}` : `--no-${f.name}`);
+    else if (f.kind === 'array') for (const item of value.split(/\s+/).filter((x) => x !== '')) out.push(`--${f.name}`, item);
+    else out.push(`--${f.name}`, value);
+  }
+  return out;
+}
+
 /**
  * Parses argv into a Command. Invalid arguments print the message and usage to
  * stderr and exit 1 (INTERFACE.md); --help and --version exit 0.
  */
 export async function parseArgs(argv: string[], version: string): Promise<Command> {
   let command: Command | undefined;
-  const parser = yargs(argv)
+  const parser = yargs([...argv, ...envArgs(argv, process.env)])
     .scriptName('berth')
-    .env('BERTH')
     .strict()
     .version(version)
     .help()
@@ -114,14 +168,23 @@ export async function parseArgs(argv: string[], version: string): Promise<Comman
       },
     )
     .command(
+      'status',
+      'print services, endpoints, health and load as a table (from the admin API)',
+      (y) => y.option('admin', { type: 'string', default: '127.0.0.1:9901', describe: 'admin address or URL of the berth to ask' }),
+      (a) => {
+        command = { name: 'status', admin: a.admin };
+      },
+    )
+    .command(
       'demo',
       'self-contained demo: three local endpoints behind berth; prints what to try',
       (y) =>
         logOptions(y)
           .option('listen', { alias: 'l', type: 'string', default: '127.0.0.1:8080', describe: 'where the demo proxy listens' })
+          .option('admin', { type: 'string', default: '127.0.0.1:9901', describe: 'admin/status page address, or "off"' })
           .option('balance', { type: 'string', choices: balanceAlgorithms as string[], default: 'round-robin' }),
       (a) => {
-        command = { name: 'demo', args: { listen: a.listen, balance: a.balance, logLevel: String(a['log-level']), logFormat: a['log-format'] as LogFormat } };
+        command = { name: 'demo', args: { listen: a.listen, admin: a.admin, balance: a.balance, logLevel: String(a['log-level']), logFormat: a['log-format'] as LogFormat } };
       },
     )
     .fail((msg, err) => {

@@ -23,8 +23,12 @@ export class EndpointState implements BalancerHost {
   configuredWeight: number;
   /** Weight the balancer uses. */
   weight: number;
-  /** Health and lifecycle bits (core/types Flag); 0 means fit. */
+  /** Health and lifecycle bits (core/types Flag); 0 means fit. Change through setFlags. */
   flags = 0;
+  /** Wall-clock ms at which each flag bit last changed (set or cleared). */
+  readonly flagChangedAt = new Map<number, number>();
+  /** Wall-clock ms at which the endpoint joined. */
+  readonly addedAt = Date.now();
   active = 0;
   /** Peak EWMA of connect latency, ms. */
   latency = 0;
@@ -61,6 +65,13 @@ export class EndpointState implements BalancerHost {
     const r = describeFlags(this.flags);
     if (this.weight <= 0) r.push('weight-0');
     return r;
+  }
+
+  /** Sets the flag bits, remembering when each changed. */
+  setFlags(next: number, at: number = Date.now()): void {
+    const changed = this.flags ^ next;
+    for (let bit = 1; bit <= changed; bit <<= 1) if (changed & bit) this.flagChangedAt.set(bit, at);
+    this.flags = next;
   }
 
   record(what: string, at: number = Date.now()): void {

@@ -157,7 +157,7 @@ export class Pool {
       let e = s.endpoints.get(spec.id);
       if (!e) {
         e = new EndpointState(s.name, spec);
-        e.flags = specFlags(spec);
+        e.setFlags(specFlags(spec));
         e.sources.set(provider, spec);
         e.record(`${provider}: added ${e.address} weight ${spec.weight}${e.flags ? ` (out: ${describeFlags(e.flags).join(', ')})` : ''}`);
         s.endpoints.set(e.id, e);
@@ -178,7 +178,7 @@ export class Pool {
     if (e.sources.size === 0) {
       if (e.active > 0) {
         if (e.flags & Flag.Draining) return 0;
-        e.flags |= Flag.Draining;
+        e.setFlags(e.flags | Flag.Draining);
         e.record(`${why}; draining ${e.active} open connection(s)`);
         this.emit({ type: 'endpoint-draining', endpoint: e });
         return 1;
@@ -199,7 +199,7 @@ export class Pool {
     const spec = best!;
     const parts: string[] = [];
     if (e.flags & Flag.Draining) {
-      e.flags &= ~Flag.Draining;
+      e.setFlags(e.flags & ~Flag.Draining);
       parts.push('back from draining');
     }
     if (spec.host !== e.host || spec.port !== e.port) {
@@ -215,7 +215,7 @@ export class Pool {
     const flags = (e.flags & ~PROVIDER_FLAGS) | specFlags(spec);
     if (flags !== e.flags) {
       const was = e.flags;
-      e.flags = flags;
+      e.setFlags(flags);
       const on = describeFlags(flags & ~was);
       const off = describeFlags(was & ~flags);
       if (on.length) parts.push(`out: ${on.join(', ')}`);
@@ -250,7 +250,7 @@ export class Pool {
     if (!s || !e) return false;
     const next = on ? e.flags | flag : e.flags & ~flag;
     if (next === e.flags) return false;
-    e.flags = next;
+    e.setFlags(next);
     e.record(why);
     this.emit({ type: 'endpoint-updated', endpoint: e, what: why });
     this.publish(s);

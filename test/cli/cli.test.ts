@@ -78,8 +78,23 @@ t.test('BERTH_* environment variables set flags', async (t) => {
   t.equal(await berth.exited, 0);
 });
 
+t.test('unrelated BERTH_* variables are ignored; command-line flags beat the environment', async (t) => {
+  const a = await nameServer('A');
+  t.teardown(() => a.close());
+  const berth = await startBerth(['--listen', '127.0.0.1:0', '--backend', `127.0.0.1:${a.port}`], {
+    env: { BERTH_REQUIRE_DOCKER: '1', BERTH_SOMETHING_ELSE: 'x', BERTH_LISTEN: '127.0.0.1:1', BERTH_ADMIN: 'off' },
+  });
+  t.teardown(() => berth.kill('SIGKILL'));
+  t.equal((await exchange(berth.port)).data.toString(), 'A');
+  t.not(berth.port, 1, '--listen beat BERTH_LISTEN');
+  const started = await berth.waitLog((l) => l.msg === 'berth started');
+  t.equal(started['admin'], 'off', 'BERTH_ADMIN applied');
+  berth.kill('SIGTERM');
+  t.equal(await berth.exited, 0);
+});
+
 t.test('berth demo works with no Docker and no config', async (t) => {
-  const demo = await startBerth(['demo', '--listen', '127.0.0.1:0']);
+  const demo = await startBerth(['demo', '--listen', '127.0.0.1:0', '--admin', 'off']);
   t.teardown(() => demo.kill('SIGKILL'));
   const names = new Set<string>();
   for (let i = 0; i < 3; i++) {

@@ -1,0 +1,112 @@
+/**
+ * The admin server (INTERFACE.md): /metrics, /healthz, /readyz, /api/v1/services,
+ * /api/v1/endpoints/{id} and the status page at /. Binds 127.0.0.1:9901 by default.
+ */
+import http from 'node:http';
+import { BerthError } from '../core/errors.js';
+import { formatHostPort, type HostPort } from '../core/types.js';
+import type { Logger } from '../log.js';
+import type { EndpointState } from '../pool/endpoint.js';
+import { statusPage } from './page.js';
+import { explainEndpoint, type ProviderView, type RateSampler, type Readiness, type ServiceView } from './view.js';
+
+export interface AdminSource {
+  readonly version: string;
+  services(): ServiceView[];
+  providers(): ProviderView[];
+  readiness(): Readiness;
+  /** Endpoints with this id (in one service when `service` is given). */
+  findEndpoints(id: string, service?: string): EndpointState[];
+  metrics(): Promise<{ contentType: string; body: string }>;
+  readonly rates?: RateSampler;
+}
+
+export class AdminServer {
+  readonly server: http.Server;
+  private readonly started = Date.now();
+
+  constructor(
+    private readonly bind: HostPort,
+    private readonly source: AdminSource,
+    private readonly log: Logger,
+  ) {
+    this.server = http.createServer((req, res) => {
+      this.handle(req, res).catch((err: unknown) => {
+        this.log.error({ err }, 'admin request failed');
+        if (!res.headersSent) send(res, 500, 'text/plain; charset=utf-8', 'internal error\n');
+        else res.destroy();
+      });
+    });
+    this.server.headersTimeout = 10_000;
+    this.server.requestTimeout = 30_000;
+  }
+
+  listen(): Promise<HostPort> {
+    return new Promise((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException) =>
+        reject(new BerthError('BERTH_ERR_LISTEN', `admin: cannot bind ${formatHostPort(this.bind)}: ${err.code ?? err.message}`, { cause: err }));
+      this.server.once('error', onError);
+      this.server.listen(this.bind.port, this.bind.host, () => {
+        this.server.off('error', onError);
+        const a = this.server.address();
+        resolve(typeof a === 'object' && a ? { host: a.address, port: a.port } : this.bind);
+      });
+    });
+  }
+
+  close(): void {
+    this.server.close();
+    this.server.closeAllConnections();
+  }
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.setHeader('allow', 'GET, HEAD');
+      return send(res, 405, 'text/plain; charset=utf-8', 'method not allowed\n');
+    }
+    const url = new URL(req.url ?? '/', 'http://admin');
+    const path = url.pathname;
+    if (path === '/metrics') {
+      const m = await this.source.metrics();
+      return send(res, 200, m.contentType, m.body);
+    }
+    if (path === '/healthz') return send(res, 200, 'text/plain; charset=utf-8', 'ok\n');
+    if (path === '/readyz') {
+      const r = this.source.readiness();
+      return send(res, r.ready ? 200 : 503, 'text/plain; charset=utf-8', r.ready ? 'ready\n' : `not ready: ${r.reasons.join('; ')}\n`);
+    }
+    if (path === '/api/v1/services') {
+      return json(res, 200, { services: this.source.services(), discovery: this.source.providers(), ready: this.source.readiness() });
+    }
+    const m = /^\/api\/v1\/endpoints\/(.+)$/.exec(path);
+    if (m) {
+      const id = decodeURIComponent(m[1]!);
+      const service = url.searchParams.get('service') ?? undefined;
+      const found = this.source.findEndpoints(id, service);
+      if (found.length === 0) return json(res, 404, { error: `no endpoint ${id}${service ? ` in service ${service}` : ''}` });
+      if (found.length > 1) return json(res, 409, { error: `endpoint ${id} is in several services; add ?service=`, services: found.map((e) => e.service) });
+      return json(res, 200, explainEndpoint(found[0]!, this.source.rates));
+    }
+    if (path === '/') {
+      const html = statusPage({
+        version: this.source.version,
+        uptimeS: (Date.now() - this.started) / 1000,
+        readiness: this.source.readiness(),
+        services: this.source.services(),
+        providers: this.source.providers(),
+        refreshS: 5,
+      });
+      return send(res, 200, 'text/html; charset=utf-8', html);
+    }
+    return send(res, 404, 'text/plain; charset=utf-8', 'not found\n');
+  }
+}
+
+function send(res: http.ServerResponse, status: number, type: string, body: string): void {
+  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
+  res.end(res.req.method === 'HEAD' ? undefined : body);
+}
+
+function json(res: http.ServerResponse, status: number, value: unknown): void {
+  send(res, status, 'application/json; charset=utf-8', `${JSON.stringify(value, null, 2)}\n`);
+}

@@ -1,0 +1,87 @@
+/** `berth status`: the admin API's services as a terminal table. */
+import http from 'node:http';
+import type { ProviderView, Readiness, ServiceView } from '../admin/view.js';
+
+interface ServicesAnswer {
+  services: ServiceView[];
+  discovery: ProviderView[];
+  ready: Readiness;
+}
+
+export function fetchJson(url: string, timeoutMs = 5000): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { timeout: timeoutMs }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => {
+        if (res.statusCode !== 200) return reject(new Error(`${url}: HTTP ${res.statusCode}`));
+        try {
+          resolve(JSON.parse(body));
+        } catch {
+          reject(new Error(`${url}: not JSON`));
+        }
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error(`${url}: timed out`)));
+    req.on('error', reject);
+  });
+}
+
+/** Formats rows as aligned columns. */
+export function table(head: string[], rows: string[][]): string {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+  return [line(head), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
+}
+
+export function renderStatus(a: ServicesAnswer): string {
+  const out: string[] = [];
+  out.push(a.ready.ready ? 'ready' : `NOT READY: ${a.ready.reasons.join('; ')}`);
+  for (const d of a.discovery) {
+    out.push(`discovery ${d.name}: ${d.connected ? 'connected' : 'DISCONNECTED (serving last known endpoints)'}${d.lastSync ? `, last sync ${d.lastSync}` : ''}`);
+    for (const k of d.skipped) out.push(`  skipped ${k.container}: ${k.reason}`);
+  }
+  for (const s of a.services) {
+    out.push('');
+    out.push(`service ${s.name} (${s.balance}; ${s.eligible}/${s.endpoints.length} in the pick set${s.listeners.length ? `; listeners ${s.listeners.join(', ')}` : ''})`);
+    if (s.endpoints.length === 0) {
+      out.push('  no endpoints');
+      continue;
+    }
+    out.push(
+      table(
+        ['ENDPOINT', 'ADDRESS', 'SOURCE', 'STATE', 'WEIGHT', 'OPEN', 'CONN/S', 'TOTAL', 'FAILED', 'LATENCY'],
+        s.endpoints.map((e) => [
+          e.id,
+          e.address,
+          e.sources.join(','),
+          e.eligible ? 'up' : `out: ${e.outReasons.join(',')}`,
+          String(e.weight),
+          e.maxConnections ? `${e.activeConnections}/${e.maxConnections}` : String(e.activeConnections),
+          e.connectionRate.toFixed(1),
+          String(e.connectionsTotal),
+          String(e.failuresTotal),
+          e.latencyMs ? `${e.latencyMs.toFixed(2)}ms` : '-',
+        ]),
+      )
+        .split('\n')
+        .map((l) => `  ${l}`)
+        .join('\n'),
+    );
+  }
+  return out.join('\n') + '\n';
+}
+
+/** "127.0.0.1:9901", ":9901" or a URL → the admin base URL. */
+export function adminUrl(admin: string): string {
+  if (/^https?:\/\//.test(admin)) return admin.replace(/\/$/, '');
+  const a = admin.startsWith(':') ? `127.0.0.1${admin}` : /^\d+$/.test(admin) ? `127.0.0.1:${admin}` : admin;
+  return `http://${a}`;
+}
+
+export async function status(admin: string): Promise<string> {
+  const base = adminUrl(admin);
+  const answer = (await fetchJson(`${base}/api/v1/services`)) as ServicesAnswer;
+  return renderStatus(answer);
+}

@@ -1,0 +1,64 @@
+/**
+ * Every berth metric, declared once (INTERFACE.md). Base units: seconds, bytes.
+ * The HTTP and TLS metrics of the contract are declared by those issues' code when
+ * it lands; until then berth does no HTTP or TLS and exports none.
+ */
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+
+/** Proxy latencies: 100 µs to 10 s. */
+export const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/**
+ * @param scrape called when a scrape reads the gauges that mirror live state
+ *   (endpoint up/weight/active, listener active): they are filled then, not kept
+ *   current on the hot path.
+ */
+export function declareMetrics(registry: Registry, scrape: () => void = () => {}) {
+  const registers = [registry];
+  const collect = scrape;
+  return {
+    listenerConnections: new Counter({ name: 'berth_listener_connections_total', help: 'Client connections accepted', labelNames: ['listener'] as const, registers }),
+    listenerActive: new Gauge({ name: 'berth_listener_active_connections', help: 'Client connections open now', labelNames: ['listener'] as const, registers, collect }),
+    upstreamConnections: new Counter({
+      name: 'berth_upstream_connections_total',
+      help: 'Connect attempts to endpoints by result',
+      labelNames: ['service', 'endpoint', 'result'] as const,
+      registers,
+    }),
+    upstreamActive: new Gauge({ name: 'berth_upstream_active_connections', help: 'Open connections to an endpoint', labelNames: ['service', 'endpoint'] as const, registers, collect }),
+    upstreamBytes: new Counter({
+      name: 'berth_upstream_bytes_total',
+      help: 'Bytes received from (rx) and sent to (tx) endpoints, counted when a connection closes',
+      labelNames: ['service', 'endpoint', 'direction'] as const,
+      registers,
+    }),
+    connectDuration: new Histogram({
+      name: 'berth_upstream_connect_duration_seconds',
+      help: 'Time to connect to an endpoint',
+      labelNames: ['service'] as const,
+      buckets: LATENCY_BUCKETS,
+      registers,
+    }),
+    upstreamUp: new Gauge({ name: 'berth_upstream_up', help: '1 when the endpoint is in the pick set, else 0', labelNames: ['service', 'endpoint'] as const, registers, collect }),
+    upstreamWeight: new Gauge({ name: 'berth_upstream_weight', help: 'Effective weight of an endpoint (0-1000)', labelNames: ['service', 'endpoint'] as const, registers, collect }),
+    retries: new Counter({ name: 'berth_retries_total', help: 'Connect retries on another endpoint, by reason', labelNames: ['service', 'reason'] as const, registers }),
+    noEndpoint: new Counter({
+      name: 'berth_no_endpoint_total',
+      help: 'Clients turned away because no endpoint was usable',
+      labelNames: ['listener', 'service'] as const,
+      registers,
+    }),
+    discoveryEvents: new Counter({ name: 'berth_discovery_events_total', help: 'Engine events handled', labelNames: ['provider', 'action'] as const, registers }),
+    discoveryErrors: new Counter({ name: 'berth_discovery_errors_total', help: 'Discovery failures: engine lost, bad labels', labelNames: ['provider'] as const, registers }),
+    discoveryConnected: new Gauge({ name: 'berth_discovery_connected', help: '1 while the engine event stream is connected', labelNames: ['provider'] as const, registers }),
+    discoveryLastSync: new Gauge({
+      name: 'berth_discovery_last_sync_timestamp_seconds',
+      help: 'Unix time of the last full resync',
+      labelNames: ['provider'] as const,
+      registers,
+    }),
+    configReloads: new Counter({ name: 'berth_config_reloads_total', help: 'Config reloads by result', labelNames: ['result'] as const, registers }),
+  };
+}
+
+export type Metrics = ReturnType<typeof declareMetrics>;
