@@ -6,7 +6,7 @@
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import http from 'node:http';
 import { fileURLToPath } from 'node:url';
-import { freePort, median, portOpen, sleep } from './lib.mjs';
+import { freePort, jsonLines, median, portOpen, sleep } from './lib.mjs';
 
 const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
 const RUN = `berth-bench-${process.pid}`;
@@ -39,36 +39,10 @@ export async function dockerBench({ iterations = 10 } = {}) {
   const port = await freePort();
   const events = [];
   const ev = spawn('docker', ['events', '--format', '{{json .}}', '--filter', `label=org.berth-test.run=${RUN}`]);
-  let evBuf = '';
-  ev.stdout.on('data', (d) => {
-    evBuf += d;
-    let i;
-    while ((i = evBuf.indexOf('\n')) >= 0) {
-      const line = evBuf.slice(0, i);
-      evBuf = evBuf.slice(i + 1);
-      try {
-        events.push(JSON.parse(line));
-      } catch {
-        // not a JSON line (docker or berth printed something else): ignore
-      }
-    }
-  });
+  jsonLines(ev.stdout, (e) => events.push(e));
   const berth = spawn(MAIN, ['--docker', '--service', service, '--listen', `127.0.0.1:${port}`, '--admin', 'off', '--balance', 'round-robin'], { stdio: ['ignore', 'pipe', 'inherit'] });
   const logs = [];
-  let lb = '';
-  berth.stdout.on('data', (d) => {
-    lb += d;
-    let i;
-    while ((i = lb.indexOf('\n')) >= 0) {
-      const line = lb.slice(0, i);
-      lb = lb.slice(i + 1);
-      try {
-        logs.push(JSON.parse(line));
-      } catch {
-        // not a JSON line (docker or berth printed something else): ignore
-      }
-    }
-  });
+  jsonLines(berth.stdout, (l) => logs.push(l));
   const results = [];
   let stop = false;
   const loops = [];

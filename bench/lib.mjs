@@ -149,3 +149,21 @@ export function fmt(n, digits = 1) {
   if (!Number.isFinite(n)) return '-';
   return n.toFixed(digits);
 }
+
+/** Calls `sink` with each JSON object a stream prints one per line (other lines are skipped). */
+export function jsonLines(stream, sink) {
+  let buf = '';
+  stream.on('data', (d) => {
+    buf += d;
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      try {
+        sink(JSON.parse(line));
+      } catch {
+        // not a JSON line: ignore
+      }
+    }
+  });
+}

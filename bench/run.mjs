@@ -4,6 +4,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dockerBench } from './docker.mjs';
+import { metricsBench } from './metrics.mjs';
 import { tcpBench } from './tcp.mjs';
 
 const argv = process.argv.slice(2);
@@ -11,7 +12,7 @@ const opt = (name, def) => {
   const i = argv.indexOf(`--${name}`);
   return i >= 0 ? Number(argv[i + 1]) : def;
 };
-const suites = { tcp: tcpBench, docker: dockerBench };
+const suites = { tcp: tcpBench, docker: dockerBench, metrics: metricsBench };
 const chosen = argv.filter((a, i) => !a.startsWith('--') && !(i > 0 && argv[i - 1].startsWith('--')));
 const names = chosen.length ? chosen : Object.keys(suites);
 const params = { reps: opt('reps', 3), seconds: opt('seconds', 5), rssConnections: opt('rss-connections', 5000), iterations: opt('iterations', 10) };
@@ -27,7 +28,7 @@ for (const name of names) {
   mkdirSync(outDir, { recursive: true });
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   writeFileSync(`${outDir}/${name}-${stamp}.json`, JSON.stringify(r, null, 2));
-  const how = name === 'tcp' ? `${params.reps} reps x ${params.seconds}s, medians` : `${params.iterations} iterations`;
+  const how = name !== 'docker' ? `${params.reps} reps x ${params.seconds}s, medians` : `${params.iterations} iterations`;
   console.log(`\n## ${name} (${how}) — ${new Date().toISOString()}\n`);
   console.log(r.table);
   if (r.errors) console.log(`\nconnection errors reported by wrk: ${JSON.stringify(r.errors)}`);

@@ -1,32 +1,38 @@
 import { NONE_EMPTY, NONE_EXCLUDED, ok, type Balancer, type BalancerHost, type PickContext, type PickResult } from './types.js';
 
 /**
- * Weighted least-connections: the endpoint with the lowest (active + 1) / weight.
- * The +1 makes an idle heavy endpoint win over an idle light one. Ties go to the
- * first endpoint after a rotating start, so equal endpoints share new connections
- * in turn instead of the first one taking every tie.
+ * Weighted least-connections: the endpoint with the lowest active / weight. Ties —
+ * the usual case when traffic is light and every endpoint is idle — go to the
+ * endpoint with the fewest picks per unit of weight, so idle endpoints share new
+ * connections by weight (1:2 for weights 1 and 2) instead of the heaviest taking
+ * them all. Under load the connection counts decide, as in HAProxy's leastconn.
  */
 export function leastConn<H extends BalancerHost>(hosts: readonly H[]): Balancer<H> {
   const n = hosts.length;
-  let start = 0;
+  const picks = new Float64Array(n);
   return {
     size: n,
     pick(ctx?: PickContext<H>): PickResult<H> {
       if (n === 0) return NONE_EMPTY;
       const exclude = ctx?.exclude;
-      let best: H | undefined;
-      let bestScore = Infinity;
-      for (let k = 0; k < n; k++) {
-        const h = hosts[(start + k) % n]!;
+      let best = -1;
+      let bestLoad = Infinity;
+      let bestTurn = Infinity;
+      for (let i = 0; i < n; i++) {
+        const h = hosts[i]!;
         if (exclude !== undefined && exclude.has(h)) continue;
-        const score = (h.active + 1) / h.weight;
-        if (score < bestScore) {
-          bestScore = score;
-          best = h;
+        const load = h.active / h.weight;
+        // The turn a further pick would bring this endpoint to: its picks per weight after the pick.
+        const turn = (picks[i]! + 1) / h.weight;
+        if (load < bestLoad || (load === bestLoad && turn < bestTurn)) {
+          best = i;
+          bestLoad = load;
+          bestTurn = turn;
         }
       }
-      start = start + 1 === n ? 0 : start + 1;
-      return best === undefined ? NONE_EXCLUDED : ok(best);
+      if (best < 0) return NONE_EXCLUDED;
+      picks[best]!++;
+      return ok(hosts[best]!);
     },
   };
 }

@@ -9,21 +9,22 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 export const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 /**
- * @param scrape called when a scrape reads the gauges that mirror live state
- *   (endpoint up/weight/active, listener active): they are filled then, not kept
- *   current on the hot path.
+ * @param scrape called when a scrape reads the metrics that mirror live state or
+ *   per-connection tallies (endpoint up/weight/active, listener active, connection
+ *   and byte counters): they are filled then, not kept current on the hot path.
  */
 export function declareMetrics(registry: Registry, scrape: () => void = () => {}) {
   const registers = [registry];
   const collect = scrape;
   return {
-    listenerConnections: new Counter({ name: 'berth_listener_connections_total', help: 'Client connections accepted', labelNames: ['listener'] as const, registers }),
+    listenerConnections: new Counter({ name: 'berth_listener_connections_total', help: 'Client connections accepted', labelNames: ['listener'] as const, registers, collect }),
     listenerActive: new Gauge({ name: 'berth_listener_active_connections', help: 'Client connections open now', labelNames: ['listener'] as const, registers, collect }),
     upstreamConnections: new Counter({
       name: 'berth_upstream_connections_total',
       help: 'Connect attempts to endpoints by result',
       labelNames: ['service', 'endpoint', 'result'] as const,
       registers,
+      collect,
     }),
     upstreamActive: new Gauge({ name: 'berth_upstream_active_connections', help: 'Open connections to an endpoint', labelNames: ['service', 'endpoint'] as const, registers, collect }),
     upstreamBytes: new Counter({
@@ -31,6 +32,7 @@ export function declareMetrics(registry: Registry, scrape: () => void = () => {}
       help: 'Bytes received from (rx) and sent to (tx) endpoints, counted when a connection closes',
       labelNames: ['service', 'endpoint', 'direction'] as const,
       registers,
+      collect,
     }),
     connectDuration: new Histogram({
       name: 'berth_upstream_connect_duration_seconds',

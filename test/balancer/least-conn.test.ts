@@ -36,6 +36,11 @@ t.test('ties rotate instead of piling onto the first', async (t) => {
   t.same(countPicks(() => b.pick(), 300), { a: 100, b: 100, c: 100 });
 });
 
+t.test('idle endpoints (sequential connections) share by weight, not all to the heaviest', async (t) => {
+  const b = leastConn(hosts({ light: 1, heavy: 2 }));
+  t.same(countPicks(() => b.pick(), 300), { light: 100, heavy: 200 });
+});
+
 t.test('exclude', async (t) => {
   const hs = hosts({ a: 1, b: 1 });
   hs[1]!.active = 100;

@@ -1,0 +1,161 @@
+import http from 'node:http';
+import t, { type Test } from 'tap';
+import { Berth } from '../../src/app.js';
+import { validateConfig } from '../../src/config/validate.js';
+import { Flag, type EndpointSpec } from '../../src/core/types.js';
+import { exchange, nameServer } from '../helpers/net.js';
+import { silent } from '../helpers/proxy.js';
+
+function fetchText(port: number, path: string): Promise<{ status: number; type: string; body: string }> {
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (body += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type']), body }));
+      })
+      .on('error', reject);
+  });
+}
+
+async function started(t: Test, services: Record<string, unknown>) {
+  const config = validateConfig({
+    listeners: [{ name: 'front', bind: '127.0.0.1:0', service: 'web' }],
+    services,
+    admin: { bind: '127.0.0.1:0' },
+  });
+  const berth = new Berth(config, { log: silent, version: '9.9.9' });
+  await berth.start();
+  t.teardown(() => berth.shutdown(0));
+  return { berth, admin: berth.adminAddress!.port, port: [...berth.listeners.values()][0]!.address.port };
+}
+
+t.test('healthz, readyz with the reason, services JSON, status page', async (t) => {
+  const { berth, admin, port } = await started(t, { web: { endpoints: [] } });
+  t.equal((await fetchText(admin, '/healthz')).status, 200);
+  const notReady = await fetchText(admin, '/readyz');
+  t.equal(notReady.status, 503);
+  t.match(notReady.body, /listener front: service web has no healthy endpoint/);
+
+  const a = await nameServer('A');
+  t.teardown(() => a.close());
+  await berth.reload(validateConfig({ listeners: [{ name: 'front', bind: '127.0.0.1:0', service: 'web' }], services: { web: { endpoints: [`127.0.0.1:${a.port}`] } }, admin: { bind: "127.0.0.1:0" } }));
+  t.equal((await fetchText(admin, '/readyz')).status, 200, 'ready once the service has an endpoint');
+  await exchange(port);
+
+  const services = JSON.parse((await fetchText(admin, '/api/v1/services')).body) as { services: { name: string; endpoints: { id: string; health: string; connectionsTotal: number; sources: string[] }[] }[] };
+  const web = services.services.find((s) => s.name === 'web')!;
+  t.equal(web.endpoints.length, 1);
+  t.match(web.endpoints[0], { id: `127.0.0.1:${a.port}`, health: 'up', sources: ['static'] });
+
+  const page = await fetchText(admin, '/');
+  t.match(page.type, /text\/html/);
+  t.match(page.body, /<meta http-equiv="refresh" content="5">/);
+  t.match(page.body, new RegExp(`127\\.0\\.0\\.1:${a.port}`));
+  t.notMatch(page.body, /<script/i, 'readable without JavaScript');
+  t.equal((await fetchText(admin, '/nope')).status, 404);
+});
+
+t.test('explain: an endpoint excluded by each reason says why', async (t) => {
+  const { berth, admin } = await started(t, { web: { endpoints: ['127.0.0.1:1', '127.0.0.1:2,weight=0', '127.0.0.1:3,maxConnections=1'] } });
+  const pool = berth.pool;
+  const explain = async (id: string) => JSON.parse((await fetchText(admin, `/api/v1/endpoints/${encodeURIComponent(id)}?service=web`)).body) as { inPickSet: boolean; why: string; healthInputs: { input: string; failing: boolean; since: string }[]; origin: { provider: string }[]; recentEvents: { what: string }[] };
+  let e = await explain('127.0.0.1:1');
+  t.equal(e.inPickSet, true);
+  t.equal(e.why, 'in the pick set');
+  t.equal(e.origin[0]!.provider, 'static');
+  t.match(e.recentEvents[0]!.what, /static: added 127\.0\.0\.1:1 weight 1/);
+
+  t.match((await explain('127.0.0.1:2')).why, /out of the pick set: weight-0/);
+
+  const cap = pool.service('web')!.endpoints.get('127.0.0.1:3')!;
+  pool.acquire(cap);
+  t.match((await explain('127.0.0.1:3')).why, /at its connection cap \(1\/1\)/);
+  pool.release(cap);
+
+  pool.setFlag('web', '127.0.0.1:1', Flag.ActiveUnhealthy, true, 'active check: refused');
+  e = await explain('127.0.0.1:1');
+  t.match(e.why, /out of the pick set: active-check-failed/);
+  const input = e.healthInputs.find((h) => h.input === 'active-check-failed')!;
+  t.equal(input.failing, true);
+  t.ok(Date.now() - Date.parse(input.since) < 5000, 'with the time it changed');
+  t.match(e.recentEvents.at(-1)!.what, /active check: refused/);
+
+  // Provider-reported states: docker health, stopping, paused; and draining.
+  const d = (id: string, extra: Partial<EndpointSpec>): EndpointSpec => ({ id, host: '127.0.0.1', port: 9, weight: 1, source: 'docker', ...extra });
+  pool.applySnapshot({ provider: 'docker', services: new Map([['web', [d('c-start', { health: 'starting' }), d('c-stop', { stopping: true }), d('c-pause', { paused: true }), d('c-drain', {})]]]) });
+  t.match((await explain('c-start')).why, /docker-unhealthy/);
+  t.match((await explain('c-stop')).why, /stopping/);
+  t.match((await explain('c-pause')).why, /paused/);
+  const drain = pool.service('web')!.endpoints.get('c-drain')!;
+  pool.acquire(drain);
+  pool.applySnapshot({ provider: 'docker', services: new Map([['web', [d('c-start', { health: 'starting' }), d('c-stop', { stopping: true }), d('c-pause', { paused: true })]]]) });
+  t.match((await explain('c-drain')).why, /draining/);
+  pool.release(drain);
+  t.equal((await fetchText(admin, '/api/v1/endpoints/c-drain')).status, 404, 'gone once drained');
+});
+
+t.test('explain: ambiguous id across services is a 409 naming them', async (t) => {
+  const config = validateConfig({
+    listeners: [
+      { name: 'a', bind: '127.0.0.1:0', service: 's1' },
+      { name: 'b', bind: '127.0.0.1:0', service: 's2' },
+    ],
+    services: { s1: { endpoints: ['127.0.0.1:7'] }, s2: { endpoints: ['127.0.0.1:7'] } },
+    admin: { bind: '127.0.0.1:0' },
+  });
+  const berth = new Berth(config, { log: silent });
+  await berth.start();
+  t.teardown(() => berth.shutdown(0));
+  const r = await fetchText(berth.adminAddress!.port, '/api/v1/endpoints/127.0.0.1%3A7');
+  t.equal(r.status, 409);
+  t.match(JSON.parse(r.body), { services: ['s1', 's2'] });
+  t.equal((await fetchText(berth.adminAddress!.port, '/api/v1/endpoints/127.0.0.1%3A7?service=s2')).status, 200);
+});
+
+t.test('metrics: contract names and types; series of removed endpoints go away (500 endpoints churned)', async (t) => {
+  const { berth, admin, port } = await started(t, { web: { endpoints: [] } });
+  const a = await nameServer('A');
+  t.teardown(() => a.close());
+  await berth.reload(validateConfig({ listeners: [{ name: 'front', bind: '127.0.0.1:0', service: 'web' }], services: { web: { endpoints: [`127.0.0.1:${a.port}`] } }, admin: { bind: "127.0.0.1:0" } }));
+  await exchange(port);
+  const text = (await fetchText(admin, '/metrics')).body;
+  for (const [name, type] of [
+    ['berth_listener_connections_total', 'counter'],
+    ['berth_listener_active_connections', 'gauge'],
+    ['berth_upstream_connections_total', 'counter'],
+    ['berth_upstream_active_connections', 'gauge'],
+    ['berth_upstream_bytes_total', 'counter'],
+    ['berth_upstream_connect_duration_seconds', 'histogram'],
+    ['berth_upstream_up', 'gauge'],
+    ['berth_upstream_weight', 'gauge'],
+    ['berth_retries_total', 'counter'],
+    ['berth_discovery_events_total', 'counter'],
+    ['berth_discovery_errors_total', 'counter'],
+    ['berth_discovery_connected', 'gauge'],
+    ['berth_discovery_last_sync_timestamp_seconds', 'gauge'],
+    ['berth_config_reloads_total', 'counter'],
+  ] as const) {
+    t.match(text, new RegExp(`# TYPE ${name} ${type}\\n`), `${name} is a ${type}`);
+  }
+  t.match(text, /berth_config_reloads_total\{result="ok"\} 1/);
+  t.match(text, new RegExp(`berth_upstream_connections_total\\{service="web",endpoint="127.0.0.1:${a.port}",result="ok"\\} 1`));
+  t.match(text, /berth_upstream_connect_duration_seconds_bucket\{le="0.0001",service="web"\}/, 'buckets start at 100 µs');
+  t.match(text, /process_resident_memory_bytes/, 'default process metrics');
+
+  const seriesCount = async () => (await fetchText(admin, '/metrics')).body.split('\n').filter((l) => l.startsWith('berth_upstream')).length;
+  const baseline = await seriesCount();
+  const obs = berth.metrics!;
+  const many: EndpointSpec[] = Array.from({ length: 500 }, (_, i) => ({ id: `churn-${i}`, host: '127.0.0.1', port: 10_000 + i, weight: 1, source: 'docker' }));
+  berth.pool.applySnapshot({ provider: 'docker', services: new Map([['web', many]]) });
+  for (const e of many) {
+    obs.upstreamConnect('web', e.id, 'ok', 0.001);
+    obs.upstreamConnect('web', e.id, 'refused', 0.001);
+    obs.upstreamClosed('web', e.id, 10, 20);
+  }
+  const peak = await seriesCount();
+  t.ok(peak >= baseline + 500 * 7, `series grew with 500 endpoints: ${baseline} → ${peak}`);
+  berth.pool.applySnapshot({ provider: 'docker', services: new Map() });
+  t.equal(await seriesCount(), baseline, 'back to the baseline after the endpoints left');
+});
