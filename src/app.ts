@@ -14,7 +14,7 @@ import { DockerProvider } from './discovery/docker/provider.js';
 import { MetricsCollector } from './metrics/collect.js';
 import type { EndpointState } from './pool/endpoint.js';
 import type { DockerClient } from './discovery/docker/types.js';
-import { formatHostPort } from './core/types.js';
+import { formatHostPort, type ProviderSnapshot } from './core/types.js';
 import { staticSnapshot } from './discovery/static.js';
 import type { Logger } from './log.js';
 import { Pool } from './pool/pool.js';
@@ -31,6 +31,18 @@ export interface BerthOptions {
   readonly dockerBackoff?: { readonly baseMs: number; readonly capMs: number };
   /** Shown by the admin API. */
   readonly version?: string;
+  /**
+   * single (default): everything in one process. With --workers, the primary runs
+   * discovery and the admin server and opens no listener; each worker opens the
+   * listeners and proxies, and gets discovery snapshots from the primary.
+   */
+  readonly role?: 'single' | 'primary' | 'worker';
+  /** Primary: every discovery snapshot, to pass on to the workers. */
+  readonly onProviderSnapshot?: (snap: ProviderSnapshot) => void;
+  /** Primary: the /metrics text aggregated over all processes. */
+  readonly metricsText?: () => Promise<{ contentType: string; body: string }>;
+  /** Primary: per-worker facts for /api/v1/services. */
+  readonly workersView?: () => unknown[];
 }
 
 /** Listeners that bind a fixed port are matched across reloads by address, so they keep their socket. */
@@ -49,6 +61,7 @@ export class Berth {
   private admin: AdminServer | null = null;
   private adminKey = '';
   private readonly rates: RateSampler;
+  readonly role: 'single' | 'primary' | 'worker';
   /** Active listeners by listenerKey. */
   readonly listeners = new Map<string, TcpListener>();
   /** Listeners removed by a reload whose sessions are still finishing. */
@@ -64,6 +77,7 @@ export class Berth {
     this.opts = opts;
     this.log = opts.log;
     this.pool = opts.pool ?? new Pool();
+    this.role = opts.role ?? 'single';
     this.metrics = config.admin ? new MetricsCollector(this.pool, () => this.listenerViews()) : null;
     this.observer = opts.observer ?? this.metrics ?? nullObserver;
     this.discoveryObserver = opts.discoveryObserver ?? this.metrics ?? nullDiscoveryObserver;
@@ -115,7 +129,10 @@ export class Berth {
         client: (this.opts.dockerClient ?? dockerClient)(d.host),
         log,
         observer: this.discoveryObserver,
-        onSnapshot: (snap) => this.pool.applySnapshot(snap),
+        onSnapshot: (snap) => {
+          this.pool.applySnapshot(snap);
+          this.opts.onProviderSnapshot?.(snap);
+        },
         ...(this.opts.dockerBackoff ? { backoffBaseMs: this.opts.dockerBackoff.baseMs, backoffCapMs: this.opts.dockerBackoff.capMs } : {}),
       });
       try {
@@ -139,11 +156,11 @@ export class Berth {
   /** Binds every listener; on any failure closes what was bound and rejects (BERTH_ERR_LISTEN). */
   async start(): Promise<void> {
     this.applyServices(this.config);
-    await this.applyDocker(this.config.discovery.docker);
-    const opened = await this.openAll(this.config.listeners);
+    if (this.role !== 'worker') await this.applyDocker(this.config.discovery.docker);
+    const opened = await this.openAll(this.role === 'primary' ? [] : this.config.listeners);
     for (const [k, l] of opened) this.listeners.set(k, l);
     try {
-      await this.applyAdmin(this.config.admin);
+      if (this.role !== 'worker') await this.applyAdmin(this.config.admin);
     } catch (err) {
       for (const l of opened.values()) l.stopAccepting();
       throw err;
@@ -182,18 +199,20 @@ export class Berth {
    */
   async reload(next: Config): Promise<{ added: number; removed: number; kept: number }> {
     const nextKeys = new Map(next.listeners.map((l) => [listenerKey(l), l] as const));
-    const toOpen = next.listeners.filter((l) => !this.listeners.has(listenerKey(l)));
+    const toOpen = this.role === 'primary' ? [] : next.listeners.filter((l) => !this.listeners.has(listenerKey(l)));
     const opened = await this.openAll(toOpen);
     try {
-      await this.applyDocker(next.discovery.docker);
-      await this.applyAdmin(next.admin);
+      if (this.role !== 'worker') {
+        await this.applyDocker(next.discovery.docker);
+        await this.applyAdmin(next.admin);
+      }
     } catch (err) {
       for (const l of opened.values()) l.stopAccepting();
       throw err;
     }
     let kept = 0;
     let removed = 0;
-    for (const [k, l] of this.listeners) {
+    for (const [k, l] of this.role === 'primary' ? [] : this.listeners) {
       const c = nextKeys.get(k);
       if (c) {
         l.settings = c;
@@ -280,9 +299,9 @@ export class Berth {
   readiness(): Readiness {
     const reasons: string[] = [];
     if (this.docker && !this.docker.synced) reasons.push('docker discovery has not synced yet');
-    for (const l of this.listeners.values()) {
-      const s = this.pool.service(l.settings.service);
-      if (!s || s.eligibleCount === 0) reasons.push(`listener ${l.settings.name}: service ${l.settings.service} has no healthy endpoint`);
+    for (const l of this.config.listeners) {
+      const s = this.pool.service(l.service);
+      if (!s || s.eligibleCount === 0) reasons.push(`listener ${l.name}: service ${l.service} has no healthy endpoint`);
     }
     return { ready: reasons.length === 0, reasons };
   }
@@ -302,9 +321,10 @@ export class Berth {
   }
 
   private adminSource() {
-    const listeners = () => [...this.listeners.values()].map((l) => ({ name: l.settings.name, service: l.settings.service }));
+    const listeners = () => this.config.listeners.map((l) => ({ name: l.name, service: l.service }));
     return {
       version: this.opts.version ?? '',
+      ...(this.opts.workersView ? { workers: this.opts.workersView } : {}),
       rates: this.rates,
       services: () => servicesView(this.pool, listeners(), this.rates),
       providers: () => this.providers(),
@@ -319,6 +339,7 @@ export class Berth {
         return out;
       },
       metrics: async () => {
+        if (this.opts.metricsText) return this.opts.metricsText();
         if (!this.metrics) return { contentType: 'text/plain; charset=utf-8', body: '# metrics are off\n' };
         return { contentType: this.metrics.registry.contentType, body: await this.metrics.text() };
       },

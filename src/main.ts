@@ -8,12 +8,16 @@
  * proxy and handles signals. Exit codes: 0 ok, 1 invalid config or arguments,
  * 2 runtime failure (INTERFACE.md).
  */
+import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
+import os from 'node:os';
 import { Berth } from './app.js';
 import { parseArgs, type DemoArgs, type RunArgs } from './cli/args.js';
 import { startDemoBackend } from './cli/demo-backends.js';
 import { status } from './cli/status.js';
+import { runPrimary, runWorker, workerCount } from './cluster.js';
 import { configFromFlags } from './config/flags.js';
+import { readRawConfig } from './config/raw.js';
 import { loadConfigFile } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { ConfigError, ExitCode, formatIssue, isBerthError } from './core/errors.js';
@@ -102,6 +106,18 @@ async function run(a: RunArgs): Promise<void> {
     exitFor(err);
   }
   const log = createLogger(a.logLevel as 'info', a.logFormat);
+  const workers = workerCount(a.workers, os.availableParallelism());
+  if (workers > 1) {
+    if (cluster.isWorker) return runWorker(config, log.child({ worker: cluster.worker?.id }), pkg.version);
+    const path = a.config;
+    const overrides = { balance: a.balance, admin: a.admin, docker: a.docker, dockerHost: a.dockerHost };
+    try {
+      await runPrimary(config, workers, log, pkg.version, path !== undefined ? () => readRawConfig(path, overrides) : null);
+    } catch (err) {
+      exitFor(err, log);
+    }
+    return;
+  }
   const berth = new Berth(config, { log, version: pkg.version });
   await serve(berth, log, a.config !== undefined ? () => loadRunConfig(a) : null);
 }

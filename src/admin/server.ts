@@ -19,6 +19,8 @@ export interface AdminSource {
   findEndpoints(id: string, service?: string): EndpointState[];
   metrics(): Promise<{ contentType: string; body: string }>;
   readonly rates?: RateSampler;
+  /** With --workers: one entry per worker process. */
+  workers?(): unknown[];
 }
 
 export class AdminServer {
@@ -76,7 +78,12 @@ export class AdminServer {
       return send(res, r.ready ? 200 : 503, 'text/plain; charset=utf-8', r.ready ? 'ready\n' : `not ready: ${r.reasons.join('; ')}\n`);
     }
     if (path === '/api/v1/services') {
-      return json(res, 200, { services: this.source.services(), discovery: this.source.providers(), ready: this.source.readiness() });
+      return json(res, 200, {
+        services: this.source.services(),
+        discovery: this.source.providers(),
+        ready: this.source.readiness(),
+        ...(this.source.workers ? { workers: this.source.workers() } : {}),
+      });
     }
     const m = /^\/api\/v1\/endpoints\/(.+)$/.exec(path);
     if (m) {

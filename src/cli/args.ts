@@ -14,6 +14,8 @@ export interface RunArgs {
   readonly drainTimeout?: string | undefined;
   readonly docker: boolean;
   readonly dockerHost?: string | undefined;
+  /** Worker processes: a number or "auto" (one per core). */
+  readonly workers?: number | 'auto' | undefined;
   readonly logLevel: string;
   readonly logFormat: LogFormat;
 }
@@ -64,6 +66,7 @@ const COMMAND_FLAGS: Readonly<Record<string, readonly { name: string; kind: 'str
     { name: 'drain-timeout', kind: 'string' },
     { name: 'docker', kind: 'boolean' },
     { name: 'docker-host', kind: 'string' },
+    { name: 'workers', kind: 'string' },
     { name: 'log-level', kind: 'string' },
     { name: 'log-format', kind: 'string' },
   ],
@@ -132,7 +135,11 @@ export async function parseArgs(argv: string[], version: string): Promise<Comman
           .option('drain-timeout', { type: 'string', describe: 'how long SIGTERM waits for open connections, e.g. 30s' })
           .option('docker', { type: 'boolean', describe: 'discover endpoints from the Docker engine (containers labelled berth.enable=true)' })
           .option('docker-host', { type: 'string', describe: 'Docker engine: unix:///var/run/docker.sock (default) or tcp://host:port' })
+          .option('workers', { type: 'string', describe: 'worker processes sharing the listeners: N or "auto" (one per core); default 1' })
           .check((a) => {
+            if (a.workers !== undefined && a.workers !== 'auto' && !/^([1-9]|[1-5][0-9]|6[0-4])$/.test(String(a.workers))) {
+              throw new Error(`--workers: expected a number from 1 to 64 or "auto", got "${a.workers}"`);
+            }
             if (a.config !== undefined) {
               const clash = ['listen', 'backend', 'mode', 'service'].filter((k) => a[k] !== undefined);
               if (clash.length > 0) throw new Error(`--${clash[0]} cannot be combined with --config: describe listeners and services in the file`);
@@ -153,6 +160,7 @@ export async function parseArgs(argv: string[], version: string): Promise<Comman
             drainTimeout: str(a['drain-timeout']),
             docker: a.docker === true || a['docker-host'] !== undefined,
             dockerHost: str(a['docker-host']),
+            workers: a.workers === undefined ? undefined : a.workers === 'auto' ? 'auto' : Number(a.workers),
             logLevel: String(a['log-level']),
             logFormat: a['log-format'] as LogFormat,
           },

@@ -4,7 +4,7 @@
  * scrape time: nothing on the hot path, and a removed endpoint's series vanish
  * with it. Counters of a removed endpoint are removed on its removal event.
  */
-import { collectDefaultMetrics, Registry } from 'prom-client';
+import { AggregatorRegistry, collectDefaultMetrics, Registry } from 'prom-client';
 import type { DiscoveryObserver } from '../core/discovery.js';
 import type { ConnectResult, ProxyObserver } from '../core/observer.js';
 import type { Pool } from '../pool/pool.js';
@@ -137,4 +137,17 @@ export class MetricsCollector implements ProxyObserver, DiscoveryObserver {
   text(): Promise<string> {
     return this.registry.metrics();
   }
+}
+
+/** One process's metrics in prom-client's JSON form (sent between cluster processes). */
+export type MetricsJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
+
+/**
+ * Merges the metrics of several processes (the --workers primary and its workers)
+ * into one exposition: counters and most gauges are summed; gauges that each
+ * process reports from the same shared view use their `aggregator` (max).
+ */
+export async function aggregateMetrics(parts: MetricsJson[]): Promise<{ contentType: string; body: string }> {
+  const reg = AggregatorRegistry.aggregate(parts);
+  return { contentType: reg.contentType, body: await reg.metrics() };
 }

@@ -26,7 +26,8 @@ export function declareMetrics(registry: Registry, scrape: () => void = () => {}
       registers,
       collect,
     }),
-    upstreamActive: new Gauge({ name: 'berth_upstream_active_connections', help: 'Open connections to an endpoint', labelNames: ['service', 'endpoint'] as const, registers, collect }),
+    // With --workers, the primary's view holds the sum over workers: max, not sum.
+    upstreamActive: new Gauge({ name: 'berth_upstream_active_connections', help: 'Open connections to an endpoint', labelNames: ['service', 'endpoint'] as const, registers, collect, aggregator: 'max' }),
     upstreamBytes: new Counter({
       name: 'berth_upstream_bytes_total',
       help: 'Bytes received from (rx) and sent to (tx) endpoints, counted when a connection closes',
@@ -41,8 +42,8 @@ export function declareMetrics(registry: Registry, scrape: () => void = () => {}
       buckets: LATENCY_BUCKETS,
       registers,
     }),
-    upstreamUp: new Gauge({ name: 'berth_upstream_up', help: '1 when the endpoint is in the pick set, else 0', labelNames: ['service', 'endpoint'] as const, registers, collect }),
-    upstreamWeight: new Gauge({ name: 'berth_upstream_weight', help: 'Effective weight of an endpoint (0-1000)', labelNames: ['service', 'endpoint'] as const, registers, collect }),
+    upstreamUp: new Gauge({ name: 'berth_upstream_up', help: '1 when the endpoint is in the pick set, else 0', labelNames: ['service', 'endpoint'] as const, registers, collect, aggregator: 'max' }),
+    upstreamWeight: new Gauge({ name: 'berth_upstream_weight', help: 'Effective weight of an endpoint (0-1000)', labelNames: ['service', 'endpoint'] as const, registers, collect, aggregator: 'max' }),
     retries: new Counter({ name: 'berth_retries_total', help: 'Connect retries on another endpoint, by reason', labelNames: ['service', 'reason'] as const, registers }),
     noEndpoint: new Counter({
       name: 'berth_no_endpoint_total',
@@ -52,12 +53,13 @@ export function declareMetrics(registry: Registry, scrape: () => void = () => {}
     }),
     discoveryEvents: new Counter({ name: 'berth_discovery_events_total', help: 'Engine events handled', labelNames: ['provider', 'action'] as const, registers }),
     discoveryErrors: new Counter({ name: 'berth_discovery_errors_total', help: 'Discovery failures: engine lost, bad labels', labelNames: ['provider'] as const, registers }),
-    discoveryConnected: new Gauge({ name: 'berth_discovery_connected', help: '1 while the engine event stream is connected', labelNames: ['provider'] as const, registers }),
+    discoveryConnected: new Gauge({ name: 'berth_discovery_connected', help: '1 while the engine event stream is connected', labelNames: ['provider'] as const, registers, aggregator: 'max' }),
     discoveryLastSync: new Gauge({
       name: 'berth_discovery_last_sync_timestamp_seconds',
       help: 'Unix time of the last full resync',
       labelNames: ['provider'] as const,
       registers,
+      aggregator: 'max',
     }),
     configReloads: new Counter({ name: 'berth_config_reloads_total', help: 'Config reloads by result', labelNames: ['result'] as const, registers }),
   };

@@ -8,7 +8,7 @@ import { validateConfig } from '../../src/config/validate.js';
 import type { DiscoveryObserver } from '../../src/core/discovery.js';
 import { Flag } from '../../src/core/types.js';
 import { docker, dockerReady, get, removeAll, RUN, runContainer } from '../helpers/docker.js';
-import { until } from '../helpers/net.js';
+import { startBerth, until } from '../helpers/net.js';
 import { silent } from '../helpers/proxy.js';
 
 if (!dockerReady(t)) process.exit(0);
@@ -184,6 +184,23 @@ t.test('engine connection cut and restored: pool kept, then resynced', async (t)
   await until(() => !svc()!.endpoints.has(a) && svc()!.endpoints.has(`${RUN}-rb`), 5000, 'resync caught the missed events');
   await until(async () => (await get(port).catch(() => '')) === 'rb', 10_000, 'b serves');
   t.same(obs.up, [true, false, true], 'connected → lost → restored');
+});
+
+t.test('--workers 2 with --docker: discovery runs once, in the primary, and reaches every worker', async (t) => {
+  const S = svcName('workers');
+  const berth = await startBerth(['--docker', '--service', S, '--listen', '127.0.0.1:0', '--workers', '2', '--admin', 'off']);
+  t.teardown(() => berth.kill('SIGKILL'));
+  await runContainer('wk', { 'berth.enable': 'true', 'berth.service': S });
+  const served = new Set<string>();
+  await until(async () => {
+    const answers = await Promise.all(Array.from({ length: 20 }, () => get(berth.port).catch(() => '')));
+    for (const a of answers) if (a) served.add(a);
+    return served.has('wk') && answers.every((x) => x === 'wk');
+  }, 15_000, 'container served through both workers');
+  t.same([...served], ['wk']);
+  t.equal(berth.logs.filter((l) => l.msg === 'docker discovery synced').length, 1, 'one engine connection, in the primary');
+  berth.kill('SIGTERM');
+  t.equal(await berth.exited, 0);
 });
 
 t.test('HEADLINE: every container replaced one by one under load, zero failed requests', async (t) => {

@@ -1,0 +1,299 @@
+/**
+ * --workers N: several processes share the listeners (node:cluster).
+ *
+ * Why this split: discovery and the admin server run once, in the primary, so there
+ * is one engine connection, one view of endpoint health and one /metrics; workers
+ * only proxy. The primary sends each discovery snapshot to every worker, which
+ * applies it through the same pool reconcile path as a single process — so all
+ * workers pick from the same endpoint set. Listening sockets are shared with
+ * SCHED_NONE: the kernel hands each new connection to a worker directly, instead of
+ * the primary accepting every connection and passing it on (which would make the
+ * primary the bottleneck). Balancer counters (open connections) are per worker;
+ * the primary polls them every second for the status view.
+ */
+import cluster, { type Worker } from 'node:cluster';
+import { Berth } from './app.js';
+import type { Config } from './config/schema.js';
+import { validateConfig } from './config/validate.js';
+import { ConfigError, formatIssue } from './core/errors.js';
+import type { EndpointSpec, ProviderSnapshot } from './core/types.js';
+import type { Logger } from './log.js';
+import { aggregateMetrics, type MetricsJson } from './metrics/collect.js';
+
+type SnapshotMsg = { t: 'snapshot'; provider: string; services: [string, EndpointSpec[]][] };
+type ToWorker = SnapshotMsg | { t: 'reload'; raw: unknown } | { t: 'stats'; id: number } | { t: 'metrics'; id: number } | { t: 'shutdown'; drainMs: number };
+interface EndpointStats {
+  service: string;
+  id: string;
+  active: number;
+  connections: number;
+  failures: number;
+  latency: number;
+}
+type FromWorker =
+  | { t: 'ready' }
+  | { t: 'stats'; id: number; accepted: number; open: number; endpoints: EndpointStats[] }
+  | { t: 'metrics'; id: number; json: MetricsJson }
+  | { t: 'reloaded'; ok: boolean; error?: string };
+
+function toMsg(snap: ProviderSnapshot): SnapshotMsg {
+  return { t: 'snapshot', provider: snap.provider, services: [...snap.services].map(([k, v]) => [k, [...v]]) };
+}
+
+export function workerCount(spec: string | number | undefined, cores: number): number {
+  if (spec === undefined) return 1;
+  if (spec === 'auto') return Math.max(1, cores);
+  return Number(spec);
+}
+
+/** Runs in each worker: proxies, takes snapshots and reloads from the primary. */
+export async function runWorker(config: Config, log: Logger, version: string): Promise<void> {
+  const berth = new Berth(config, { log, version, role: 'worker' });
+  const send = (m: FromWorker) => process.send?.(m);
+  // Signals go to the primary, which tells workers what to do; a terminal's Ctrl-C
+  // reaches the whole process group, so workers ignore it and wait for the primary.
+  process.on('SIGINT', () => {});
+  process.on('SIGTERM', () => {});
+  process.on('SIGHUP', () => {});
+  process.on('message', (raw: ToWorker) => {
+    switch (raw.t) {
+      case 'snapshot':
+        berth.pool.applySnapshot({ provider: raw.provider, services: new Map(raw.services) });
+        return;
+      case 'reload':
+        try {
+          const next = validateConfig(raw.raw);
+          berth.reload(next).then(
+            () => send({ t: 'reloaded', ok: true }),
+            (err: unknown) => send({ t: 'reloaded', ok: false, error: err instanceof Error ? err.message : String(err) }),
+          );
+        } catch (err) {
+          send({ t: 'reloaded', ok: false, error: err instanceof Error ? err.message : String(err) });
+        }
+        return;
+      case 'stats': {
+        const endpoints: EndpointStats[] = [];
+        for (const s of berth.pool.services.values()) {
+          for (const e of s.endpoints.values()) endpoints.push({ service: s.name, id: e.id, active: e.active, connections: e.connections, failures: e.failures, latency: e.latency });
+        }
+        send({ t: 'stats', id: raw.id, accepted: acceptedTotal(berth), open: berth.openSessions(), endpoints });
+        return;
+      }
+      case 'metrics':
+        if (!berth.metrics) send({ t: 'metrics', id: raw.id, json: [] });
+        else void berth.metrics.registry.getMetricsAsJSON().then((json) => send({ t: 'metrics', id: raw.id, json }));
+        return;
+      case 'shutdown':
+        void berth.shutdown(raw.drainMs).then(() => process.exit(0));
+        return;
+    }
+  });
+  try {
+    await berth.start();
+  } catch (err) {
+    log.fatal({ err }, err instanceof Error ? err.message : String(err));
+    process.exit(2);
+  }
+  send({ t: 'ready' });
+}
+
+function acceptedTotal(berth: Berth): number {
+  let n = 0;
+  for (const s of berth.pool.services.values()) for (const e of s.endpoints.values()) n += e.connections;
+  return n;
+}
+
+interface WorkerState {
+  worker: Worker;
+  ready: boolean;
+  accepted: number;
+  open: number;
+}
+
+/**
+ * Runs the primary: discovery, admin, N workers. Resolves once every worker
+ * listens; rejects (exit 2 upstream) when a worker cannot start.
+ */
+export async function runPrimary(
+  config: Config,
+  n: number,
+  log: Logger,
+  version: string,
+  reloadRaw: (() => Promise<unknown>) | null,
+): Promise<void> {
+  cluster.schedulingPolicy = cluster.SCHED_NONE;
+  const workers = new Map<number, WorkerState>();
+  let lastDocker: SnapshotMsg | null = null;
+  let stopping = false;
+  let seq = 0;
+  const pending = new Map<number, (m: FromWorker) => void>();
+
+  const broadcast = (m: ToWorker) => {
+    for (const w of workers.values()) if (w.worker.isConnected()) w.worker.send(m);
+  };
+  /** Asks every ready worker; answers that take over 1 s are left out. */
+  const ask = async <T extends FromWorker>(make: (id: number) => ToWorker): Promise<T[]> => {
+    const answers = [...workers.values()]
+      .filter((w) => w.ready && w.worker.isConnected())
+      .map(
+        (w) =>
+          new Promise<T | null>((resolve) => {
+            const id = ++seq;
+            const timer = setTimeout(() => {
+              pending.delete(id);
+              resolve(null);
+            }, 1000);
+            pending.set(id, (m) => {
+              clearTimeout(timer);
+              resolve(m as T);
+            });
+            w.worker.send(make(id));
+          }),
+      );
+    return (await Promise.all(answers)).filter((x) => x !== null) as T[];
+  };
+
+  const berth: Berth = new Berth(config, {
+    log,
+    version,
+    role: 'primary',
+    onProviderSnapshot: (snap) => {
+      lastDocker = toMsg(snap);
+      broadcast(lastDocker);
+    },
+    metricsText: async () => {
+      const parts = (await ask<Extract<FromWorker, { t: 'metrics' }>>((id) => ({ t: 'metrics', id }))).map((m) => m.json);
+      if (berth.metrics) parts.push(await berth.metrics.registry.getMetricsAsJSON());
+      return aggregateMetrics(parts);
+    },
+    workersView: () => [...workers.values()].map((w) => ({ pid: w.worker.process.pid, ready: w.ready, connections: w.accepted, open: w.open })),
+  });
+
+  // Endpoint counters live in the workers; fold them into the primary's view.
+  const poll = setInterval(() => {
+    void ask<Extract<FromWorker, { t: 'stats' }>>((id) => ({ t: 'stats', id })).then((answers) => {
+      const sum = new Map<string, EndpointStats>();
+      for (const a of answers) {
+        for (const e of a.endpoints) {
+          const k = `${e.service}\0${e.id}`;
+          const t = sum.get(k);
+          if (!t) sum.set(k, { ...e });
+          else {
+            t.active += e.active;
+            t.connections += e.connections;
+            t.failures += e.failures;
+            t.latency = Math.max(t.latency, e.latency);
+          }
+        }
+      }
+      for (const s of berth.pool.services.values()) {
+        for (const e of s.endpoints.values()) {
+          const t = sum.get(`${s.name}\0${e.id}`);
+          e.active = t?.active ?? 0;
+          e.connections = t?.connections ?? 0;
+          e.failures = t?.failures ?? 0;
+          e.latency = t?.latency ?? 0;
+        }
+      }
+    });
+  }, 1000);
+  poll.unref();
+
+  let startupDone: (err?: Error) => void = () => {};
+  const started = new Promise<void>((resolve, reject) => {
+    startupDone = (err) => (err ? reject(err) : resolve());
+  });
+
+  const fork = () => {
+    const worker = cluster.fork();
+    const state: WorkerState = { worker, ready: false, accepted: 0, open: 0 };
+    workers.set(worker.id, state);
+    worker.on('message', (m: FromWorker) => {
+      if (m.t === 'ready') {
+        state.ready = true;
+        if (lastDocker) worker.send(lastDocker);
+        if ([...workers.values()].every((w) => w.ready)) startupDone();
+        return;
+      }
+      if (m.t === 'reloaded') {
+        if (!m.ok) log.error({ worker: worker.process.pid, error: m.error }, 'worker could not apply the reload');
+        return;
+      }
+      if (m.t === 'stats') {
+        state.accepted = m.accepted;
+        state.open = m.open;
+      }
+      const resolve = pending.get(m.id);
+      if (resolve) {
+        pending.delete(m.id);
+        resolve(m);
+      }
+    });
+  };
+
+  cluster.on('exit', (worker, code, signal) => {
+    const state = workers.get(worker.id);
+    workers.delete(worker.id);
+    if (stopping) return;
+    if (state && !state.ready) {
+      startupDone(new Error(`worker ${worker.process.pid} could not start (exit ${code ?? signal})`));
+      return;
+    }
+    log.error({ worker: worker.process.pid, code, signal }, 'worker died; starting a new one');
+    setTimeout(fork, 500).unref();
+  });
+
+  await berth.start();
+  for (let i = 0; i < n; i++) fork();
+  try {
+    await started;
+  } catch (err) {
+    stopping = true;
+    for (const w of workers.values()) w.worker.kill();
+    throw err;
+  }
+  log.info({ version, workers: n, listeners: config.listeners.length, services: config.services.size }, 'berth started');
+
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal, drainTimeoutMs: berth.config.drainTimeout }, 'stopping: workers stop accepting and drain');
+    broadcast({ t: 'shutdown', drainMs: berth.config.drainTimeout });
+    const done = () => {
+      void berth.shutdown(0).then(() => {
+        log.info('all workers drained; bye');
+        process.exit(0);
+      });
+    };
+    if (workers.size === 0) return done();
+    cluster.on('exit', () => {
+      if (workers.size === 0) done();
+    });
+    // A worker that does not finish in time is killed.
+    setTimeout(() => {
+      for (const w of workers.values()) w.worker.process.kill('SIGKILL');
+    }, berth.config.drainTimeout + 5000).unref();
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  let reloading: Promise<void> = Promise.resolve();
+  process.on('SIGHUP', () => {
+    if (!reloadRaw) {
+      log.warn('SIGHUP: no config file to reload (started from flags)');
+      return;
+    }
+    reloading = reloading.then(async () => {
+      try {
+        const raw = await reloadRaw();
+        const next = validateConfig(raw);
+        await berth.reload(next);
+        broadcast({ t: 'reload', raw });
+        log.info({ workers: workers.size }, 'config reloaded');
+      } catch (err) {
+        berth.reloadFailed();
+        const errors = err instanceof ConfigError ? err.issues.map(formatIssue) : [err instanceof Error ? err.message : String(err)];
+        log.error({ errors }, 'config reload failed; keeping the running config');
+      }
+    });
+  });
+}

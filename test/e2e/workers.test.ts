@@ -1,0 +1,81 @@
+import http from 'node:http';
+import t from 'tap';
+import { exchange, freePort, nameServer, runCli, startBerth, until } from '../helpers/net.js';
+
+function getJson(url: string): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    http
+      .get(url, { agent: false }, (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', () => {
+          try {
+            resolve(JSON.parse(body));
+          } catch (err) {
+            reject(err instanceof Error ? err : new Error(String(err)));
+          }
+        });
+      })
+      .on('error', reject);
+  });
+}
+function getText(url: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    http
+      .get(url, { agent: false }, (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', () => resolve(body));
+      })
+      .on('error', reject);
+  });
+}
+
+t.test('--workers 2: one /metrics and one status view for all workers; SIGTERM drains all', async (t) => {
+  const a = await nameServer('A');
+  const b = await nameServer('B');
+  t.teardown(() => {
+    a.close();
+    b.close();
+  });
+  const adminPort = await freePort();
+  const berth = await startBerth(['--listen', '127.0.0.1:0', '--backend', `127.0.0.1:${a.port}`, '--backend', `127.0.0.1:${b.port}`, '--workers', '2', '--admin', `127.0.0.1:${adminPort}`]);
+  t.teardown(() => berth.kill('SIGKILL'));
+  t.equal(berth.logs.filter((l) => l.msg === 'listening').length, 2, 'both workers listen');
+  const N = 400;
+  let next = 0;
+  const got: Record<string, number> = {};
+  await Promise.all(
+    Array.from({ length: 40 }, async () => {
+      while (next < N) {
+        next++;
+        const r = await exchange(berth.port);
+        const k = r.data.toString() || `error ${r.error?.code}`;
+        got[k] = (got[k] ?? 0) + 1;
+      }
+    }),
+  );
+  t.same(Object.keys(got).sort(), ['A', 'B'], `all answered: ${JSON.stringify(got)}`);
+  const admin = `http://127.0.0.1:${adminPort}`;
+  const metrics = await getText(`${admin}/metrics`);
+  t.match(metrics, new RegExp(`berth_listener_connections_total\\{listener="default"\\} ${N}\\n`), 'connections summed over workers');
+  t.match(metrics, new RegExp(`berth_upstream_up\\{service="default",endpoint="127.0.0.1:${a.port}"\\} 1\\n`), 'shared-view gauges not summed');
+  type Services = { workers: { pid: number; ready: boolean; connections: number }[]; services: { endpoints: { connectionsTotal: number }[] }[] };
+  await until(async () => ((await getJson(`${admin}/api/v1/services`)) as Services).workers.reduce((n, w) => n + w.connections, 0) === N, 5000, 'status view folds in every worker', 100);
+  const view = (await getJson(`${admin}/api/v1/services`)) as Services;
+  t.equal(view.workers.length, 2);
+  t.ok(view.workers.every((w) => w.ready));
+  t.equal(view.services[0]!.endpoints.reduce((n, e) => n + e.connectionsTotal, 0), N, 'endpoint totals are the sum over workers');
+  t.comment(`connections per worker: ${view.workers.map((w) => w.connections).join(', ')}`);
+  const status = await runCli(['status', '--admin', `127.0.0.1:${adminPort}`]);
+  t.match(status.stdout, /service default \(least-conn; 2\/2 in the pick set/);
+  berth.kill('SIGTERM');
+  t.equal(await berth.exited, 0);
+  t.ok(berth.logs.some((l) => l.msg === 'all workers drained; bye'));
+});
+
+t.test('--workers rejects nonsense', async (t) => {
+  const r = await runCli(['--listen', '1', '--backend', 'a:1', '--workers', 'lots']);
+  t.equal(r.code, 1);
+  t.match(r.stderr, /--workers: expected a number from 1 to 64 or "auto"/);
+});
