@@ -1,23 +1,11 @@
-import http from 'node:http';
 import t, { type Test } from 'tap';
 import { Berth } from '../../src/app.js';
 import { validateConfig } from '../../src/config/validate.js';
 import { Flag, type EndpointSpec } from '../../src/core/types.js';
-import { exchange, nameServer } from '../helpers/net.js';
+import { exchange, httpGet, nameServer } from '../helpers/net.js';
 import { silent } from '../helpers/proxy.js';
 
-function fetchText(port: number, path: string): Promise<{ status: number; type: string; body: string }> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => (body += d));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type']), body }));
-      })
-      .on('error', reject);
-  });
-}
+const fetchText = (port: number, path: string) => httpGet(`http://127.0.0.1:${port}${path}`);
 
 async function started(t: Test, services: Record<string, unknown>) {
   const config = validateConfig({

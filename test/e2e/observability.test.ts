@@ -1,11 +1,10 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
-import { exchange, freePort, nameServer, runCli, startBerth, until } from '../helpers/net.js';
+import { exchange, freePort, httpGet, nameServer, runCli, startBerth, until } from '../helpers/net.js';
 
 // Real peers: promtool and a Prometheus server (Debian: prometheus), headless Chromium (Debian: chromium).
 for (const bin of ['promtool', 'prometheus', 'chromium']) {
@@ -14,18 +13,7 @@ for (const bin of ['promtool', 'prometheus', 'chromium']) {
 
 const ARTIFACTS = fileURLToPath(new URL('../../test-artifacts/', import.meta.url));
 
-function get(url: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    http
-      .get(url, { agent: false }, (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => (body += d));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-      })
-      .on('error', reject);
-  });
-}
+const get = httpGet;
 
 const a = await nameServer('A');
 const b = await nameServer('B');

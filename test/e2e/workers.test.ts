@@ -1,35 +1,8 @@
-import http from 'node:http';
 import t from 'tap';
-import { exchange, freePort, nameServer, runCli, startBerth, until } from '../helpers/net.js';
+import { exchange, freePort, httpGet, nameServer, runCli, startBerth, until } from '../helpers/net.js';
 
-function getJson(url: string): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    http
-      .get(url, { agent: false }, (res) => {
-        let body = '';
-        res.on('data', (d: Buffer) => (body += d.toString()));
-        res.on('end', () => {
-          try {
-            resolve(JSON.parse(body));
-          } catch (err) {
-            reject(err instanceof Error ? err : new Error(String(err)));
-          }
-        });
-      })
-      .on('error', reject);
-  });
-}
-function getText(url: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http
-      .get(url, { agent: false }, (res) => {
-        let body = '';
-        res.on('data', (d: Buffer) => (body += d.toString()));
-        res.on('end', () => resolve(body));
-      })
-      .on('error', reject);
-  });
-}
+const getJson = async (url: string): Promise<unknown> => JSON.parse((await httpGet(url)).body);
+const getText = async (url: string): Promise<string> => (await httpGet(url)).body;
 
 t.test('--workers 2: one /metrics and one status view for all workers; SIGTERM drains all', async (t) => {
   const a = await nameServer('A');
@@ -41,7 +14,9 @@ t.test('--workers 2: one /metrics and one status view for all workers; SIGTERM d
   const adminPort = await freePort();
   const berth = await startBerth(['--listen', '127.0.0.1:0', '--backend', `127.0.0.1:${a.port}`, '--backend', `127.0.0.1:${b.port}`, '--workers', '2', '--admin', `127.0.0.1:${adminPort}`]);
   t.teardown(() => berth.kill('SIGKILL'));
-  t.equal(berth.logs.filter((l) => l.msg === 'listening').length, 2, 'both workers listen');
+  // Two processes write to one pipe: a worker's line may land after the primary's "berth started".
+  await until(() => berth.logs.filter((l) => l.msg === 'listening').length === 2, 5000, 'both workers listening');
+  t.pass('both workers listen');
   const N = 400;
   let next = 0;
   const got: Record<string, number> = {};
