@@ -303,7 +303,10 @@ export class Berth {
       const s = this.pool.service(l.service);
       if (!s || s.eligibleCount === 0) reasons.push(`listener ${l.name}: service ${l.service} has no healthy endpoint`);
     }
-    return { ready: reasons.length === 0, reasons };
+    // Engine away after the first sync: still ready (the last known endpoints serve, and
+    // failing readiness would take a working proxy out of rotation), but said so.
+    const notes = this.docker && this.docker.synced && !this.docker.connected ? ['docker engine disconnected; serving the last known endpoints, reconnecting'] : [];
+    return { ready: reasons.length === 0, reasons, notes };
   }
 
   providers(): ProviderView[] {

@@ -57,7 +57,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}tr.up .state{color:#13
 </style></head>
 <body>
 <h1>berth ${esc(p.version)}</h1>
-<p>${p.readiness.ready ? '<b class="ready">ready</b>' : `<b class="notready">not ready</b>: ${esc(p.readiness.reasons.join('; '))}`} · up ${Math.floor(p.uptimeS)} s · refreshes every ${p.refreshS} s · <a href="/metrics">metrics</a> · <a href="/api/v1/services">JSON</a></p>
+<p>${p.readiness.ready ? '<b class="ready">ready</b>' : `<b class="notready">not ready</b>: ${esc(p.readiness.reasons.join('; '))}`}${p.readiness.notes.map((n) => ` · <b class="bad">${esc(n)}</b>`).join('')} · up ${Math.floor(p.uptimeS)} s · refreshes every ${p.refreshS} s · <a href="/metrics">metrics</a> · <a href="/api/v1/services">JSON</a></p>
 ${p.providers.length ? `<h2>Discovery</h2><ul>${providers}</ul>` : ''}
 ${services || '<p class="muted">no services</p>'}
 </body></html>

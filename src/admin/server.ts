@@ -75,7 +75,8 @@ export class AdminServer {
     if (path === '/healthz') return send(res, 200, 'text/plain; charset=utf-8', 'ok\n');
     if (path === '/readyz') {
       const r = this.source.readiness();
-      return send(res, r.ready ? 200 : 503, 'text/plain; charset=utf-8', r.ready ? 'ready\n' : `not ready: ${r.reasons.join('; ')}\n`);
+      const notes = r.notes.map((n) => `${n}\n`).join('');
+      return send(res, r.ready ? 200 : 503, 'text/plain; charset=utf-8', (r.ready ? 'ready\n' : `not ready: ${r.reasons.join('; ')}\n`) + notes);
     }
     if (path === '/api/v1/services') {
       return json(res, 200, {

@@ -48,6 +48,8 @@ export interface ProviderView {
 export interface Readiness {
   readonly ready: boolean;
   readonly reasons: string[];
+  /** Degraded but serving (e.g. the engine is away and the last known endpoints are used). */
+  readonly notes: string[];
 }
 
 /** Per-endpoint connection totals sampled every few seconds, for rates. */

@@ -38,6 +38,7 @@ export function table(head: string[], rows: string[][]): string {
 export function renderStatus(a: ServicesAnswer): string {
   const out: string[] = [];
   out.push(a.ready.ready ? 'ready' : `NOT READY: ${a.ready.reasons.join('; ')}`);
+  for (const n of a.ready.notes ?? []) out.push(`warning: ${n}`);
   for (const d of a.discovery) {
     out.push(`discovery ${d.name}: ${d.connected ? 'connected' : 'DISCONNECTED (serving last known endpoints)'}${d.lastSync ? `, last sync ${d.lastSync}` : ''}`);
     for (const k of d.skipped) out.push(`  skipped ${k.container}: ${k.reason}`);

@@ -43,6 +43,12 @@ t.test('healthz, readyz with the reason, services JSON, status page', async (t) 
   t.match(page.body, new RegExp(`127\\.0\\.0\\.1:${a.port}`));
   t.notMatch(page.body, /<script/i, 'readable without JavaScript');
   t.equal((await fetchText(admin, '/nope')).status, 404);
+
+  // And back: the only endpoint leaves → not ready again, with the reason.
+  await berth.reload(validateConfig({ listeners: [{ name: 'front', bind: '127.0.0.1:0', service: 'web' }], services: { web: { endpoints: [] } }, admin: { bind: "127.0.0.1:0" } }));
+  const again = await fetchText(admin, '/readyz');
+  t.equal(again.status, 503);
+  t.match(again.body, /service web has no healthy endpoint/);
 });
 
 t.test('explain: an endpoint excluded by each reason says why', async (t) => {

@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { Berth } from '../../src/app.js';
@@ -8,7 +9,7 @@ import { validateConfig } from '../../src/config/validate.js';
 import type { DiscoveryObserver } from '../../src/core/discovery.js';
 import { Flag } from '../../src/core/types.js';
 import { docker, dockerReady, get, removeAll, RUN, runContainer } from '../helpers/docker.js';
-import { startBerth, until } from '../helpers/net.js';
+import { httpGet, startBerth, until } from '../helpers/net.js';
 import { silent } from '../helpers/proxy.js';
 
 if (!dockerReady(t)) process.exit(0);
@@ -140,10 +141,15 @@ t.test('engine connection cut and restored: pool kept, then resynced', async (t)
   // A relay in front of the engine socket that the test can cut.
   const path = join(tmpdir(), `${RUN}-relay.sock`);
   const conns = new Set<net.Socket>();
+  // It also records every request line berth sends: discovery must only read.
+  const requests: string[] = [];
   const relay = net.createServer((c) => {
     const up = net.connect('/var/run/docker.sock');
     conns.add(c);
     conns.add(up);
+    c.on('data', (d: Buffer) => {
+      for (const m of d.toString('latin1').matchAll(/(?:^|\r\n)([A-Z]+) (\/\S*) HTTP\/1\.[01]\r\n/g)) requests.push(`${m[1]} ${m[2]!.split('?')[0]}`);
+    });
     c.pipe(up).pipe(c);
     const kill = () => {
       c.destroy();
@@ -173,6 +179,7 @@ t.test('engine connection cut and restored: pool kept, then resynced', async (t)
 
   cut();
   await until(() => berth.docker!.connected === false, 5000, 'provider sees the loss');
+  t.same(berth.readiness(), { ready: true, reasons: [], notes: ['docker engine disconnected; serving the last known endpoints, reconnecting'] }, '/readyz says it, still ready');
   t.equal(await get(port), 'ra', 'last known pool keeps serving while the engine is away');
   // Missed while away: a new container starts, the old one goes.
   await runContainer('rb', { 'berth.enable': 'true', 'berth.service': S });
@@ -181,9 +188,13 @@ t.test('engine connection cut and restored: pool kept, then resynced', async (t)
 
   await listen();
   await until(() => berth.docker!.connected === true, 10_000, 'reconnected');
+  t.same(berth.readiness().notes, [], 'note gone once reconnected');
   await until(() => !svc()!.endpoints.has(a) && svc()!.endpoints.has(`${RUN}-rb`), 5000, 'resync caught the missed events');
   await until(async () => (await get(port).catch(() => '')) === 'rb', 10_000, 'b serves');
   t.same(obs.up, [true, false, true], 'connected → lost → restored');
+  t.ok(requests.length >= 4, `requests seen: ${requests.length}`);
+  const notRead = requests.filter((r) => !/^GET \/(v[\d.]+\/)?(containers\/json|containers\/[0-9a-f]+\/json|events|_ping|version)$/.test(r));
+  t.same(notRead, [], `only GET on containers and events: ${[...new Set(requests.map((r) => r.replace(/[0-9a-f]{64}/, '{id}')))].join(', ')}`);
 });
 
 t.test('--workers 2 with --docker: discovery runs once, in the primary, and reaches every worker', async (t) => {
@@ -201,6 +212,35 @@ t.test('--workers 2 with --docker: discovery runs once, in the primary, and reac
   t.equal(berth.logs.filter((l) => l.msg === 'docker discovery synced').length, 1, 'one engine connection, in the primary');
   berth.kill('SIGTERM');
   t.equal(await berth.exited, 0);
+});
+
+t.test('berth inside a container on a user-defined network uses the network it shares with the endpoint', async (t) => {
+  const S = svcName('incontainer');
+  const net = `${RUN}-net`;
+  await docker('network', 'create', '--label', `org.berth-test.run=${RUN}`, net);
+  t.teardown(async () => {
+    await removeAll();
+    await docker('network', 'rm', net).catch(() => '');
+  });
+  // The endpoint is on the default bridge first, then also on the shared network.
+  const web = await runContainer('ic-web', { 'berth.enable': 'true', 'berth.service': S });
+  await docker('network', 'connect', net, web);
+  const root = fileURLToPath(new URL('../../', import.meta.url));
+  const berthName = await runContainer(
+    'ic-berth',
+    {},
+    ['--network', net, '-v', `${root}:/app:ro`, '-v', '/var/run/docker.sock:/var/run/docker.sock:ro', '--entrypoint', 'node'],
+    'berth-test/node',
+    ['/app/dist/main.js', '--docker', '--service', S, '--listen', '0.0.0.0:8080', '--admin', '0.0.0.0:9901'],
+  );
+  const ip = await docker('inspect', '-f', `{{ (index .NetworkSettings.Networks "${net}").IPAddress }}`, berthName);
+  const webIp = await docker('inspect', '-f', `{{ (index .NetworkSettings.Networks "${net}").IPAddress }}`, web);
+  await until(async () => (await httpGet(`http://${ip}:9901/readyz`).catch(() => ({ status: 0 }))).status === 200, 20_000, 'berth in its container is ready', 100);
+  t.equal((await httpGet(`http://${ip}:8080/`)).body.trim(), 'ic-web', 'served through berth-in-a-container');
+  const explain = JSON.parse((await httpGet(`http://${ip}:9901/api/v1/endpoints/${web}`)).body) as { address: string; origin: { details: Record<string, string> }[] };
+  t.equal(explain.origin[0]!.details['network'], `${net} (shared with berth)`);
+  t.equal(explain.address, `${webIp}:8080`);
+  t.match(await docker('logs', berthName), /berth runs in a container/);
 });
 
 t.test('HEADLINE: every container replaced one by one under load, zero failed requests', async (t) => {
