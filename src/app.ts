@@ -11,10 +11,13 @@ import { BerthError } from './core/errors.js';
 import { nullObserver, type ProxyObserver } from './core/observer.js';
 import { dockerClient } from './discovery/docker/client.js';
 import { DockerProvider } from './discovery/docker/provider.js';
+import { HealthChecker, type CheckChange, type CheckTarget } from './health/checker.js';
+import { httpProbe, tcpProbe } from './health/probe.js';
 import { MetricsCollector } from './metrics/collect.js';
 import type { EndpointState } from './pool/endpoint.js';
 import type { DockerClient } from './discovery/docker/types.js';
-import { formatHostPort, type ProviderSnapshot } from './core/types.js';
+import { systemRandom } from './core/random.js';
+import { Flag, formatHostPort, type ProviderSnapshot } from './core/types.js';
 import { staticSnapshot } from './discovery/static.js';
 import type { Logger } from './log.js';
 import { Pool } from './pool/pool.js';
@@ -43,7 +46,20 @@ export interface BerthOptions {
   readonly metricsText?: () => Promise<{ contentType: string; body: string }>;
   /** Primary: per-worker facts for /api/v1/services. */
   readonly workersView?: () => unknown[];
+  /** Primary: an active-check verdict, to pass on to the workers. */
+  readonly onHealth?: (h: HealthVerdict) => void;
 }
+
+/** An active-check verdict for one endpoint, as sent from the primary to workers. */
+export interface HealthVerdict {
+  readonly service: string;
+  readonly id: string;
+  readonly pending: boolean;
+  readonly unhealthy: boolean;
+  readonly why: string;
+}
+
+const ACTIVE = Flag.ActivePending | Flag.ActiveUnhealthy;
 
 /** Listeners that bind a fixed port are matched across reloads by address, so they keep their socket. */
 function listenerKey(l: ListenerConfig): string {
@@ -62,6 +78,9 @@ export class Berth {
   private adminKey = '';
   private readonly rates: RateSampler;
   readonly role: 'single' | 'primary' | 'worker';
+  /** Active checks (not in workers: checks run once per endpoint, in the primary). */
+  readonly checker: HealthChecker | null;
+  private checkSyncQueued = false;
   /** Active listeners by listenerKey. */
   readonly listeners = new Map<string, TcpListener>();
   /** Listeners removed by a reload whose sessions are still finishing. */
@@ -82,6 +101,15 @@ export class Berth {
     this.observer = opts.observer ?? this.metrics ?? nullObserver;
     this.discoveryObserver = opts.discoveryObserver ?? this.metrics ?? nullDiscoveryObserver;
     this.rates = new RateSampler(this.pool);
+    this.checker = this.role === 'worker' ? null : new HealthChecker((c) => this.onCheck(c), systemRandom);
+    this.pool.on((e) => {
+      if (e.type === 'endpoint-added') {
+        // With checks configured, a new endpoint waits for its first pass (same in every process).
+        const h = this.config.services.get(e.endpoint.service)?.health;
+        if (h && h.initial === 'pending') this.pool.setFlag(e.endpoint.service, e.endpoint.id, Flag.ActivePending, true, 'active check: waiting for the first pass');
+      }
+      if (e.type === 'endpoint-added' || e.type === 'endpoint-removed' || e.type === 'endpoint-updated') this.queueCheckSync();
+    });
     this.pool.on((e) => {
       const log = this.log;
       switch (e.type) {
@@ -107,6 +135,76 @@ export class Berth {
   private applyServices(config: Config): void {
     for (const s of config.services.values()) this.pool.configureService(s.name, s.balance);
     this.pool.applySnapshot(staticSnapshot(config.services.values()));
+    // Services whose checks were removed: their endpoints are no longer held by them.
+    for (const s of this.pool.services.values()) {
+      if (config.services.get(s.name)?.health) continue;
+      for (const e of s.endpoints.values()) if (e.flags & ACTIVE) this.pool.setFlag(s.name, e.id, ACTIVE, false, 'active checks removed from the config');
+    }
+    this.queueCheckSync();
+  }
+
+  private queueCheckSync(): void {
+    if (!this.checker || this.checkSyncQueued) return;
+    this.checkSyncQueued = true;
+    setImmediate(() => {
+      this.checkSyncQueued = false;
+      if (!this.stopping) this.syncChecks();
+    });
+  }
+
+  /** One check loop per endpoint of every service that has `health` configured. */
+  private syncChecks(): void {
+    const targets: CheckTarget[] = [];
+    for (const s of this.pool.services.values()) {
+      const h = this.config.services.get(s.name)?.health;
+      if (!h) continue;
+      for (const e of s.endpoints.values()) {
+        if (e.sources.size === 0) continue;
+        // The berth.health.path label overrides the service's path for that container.
+        const path = e.spec.labels?.['health.path'] ?? h.path;
+        const inRange = (code: number) => h.expect.ranges.some(([lo, hi]) => code >= lo && code <= hi);
+        targets.push({
+          key: `${s.name}\0${e.id}`,
+          host: e.host,
+          port: e.port,
+          probe: h.type === 'http' ? (host, port) => httpProbe(host, port, h.timeout, { path, host: h.host, expect: inRange }) : (host, port) => tcpProbe(host, port, h.timeout),
+          intervalMs: h.interval,
+          jitter: h.jitter,
+          rise: h.rise,
+          fall: h.fall,
+          initial: h.initial,
+          settingsKey: `${JSON.stringify(h)} ${path}`,
+        });
+      }
+    }
+    this.checker!.sync(targets);
+  }
+
+  private onCheck(c: CheckChange): void {
+    const [service, id] = c.key.split('\0') as [string, string];
+    const h = this.config.services.get(service)?.health;
+    const why = `active ${h?.type ?? ''} check: ${c.to === 'healthy' ? 'passed' : 'failed'} (${c.detail})`;
+    const verdict: HealthVerdict = { service, id, pending: false, unhealthy: c.to === 'unhealthy', why };
+    this.applyHealth(verdict);
+    this.opts.onHealth?.(verdict);
+  }
+
+  /** Applies an active-check verdict (from this process's checker, or from the primary). */
+  applyHealth(v: HealthVerdict): void {
+    this.pool.setFlag(v.service, v.id, Flag.ActivePending, v.pending, v.why);
+    this.pool.setFlag(v.service, v.id, Flag.ActiveUnhealthy, v.unhealthy, v.why);
+  }
+
+  /** Current active-check verdicts, for a worker that has just started. */
+  healthVerdicts(): HealthVerdict[] {
+    const out: HealthVerdict[] = [];
+    for (const s of this.pool.services.values()) {
+      if (!this.config.services.get(s.name)?.health) continue;
+      for (const e of s.endpoints.values()) {
+        out.push({ service: s.name, id: e.id, pending: (e.flags & Flag.ActivePending) !== 0, unhealthy: (e.flags & Flag.ActiveUnhealthy) !== 0, why: 'active check state from the primary' });
+      }
+    }
+    return out;
   }
 
   private newListener(l: ListenerConfig): TcpListener {
@@ -248,6 +346,7 @@ export class Berth {
     if (this.stopping) return 0;
     this.stopping = true;
     this.docker?.stop();
+    this.checker?.stopAll();
     this.rates.stop();
     const all = [...this.listeners.values(), ...this.retired];
     for (const l of all) l.stopAccepting();

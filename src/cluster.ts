@@ -12,7 +12,7 @@
  * the primary polls them every second for the status view.
  */
 import cluster, { type Worker } from 'node:cluster';
-import { Berth } from './app.js';
+import { Berth, type HealthVerdict } from './app.js';
 import type { Config } from './config/schema.js';
 import { validateConfig } from './config/validate.js';
 import { ConfigError, formatIssue } from './core/errors.js';
@@ -21,7 +21,7 @@ import type { Logger } from './log.js';
 import { aggregateMetrics, type MetricsJson } from './metrics/collect.js';
 
 type SnapshotMsg = { t: 'snapshot'; provider: string; services: [string, EndpointSpec[]][] };
-type ToWorker = SnapshotMsg | { t: 'reload'; raw: unknown } | { t: 'stats'; id: number } | { t: 'metrics'; id: number } | { t: 'shutdown'; drainMs: number };
+type ToWorker = SnapshotMsg | { t: 'health'; v: HealthVerdict } | { t: 'reload'; raw: unknown } | { t: 'stats'; id: number } | { t: 'metrics'; id: number } | { t: 'shutdown'; drainMs: number };
 interface EndpointStats {
   service: string;
   id: string;
@@ -59,6 +59,9 @@ export async function runWorker(config: Config, log: Logger, version: string): P
     switch (raw.t) {
       case 'snapshot':
         berth.pool.applySnapshot({ provider: raw.provider, services: new Map(raw.services) });
+        return;
+      case 'health':
+        berth.applyHealth(raw.v);
         return;
       case 'reload':
         try {
@@ -157,6 +160,7 @@ export async function runPrimary(
     log,
     version,
     role: 'primary',
+    onHealth: (v) => broadcast({ t: 'health', v }),
     onProviderSnapshot: (snap) => {
       lastDocker = toMsg(snap);
       broadcast(lastDocker);
@@ -212,6 +216,7 @@ export async function runPrimary(
       if (m.t === 'ready') {
         state.ready = true;
         if (lastDocker) worker.send(lastDocker);
+        for (const v of berth.healthVerdicts()) worker.send({ t: 'health', v });
         if ([...workers.values()].every((w) => w.ready)) startupDone();
         return;
       }

@@ -41,9 +41,42 @@ const listener = z.strictObject({
   retryBackoff: duration.default(50),
 });
 
+/** "200-399", "200,204" or "200-299,301" → a predicate on status codes. */
+function parseStatuses(input: string): Parsed<{ text: string; ranges: [number, number][] }> {
+  const ranges: [number, number][] = [];
+  for (const part of input.split(',').map((p) => p.trim())) {
+    const m = /^(\d{3})(?:-(\d{3}))?$/.exec(part);
+    if (!m) return { ok: false, message: `expected status codes like 200-399 or 200,204, got "${input}"` };
+    const lo = Number(m[1]);
+    const hi = Number(m[2] ?? m[1]);
+    if (lo < 100 || hi > 599 || lo > hi) return { ok: false, message: `expected status codes from 100 to 599, got "${input}"` };
+    ranges.push([lo, hi]);
+  }
+  return { ok: true, value: { text: input, ranges } };
+}
+
+const health = z.strictObject({
+  type: z.enum(['tcp', 'http'], { error: () => 'expected tcp or http' }).default('tcp'),
+  /** http: the path to GET. */
+  path: z.string().regex(/^\//, 'expected a path starting with /').default('/'),
+  /** http: Host header (default the endpoint's address). */
+  host: z.string().min(1).optional(),
+  /** http: status codes that pass. */
+  expect: parsed(parseStatuses).default({ text: '200-399', ranges: [[200, 399]] }),
+  interval: duration.default(2000),
+  timeout: duration.default(1000),
+  rise: z.number().int().min(1).max(100).default(2),
+  fall: z.number().int().min(1).max(100).default(3),
+  /** Share of the interval each check may move by, so checks do not march in step. */
+  jitter: z.number().min(0).max(1).default(0.1),
+  /** A new endpoint's state until its first check: pending (no traffic yet) or healthy. */
+  initial: z.enum(['pending', 'healthy'], { error: () => 'expected pending or healthy' }).default('pending'),
+});
+
 const service = z.strictObject({
   balance: balance.optional(),
   endpoints: z.array(parsed(parseEndpoint)).default([]),
+  health: health.optional(),
 });
 
 const dockerHost = z.string().regex(/^(unix:\/\/\/.+|(tcp|http|https):\/\/[^/]+:\d+\/?)$/, 'expected unix:///path/to/docker.sock or tcp://host:port');
@@ -81,10 +114,14 @@ export interface ListenerConfig {
   readonly retryBackoff: number;
 }
 
+export type HealthConfig = z.output<typeof health>;
+
 export interface ServiceConfig {
   readonly name: string;
   readonly balance: BalanceAlgorithm;
   readonly endpoints: readonly EndpointSpec[];
+  /** Active health checks; absent = none. */
+  readonly health?: HealthConfig | undefined;
 }
 
 export interface DockerDiscoveryConfig {

@@ -67,7 +67,7 @@ export function validateConfig(raw: unknown): Config {
     });
     const mode = listeners.find((l) => l.service === name)?.mode ?? 'tcp';
     const balance: BalanceAlgorithm = s.balance ?? (mode === 'tcp' ? 'least-conn' : 'p2c');
-    services.set(name, { name, balance, endpoints });
+    services.set(name, { name, balance, endpoints, ...(s.health ? { health: s.health } : {}) });
   }
   if (issues.length > 0) throw new ConfigError(issues);
 

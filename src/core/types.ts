@@ -60,6 +60,8 @@ export const Flag = {
   Stopping: 1 << 4,
   /** Container is paused. */
   Paused: 1 << 5,
+  /** Active checks configured, first pass not seen yet. */
+  ActivePending: 1 << 6,
 } as const;
 export type FlagBit = (typeof Flag)[keyof typeof Flag];
 
@@ -70,6 +72,7 @@ export const flagNames: Readonly<Record<FlagBit, string>> = {
   [Flag.DockerUnhealthy]: 'docker-unhealthy',
   [Flag.Stopping]: 'stopping',
   [Flag.Paused]: 'paused',
+  [Flag.ActivePending]: 'active-check-pending',
 };
 
 /** The flag bits a provider's spec decides (the others belong to berth's own checks). */
