@@ -126,14 +126,17 @@ export class Berth {
           log.info({ service: e.endpoint.service, endpoint: e.endpoint.id }, 'endpoint removed');
           break;
         case 'picker-updated':
-          if (e.eligible === 0) log.warn({ service: e.service, endpoints: e.total }, 'service has no usable endpoint');
+          if (e.panic) log.warn({ service: e.service, endpoints: e.total }, 'service in panic: nothing is healthy, routing to every endpoint that is not leaving');
+          else if (e.eligible === 0) log.warn({ service: e.service, endpoints: e.total }, 'service has no usable endpoint');
           break;
       }
     });
   }
 
   private applyServices(config: Config): void {
-    for (const s of config.services.values()) this.pool.configureService(s.name, s.balance);
+    for (const s of config.services.values()) {
+      this.pool.configureService(s.name, { balance: s.balance, panic: s.panic, outlier: s.outlier });
+    }
     this.pool.applySnapshot(staticSnapshot(config.services.values()));
     // Services whose checks were removed: their endpoints are no longer held by them.
     for (const s of this.pool.services.values()) {
@@ -193,6 +196,10 @@ export class Berth {
   applyHealth(v: HealthVerdict): void {
     this.pool.setFlag(v.service, v.id, Flag.ActivePending, v.pending, v.why);
     this.pool.setFlag(v.service, v.id, Flag.ActiveUnhealthy, v.unhealthy, v.why);
+    const e = this.pool.service(v.service)?.endpoints.get(v.id);
+    if (e && e.flags & Flag.Outlier && !v.pending && !v.unhealthy && this.config.services.get(v.service)?.outlier?.endEarlyOnActivePass) {
+      this.pool.endEjection(e, 'active check passed');
+    }
   }
 
   /** Current active-check verdicts, for a worker that has just started. */
@@ -401,6 +408,7 @@ export class Berth {
     for (const l of this.config.listeners) {
       const s = this.pool.service(l.service);
       if (!s || s.eligibleCount === 0) reasons.push(`listener ${l.name}: service ${l.service} has no healthy endpoint`);
+      else if (s.inPanic) reasons.push(`listener ${l.name}: service ${l.service} is in panic (no healthy endpoint; spreading over unfit ones)`);
     }
     // Engine away after the first sync: still ready (the last known endpoints serve, and
     // failing readiness would take a working proxy out of rotation), but said so.

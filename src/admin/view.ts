@@ -34,6 +34,8 @@ export interface ServiceView {
   readonly balance: string;
   readonly listeners: string[];
   readonly eligible: number;
+  /** Nothing healthy and panic: spread is routing to unfit endpoints. */
+  readonly panic: boolean;
   readonly endpoints: EndpointView[];
 }
 
@@ -120,7 +122,8 @@ export function servicesView(pool: Pool, listeners: readonly { readonly name: st
       name: s.name,
       balance: s.balance,
       listeners: listeners.filter((l) => l.service === s.name).map((l) => l.name),
-      eligible: s.eligibleCount,
+      eligible: s.inPanic ? 0 : s.eligibleCount,
+      panic: s.inPanic,
       endpoints: [...s.endpoints.values()].sort((a, b) => a.id.localeCompare(b.id)).map((e) => endpointView(e, rates)),
     }));
 }

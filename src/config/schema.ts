@@ -73,10 +73,25 @@ const health = z.strictObject({
   initial: z.enum(['pending', 'healthy'], { error: () => 'expected pending or healthy' }).default('pending'),
 });
 
+const outlier = z.strictObject({
+  /** Connect failures in a row that eject an endpoint. */
+  consecutiveFailures: z.number().int().min(1).max(1000).default(5),
+  /** Ejection time; multiplied by the number of times the endpoint was ejected. */
+  ejectFor: duration.default(30_000),
+  maxEjectFor: duration.default(300_000),
+  /** Never eject more than this share of a service's endpoints. */
+  maxEjectedPercent: z.number().min(0).max(100).default(50),
+  /** A passing active check ends an ejection early. */
+  endEarlyOnActivePass: z.boolean().default(true),
+});
+
 const service = z.strictObject({
   balance: balance.optional(),
   endpoints: z.array(parsed(parseEndpoint)).default([]),
   health: health.optional(),
+  outlier: outlier.optional(),
+  /** When no endpoint is healthy: fail (turn clients away) or spread (use every endpoint that is not leaving). */
+  panic: z.enum(['fail', 'spread'], { error: () => 'expected fail or spread' }).default('fail'),
 });
 
 const dockerHost = z.string().regex(/^(unix:\/\/\/.+|(tcp|http|https):\/\/[^/]+:\d+\/?)$/, 'expected unix:///path/to/docker.sock or tcp://host:port');
@@ -122,7 +137,12 @@ export interface ServiceConfig {
   readonly endpoints: readonly EndpointSpec[];
   /** Active health checks; absent = none. */
   readonly health?: HealthConfig | undefined;
+  /** Passive outlier detection; absent = off. */
+  readonly outlier?: OutlierConfig | undefined;
+  readonly panic: 'fail' | 'spread';
 }
+
+export type OutlierConfig = z.output<typeof outlier>;
 
 export interface DockerDiscoveryConfig {
   readonly host: string;

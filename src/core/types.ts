@@ -75,6 +75,9 @@ export const flagNames: Readonly<Record<FlagBit, string>> = {
   [Flag.ActivePending]: 'active-check-pending',
 };
 
+/** Flags that say an endpoint is unfit (as opposed to leaving: draining, stopping, paused). Panic mode ignores these. */
+export const HEALTH_FLAGS = Flag.ActiveUnhealthy | Flag.ActivePending | Flag.Outlier | Flag.DockerUnhealthy;
+
 /** The flag bits a provider's spec decides (the others belong to berth's own checks). */
 export const PROVIDER_FLAGS = Flag.DockerUnhealthy | Flag.Stopping | Flag.Paused;
 

@@ -38,6 +38,10 @@ export class EndpointState implements BalancerHost {
   /** Totals since the endpoint joined. */
   connections = 0;
   failures = 0;
+  /** Outlier detection: connect failures since the last success, times ejected, and the timer that ends an ejection. */
+  consecutiveFailures = 0;
+  ejections = 0;
+  ejectTimer: NodeJS.Timeout | null = null;
   readonly history: EndpointEvent[] = [];
   spec: EndpointSpec;
 

@@ -1,7 +1,7 @@
 import { createBalancer, NONE_FULL, type Balancer, type PickContext, type PickResult } from '../balancer/index.js';
 import { systemClock, type Clock } from '../core/clock.js';
 import { systemRandom, type Random } from '../core/random.js';
-import { describeFlags, Flag, PROVIDER_FLAGS, specFlags, type BalanceAlgorithm, type EndpointSpec, type ProviderSnapshot } from '../core/types.js';
+import { describeFlags, Flag, HEALTH_FLAGS, PROVIDER_FLAGS, specFlags, type BalanceAlgorithm, type EndpointSpec, type ProviderSnapshot } from '../core/types.js';
 import { EndpointState } from './endpoint.js';
 
 export type PoolEvent =
@@ -9,14 +9,34 @@ export type PoolEvent =
   | { readonly type: 'endpoint-updated'; readonly endpoint: EndpointState; readonly what: string }
   | { readonly type: 'endpoint-draining'; readonly endpoint: EndpointState }
   | { readonly type: 'endpoint-removed'; readonly endpoint: EndpointState }
-  | { readonly type: 'picker-updated'; readonly service: string; readonly eligible: number; readonly total: number };
+  | { readonly type: 'picker-updated'; readonly service: string; readonly eligible: number; readonly total: number; readonly panic: boolean };
 
 export type PoolListener = (e: PoolEvent) => void;
 
 /** A named pool of endpoints and the balancer over its eligible ones. */
+/** Passive outlier detection settings of a service (ms). */
+export interface OutlierSettings {
+  readonly consecutiveFailures: number;
+  readonly ejectFor: number;
+  readonly maxEjectFor: number;
+  /** Never eject more than this share (0–100) of a service's endpoints. */
+  readonly maxEjectedPercent: number;
+}
+
+export interface ServiceSettings {
+  readonly balance: BalanceAlgorithm;
+  /** Nothing healthy: "fail" turns clients away; "spread" routes to every endpoint that is not leaving. */
+  readonly panic?: 'fail' | 'spread';
+  readonly outlier?: OutlierSettings | undefined;
+}
+
 export class ServicePool {
   readonly name: string;
   balance: BalanceAlgorithm;
+  panic: 'fail' | 'spread' = 'fail';
+  outlier: OutlierSettings | undefined = undefined;
+  /** True while nothing is healthy and panic: spread routes to unfit endpoints. */
+  inPanic = false;
   readonly endpoints = new Map<string, EndpointState>();
   /** Immutable between changes: rebuilt (not mutated) when the eligible set changes. */
   private balancer: Balancer<EndpointState>;
@@ -51,8 +71,14 @@ export class ServicePool {
 
   /** @internal the pool calls this after every change to the service. */
   rebuild(random: Random): void {
-    const eligible: EndpointState[] = [];
+    let eligible: EndpointState[] = [];
     for (const e of this.endpoints.values()) if (e.eligible) eligible.push(e);
+    this.inPanic = false;
+    if (eligible.length === 0 && this.panic === 'spread') {
+      // Panic: better an unfit endpoint than none, but never one that is leaving.
+      eligible = [...this.endpoints.values()].filter((e) => e.weight > 0 && (e.flags & ~HEALTH_FLAGS) === 0);
+      this.inPanic = eligible.length > 0;
+    }
     // Stable order (by id) so that round-robin sequences and hash tables do not
     // depend on the order providers happened to report endpoints in.
     eligible.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
@@ -100,14 +126,19 @@ export class Pool {
     for (const l of this.listeners) l(e);
   }
 
-  /** Creates the service if needed, and sets its algorithm (rebuilding on change). */
-  configureService(name: string, balance: BalanceAlgorithm): ServicePool {
+  /** Creates the service if needed, and applies its settings (rebuilding on change). */
+  configureService(name: string, settings: BalanceAlgorithm | ServiceSettings): ServicePool {
+    const o: ServiceSettings = typeof settings === 'string' ? { balance: settings } : settings;
     let s = this.services.get(name);
     if (!s) {
-      s = new ServicePool(name, balance, this.random);
+      s = new ServicePool(name, o.balance, this.random);
       this.services.set(name, s);
-    } else if (s.balance !== balance) {
-      s.balance = balance;
+    }
+    s.outlier = o.outlier;
+    const panic = o.panic ?? 'fail';
+    if (s.balance !== o.balance || s.panic !== panic) {
+      s.balance = o.balance;
+      s.panic = panic;
       this.publish(s);
     }
     return s;
@@ -231,15 +262,17 @@ export class Pool {
 
   private remove(s: ServicePool, e: EndpointState, why: string): void {
     s.endpoints.delete(e.id);
+    if (e.ejectTimer) clearTimeout(e.ejectTimer);
     e.record(`${why}; removed`);
     this.emit({ type: 'endpoint-removed', endpoint: e });
   }
 
   private publish(s: ServicePool): void {
     const before = s.eligibleCount;
+    const panicBefore = s.inPanic;
     s.rebuild(this.random);
-    if (before !== s.eligibleCount) {
-      this.emit({ type: 'picker-updated', service: s.name, eligible: s.eligibleCount, total: s.endpoints.size });
+    if (before !== s.eligibleCount || panicBefore !== s.inPanic) {
+      this.emit({ type: 'picker-updated', service: s.name, eligible: s.inPanic ? 0 : s.eligibleCount, total: s.endpoints.size, panic: s.inPanic });
     }
   }
 
@@ -275,9 +308,41 @@ export class Pool {
     }
   }
 
-  /** A connect to `e` failed. */
+  /**
+   * A connect to `e` failed. With outlier detection on, `consecutiveFailures` in a
+   * row eject it for ejectFor × times ejected (capped at maxEjectFor), unless that
+   * would eject more than maxEjectedPercent of the service (no ejection cascade).
+   */
   failed(e: EndpointState): void {
     e.failures++;
+    e.consecutiveFailures++;
+    const s = this.services.get(e.service);
+    const o = s?.outlier;
+    if (!s || !o || e.flags & Flag.Outlier || e.consecutiveFailures < o.consecutiveFailures) return;
+    let ejected = 0;
+    for (const x of s.endpoints.values()) if (x.flags & Flag.Outlier) ejected++;
+    if (((ejected + 1) * 100) / s.endpoints.size > o.maxEjectedPercent) {
+      e.record(`outlier: ${e.consecutiveFailures} failures in a row, not ejected (would exceed ${o.maxEjectedPercent}% ejected)`);
+      return;
+    }
+    e.ejections++;
+    const ms = Math.min(o.maxEjectFor, o.ejectFor * e.ejections);
+    this.setFlag(s.name, e.id, Flag.Outlier, true, `outlier: ejected for ${ms}ms after ${e.consecutiveFailures} connect failures in a row (ejection ${e.ejections})`);
+    e.ejectTimer = setTimeout(() => this.endEjection(e, 'ejection time over'), ms);
+    e.ejectTimer.unref();
+  }
+
+  /** A connect to `e` succeeded. */
+  succeeded(e: EndpointState): void {
+    e.consecutiveFailures = 0;
+  }
+
+  /** Ends an outlier ejection (its time is over, or an active check passed). */
+  endEjection(e: EndpointState, why: string): void {
+    if (e.ejectTimer) clearTimeout(e.ejectTimer);
+    e.ejectTimer = null;
+    e.consecutiveFailures = 0;
+    this.setFlag(e.service, e.id, Flag.Outlier, false, `outlier: back (${why})`);
   }
 
   /** Total open connections across every endpoint (drain progress on shutdown). */

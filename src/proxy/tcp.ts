@@ -285,6 +285,7 @@ class TcpSession {
     const ms = now - this.connectStart;
     const ep = this.endpoint!;
     ep.observeLatency(ms, now);
+    pool.succeeded(ep);
     observer.upstreamConnect(ep.service, ep.id, 'ok', ms / 1000);
     const up = this.upstream!;
     if (this.clientClosed) {

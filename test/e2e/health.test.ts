@@ -158,3 +158,39 @@ t.test('--workers 2: checks run once, in the primary, and every worker follows t
   berth.kill('SIGTERM');
   t.equal(await berth.exited, 0);
 });
+
+t.test('outlier detection with a real refusing endpoint: ejected, clients see no error, attempts on it stop', async (t) => {
+  const good = await controllable('GOOD');
+  t.teardown(() => {
+    good.close();
+    good.server.close();
+  });
+  const dead = await freePort();
+  const { berth, port } = await berthWith(t, {
+    web: { balance: 'round-robin', endpoints: [`127.0.0.1:${good.port}`, `127.0.0.1:${dead}`], outlier: { consecutiveFailures: 3, ejectFor: '10s' } },
+  });
+  const D = `127.0.0.1:${dead}`;
+  for (let i = 0; i < 20; i++) {
+    const r = await exchange(port, 'GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+    t.equal(r.data.toString().endsWith('GOOD'), true, 'answered (refusals retried on the good endpoint)');
+  }
+  const e = berth.pool.service('web')!.endpoints.get(D)!;
+  t.ok(e.flags & Flag.Outlier, 'ejected');
+  t.equal(e.failures, 3, 'no more connect attempts once ejected');
+});
+
+t.test('panic spread over real endpoints whose checks all fail', async (t) => {
+  const a = await controllable('A');
+  a.state.mode = 'fail';
+  t.teardown(() => {
+    a.close();
+    a.server.close();
+  });
+  const { berth, port } = await berthWith(t, {
+    web: { endpoints: [`127.0.0.1:${a.port}`], panic: 'spread', health: { type: 'http', path: '/healthz', interval: '50ms', fall: 1 } },
+  });
+  await until(() => (flagsOf(berth, `127.0.0.1:${a.port}`) & Flag.ActiveUnhealthy) !== 0, 3000, 'A unhealthy');
+  t.equal(berth.pool.service('web')!.inPanic, true);
+  t.equal((await exchange(port, 'GET / HTTP/1.1\r\nHost: x\r\n\r\n')).data.toString().endsWith('A'), true, 'still served in panic');
+  t.match(berth.readiness().reasons.join(), /in panic/);
+});

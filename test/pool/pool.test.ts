@@ -2,6 +2,7 @@ import t from 'tap';
 import { seededRandom } from '../../src/core/random.js';
 import { Flag, type EndpointSpec, type ProviderSnapshot } from '../../src/core/types.js';
 import { Pool, type PoolEvent } from '../../src/pool/pool.js';
+import { until } from '../helpers/net.js';
 
 function ep(id: string, weight = 1, source: EndpointSpec['source'] = 'static'): EndpointSpec {
   const [host, port] = id.split(':');
@@ -142,4 +143,50 @@ t.test('provider-reported health, stopping and paused take an endpoint out', asy
   pool.applySnapshot(snap('docker', { web: [d('a:1', { health: 'healthy' }), d('b:1', {})] }));
   t.ok(pool.service('web')!.endpoints.get('a:1')!.flags & Flag.ActiveUnhealthy);
   t.same(picks(pool, 'web', 10), new Set(['b:1']));
+});
+
+t.test('panic: nothing healthy → fail turns clients away, spread uses every endpoint that is not leaving', async (t) => {
+  const pool = new Pool({ random: seededRandom(1) });
+  pool.configureService('web', { balance: 'round-robin', panic: 'spread' });
+  pool.applySnapshot(snap('static', { web: [ep('a:1'), ep('b:1'), ep('c:1')] }));
+  pool.setFlag('web', 'a:1', Flag.ActiveUnhealthy, true, 'x');
+  t.same(picks(pool, 'web', 10), new Set(['b:1', 'c:1']), 'healthy ones while there are some');
+  t.equal(pool.service('web')!.inPanic, false);
+  pool.setFlag('web', 'b:1', Flag.Outlier, true, 'x');
+  const c = pool.service('web')!.endpoints.get('c:1')!;
+  pool.acquire(c);
+  pool.applySnapshot(snap('static', { web: [ep('a:1'), ep('b:1')] }));
+  t.ok(c.flags & Flag.Draining, 'c is leaving');
+  t.equal(pool.service('web')!.inPanic, true);
+  t.same(picks(pool, 'web', 10), new Set(['a:1', 'b:1']), 'panic spreads over the unfit, never the draining');
+  pool.configureService('web', { balance: 'round-robin', panic: 'fail' });
+  t.equal(pool.service('web')!.pick().type, 'none', 'fail fast');
+  t.equal(pool.service('web')!.inPanic, false);
+  pool.release(c);
+});
+
+t.test('outlier detection: consecutive failures eject, time multiplies, no cascade past the max share', async (t) => {
+  const pool = new Pool({ random: seededRandom(1) });
+  pool.configureService('web', { balance: 'round-robin', outlier: { consecutiveFailures: 3, ejectFor: 60, maxEjectFor: 100, maxEjectedPercent: 50 } });
+  pool.applySnapshot(snap('static', { web: [ep('a:1'), ep('b:1'), ep('c:1'), ep('d:1')] }));
+  const e = (id: string) => pool.service('web')!.endpoints.get(id)!;
+  pool.failed(e('a:1'));
+  pool.failed(e('a:1'));
+  pool.succeeded(e('a:1'));
+  pool.failed(e('a:1'));
+  pool.failed(e('a:1'));
+  t.equal(e('a:1').flags & Flag.Outlier, 0, 'a success resets the count');
+  pool.failed(e('a:1'));
+  t.ok(e('a:1').flags & Flag.Outlier, 'three in a row eject');
+  t.match(e('a:1').history.at(-1)!.what, /ejected for 60ms after 3 connect failures in a row \(ejection 1\)/);
+  // Half the pool failing: only up to 50% may be ejected.
+  for (const id of ['b:1', 'c:1', 'd:1']) for (let i = 0; i < 3; i++) pool.failed(e(id));
+  const ejected = ['a:1', 'b:1', 'c:1', 'd:1'].filter((id) => e(id).flags & Flag.Outlier);
+  t.equal(ejected.length, 2, `no cascade: ${ejected}`);
+  t.match(e('d:1').history.at(-1)!.what, /not ejected \(would exceed 50% ejected\)/);
+  const t0 = Date.now();
+  await until(() => (e('a:1').flags & Flag.Outlier) === 0, 2000, 'ejection ends');
+  t.ok(Date.now() - t0 < 200);
+  for (let i = 0; i < 3; i++) pool.failed(e('a:1'));
+  t.match(e('a:1').history.at(-1)!.what, /ejected for 100ms .*ejection 2/, 'second ejection: 2 × 60 capped at 100');
 });
