@@ -135,7 +135,7 @@ export class Berth {
 
   private applyServices(config: Config): void {
     for (const s of config.services.values()) {
-      this.pool.configureService(s.name, { balance: s.balance, panic: s.panic, outlier: s.outlier });
+      this.pool.configureService(s.name, { balance: s.balance, panic: s.panic, outlier: s.outlier, slowStart: s.slowStart });
     }
     this.pool.applySnapshot(staticSnapshot(config.services.values()));
     // Services whose checks were removed: their endpoints are no longer held by them.

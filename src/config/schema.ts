@@ -92,6 +92,8 @@ const service = z.strictObject({
   outlier: outlier.optional(),
   /** When no endpoint is healthy: fail (turn clients away) or spread (use every endpoint that is not leaving). */
   panic: z.enum(['fail', 'spread'], { error: () => 'expected fail or spread' }).default('fail'),
+  /** A new or recovered endpoint's weight ramps from 10% to full over this time (0ms = off). */
+  slowStart: duration.default(0),
 });
 
 const dockerHost = z.string().regex(/^(unix:\/\/\/.+|(tcp|http|https):\/\/[^/]+:\d+\/?)$/, 'expected unix:///path/to/docker.sock or tcp://host:port');
@@ -140,6 +142,8 @@ export interface ServiceConfig {
   /** Passive outlier detection; absent = off. */
   readonly outlier?: OutlierConfig | undefined;
   readonly panic: 'fail' | 'spread';
+  /** ms; 0 = off. */
+  readonly slowStart: number;
 }
 
 export type OutlierConfig = z.output<typeof outlier>;

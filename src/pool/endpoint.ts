@@ -38,6 +38,10 @@ export class EndpointState implements BalancerHost {
   /** Totals since the endpoint joined. */
   connections = 0;
   failures = 0;
+  /** Whether the endpoint was eligible at the last publish (slow start watches the transitions). */
+  wasEligible = false;
+  /** Slow start: clock ms when the ramp began, or null when at full weight. */
+  rampStart: number | null = null;
   /** Outlier detection: connect failures since the last success, times ejected, and the timer that ends an ejection. */
   consecutiveFailures = 0;
   ejections = 0;
@@ -61,7 +65,7 @@ export class EndpointState implements BalancerHost {
 
   /** Eligible for new connections: positive weight and no flag set. */
   get eligible(): boolean {
-    return this.flags === 0 && this.weight > 0;
+    return this.flags === 0 && this.configuredWeight > 0;
   }
 
   /** Why the endpoint is out of the pick set (empty when it is in). */

@@ -28,13 +28,21 @@ export interface ServiceSettings {
   /** Nothing healthy: "fail" turns clients away; "spread" routes to every endpoint that is not leaving. */
   readonly panic?: 'fail' | 'spread';
   readonly outlier?: OutlierSettings | undefined;
+  /** Ramp time for a new or recovered endpoint's weight, ms (0 = off). */
+  readonly slowStart?: number;
 }
+
+/** Slow start begins at this share of the configured weight. */
+export const SLOW_START_FLOOR = 0.1;
 
 export class ServicePool {
   readonly name: string;
   balance: BalanceAlgorithm;
   panic: 'fail' | 'spread' = 'fail';
   outlier: OutlierSettings | undefined = undefined;
+  slowStart = 0;
+  /** Endpoints whose weight is ramping up. */
+  readonly ramping = new Set<EndpointState>();
   /** True while nothing is healthy and panic: spread routes to unfit endpoints. */
   inPanic = false;
   readonly endpoints = new Map<string, EndpointState>();
@@ -135,6 +143,7 @@ export class Pool {
       this.services.set(name, s);
     }
     s.outlier = o.outlier;
+    s.slowStart = o.slowStart ?? 0;
     const panic = o.panic ?? 'fail';
     if (s.balance !== o.balance || s.panic !== panic) {
       s.balance = o.balance;
@@ -240,7 +249,7 @@ export class Pool {
     }
     if (spec.weight !== e.configuredWeight) {
       e.configuredWeight = spec.weight;
-      e.weight = spec.weight;
+      if (e.rampStart === null) e.weight = spec.weight;
       parts.push(`weight ${spec.weight}`);
     }
     const flags = (e.flags & ~PROVIDER_FLAGS) | specFlags(spec);
@@ -262,6 +271,7 @@ export class Pool {
 
   private remove(s: ServicePool, e: EndpointState, why: string): void {
     s.endpoints.delete(e.id);
+    s.ramping.delete(e);
     if (e.ejectTimer) clearTimeout(e.ejectTimer);
     e.record(`${why}; removed`);
     this.emit({ type: 'endpoint-removed', endpoint: e });
@@ -270,9 +280,74 @@ export class Pool {
   private publish(s: ServicePool): void {
     const before = s.eligibleCount;
     const panicBefore = s.inPanic;
+    this.startRamps(s);
     s.rebuild(this.random);
     if (before !== s.eligibleCount || panicBefore !== s.inPanic) {
       this.emit({ type: 'picker-updated', service: s.name, eligible: s.inPanic ? 0 : s.eligibleCount, total: s.endpoints.size, panic: s.inPanic });
+    }
+  }
+
+  /**
+   * Slow start: an endpoint that has just become eligible (new, or back from any
+   * exclusion) while others are serving starts at SLOW_START_FLOOR of its weight and
+   * ramps linearly to the full weight over `slowStart`. Endpoints of a service that
+   * had none serving start at full weight: there is nobody to spare them from.
+   */
+  private startRamps(s: ServicePool): void {
+    if (s.slowStart <= 0) return;
+    let serving = 0;
+    for (const e of s.endpoints.values()) if (e.eligible && e.wasEligible) serving++;
+    const now = this.clock.now();
+    for (const e of s.endpoints.values()) {
+      const eligible = e.flags === 0 && e.configuredWeight > 0;
+      if (eligible && !e.wasEligible && serving > 0 && e.rampStart === null) {
+        e.rampStart = now;
+        e.record(`slow start: ramping to weight ${e.configuredWeight} over ${s.slowStart}ms`);
+        s.ramping.add(e);
+      }
+      e.wasEligible = eligible;
+    }
+    this.applyRamps(s, now);
+    if (s.ramping.size > 0 && !this.rampTimer) {
+      this.rampTimer = setInterval(() => this.tickSlowStart(), 100);
+      this.rampTimer.unref();
+    }
+  }
+
+  private rampTimer: NodeJS.Timeout | null = null;
+
+  /** Sets ramping endpoints' weights for time `now`; returns whether any changed. */
+  private applyRamps(s: ServicePool, now: number): boolean {
+    let changed = false;
+    for (const e of s.ramping) {
+      const f = Math.min(1, SLOW_START_FLOOR + ((1 - SLOW_START_FLOOR) * (now - e.rampStart!)) / s.slowStart);
+      const w = f >= 1 ? e.configuredWeight : e.configuredWeight * f;
+      if (w !== e.weight) {
+        e.weight = w;
+        changed = true;
+      }
+      if (f >= 1 || !e.eligible) {
+        e.rampStart = null;
+        e.weight = e.configuredWeight;
+        s.ramping.delete(e);
+        if (f >= 1) e.record('slow start: full weight');
+      }
+    }
+    return changed;
+  }
+
+  /** Advances every slow-start ramp to the clock's now (a timer calls this; tests call it with a fake clock). */
+  tickSlowStart(): void {
+    const now = this.clock.now();
+    let any = false;
+    for (const s of this.services.values()) {
+      if (s.ramping.size === 0) continue;
+      any = true;
+      if (this.applyRamps(s, now)) s.rebuild(this.random);
+    }
+    if (!any && this.rampTimer) {
+      clearInterval(this.rampTimer);
+      this.rampTimer = null;
     }
   }
 

@@ -190,3 +190,43 @@ t.test('outlier detection: consecutive failures eject, time multiplies, no casca
   for (let i = 0; i < 3; i++) pool.failed(e('a:1'));
   t.match(e('a:1').history.at(-1)!.what, /ejected for 100ms .*ejection 2/, 'second ejection: 2 × 60 capped at 100');
 });
+
+t.test('slow start: a new endpoint ramps from 10% to its full share over slowStart (injected clock)', async (t) => {
+  let now = 0;
+  const pool = new Pool({ random: seededRandom(1), clock: { now: () => now } });
+  pool.configureService('web', { balance: 'round-robin', slowStart: 10_000 });
+  pool.applySnapshot(snap('static', { web: [ep('old:1')] }));
+  t.equal(pool.service('web')!.endpoints.get('old:1')!.weight, 1, 'the first endpoint has nobody to spare: full weight');
+  pool.applySnapshot(snap('static', { web: [ep('old:1'), ep('new:1')] }));
+  const share = () => {
+    const c = countPicks(pool, 'web', 1100);
+    return (c['new:1'] ?? 0) / 1100;
+  };
+  const s0 = share();
+  t.ok(Math.abs(s0 - 0.1 / 1.1) < 0.02, `at 0 s: ${s0.toFixed(3)} (weight 0.1 vs 1)`);
+  now = 5000;
+  pool.tickSlowStart();
+  t.equal(pool.service('web')!.endpoints.get('new:1')!.weight, 0.55);
+  const s5 = share();
+  t.ok(Math.abs(s5 - 0.55 / 1.55) < 0.02, `at 5 s: ${s5.toFixed(3)}`);
+  now = 10_000;
+  pool.tickSlowStart();
+  const s10 = share();
+  t.ok(Math.abs(s10 - 0.5) < 0.02, `at 10 s: ${s10.toFixed(3)}`);
+  t.equal(pool.service('web')!.ramping.size, 0, 'ramp over');
+  // Recovery ramps too.
+  pool.setFlag('web', 'new:1', Flag.ActiveUnhealthy, true, 'down');
+  pool.setFlag('web', 'new:1', Flag.ActiveUnhealthy, false, 'up');
+  t.equal(pool.service('web')!.endpoints.get('new:1')!.weight, 0.1, 'a recovered endpoint starts low again');
+  t.match(pool.service('web')!.endpoints.get('new:1')!.history.at(-1)!.what, /slow start: ramping/);
+});
+
+function countPicks(pool: Pool, service: string, n: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  const s = pool.service(service)!;
+  for (let i = 0; i < n; i++) {
+    const r = s.pick();
+    if (r.type === 'ok') out[r.host.id] = (out[r.host.id] ?? 0) + 1;
+  }
+  return out;
+}
