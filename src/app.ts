@@ -135,7 +135,15 @@ export class Berth {
 
   private applyServices(config: Config): void {
     for (const s of config.services.values()) {
-      this.pool.configureService(s.name, { balance: s.balance, panic: s.panic, outlier: s.outlier, slowStart: s.slowStart });
+      this.pool.configureService(s.name, {
+        balance: s.balance,
+        panic: s.panic,
+        outlier: s.outlier,
+        slowStart: s.slowStart,
+        maxConnectionsPerEndpoint: s.maxConnectionsPerEndpoint,
+        queue: s.queue,
+        maxPending: s.maxPending,
+      });
     }
     this.pool.applySnapshot(staticSnapshot(config.services.values()));
     // Services whose checks were removed: their endpoints are no longer held by them.
@@ -439,6 +447,7 @@ export class Berth {
       services: () => servicesView(this.pool, listeners(), this.rates),
       providers: () => this.providers(),
       readiness: () => this.readiness(),
+      capOf: (e: EndpointState) => this.pool.service(e.service)?.capOf(e) ?? 0,
       findEndpoints: (id: string, service?: string): EndpointState[] => {
         const out: EndpointState[] = [];
         for (const s of this.pool.services.values()) {

@@ -21,6 +21,8 @@ export interface AdminSource {
   readonly rates?: RateSampler;
   /** With --workers: one entry per worker process. */
   workers?(): unknown[];
+  /** The connection cap that applies to an endpoint (its own, else its service's). */
+  capOf?(e: EndpointState): number;
 }
 
 export class AdminServer {
@@ -93,7 +95,7 @@ export class AdminServer {
       const found = this.source.findEndpoints(id, service);
       if (found.length === 0) return json(res, 404, { error: `no endpoint ${id}${service ? ` in service ${service}` : ''}` });
       if (found.length > 1) return json(res, 409, { error: `endpoint ${id} is in several services; add ?service=`, services: found.map((e) => e.service) });
-      return json(res, 200, explainEndpoint(found[0]!, this.source.rates));
+      return json(res, 200, explainEndpoint(found[0]!, this.source.rates, this.source.capOf?.(found[0]!)));
     }
     if (path === '/') {
       const html = statusPage({

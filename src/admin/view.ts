@@ -93,7 +93,7 @@ export class RateSampler {
   }
 }
 
-export function endpointView(e: EndpointState, rates?: RateSampler): EndpointView {
+export function endpointView(e: EndpointState, rates?: RateSampler, cap: number = e.spec.maxConnections ?? 0): EndpointView {
   const out = e.outReasons;
   return {
     id: e.id,
@@ -107,7 +107,7 @@ export function endpointView(e: EndpointState, rates?: RateSampler): EndpointVie
     outReasons: out,
     draining: (e.flags & Flag.Draining) !== 0,
     activeConnections: e.active,
-    maxConnections: e.spec.maxConnections ?? 0,
+    maxConnections: cap,
     connectionsTotal: e.connections,
     failuresTotal: e.failures,
     latencyMs: Math.round(e.latency * 1000) / 1000,
@@ -124,12 +124,12 @@ export function servicesView(pool: Pool, listeners: readonly { readonly name: st
       listeners: listeners.filter((l) => l.service === s.name).map((l) => l.name),
       eligible: s.inPanic ? 0 : s.eligibleCount,
       panic: s.inPanic,
-      endpoints: [...s.endpoints.values()].sort((a, b) => a.id.localeCompare(b.id)).map((e) => endpointView(e, rates)),
+      endpoints: [...s.endpoints.values()].sort((a, b) => a.id.localeCompare(b.id)).map((e) => endpointView(e, rates, s.capOf(e))),
     }));
 }
 
 /** The explanation of one endpoint: where it came from, each health input with its time, history, pick-set verdict. */
-export function explainEndpoint(e: EndpointState, rates?: RateSampler) {
+export function explainEndpoint(e: EndpointState, rates?: RateSampler, cap: number = e.spec.maxConnections ?? 0) {
   const inputs = Object.entries(flagNames).map(([bit, name]) => {
     const b = Number(bit) as FlagBit;
     const at = e.flagChangedAt.get(b);
@@ -137,15 +137,15 @@ export function explainEndpoint(e: EndpointState, rates?: RateSampler) {
   });
   const out = describeFlags(e.flags);
   if (e.weight <= 0) out.push('weight-0');
-  const atCap = (e.spec.maxConnections ?? 0) > 0 && e.active >= (e.spec.maxConnections ?? 0);
+  const atCap = cap > 0 && e.active >= cap;
   return {
-    ...endpointView(e, rates),
+    ...endpointView(e, rates, cap),
     address: formatHostPort(e),
     origin: [...e.sources.entries()].map(([provider, spec]) => ({ provider, address: formatHostPort(spec), weight: spec.weight, details: spec.labels ?? {} })),
     joined: new Date(e.addedAt).toISOString(),
     healthInputs: inputs,
     inPickSet: e.eligible,
-    why: e.eligible ? (atCap ? `in the pick set, but at its connection cap (${e.active}/${e.spec.maxConnections}): passed over until one closes` : 'in the pick set') : `out of the pick set: ${out.join(', ')}`,
+    why: e.eligible ? (atCap ? `in the pick set, but at its connection cap (${e.active}/${cap}): passed over until one closes` : 'in the pick set') : `out of the pick set: ${out.join(', ')}`,
     recentEvents: e.history.map((h) => ({ at: new Date(h.at).toISOString(), what: h.what })),
   };
 }

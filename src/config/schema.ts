@@ -94,6 +94,12 @@ const service = z.strictObject({
   panic: z.enum(['fail', 'spread'], { error: () => 'expected fail or spread' }).default('fail'),
   /** A new or recovered endpoint's weight ramps from 10% to full over this time (0ms = off). */
   slowStart: duration.default(0),
+  /** Cap on open connections per endpoint (0 = unlimited); an endpoint's own cap (label, ,maxConnections=) wins. */
+  maxConnectionsPerEndpoint: z.number().int().min(0).default(0),
+  /** When every endpoint is at its cap: how many clients may wait, and how long. */
+  queue: z.strictObject({ size: z.number().int().min(0).max(100_000).default(0), timeout: duration.default(1000) }).default({ size: 0, timeout: 1000 }),
+  /** Circuit breaker: clients waiting for an endpoint (connecting or queued) beyond which new ones are turned away (0 = none). */
+  maxPending: z.number().int().min(0).default(0),
 });
 
 const dockerHost = z.string().regex(/^(unix:\/\/\/.+|(tcp|http|https):\/\/[^/]+:\d+\/?)$/, 'expected unix:///path/to/docker.sock or tcp://host:port');
@@ -144,6 +150,9 @@ export interface ServiceConfig {
   readonly panic: 'fail' | 'spread';
   /** ms; 0 = off. */
   readonly slowStart: number;
+  readonly maxConnectionsPerEndpoint: number;
+  readonly queue: { readonly size: number; readonly timeout: number };
+  readonly maxPending: number;
 }
 
 export type OutlierConfig = z.output<typeof outlier>;

@@ -67,14 +67,25 @@ export function validateConfig(raw: unknown): Config {
     });
     const mode = listeners.find((l) => l.service === name)?.mode ?? 'tcp';
     const balance: BalanceAlgorithm = s.balance ?? (mode === 'tcp' ? 'least-conn' : 'p2c');
-    services.set(name, { name, balance, endpoints, panic: s.panic, slowStart: s.slowStart, ...(s.health ? { health: s.health } : {}), ...(s.outlier ? { outlier: s.outlier } : {}) });
+    services.set(name, {
+      name,
+      balance,
+      endpoints,
+      panic: s.panic,
+      slowStart: s.slowStart,
+      maxConnectionsPerEndpoint: s.maxConnectionsPerEndpoint,
+      queue: s.queue,
+      maxPending: s.maxPending,
+      ...(s.health ? { health: s.health } : {}),
+      ...(s.outlier ? { outlier: s.outlier } : {}),
+    });
   }
   if (issues.length > 0) throw new ConfigError(issues);
 
   const admin = doc.admin.bind === 'off' ? null : doc.admin.bind;
   // Services only discovery will fill still take their listener's default balance.
   for (const l of listeners) {
-    if (!services.has(l.service)) services.set(l.service, { name: l.service, balance: l.mode === 'tcp' ? 'least-conn' : 'p2c', endpoints: [], panic: 'fail', slowStart: 0 });
+    if (!services.has(l.service)) services.set(l.service, { name: l.service, balance: l.mode === 'tcp' ? 'least-conn' : 'p2c', endpoints: [], panic: 'fail', slowStart: 0, maxConnectionsPerEndpoint: 0, queue: { size: 0, timeout: 1000 }, maxPending: 0 });
   }
   return { listeners, services, discovery: { docker: doc.discovery.docker ?? null }, admin, drainTimeout: doc.drainTimeout };
 }

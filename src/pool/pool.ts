@@ -30,6 +30,12 @@ export interface ServiceSettings {
   readonly outlier?: OutlierSettings | undefined;
   /** Ramp time for a new or recovered endpoint's weight, ms (0 = off). */
   readonly slowStart?: number;
+  /** Cap on open connections per endpoint unless the endpoint has its own (0 = none). */
+  readonly maxConnectionsPerEndpoint?: number;
+  /** Clients that may wait when every endpoint is at its cap, and for how long (ms). */
+  readonly queue?: { readonly size: number; readonly timeout: number };
+  /** Clients waiting for an endpoint (connecting or queued) beyond which new ones are turned away (0 = none). */
+  readonly maxPending?: number;
 }
 
 /** Slow start begins at this share of the configured weight. */
@@ -41,6 +47,13 @@ export class ServicePool {
   panic: 'fail' | 'spread' = 'fail';
   outlier: OutlierSettings | undefined = undefined;
   slowStart = 0;
+  maxPerEndpoint = 0;
+  queue: { size: number; timeout: number } = { size: 0, timeout: 0 };
+  maxPending = 0;
+  /** Clients now waiting for an endpoint (connecting or queued): the circuit breaker's count. */
+  pending = 0;
+  /** Clients queued because every endpoint is at its cap; woken in order as connections close. */
+  readonly waiters: (() => void)[] = [];
   /** Endpoints whose weight is ramping up. */
   readonly ramping = new Set<EndpointState>();
   /** True while nothing is healthy and panic: spread routes to unfit endpoints. */
@@ -65,16 +78,50 @@ export class ServicePool {
    */
   pick(ctx?: PickContext<EndpointState>): PickResult<EndpointState> {
     const r = this.balancer.pick(ctx);
-    if (!this.capped || r.type === 'none' || !atCap(r.host)) return r;
+    if (!this.capped || r.type === 'none' || !this.atCap(r.host)) return r;
     const exclude = new Set(ctx?.exclude);
     exclude.add(r.host);
     for (let i = 1; i < this.eligibleCount; i++) {
       const next = this.balancer.pick({ key: ctx?.key, exclude });
       if (next.type === 'none') break;
-      if (!atCap(next.host)) return next;
+      if (!this.atCap(next.host)) return next;
       exclude.add(next.host);
     }
     return NONE_FULL;
+  }
+
+  /** An endpoint's own cap (maxConnections), else the service's maxConnectionsPerEndpoint. */
+  capOf(e: EndpointState): number {
+    return e.spec.maxConnections ?? this.maxPerEndpoint;
+  }
+
+  atCap(e: EndpointState): boolean {
+    const max = this.capOf(e);
+    return max > 0 && e.active >= max;
+  }
+
+  /**
+   * Waits for a free slot: `wake` runs when a connection of this service closes, or
+   * `expire` after the queue timeout. Returns a cancel function, or null when the
+   * queue is full (or off).
+   */
+  enqueue(wake: () => void, expire: () => void): (() => void) | null {
+    if (this.waiters.length >= this.queue.size) return null;
+    const timer = setTimeout(() => {
+      const i = this.waiters.indexOf(entry);
+      if (i >= 0) this.waiters.splice(i, 1);
+      expire();
+    }, this.queue.timeout);
+    const entry = () => {
+      clearTimeout(timer);
+      wake();
+    };
+    this.waiters.push(entry);
+    return () => {
+      clearTimeout(timer);
+      const i = this.waiters.indexOf(entry);
+      if (i >= 0) this.waiters.splice(i, 1);
+    };
   }
 
   /** @internal the pool calls this after every change to the service. */
@@ -92,7 +139,7 @@ export class ServicePool {
     eligible.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     this.balancer = createBalancer(this.balance, eligible, { random });
     this.eligibleCount = eligible.length;
-    this.capped = eligible.some((e) => (e.spec.maxConnections ?? 0) > 0);
+    this.capped = eligible.some((e) => this.capOf(e) > 0);
   }
 }
 
@@ -144,6 +191,12 @@ export class Pool {
     }
     s.outlier = o.outlier;
     s.slowStart = o.slowStart ?? 0;
+    s.queue = o.queue ?? { size: 0, timeout: 0 };
+    s.maxPending = o.maxPending ?? 0;
+    if ((o.maxConnectionsPerEndpoint ?? 0) !== s.maxPerEndpoint) {
+      s.maxPerEndpoint = o.maxConnectionsPerEndpoint ?? 0;
+      this.publish(s);
+    }
     const panic = o.panic ?? 'fail';
     if (s.balance !== o.balance || s.panic !== panic) {
       s.balance = o.balance;
@@ -374,6 +427,9 @@ export class Pool {
   /** A connection to `e` closed; a draining endpoint leaves when its last one does. */
   release(e: EndpointState): void {
     e.active--;
+    const svc = this.services.get(e.service);
+    // A slot opened: the longest-waiting queued client tries again (after this call returns).
+    if (svc && svc.waiters.length > 0) queueMicrotask(() => svc.waiters.shift()?.());
     if (e.active === 0 && e.flags & Flag.Draining && e.sources.size === 0) {
       const s = this.services.get(e.service);
       if (s && s.endpoints.get(e.id) === e) {
@@ -426,11 +482,6 @@ export class Pool {
     for (const s of this.services.values()) for (const e of s.endpoints.values()) n += e.active;
     return n;
   }
-}
-
-function atCap(e: EndpointState): boolean {
-  const max = e.spec.maxConnections;
-  return max !== undefined && max > 0 && e.active >= max;
 }
 
 function sameSpec(a: EndpointSpec, b: EndpointSpec): boolean {

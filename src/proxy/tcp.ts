@@ -5,7 +5,7 @@ import { nullObserver, type ProxyObserver } from '../core/observer.js';
 import { formatHostPort } from '../core/types.js';
 import type { Logger } from '../log.js';
 import type { EndpointState } from '../pool/endpoint.js';
-import type { Pool } from '../pool/pool.js';
+import type { Pool, ServicePool } from '../pool/pool.js';
 import { connectResult, tcpConnect, type ConnectFn } from './connect.js';
 
 /** What a tcp listener needs to know; a subset of config's ListenerConfig. */
@@ -197,6 +197,10 @@ class TcpSession {
   private clientEnded = false;
   private clientClosed = false;
   private upstreamAnswered = false;
+  /** Counted in its service's pending clients (circuit breaker) until connected or gone. */
+  private pendingIn: ServicePool | null = null;
+  /** Leaves the service's wait queue. */
+  private cancelQueue: (() => void) | null = null;
 
   constructor(listener: TcpListener, client: net.Socket) {
     this.listener = listener;
@@ -225,6 +229,17 @@ class TcpSession {
   private tryConnect(): void {
     const { pool, log, observer } = this.listener.deps;
     const service = pool.service(this.settings.service);
+    if (this.attempts === 0 && this.cancelQueue === null && this.pendingIn === null && service) {
+      // Circuit breaker: too many clients already waiting for this service's endpoints.
+      if (service.maxPending > 0 && service.pending >= service.maxPending) {
+        observer.noEndpoint(this.settings.name, this.settings.service);
+        if (log.isLevelEnabled('debug')) log.debug({ listener: this.settings.name, service: service.name, pending: service.pending }, 'too many pending clients');
+        this.abort();
+        return;
+      }
+      service.pending++;
+      this.pendingIn = service;
+    }
     // remoteAddress costs a getpeername() syscall: only source-hash needs it.
     const ctx: PickContext<EndpointState> = { key: service?.balance === 'source-hash' ? this.client.remoteAddress : undefined, exclude: this.tried };
     const picked = service ? service.pick(ctx) : undefined;
@@ -233,6 +248,21 @@ class TcpSession {
       this.tried = undefined;
       this.connectTimer = setTimeout(onRetryRound, this.settings.retryBackoff * 2 ** this.rounds++, this);
       return;
+    }
+    if (picked?.type === 'none' && picked.reason === 'at-capacity' && service && service.queue.size > 0) {
+      // Every endpoint is at its cap: wait in line for a slot, bounded in length and time.
+      this.cancelQueue = service.enqueue(
+        () => {
+          this.cancelQueue = null;
+          if (!this.clientClosed) this.tryConnect();
+        },
+        () => {
+          this.cancelQueue = null;
+          observer.noEndpoint(this.settings.name, this.settings.service);
+          this.abort();
+        },
+      );
+      if (this.cancelQueue !== null) return;
     }
     if (!picked || picked.type === 'none') {
       observer.noEndpoint(this.settings.name, this.settings.service);
@@ -286,6 +316,7 @@ class TcpSession {
     const ep = this.endpoint!;
     ep.observeLatency(ms, now);
     pool.succeeded(ep);
+    this.donePending();
     observer.upstreamConnect(ep.service, ep.id, 'ok', ms / 1000);
     const up = this.upstream!;
     if (this.clientClosed) {
@@ -392,6 +423,7 @@ class TcpSession {
 
   clientClose(): void {
     this.clientClosed = true;
+    this.donePending();
     if (this.upstream === null) this.clearConnectTimer();
     const up = this.upstream;
     if (up !== null && !up.destroyed) {
@@ -410,8 +442,20 @@ class TcpSession {
     this.maybeEnded();
   }
 
+  private donePending(): void {
+    if (this.pendingIn !== null) {
+      this.pendingIn.pending--;
+      this.pendingIn = null;
+    }
+    if (this.cancelQueue !== null) {
+      this.cancelQueue();
+      this.cancelQueue = null;
+    }
+  }
+
   /** Closes the client at once with a reset (no endpoint could take it). */
   private abort(): void {
+    this.donePending();
     this.phase = Phase.Closed;
     if (!this.client.destroyed) this.client.resetAndDestroy();
   }
@@ -431,6 +475,7 @@ class TcpSession {
   /** Closes both sides now (idle timeout, shutdown after the drain timeout). */
   destroy(): void {
     this.phase = Phase.Closed;
+    this.donePending();
     this.clearConnectTimer();
     this.upstream?.destroy();
     this.client.destroy();

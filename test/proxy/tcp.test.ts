@@ -288,3 +288,74 @@ t.test('every endpoint refused: a new round after a backoff reaches one that has
   const took = Date.now() - t0;
   t.ok(took >= 50 && took < 1000, `gave up after bounded rounds (${took}ms: 20 + 40 ms of backoff)`);
 });
+
+/** An endpoint that holds each connection open until the client ends it, saying which endpoint it is. */
+function holder(name: string) {
+  return tcpServer((s) => {
+    s.write(name);
+    s.on('end', () => s.end());
+  });
+}
+
+/** Opens a client and waits for the endpoint's greeting (or the close). */
+function openHeld(port: number): Promise<{ sock: net.Socket; got: string }> {
+  return new Promise((resolve) => {
+    const sock = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+    sock.on('error', () => {});
+    sock.once('data', (d: Buffer) => resolve({ sock, got: d.toString() }));
+    sock.once('close', () => resolve({ sock, got: '' }));
+  });
+}
+
+t.test('connection caps with a bounded queue: waits for a slot, then the queue timeout, then turned away', async (t) => {
+  const a = await holder('A');
+  const b = await holder('B');
+  const obs = countingObserver();
+  const p = await proxyFor([endpoint(a.port), endpoint(b.port)], { observer: obs });
+  p.pool.configureService('svc', { balance: 'least-conn', maxConnectionsPerEndpoint: 2, queue: { size: 2, timeout: 300 } });
+  t.teardown(async () => {
+    await p.close();
+    a.close();
+    b.close();
+  });
+  const held = await Promise.all([0, 1, 2, 3].map(() => openHeld(p.port)));
+  t.same(held.map((h) => h.got).sort(), ['A', 'A', 'B', 'B'], 'two per endpoint');
+  // Two more wait in the queue; a third is turned away at once.
+  const q1 = openHeld(p.port);
+  const q2 = openHeld(p.port);
+  await until(() => p.pool.service('svc')!.waiters.length === 2, 2000, 'two queued');
+  const t0 = Date.now();
+  const rejected = await openHeld(p.port);
+  t.equal(rejected.got, '', 'queue full: closed');
+  t.ok(Date.now() - t0 < 200, 'at once');
+  // A slot opens: the first queued client gets it.
+  held[0]!.sock.end();
+  const first = await q1;
+  t.ok(['A', 'B'].includes(first.got), `queued client served once a slot opened (${first.got})`);
+  // Nothing else opens: the second times out after the queue timeout.
+  const t1 = Date.now();
+  const second = await q2;
+  t.equal(second.got, '', 'timed out in the queue');
+  t.ok(Date.now() - t1 >= 150 && Date.now() - t1 < 1500, `after ~300 ms (${Date.now() - t1} ms)`);
+  t.equal(p.pool.service('svc')!.pending, 0, 'no client left counted as pending');
+  for (const h of [...held, first]) h.sock.destroy();
+  await until(() => p.pool.activeTotal() === 0, 2000, 'all released');
+  t.ok((obs.counts['noEndpoint'] ?? 0) >= 2);
+});
+
+t.test('circuit breaker: clients waiting for an endpoint beyond maxPending are turned away at once', async (t) => {
+  const obs = countingObserver();
+  // Connects that never complete: every client stays pending.
+  const p = await proxyFor([endpoint(1)], { observer: obs, settings: { timeouts: { connect: 2000, idle: 60_000 } }, connect: () => new net.Socket() });
+  p.pool.configureService('svc', { balance: 'round-robin', maxPending: 3 });
+  t.teardown(() => p.close());
+  const waiting = [0, 1, 2].map(() => net.connect({ port: p.port, host: '127.0.0.1' }).on('error', () => {}));
+  await until(() => p.pool.service('svc')!.pending === 3, 2000, 'three pending');
+  const t0 = Date.now();
+  const r = await exchange(p.port, 'x');
+  t.equal(r.data.length, 0);
+  t.ok(Date.now() - t0 < 300, 'the fourth is turned away at once');
+  t.equal(obs.counts['noEndpoint'], 1);
+  for (const w of waiting) w.destroy();
+  await until(() => p.pool.service('svc')!.pending === 0, 2000, 'pending count back to 0 when the clients leave');
+});
