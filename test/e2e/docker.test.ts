@@ -243,6 +243,28 @@ t.test('berth inside a container on a user-defined network uses the network it s
   t.match(await docker('logs', berthName), /berth runs in a container/);
 });
 
+t.test('active checks against containers; the berth.health.path label overrides the service path', async (t) => {
+  const S = svcName('activehc');
+  const config = validateConfig({
+    listeners: [{ name: 'l', bind: '127.0.0.1:0', service: S }],
+    services: { [S]: { health: { type: 'http', path: '/', interval: '100ms', timeout: '300ms', rise: 1, fall: 1 } } },
+    discovery: { docker: {} },
+    admin: { bind: 'off' },
+  });
+  const berth = new Berth(config, { log: silent });
+  await berth.start();
+  t.teardown(() => berth.shutdown(0));
+  const plain = await runContainer('hc-plain', { 'berth.enable': 'true', 'berth.service': S });
+  // This container's check path answers only after 2 s: slower than the 300 ms timeout.
+  const slow = await runContainer('hc-slow', { 'berth.enable': 'true', 'berth.service': S, 'berth.health.path': '/?delay=2000' });
+  const ep = (id: string) => berth.pool.service(S)?.endpoints.get(id);
+  await until(() => ep(plain)?.flags === 0, 15_000, 'plain container passes its check');
+  // Once it listens, its label path (2 s) times out where the service path (/) would pass.
+  await until(() => berth.checker!.state(`${S}\0${slow}`)?.last?.detail === 'timeout after 300ms', 15_000, 'label path times out');
+  t.ok((ep(slow)!.flags & Flag.ActiveUnhealthy) !== 0, 'kept out');
+  t.equal(ep(plain)!.flags, 0, 'the same image on the service path passes');
+});
+
 t.test('HEADLINE: every container replaced one by one under load, zero failed requests', async (t) => {
   const S = svcName('rolling');
   const { port, svc } = await berthFor(t, S, { balance: 'round-robin' });
