@@ -15,6 +15,7 @@ import { Berth } from './app.js';
 import { parseArgs, type DemoArgs, type RunArgs } from './cli/args.js';
 import { startDemoBackend } from './cli/demo-backends.js';
 import { status } from './cli/status.js';
+import { createCa, issueCert, parseSans } from './tls/certs.js';
 import { runPrimary, runWorker, workerCount } from './cluster.js';
 import { configFromFlags } from './config/flags.js';
 import { readRawConfig } from './config/raw.js';
@@ -37,7 +38,7 @@ function exitFor(err: unknown, log?: Logger): never {
     printConfigError(err);
     process.exit(ExitCode.Invalid);
   }
-  if (isBerthError(err) && err.code === 'BERTH_ERR_CONFIG_READ') {
+  if (isBerthError(err) && (err.code === 'BERTH_ERR_CONFIG_READ' || err.code === 'BERTH_ERR_ARGS')) {
     process.stderr.write(`berth: ${err.message}\n`);
     process.exit(ExitCode.Invalid);
   }
@@ -186,6 +187,28 @@ async function main(): Promise<void> {
       return check(cmd.config);
     case 'demo':
       return demo(cmd.args);
+    case 'certs-ca':
+      try {
+        const r = await createCa({ out: cmd.out, cn: cmd.cn, days: cmd.days, force: cmd.force });
+        process.stdout.write(`wrote ${r.cert} and ${r.key} (mode 0600)\n`);
+      } catch (err) {
+        exitFor(err);
+      }
+      return;
+    case 'certs-issue': {
+      const sans = parseSans(cmd.san);
+      if (!sans.ok) {
+        process.stderr.write(`berth: --san: ${sans.message}\n`);
+        process.exit(ExitCode.Invalid);
+      }
+      try {
+        const r = await issueCert({ ca: cmd.ca, out: cmd.out, name: cmd.certName, sans: sans.sans, usage: cmd.usage, days: cmd.days, force: cmd.force });
+        process.stdout.write(`wrote ${r.cert} and ${r.key} (mode 0600)\n`);
+      } catch (err) {
+        exitFor(err);
+      }
+      return;
+    }
     case 'status':
       try {
         process.stdout.write(await status(cmd.admin));

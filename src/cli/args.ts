@@ -32,6 +32,17 @@ export type Command =
   | { readonly name: 'run'; readonly args: RunArgs }
   | { readonly name: 'check'; readonly config: string }
   | { readonly name: 'status'; readonly admin: string }
+  | { readonly name: 'certs-ca'; readonly out: string; readonly cn: string; readonly days: number; readonly force: boolean }
+  | {
+      readonly name: 'certs-issue';
+      readonly ca: string;
+      readonly out: string;
+      readonly certName: string;
+      readonly san: string;
+      readonly usage: 'server' | 'client' | 'both';
+      readonly days: number;
+      readonly force: boolean;
+    }
   | { readonly name: 'demo'; readonly args: DemoArgs };
 
 /**
@@ -72,6 +83,7 @@ const COMMAND_FLAGS: Readonly<Record<string, readonly { name: string; kind: 'str
   ],
   check: [{ name: 'config', kind: 'string' }],
   status: [{ name: 'admin', kind: 'string' }],
+  certs: [],
   demo: [
     { name: 'listen', kind: 'string' },
     { name: 'admin', kind: 'string' },
@@ -182,6 +194,45 @@ export async function parseArgs(argv: string[], version: string): Promise<Comman
       (a) => {
         command = { name: 'status', admin: a.admin };
       },
+    )
+    .command('certs', 'make a CA and server/client certificates for mTLS (RSA keys, node-forge)', (y) =>
+      y
+        .command(
+          'ca',
+          'create a CA: DIR/ca.pem and DIR/ca-key.pem',
+          (c) =>
+            c
+              .option('out', { type: 'string', demandOption: true, describe: 'directory to write to' })
+              .option('cn', { type: 'string', default: 'berth CA', describe: 'common name' })
+              .option('days', { type: 'number', default: 3650, describe: 'validity in days' })
+              .option('force', { type: 'boolean', default: false, describe: 'overwrite existing files' }),
+          (a) => {
+            command = { name: 'certs-ca', out: a.out, cn: a.cn, days: a.days, force: a.force };
+          },
+        )
+        .command(
+          'issue',
+          'issue a certificate signed by the CA: DIR/NAME.pem and DIR/NAME-key.pem',
+          (c) =>
+            c
+              .option('ca', { type: 'string', demandOption: true, describe: 'directory holding ca.pem and ca-key.pem' })
+              .option('out', { type: 'string', demandOption: true, describe: 'directory to write to' })
+              .option('name', { type: 'string', demandOption: true, describe: 'certificate name (common name and file name)' })
+              .option('san', { type: 'string', default: '', describe: 'subject alternative names: DNS:a,IP:1.2.3.4,URI:spiffe://x/y' })
+              .option('client', { type: 'boolean', describe: 'client certificate (clientAuth)' })
+              .option('server', { type: 'boolean', describe: 'server certificate (serverAuth); default both' })
+              .option('days', { type: 'number', default: 825, describe: 'validity in days' })
+              .option('force', { type: 'boolean', default: false, describe: 'overwrite existing files' })
+              .check((a) => {
+                if (a.client && a.server) throw new Error('--client and --server: choose one (neither gives both usages)');
+                if (!Number.isInteger(a.days) || a.days < 1) throw new Error('--days: expected a whole number of days >= 1');
+                return true;
+              }),
+          (a) => {
+            command = { name: 'certs-issue', ca: a.ca, out: a.out, certName: a.name, san: a.san, usage: a.client ? 'client' : a.server ? 'server' : 'both', days: a.days, force: a.force };
+          },
+        )
+        .demandCommand(1, 'berth certs: choose ca or issue'),
     )
     .command(
       'demo',
