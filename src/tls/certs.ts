@@ -88,29 +88,43 @@ async function writeKey(path: string, pem: string): Promise<void> {
   await chmod(path, 0o600); // the mode option does not apply to a file that already existed
 }
 
-/** Creates DIR/ca.pem and DIR/ca-key.pem (0600). */
-export async function createCa(o: CaOptions): Promise<{ cert: string; key: string }> {
-  const cert = join(o.out, 'ca.pem');
-  const keyPath = join(o.out, 'ca-key.pem');
-  await mkdir(o.out, { recursive: true });
-  await refuseOverwrite([cert, keyPath], o.force);
+/**
+ * The steps every certificate shares: the output directory, the no-overwrite rule,
+ * a new key, and a certificate with that key, a fresh serial and its validity.
+ */
+async function prepare(out: string, base: string, o: { days: number; bits?: number | undefined; force?: boolean | undefined }) {
+  const cert = join(out, `${base}.pem`);
+  const key = join(out, `${base}-key.pem`);
+  await mkdir(out, { recursive: true });
+  await refuseOverwrite([cert, key], o.force);
   const k = rsaKey(o.bits ?? 2048);
   const c = forge.pki.createCertificate();
   c.publicKey = k.publicKey;
   c.serialNumber = serial();
   validity(c, o.days);
+  return { paths: { cert, key }, k, c };
+}
+
+/** Signs with `signer` and writes the certificate and its key (0600). */
+async function signAndWrite(p: Awaited<ReturnType<typeof prepare>>, signer: forge.pki.rsa.PrivateKey): Promise<{ cert: string; key: string }> {
+  p.c.sign(signer, forge.md.sha256.create());
+  await writeFile(p.paths.cert, forge.pki.certificateToPem(p.c));
+  await writeKey(p.paths.key, p.k.pem);
+  return p.paths;
+}
+
+/** Creates DIR/ca.pem and DIR/ca-key.pem (0600). */
+export async function createCa(o: CaOptions): Promise<{ cert: string; key: string }> {
+  const p = await prepare(o.out, 'ca', o);
   const subject = [{ name: 'commonName', value: o.cn }];
-  c.setSubject(subject);
-  c.setIssuer(subject);
-  c.setExtensions([
+  p.c.setSubject(subject);
+  p.c.setIssuer(subject);
+  p.c.setExtensions([
     { name: 'basicConstraints', cA: true, pathLenConstraint: 0, critical: true },
     { name: 'keyUsage', keyCertSign: true, cRLSign: true, critical: true },
     { name: 'subjectKeyIdentifier' },
   ]);
-  c.sign(k.key, forge.md.sha256.create());
-  await writeFile(cert, forge.pki.certificateToPem(c));
-  await writeKey(keyPath, k.pem);
-  return { cert, key: keyPath };
+  return signAndWrite(p, p.k.key);
 }
 
 /** Issues DIR/NAME.pem and DIR/NAME-key.pem (0600), signed by the CA in `ca`. */
@@ -124,15 +138,8 @@ export async function issueCert(o: IssueOptions): Promise<{ cert: string; key: s
   } catch (err) {
     throw new BerthError('BERTH_ERR_ARGS', `--ca: cannot read ${join(o.ca, 'ca.pem')} and ca-key.pem: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
-  const cert = join(o.out, `${o.name}.pem`);
-  const keyPath = join(o.out, `${o.name}-key.pem`);
-  await mkdir(o.out, { recursive: true });
-  await refuseOverwrite([cert, keyPath], o.force);
-  const k = rsaKey(o.bits ?? 2048);
-  const c = forge.pki.createCertificate();
-  c.publicKey = k.publicKey;
-  c.serialNumber = serial();
-  validity(c, o.days);
+  const p = await prepare(o.out, o.name, o);
+  const c = p.c;
   c.setSubject([{ name: 'commonName', value: o.name }]);
   c.setIssuer(caCert.subject.attributes);
   // The same key id forge wrote as the CA's subjectKeyIdentifier, so verifiers can chain by it.
@@ -146,8 +153,5 @@ export async function issueCert(o: IssueOptions): Promise<{ cert: string; key: s
     { name: 'subjectKeyIdentifier' },
     { name: 'authorityKeyIdentifier', keyIdentifier: caSki },
   ]);
-  c.sign(caKey, forge.md.sha256.create());
-  await writeFile(cert, forge.pki.certificateToPem(c));
-  await writeKey(keyPath, k.pem);
-  return { cert, key: keyPath };
+  return signAndWrite(p, caKey);
 }
