@@ -227,14 +227,13 @@ class TcpSession {
   }
 
   private tryConnect(): void {
-    const { pool, log, observer } = this.listener.deps;
+    const { pool } = this.listener.deps;
     const service = pool.service(this.settings.service);
-    if (this.attempts === 0 && this.cancelQueue === null && this.pendingIn === null && service) {
+    // First attempt only (a queued or retrying client is already counted pending).
+    if (this.attempts === 0 && this.pendingIn === null && service) {
       // Circuit breaker: too many clients already waiting for this service's endpoints.
       if (service.maxPending > 0 && service.pending >= service.maxPending) {
-        observer.noEndpoint(this.settings.name, this.settings.service);
-        if (log.isLevelEnabled('debug')) log.debug({ listener: this.settings.name, service: service.name, pending: service.pending }, 'too many pending clients');
-        this.abort();
+        this.turnAway(`too many pending clients (${service.pending})`);
         return;
       }
       service.pending++;
@@ -258,18 +257,13 @@ class TcpSession {
         },
         () => {
           this.cancelQueue = null;
-          observer.noEndpoint(this.settings.name, this.settings.service);
-          this.abort();
+          this.turnAway(`queue timeout (${service.queue.timeout}ms)`);
         },
       );
       if (this.cancelQueue !== null) return;
     }
     if (!picked || picked.type === 'none') {
-      observer.noEndpoint(this.settings.name, this.settings.service);
-      if (log.isLevelEnabled('debug')) {
-        log.debug({ listener: this.settings.name, service: this.settings.service, reason: picked?.reason ?? 'no-service', attempts: this.attempts }, 'no usable endpoint');
-      }
-      this.abort();
+      this.turnAway(picked?.reason ?? 'no-service');
       return;
     }
     const ep = picked.host;
@@ -453,8 +447,11 @@ class TcpSession {
     }
   }
 
-  /** Closes the client at once with a reset (no endpoint could take it). */
-  private abort(): void {
+  /** No endpoint will take this client: counted, logged at debug, closed at once. */
+  private turnAway(reason: string): void {
+    const { log, observer } = this.listener.deps;
+    observer.noEndpoint(this.settings.name, this.settings.service);
+    if (log.isLevelEnabled('debug')) log.debug({ listener: this.settings.name, service: this.settings.service, reason, attempts: this.attempts }, 'no usable endpoint');
     this.donePending();
     this.phase = Phase.Closed;
     if (!this.client.destroyed) this.client.resetAndDestroy();
