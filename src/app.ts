@@ -169,11 +169,12 @@ export class Berth {
     for (const s of this.pool.services.values()) {
       const h = this.config.services.get(s.name)?.health;
       if (!h) continue;
+      const inRange = (code: number) => h.expect.ranges.some(([lo, hi]) => code >= lo && code <= hi);
+      const settings = JSON.stringify(h);
       for (const e of s.endpoints.values()) {
         if (e.sources.size === 0) continue;
         // The berth.health.path label overrides the service's path for that container.
         const path = e.spec.labels?.['health.path'] ?? h.path;
-        const inRange = (code: number) => h.expect.ranges.some(([lo, hi]) => code >= lo && code <= hi);
         targets.push({
           key: `${s.name}\0${e.id}`,
           host: e.host,
@@ -184,7 +185,7 @@ export class Berth {
           rise: h.rise,
           fall: h.fall,
           initial: h.initial,
-          settingsKey: `${JSON.stringify(h)} ${path}`,
+          settingsKey: `${settings} ${path}`,
         });
       }
     }
@@ -415,8 +416,8 @@ export class Berth {
     if (this.docker && !this.docker.synced) reasons.push('docker discovery has not synced yet');
     for (const l of this.config.listeners) {
       const s = this.pool.service(l.service);
-      if (!s || s.eligibleCount === 0) reasons.push(`listener ${l.name}: service ${l.service} has no healthy endpoint`);
-      else if (s.inPanic) reasons.push(`listener ${l.name}: service ${l.service} is in panic (no healthy endpoint; spreading over unfit ones)`);
+      if (s?.inPanic) reasons.push(`listener ${l.name}: service ${l.service} is in panic (no healthy endpoint; spreading over unfit ones)`);
+      else if (!s || s.eligibleCount === 0) reasons.push(`listener ${l.name}: service ${l.service} has no healthy endpoint`);
     }
     // Engine away after the first sync: still ready (the last known endpoints serve, and
     // failing readiness would take a working proxy out of rotation), but said so.

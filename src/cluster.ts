@@ -32,7 +32,7 @@ interface EndpointStats {
 }
 type FromWorker =
   | { t: 'ready' }
-  | { t: 'stats'; id: number; accepted: number; open: number; endpoints: EndpointStats[] }
+  | { t: 'stats'; id: number; open: number; endpoints: EndpointStats[] }
   | { t: 'metrics'; id: number; json: MetricsJson }
   | { t: 'reloaded'; ok: boolean; error?: string };
 
@@ -79,7 +79,7 @@ export async function runWorker(config: Config, log: Logger, version: string): P
         for (const s of berth.pool.services.values()) {
           for (const e of s.endpoints.values()) endpoints.push({ service: s.name, id: e.id, active: e.active, connections: e.connections, failures: e.failures, latency: e.latency });
         }
-        send({ t: 'stats', id: raw.id, accepted: acceptedTotal(berth), open: berth.openSessions(), endpoints });
+        send({ t: 'stats', id: raw.id, open: berth.openSessions(), endpoints });
         return;
       }
       case 'metrics':
@@ -100,16 +100,11 @@ export async function runWorker(config: Config, log: Logger, version: string): P
   send({ t: 'ready' });
 }
 
-function acceptedTotal(berth: Berth): number {
-  let n = 0;
-  for (const s of berth.pool.services.values()) for (const e of s.endpoints.values()) n += e.connections;
-  return n;
-}
-
 interface WorkerState {
   worker: Worker;
   ready: boolean;
-  accepted: number;
+  /** Connections this worker made to endpoints, and its open client connections. */
+  connections: number;
   open: number;
 }
 
@@ -170,7 +165,7 @@ export async function runPrimary(
       if (berth.metrics) parts.push(await berth.metrics.registry.getMetricsAsJSON());
       return aggregateMetrics(parts);
     },
-    workersView: () => [...workers.values()].map((w) => ({ pid: w.worker.process.pid, ready: w.ready, connections: w.accepted, open: w.open })),
+    workersView: () => [...workers.values()].map((w) => ({ pid: w.worker.process.pid, ready: w.ready, connections: w.connections, open: w.open })),
   });
 
   // Endpoint counters live in the workers; fold them into the primary's view.
@@ -210,7 +205,7 @@ export async function runPrimary(
 
   const fork = () => {
     const worker = cluster.fork();
-    const state: WorkerState = { worker, ready: false, accepted: 0, open: 0 };
+    const state: WorkerState = { worker, ready: false, connections: 0, open: 0 };
     workers.set(worker.id, state);
     worker.on('message', (m: FromWorker) => {
       if (m.t === 'ready') {
@@ -225,7 +220,7 @@ export async function runPrimary(
         return;
       }
       if (m.t === 'stats') {
-        state.accepted = m.accepted;
+        state.connections = m.endpoints.reduce((n, e) => n + e.connections, 0);
         state.open = m.open;
       }
       const resolve = pending.get(m.id);

@@ -122,7 +122,7 @@ export function servicesView(pool: Pool, listeners: readonly { readonly name: st
       name: s.name,
       balance: s.balance,
       listeners: listeners.filter((l) => l.service === s.name).map((l) => l.name),
-      eligible: s.inPanic ? 0 : s.eligibleCount,
+      eligible: s.eligibleCount,
       panic: s.inPanic,
       endpoints: [...s.endpoints.values()].sort((a, b) => a.id.localeCompare(b.id)).map((e) => endpointView(e, rates, s.capOf(e))),
     }));

@@ -61,6 +61,7 @@ export class ServicePool {
   readonly endpoints = new Map<string, EndpointState>();
   /** Immutable between changes: rebuilt (not mutated) when the eligible set changes. */
   private balancer: Balancer<EndpointState>;
+  /** Healthy endpoints in the pick set (0 in panic, when the pick set holds unfit ones). */
   eligibleCount = 0;
 
   constructor(name: string, balance: BalanceAlgorithm, random: Random) {
@@ -81,7 +82,7 @@ export class ServicePool {
     if (!this.capped || r.type === 'none' || !this.atCap(r.host)) return r;
     const exclude = new Set(ctx?.exclude);
     exclude.add(r.host);
-    for (let i = 1; i < this.eligibleCount; i++) {
+    for (let i = 1; i < this.balancer.size; i++) {
       const next = this.balancer.pick({ key: ctx?.key, exclude });
       if (next.type === 'none') break;
       if (!this.atCap(next.host)) return next;
@@ -138,7 +139,7 @@ export class ServicePool {
     // depend on the order providers happened to report endpoints in.
     eligible.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     this.balancer = createBalancer(this.balance, eligible, { random });
-    this.eligibleCount = eligible.length;
+    this.eligibleCount = this.inPanic ? 0 : eligible.length;
     this.capped = eligible.some((e) => this.capOf(e) > 0);
   }
 }
@@ -336,7 +337,7 @@ export class Pool {
     this.startRamps(s);
     s.rebuild(this.random);
     if (before !== s.eligibleCount || panicBefore !== s.inPanic) {
-      this.emit({ type: 'picker-updated', service: s.name, eligible: s.inPanic ? 0 : s.eligibleCount, total: s.endpoints.size, panic: s.inPanic });
+      this.emit({ type: 'picker-updated', service: s.name, eligible: s.eligibleCount, total: s.endpoints.size, panic: s.inPanic });
     }
   }
 
