@@ -21,7 +21,11 @@ import { Flag, formatHostPort, type ProviderSnapshot } from './core/types.js';
 import { staticSnapshot } from './discovery/static.js';
 import type { Logger } from './log.js';
 import { Pool } from './pool/pool.js';
+import { HttpListener } from './proxy/http.js';
 import { TcpListener } from './proxy/tcp.js';
+import { listenerServices } from './config/validate.js';
+
+type Listener = TcpListener | HttpListener;
 
 export interface BerthOptions {
   readonly log: Logger;
@@ -82,9 +86,9 @@ export class Berth {
   readonly checker: HealthChecker | null;
   private checkSyncQueued = false;
   /** Active listeners by listenerKey. */
-  readonly listeners = new Map<string, TcpListener>();
+  readonly listeners = new Map<string, Listener>();
   /** Listeners removed by a reload whose sessions are still finishing. */
-  private readonly retired = new Set<TcpListener>();
+  private readonly retired = new Set<Listener>();
   private stopping = false;
   private readonly opts: BerthOptions;
   /** The running Docker provider and the settings it was built from. */
@@ -223,8 +227,9 @@ export class Berth {
     return out;
   }
 
-  private newListener(l: ListenerConfig): TcpListener {
-    return new TcpListener(l, { pool: this.pool, log: this.log.child({ module: 'proxy', listener: l.name }), observer: this.observer });
+  private newListener(l: ListenerConfig): Listener {
+    const deps = { pool: this.pool, log: this.log.child({ module: 'proxy', listener: l.name }), observer: this.observer };
+    return l.mode === 'http' ? new HttpListener(l, deps) : new TcpListener(l, deps);
   }
 
   /**
@@ -281,16 +286,23 @@ export class Berth {
     }
     this.rates.start();
     for (const l of this.listeners.values()) {
-      const s = this.pool.service(l.settings.service);
+      const c = this.config.listeners.find((x) => x.name === l.settings.name);
+      const services = c ? listenerServices(c) : [];
       this.log.info(
-        { listener: l.settings.name, bind: formatHostPort({ host: l.address.address, port: l.address.port }), mode: 'tcp', service: l.settings.service, balance: s?.balance, endpoints: s?.endpoints.size ?? 0 },
+        {
+          listener: l.settings.name,
+          bind: formatHostPort({ host: l.address.address, port: l.address.port }),
+          mode: l instanceof HttpListener ? 'http' : 'tcp',
+          services: services.map((name) => ({ name, balance: this.pool.service(name)?.balance, endpoints: this.pool.service(name)?.endpoints.size ?? 0 })),
+          ...(l instanceof HttpListener ? { routes: l.routes().size } : {}),
+        },
         'listening',
       );
     }
   }
 
-  private async openAll(configs: readonly ListenerConfig[]): Promise<Map<string, TcpListener>> {
-    const opened = new Map<string, TcpListener>();
+  private async openAll(configs: readonly ListenerConfig[]): Promise<Map<string, Listener>> {
+    const opened = new Map<string, Listener>();
     try {
       for (const c of configs) {
         const l = this.newListener(c);
@@ -313,6 +325,12 @@ export class Berth {
    */
   async reload(next: Config): Promise<{ added: number; removed: number; kept: number }> {
     const nextKeys = new Map(next.listeners.map((l) => [listenerKey(l), l] as const));
+    for (const [k, l] of this.role === 'primary' ? [] : this.listeners) {
+      const c = nextKeys.get(k);
+      if (c && (c.mode === 'http') !== l instanceof HttpListener) {
+        throw new BerthError('BERTH_ERR_RELOAD', `listener ${c.name}: changing the mode of a bound listener (${formatHostPort(c.bind)}) needs a restart; the running config stays`);
+      }
+    }
     const toOpen = this.role === 'primary' ? [] : next.listeners.filter((l) => !this.listeners.has(listenerKey(l)));
     const opened = await this.openAll(toOpen);
     try {
@@ -329,14 +347,15 @@ export class Berth {
     for (const [k, l] of this.role === 'primary' ? [] : this.listeners) {
       const c = nextKeys.get(k);
       if (c) {
-        l.settings = c;
+        if (l instanceof HttpListener && c.mode === 'http') l.configure(c);
+        else if (l instanceof TcpListener && c.mode === 'tcp') l.settings = c;
         kept++;
       } else {
         this.listeners.delete(k);
         this.retired.add(l);
         removed++;
         l.stopAccepting();
-        this.log.info({ listener: l.settings.name, open: l.sessions.size }, 'listener closed by reload; its connections finish');
+        this.log.info({ listener: l.settings.name, open: l.active }, 'listener closed by reload; its connections finish');
       }
     }
     for (const [k, l] of opened) this.listeners.set(k, l);
@@ -349,8 +368,8 @@ export class Berth {
   /** Open client connections across all listeners. */
   openSessions(): number {
     let n = 0;
-    for (const l of this.listeners.values()) n += l.sessions.size;
-    for (const l of this.retired) n += l.sessions.size;
+    for (const l of this.listeners.values()) n += l.active;
+    for (const l of this.retired) n += l.active;
     return n;
   }
 
@@ -407,7 +426,7 @@ export class Berth {
   }
 
   private listenerViews(): { name: string; active: number }[] {
-    return [...this.listeners.values()].map((l) => ({ name: l.settings.name, active: l.sessions.size }));
+    return [...this.listeners.values()].map((l) => ({ name: l.settings.name, active: l.active }));
   }
 
   /** Ready once discovery has synced and every listener's service has an endpoint in the pick set. */
@@ -415,9 +434,11 @@ export class Berth {
     const reasons: string[] = [];
     if (this.docker && !this.docker.synced) reasons.push('docker discovery has not synced yet');
     for (const l of this.config.listeners) {
-      const s = this.pool.service(l.service);
-      if (s?.inPanic) reasons.push(`listener ${l.name}: service ${l.service} is in panic (no healthy endpoint; spreading over unfit ones)`);
-      else if (!s || s.eligibleCount === 0) reasons.push(`listener ${l.name}: service ${l.service} has no healthy endpoint`);
+      for (const name of listenerServices(l)) {
+        const s = this.pool.service(name);
+        if (s?.inPanic) reasons.push(`listener ${l.name}: service ${name} is in panic (no healthy endpoint; spreading over unfit ones)`);
+        else if (!s || s.eligibleCount === 0) reasons.push(`listener ${l.name}: service ${name} has no healthy endpoint`);
+      }
     }
     // Engine away after the first sync: still ready (the last known endpoints serve, and
     // failing readiness would take a working proxy out of rotation), but said so.
@@ -440,7 +461,7 @@ export class Berth {
   }
 
   private adminSource() {
-    const listeners = () => this.config.listeners.map((l) => ({ name: l.name, service: l.service }));
+    const listeners = () => this.config.listeners.flatMap((l) => listenerServices(l).map((service) => ({ name: l.name, service })));
     return {
       version: this.opts.version ?? '',
       ...(this.opts.workersView ? { workers: this.opts.workersView } : {}),

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { balanceAlgorithms, type BalanceAlgorithm, type EndpointSpec, type HostPort, type ListenerMode } from '../core/types.js';
 import { parseDuration, parseEndpoint, parseHostPort, type Parsed } from './parse.js';
@@ -23,22 +24,64 @@ const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'expected a name o
 const timeouts = z.strictObject({
   /** Connect to an endpoint (ms). */
   connect: duration.default(5000),
-  /** No bytes either way for this long closes the connection (ms). */
-  idle: duration.default(3_600_000),
+  /** No bytes either way for this long closes the connection (ms); default 1h for tcp, 60s for http. */
+  idle: duration.optional(),
+  /** http: the whole request head must arrive within this (408). */
+  headers: duration.default(10_000),
+  /** http: the endpoint's response head must arrive within this (504). */
+  response: duration.default(60_000),
+  /** http: an idle client keep-alive connection closes after this. */
+  keepAlive: duration.default(60_000),
 });
+
+const hostRule = z
+  .string()
+  .transform((s) => s.trim().toLowerCase())
+  .pipe(z.string().regex(/^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$|^\[[0-9a-f:.]+\]$/, 'expected a host name, "*.suffix" or [ipv6]'));
+const pathPrefix = z.string().regex(/^\/[^?#\s]*$/, 'expected a path starting with / (no query)');
+
+const route = z.strictObject({
+  host: hostRule.optional(),
+  pathPrefix: pathPrefix.optional(),
+  service: name,
+});
+
+const cidr = z.string().refine((s) => {
+  const [addr, bits, extra] = s.split('/');
+  if (extra !== undefined || addr === undefined) return false;
+  const v = isIP(addr);
+  if (v === 0) return false;
+  return bits === undefined || (/^\d+$/.test(bits) && Number(bits) <= (v === 4 ? 32 : 128));
+}, 'expected an IP address or CIDR such as 10.0.0.0/8');
+
+const httpOptions = z.strictObject({
+  /** Request head size limit, bytes (431 beyond). */
+  maxHeaderSize: z.number().int().min(1024).max(1_048_576).default(16_384),
+  /** Clients (proxies) whose X-Forwarded-* are kept and extended; from others they are replaced. */
+  trustedProxies: z.array(cidr).default([]),
+  /** One info log line per request. */
+  accessLog: z.boolean().default(false),
+  /** Idle pooled connections to endpoints close after this; keep it below the endpoints' keep-alive timeout. */
+  upstreamKeepAlive: duration.default(4000),
+  /** Retries may add at most `ratio` of requests, plus `minPerSecond`. */
+  retryBudget: z.strictObject({ ratio: z.number().min(0).max(10).default(0.2), minPerSecond: z.number().min(0).max(100_000).default(10) }).default({ ratio: 0.2, minPerSecond: 10 }),
+});
+const httpDefaults = { maxHeaderSize: 16_384, trustedProxies: [], accessLog: false, upstreamKeepAlive: 4000, retryBudget: { ratio: 0.2, minPerSecond: 10 } };
 
 const listener = z.strictObject({
   name: name.optional(),
   bind: listenAddress,
-  mode: z.enum(['tcp'], {
-    error: (i) => (i.input === 'http' ? 'http mode is not available in this version of berth; use tcp' : 'expected tcp'),
-  }).default('tcp'),
-  service: name,
-  timeouts: timeouts.default({ connect: 5000, idle: 3_600_000 }),
+  mode: z.enum(['tcp', 'http'], { error: () => 'expected tcp or http' }).default('tcp'),
+  /** The service to send to (http: the one for requests no route matches). */
+  service: name.optional(),
+  /** http: Host / path prefix rules to services; the most specific wins. */
+  routes: z.array(route).default([]),
+  timeouts: timeouts.default({ connect: 5000, headers: 10_000, response: 60_000, keepAlive: 60_000 }),
   /** Further connect attempts after the first (other endpoints first, then rounds with backoff). */
   retries: z.number().int().min(0).max(10).default(3),
   /** Pause before trying every endpoint again, doubling per round; 0 = no second round. */
   retryBackoff: duration.default(50),
+  http: httpOptions.default(httpDefaults),
 });
 
 /** "200-399", "200,204" or "200-299,301" → a predicate on status codes. */
@@ -125,17 +168,34 @@ export const configSchema = z.strictObject({
   drainTimeout: duration.default(30_000),
 });
 
-export interface ListenerConfig {
+interface ListenerBase {
   readonly name: string;
   readonly bind: HostPort;
   readonly mode: ListenerMode;
-  readonly service: string;
-  readonly timeouts: { readonly connect: number; readonly idle: number };
+  readonly routes: readonly RouteConfig[];
+  readonly timeouts: { readonly connect: number; readonly idle: number; readonly headers: number; readonly response: number; readonly keepAlive: number };
   /** Extra attempts on another endpoint after a failed connect. */
   readonly retries: number;
   /** First pause before a new round over all endpoints, ms. */
   readonly retryBackoff: number;
+  readonly http: HttpOptions;
 }
+
+export interface TcpListenerConfig extends ListenerBase {
+  readonly mode: 'tcp';
+  readonly service: string;
+}
+
+export interface HttpListenerConfig extends ListenerBase {
+  readonly mode: 'http';
+  /** The catch-all service for requests no route matches, if any. */
+  readonly service: string | undefined;
+}
+
+export type ListenerConfig = TcpListenerConfig | HttpListenerConfig;
+
+export type RouteConfig = z.output<typeof route>;
+export type HttpOptions = z.output<typeof httpOptions>;
 
 export type HealthConfig = z.output<typeof health>;
 

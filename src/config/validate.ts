@@ -50,10 +50,22 @@ export function validateConfig(raw: unknown): Config {
       binds.set(key, i);
     }
     // With discovery on, services also come from the engine: an unknown name is not an error.
-    if (!(l.service in doc.services) && !doc.discovery.docker) {
+    const known = (svc: string) => svc in doc.services || doc.discovery.docker !== undefined;
+    if (l.mode === 'tcp') {
+      if (l.service === undefined) issues.push({ path: `listeners[${i}].service`, message: 'a tcp listener needs a service' });
+      if (l.routes.length > 0) issues.push({ path: `listeners[${i}].routes`, message: 'routes are for http listeners (mode: http)' });
+    } else if (l.service === undefined && l.routes.length === 0 && !doc.discovery.docker) {
+      issues.push({ path: `listeners[${i}].service`, message: 'an http listener needs a service, routes, or docker discovery (berth.http.* labels)' });
+    }
+    if (l.service !== undefined && !known(l.service)) {
       issues.push({ path: `listeners[${i}].service`, message: `unknown service "${l.service}"; define it under services (or enable discovery)` });
     }
-    listeners.push({ name, bind: l.bind, mode: l.mode, service: l.service, timeouts: l.timeouts, retries: l.retries, retryBackoff: l.retryBackoff });
+    l.routes.forEach((r, j) => {
+      if (!known(r.service)) issues.push({ path: `listeners[${i}].routes[${j}].service`, message: `unknown service "${r.service}"; define it under services (or enable discovery)` });
+    });
+    const idle = l.timeouts.idle ?? (l.mode === 'tcp' ? 3_600_000 : 60_000);
+    const common = { name, bind: l.bind, routes: l.routes, timeouts: { ...l.timeouts, idle }, retries: l.retries, retryBackoff: l.retryBackoff, http: l.http };
+    listeners.push(l.mode === 'tcp' ? { ...common, mode: 'tcp', service: l.service ?? '' } : { ...common, mode: 'http', service: l.service });
   });
 
   const services = new Map<string, ServiceConfig>();
@@ -65,7 +77,7 @@ export function validateConfig(raw: unknown): Config {
       seen.add(e.id);
       endpoints.push(e);
     });
-    const mode = listeners.find((l) => l.service === name)?.mode ?? 'tcp';
+    const mode = listeners.find((l) => l.service === name || l.routes.some((r) => r.service === name))?.mode ?? 'tcp';
     const balance: BalanceAlgorithm = s.balance ?? (mode === 'tcp' ? 'least-conn' : 'p2c');
     services.set(name, {
       name,
@@ -85,7 +97,16 @@ export function validateConfig(raw: unknown): Config {
   const admin = doc.admin.bind === 'off' ? null : doc.admin.bind;
   // Services only discovery will fill still take their listener's default balance.
   for (const l of listeners) {
-    if (!services.has(l.service)) services.set(l.service, { name: l.service, balance: l.mode === 'tcp' ? 'least-conn' : 'p2c', endpoints: [], panic: 'fail', slowStart: 0, maxConnectionsPerEndpoint: 0, queue: { size: 0, timeout: 1000 }, maxPending: 0 });
+    for (const svc of listenerServices(l)) {
+      if (!services.has(svc)) services.set(svc, { name: svc, balance: l.mode === 'tcp' ? 'least-conn' : 'p2c', endpoints: [], panic: 'fail', slowStart: 0, maxConnectionsPerEndpoint: 0, queue: { size: 0, timeout: 1000 }, maxPending: 0 });
+    }
   }
   return { listeners, services, discovery: { docker: doc.discovery.docker ?? null }, admin, drainTimeout: doc.drainTimeout };
+}
+
+/** Every service a listener names: its own and its routes' (not label routes, which come from discovery). */
+export function listenerServices(l: ListenerConfig): string[] {
+  const out = l.service !== undefined ? [l.service] : [];
+  for (const r of l.routes) if (!out.includes(r.service)) out.push(r.service);
+  return out;
 }

@@ -18,7 +18,15 @@ export interface ProxyObserver {
   retry(service: string, reason: string): void;
   /** A client was turned away because no endpoint was usable. */
   noEndpoint(listener: string, service: string): void;
+  /** An http request finished (status 499: the client left first). `service` is "-" when no route matched. */
+  httpRequest(listener: string, service: string, method: string, status: number, seconds: number): void;
+  /** berth refused a request before routing it (malformed, head too large or too slow, CONNECT). */
+  httpRejected(listener: string, reason: HttpRejectReason): void;
+  /** An Upgrade request was connected through to an endpoint (a tunnel opened). */
+  httpUpgrade(listener: string, service: string): void;
 }
+
+export type HttpRejectReason = 'bad_request' | 'header_too_large' | 'timeout' | 'method';
 
 export const nullObserver: ProxyObserver = {
   listenerAccepted() {},
@@ -27,4 +35,7 @@ export const nullObserver: ProxyObserver = {
   upstreamClosed() {},
   retry() {},
   noEndpoint() {},
+  httpRequest() {},
+  httpRejected() {},
+  httpUpgrade() {},
 };

@@ -6,7 +6,7 @@
  */
 import { AggregatorRegistry, collectDefaultMetrics, Registry } from 'prom-client';
 import type { DiscoveryObserver } from '../core/discovery.js';
-import type { ConnectResult, ProxyObserver } from '../core/observer.js';
+import type { ConnectResult, HttpRejectReason, ProxyObserver } from '../core/observer.js';
 import type { Pool } from '../pool/pool.js';
 import { declareMetrics, type Metrics } from './names.js';
 
@@ -23,6 +23,21 @@ interface EndpointTally {
   tx: number;
 }
 
+/** Methods with their own label value; anything else counts as OTHER (bounded cardinality). */
+const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'TRACE', 'OTHER'];
+const CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'];
+
+function methodIndex(m: string): number {
+  const i = METHODS.indexOf(m);
+  return i < 0 ? METHODS.length - 1 : i;
+}
+
+/** Request counts of one listener and service: [method × class], plus its histogram. */
+interface HttpTally {
+  readonly counts: Float64Array;
+  readonly duration: ReturnType<Metrics['httpDuration']['labels']>;
+}
+
 export interface ListenerView {
   readonly name: string;
   readonly active: number;
@@ -34,6 +49,7 @@ export class MetricsCollector implements ProxyObserver, DiscoveryObserver {
   private readonly tallies = new Map<string, Map<string, EndpointTally>>();
   private readonly durations = new Map<string, ReturnType<Metrics['connectDuration']['labels']>>();
   private readonly accepted = new Map<string, number>();
+  private readonly http = new Map<string, Map<string, HttpTally>>();
 
   constructor(pool: Pool, listeners: () => Iterable<ListenerView>) {
     // prom-client calls collect() once per mirrored gauge; the first call of a scrape fills all four.
@@ -56,6 +72,16 @@ export class MetricsCollector implements ProxyObserver, DiscoveryObserver {
       }
       listenerActive.reset();
       for (const l of listeners()) listenerActive.set({ listener: l.name }, l.active);
+      const { httpRequests } = this.m;
+      httpRequests.reset();
+      for (const [listener, bySvc] of this.http) {
+        for (const [service, t] of bySvc) {
+          for (let i = 0; i < t.counts.length; i++) {
+            const n = t.counts[i]!;
+            if (n > 0) httpRequests.inc({ listener, service, method: METHODS[Math.floor(i / CLASSES.length)]!, code: CLASSES[i % CLASSES.length]! }, n);
+          }
+        }
+      }
       const { listenerConnections, upstreamConnections, upstreamBytes } = this.m;
       listenerConnections.reset();
       for (const [listener, n] of this.accepted) listenerConnections.inc({ listener }, n);
@@ -114,6 +140,22 @@ export class MetricsCollector implements ProxyObserver, DiscoveryObserver {
   }
   noEndpoint(listener: string, service: string): void {
     this.m.noEndpoint.inc({ listener, service });
+  }
+
+  httpRequest(listener: string, service: string, method: string, status: number, seconds: number): void {
+    let bySvc = this.http.get(listener);
+    if (bySvc === undefined) this.http.set(listener, (bySvc = new Map()));
+    let t = bySvc.get(service);
+    if (t === undefined) bySvc.set(service, (t = { counts: new Float64Array(METHODS.length * CLASSES.length), duration: this.m.httpDuration.labels(listener, service) }));
+    const cls = Math.min(5, Math.max(1, Math.floor(status / 100))) - 1;
+    t.counts[methodIndex(method) * CLASSES.length + cls]!++;
+    t.duration.observe(seconds);
+  }
+  httpRejected(listener: string, reason: HttpRejectReason): void {
+    this.m.httpRejected.inc({ listener, reason });
+  }
+  httpUpgrade(listener: string, service: string): void {
+    this.m.httpUpgrades.inc({ listener, service });
   }
 
   // DiscoveryObserver

@@ -1,7 +1,6 @@
 /**
  * Every berth metric, declared once (INTERFACE.md). Base units: seconds, bytes.
- * The HTTP and TLS metrics of the contract are declared by those issues' code when
- * it lands; until then berth does no HTTP or TLS and exports none.
+ * The TLS metrics of the contract are declared by that issue's code when it lands.
  */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 
@@ -51,6 +50,27 @@ export function declareMetrics(registry: Registry, scrape: () => void = () => {}
       labelNames: ['listener', 'service'] as const,
       registers,
     }),
+    httpRequests: new Counter({
+      name: 'berth_http_requests_total',
+      help: 'HTTP requests by response class (499: the client left first; service "-": no route)',
+      labelNames: ['listener', 'service', 'method', 'code'] as const,
+      registers,
+      collect,
+    }),
+    httpDuration: new Histogram({
+      name: 'berth_http_request_duration_seconds',
+      help: 'Time from request head to the end of the response',
+      labelNames: ['listener', 'service'] as const,
+      buckets: LATENCY_BUCKETS,
+      registers,
+    }),
+    httpRejected: new Counter({
+      name: 'berth_http_rejected_total',
+      help: 'Requests refused before routing: bad_request (400), header_too_large (431), timeout (408), method (405)',
+      labelNames: ['listener', 'reason'] as const,
+      registers,
+    }),
+    httpUpgrades: new Counter({ name: 'berth_http_upgrades_total', help: 'Upgrade requests (WebSocket and others) tunnelled to an endpoint', labelNames: ['listener', 'service'] as const, registers }),
     discoveryEvents: new Counter({ name: 'berth_discovery_events_total', help: 'Engine events handled', labelNames: ['provider', 'action'] as const, registers }),
     discoveryErrors: new Counter({ name: 'berth_discovery_errors_total', help: 'Discovery failures: engine lost, bad labels', labelNames: ['provider'] as const, registers }),
     discoveryConnected: new Gauge({ name: 'berth_discovery_connected', help: '1 while the engine event stream is connected', labelNames: ['provider'] as const, registers, aggregator: 'max' }),

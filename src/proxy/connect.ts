@@ -12,6 +12,7 @@ export function connectResult(err: NodeJS.ErrnoException): 'refused' | 'timeout'
       return 'refused';
     case 'ETIMEDOUT':
     case 'BERTH_ERR_UPSTREAM_TIMEOUT':
+    case 'UND_ERR_CONNECT_TIMEOUT':
       return 'timeout';
     default:
       return 'error';

@@ -76,6 +76,11 @@ export class TcpListener {
     return this.server.address() as net.AddressInfo;
   }
 
+  /** Open client connections. */
+  get active(): number {
+    return this.sessions.size;
+  }
+
   /**
    * Stops accepting; open sessions go on. The listening socket is closed at once
    * (server.close's callback would wait for every session to end, which is the

@@ -73,7 +73,7 @@ t.test('every error is reported at once, each with its path', async (t) => {
     /^listeners\[0\]\.bind: expected \[host:\]port/,
     /^listeners\[0\]\.timeouts\.connect: expected a duration/,
     /^listeners\[0\]\.colour: unknown key/,
-    /^listeners\[1\]\.mode: expected tcp/,
+    /^listeners\[1\]\.mode: expected tcp or http/,
     /^services\.web\.balance: expected one of round-robin/,
     /^services\.web\.endpoints\[0\]: expected host:port/,
     /^extra: unknown key/,
@@ -98,7 +98,60 @@ t.test('cross-field checks', async (t) => {
     'services.web.endpoints[1]: duplicate endpoint h:1',
   ]);
   t.match(issues(() => validateConfig({ listeners: [] })), [/^listeners: at least one listener/]);
-  t.match(issues(() => validateConfig({ listeners: [{ bind: '1', service: 'x', mode: 'http' }], services: { x: {} } })), [/listeners\[0\]\.mode: http mode is not available/]);
+});
+
+t.test('http listeners: routes, timeouts, limits and their checks', async (t) => {
+  const c = validateConfig({
+    listeners: [
+      {
+        name: 'web',
+        bind: '8080',
+        mode: 'http',
+        routes: [{ host: 'API.example.com', pathPrefix: '/v1', service: 'api' }, { host: '*.example.com', service: 'web' }],
+        timeouts: { headers: '5s', response: '30s' },
+        http: { maxHeaderSize: 8192, trustedProxies: ['10.0.0.0/8', '::1'], accessLog: true },
+      },
+      { bind: '9000', service: 'web' },
+    ],
+    services: { api: {}, web: {} },
+  });
+  const l = c.listeners[0]!;
+  t.equal(l.mode, 'http');
+  t.equal(l.service, undefined);
+  t.same(l.routes[0], { host: 'api.example.com', pathPrefix: '/v1', service: 'api' }, 'host lowercased');
+  t.equal(l.timeouts.idle, 60_000, 'http idle default is 60s');
+  t.equal(c.listeners[1]!.timeouts.idle, 3_600_000, 'tcp idle default stays 1h');
+  t.equal(l.timeouts.headers, 5000);
+  t.equal(l.timeouts.response, 30_000);
+  t.equal(l.http.maxHeaderSize, 8192);
+  t.equal(l.http.upstreamKeepAlive, 4000);
+  t.equal(c.services.get('api')!.balance, 'p2c', 'a routed service defaults to p2c');
+  const errs = issues(() =>
+    validateConfig({
+      listeners: [
+        { bind: '1', mode: 'http' },
+        { bind: '2', mode: 'tcp', routes: [{ service: 'x' }] },
+        { bind: '3', mode: 'http', routes: [{ host: 'bad host', pathPrefix: 'v1', service: 'x' }], http: { trustedProxies: ['10.0.0.0/33', 'nope'] } },
+        { bind: '4', mode: 'http', routes: [{ service: 'ghost' }] },
+        { bind: '5', mode: 'ftp', service: 'x' },
+      ],
+      services: { x: {} },
+    }),
+  );
+  t.match(errs, [
+    /listeners\[2\]\.routes\[0\]\.host: expected a host name/,
+    /listeners\[2\]\.routes\[0\]\.pathPrefix: expected a path starting with \//,
+    /listeners\[2\]\.http\.trustedProxies\[0\]: expected an IP address or CIDR/,
+    /listeners\[2\]\.http\.trustedProxies\[1\]: expected an IP address or CIDR/,
+    /listeners\[4\]\.mode: expected tcp or http/,
+  ]);
+  const cross = issues(() => validateConfig({ listeners: [{ bind: '1', mode: 'http' }, { bind: '2', routes: [{ service: 'x' }] }, { bind: '4', mode: 'http', routes: [{ service: 'ghost' }] }], services: { x: {} } }));
+  t.same(cross, [
+    'listeners[0].service: an http listener needs a service, routes, or docker discovery (berth.http.* labels)',
+    'listeners[1].service: a tcp listener needs a service',
+    'listeners[1].routes: routes are for http listeners (mode: http)',
+    'listeners[2].routes[0].service: unknown service "ghost"; define it under services (or enable discovery)',
+  ]);
 });
 
 t.test('flags build a config and errors name the flag', async (t) => {

@@ -31,6 +31,9 @@ export function countingObserver(): ProxyObserver & { counts: Record<string, num
       reasons.push(reason);
     },
     noEndpoint: () => inc('noEndpoint'),
+    httpRequest: (_l, _s, _m, status) => inc(`http.${status}`),
+    httpRejected: (_l, reason) => inc(`rejected.${reason}`),
+    httpUpgrade: () => inc('upgrade'),
   };
 }
 

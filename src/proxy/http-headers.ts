@@ -1,0 +1,215 @@
+/**
+ * Header work of the HTTP proxy (RFC 9110 §7.6.1, RFC 9112 §6-7): framing checks
+ * that node's parser does not already make, hop-by-hop removal both ways, and the
+ * X-Forwarded-* chain. Everything works on node's flat rawHeaders arrays and
+ * compares names without lowercasing them (no allocation per header).
+ */
+import type { IncomingHttpHeaders } from 'node:http';
+
+/** `name` equals `lower` (an all-lowercase ASCII name) ignoring ASCII case. */
+export function eqLower(name: string, lower: string): boolean {
+  const n = lower.length;
+  if (name.length !== n) return false;
+  for (let i = 0; i < n; i++) if ((name.charCodeAt(i) | 0x20) !== lower.charCodeAt(i)) return false;
+  return true;
+}
+
+/**
+ * Hop-by-hop headers (RFC 9110 §7.6.1), plus Proxy-Connection (non-standard, still
+ * sent) and, on requests, Expect (node answers 100-continue itself, so the
+ * endpoint must not wait for a second one). Indexed by length for a cheap first test.
+ */
+const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade'];
+const byLength = (names: readonly string[]): (readonly string[] | undefined)[] => {
+  const t: string[][] = [];
+  for (const n of names) (t[n.length] ??= []).push(n);
+  return t;
+};
+const HOP_BY_LEN = byLength(HOP_BY_HOP);
+/** Request headers berth replaces or drops besides hop-by-hop ones. */
+const REQUEST_DROP_BY_LEN = byLength([...HOP_BY_HOP, 'expect', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded']);
+
+function inTable(table: (readonly string[] | undefined)[], name: string): boolean {
+  const c = table[name.length];
+  if (c === undefined) return false;
+  for (const n of c) if (eqLower(name, n)) return true;
+  return false;
+}
+
+/** The tokens of every Connection header (lowercased), or null when none names anything to drop. */
+function connectionTokens(raw: readonly string[]): string[] | null {
+  let out: string[] | null = null;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (!eqLower(raw[i]!, 'connection')) continue;
+    for (const t of raw[i + 1]!.split(',')) {
+      const tok = t.trim().toLowerCase();
+      // close / keep-alive / upgrade are dropped anyway; only other names need a list.
+      if (tok !== '' && tok !== 'close' && tok !== 'keep-alive' && tok !== 'upgrade') (out ??= []).push(tok);
+    }
+  }
+  return out;
+}
+
+function named(tokens: string[] | null, name: string): boolean {
+  if (tokens === null) return false;
+  for (const t of tokens) if (eqLower(name, t)) return true;
+  return false;
+}
+
+/** What the request head says, for checks and routing. */
+export interface RequestFacts {
+  /** The Host header value (undefined when absent). */
+  host: string | undefined;
+  /** Why the head is refused (400), or null. */
+  bad: string | null;
+  /** The request has a body (Content-Length > 0 or chunked). */
+  hasBody: boolean;
+  xff: string | undefined;
+  xfProto: string | undefined;
+  xfHost: string | undefined;
+}
+
+/**
+ * Checks a request head that node's strict parser (llhttp) has accepted. llhttp
+ * already refuses Content-Length with Transfer-Encoding, duplicate or invalid
+ * Content-Length, a Transfer-Encoding whose last coding is not chunked, bare CR or
+ * LF, obs-fold and bad characters. Left for here: Transfer-Encoding on HTTP/1.0,
+ * a coding other than plain chunked (berth re-frames the body, so a gzip coding
+ * would reach the endpoint undeclared), no Host or more than one in HTTP/1.1
+ * (RFC 9112 §3.2), HTTP/0.9.
+ */
+export function inspectRequest(raw: readonly string[], httpVersionMajor: number, httpVersionMinor: number): RequestFacts {
+  const f: RequestFacts = { host: undefined, bad: null, hasBody: false, xff: undefined, xfProto: undefined, xfHost: undefined };
+  if (httpVersionMajor !== 1) {
+    f.bad = 'unsupported HTTP version';
+    return f;
+  }
+  let hosts = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    switch (name.length) {
+      case 4:
+        if (eqLower(name, 'host')) {
+          hosts++;
+          f.host = raw[i + 1];
+        }
+        break;
+      case 14:
+        if (eqLower(name, 'content-length') && raw[i + 1] !== '0') f.hasBody = true;
+        break;
+      case 17:
+        if (eqLower(name, 'transfer-encoding')) {
+          if (httpVersionMinor === 0) f.bad = 'Transfer-Encoding in an HTTP/1.0 request';
+          else if (!eqLower(raw[i + 1]!.trim(), 'chunked')) f.bad = `unsupported Transfer-Encoding "${raw[i + 1]}"`;
+          f.hasBody = true;
+        } else if (eqLower(name, 'x-forwarded-proto')) f.xfProto = raw[i + 1];
+        break;
+      case 15:
+        if (eqLower(name, 'x-forwarded-for')) f.xff = f.xff === undefined ? raw[i + 1] : `${f.xff}, ${raw[i + 1]}`;
+        break;
+      case 16:
+        if (eqLower(name, 'x-forwarded-host')) f.xfHost = raw[i + 1];
+        break;
+    }
+  }
+  if (hosts > 1) f.bad = 'more than one Host header';
+  else if (hosts === 0 && httpVersionMinor >= 1) f.bad = 'no Host header (required in HTTP/1.1)';
+  return f;
+}
+
+/** The X-Forwarded-* values berth sends, decided per request. */
+export interface Forwarded {
+  readonly for: string;
+  readonly proto: string;
+  readonly host: string | undefined;
+}
+
+/**
+ * The request headers for the endpoint: the client's, minus hop-by-hop headers,
+ * headers named by Connection, Expect and any incoming X-Forwarded-* / Forwarded,
+ * plus berth's X-Forwarded-For/-Proto/-Host. `upgrade` keeps Connection: upgrade
+ * and the Upgrade header (a tunnel is asked for end to end). `host` replaces the
+ * Host header (absolute-form request targets).
+ */
+export function upstreamRequestHeaders(raw: readonly string[], fwd: Forwarded, upgrade: string | null, host: string | null): string[] {
+  const tokens = connectionTokens(raw);
+  const out: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (inTable(REQUEST_DROP_BY_LEN, name) || named(tokens, name)) continue;
+    if (host !== null && eqLower(name, 'host')) continue;
+    out.push(name, raw[i + 1]!);
+  }
+  if (host !== null) out.push('host', host);
+  if (upgrade !== null) out.push('connection', 'upgrade', 'upgrade', upgrade);
+  out.push('x-forwarded-for', fwd.for, 'x-forwarded-proto', fwd.proto);
+  if (fwd.host !== undefined) out.push('x-forwarded-host', fwd.host);
+  return out;
+}
+
+/**
+ * An endpoint's response headers (undici's object form: lowercase names) as a flat
+ * list for writeHead, minus hop-by-hop headers and those named by Connection.
+ */
+export function downstreamResponseHeaders(headers: IncomingHttpHeaders): string[] {
+  const conn = headers.connection;
+  const tokens = conn === undefined ? null : connectionTokens(['connection', Array.isArray(conn) ? conn.join(',') : conn]);
+  const out: string[] = [];
+  for (const name in headers) {
+    if (inTable(HOP_BY_LEN, name) || named(tokens, name)) continue;
+    const v = headers[name];
+    if (v === undefined) continue;
+    if (typeof v === 'string') out.push(name, v);
+    else for (const x of v) out.push(name, x);
+  }
+  return out;
+}
+
+/** Response trailers without hop-by-hop fields, or null when there are none. */
+export function trailerList(trailers: IncomingHttpHeaders | null | undefined): [string, string][] | null {
+  if (!trailers) return null;
+  let out: [string, string][] | null = null;
+  for (const name in trailers) {
+    if (inTable(HOP_BY_LEN, name)) continue;
+    const v = trailers[name];
+    if (v === undefined) continue;
+    for (const x of typeof v === 'string' ? [v] : v) (out ??= []).push([name, x]);
+  }
+  return out;
+}
+
+/** Serializes a request head for a raw tunnel (upgrades), from a flat header list. */
+export function requestHead(method: string, target: string, headers: readonly string[]): string {
+  let s = `${method} ${target} HTTP/1.1\r\n`;
+  for (let i = 0; i < headers.length; i += 2) s += `${headers[i]}: ${headers[i + 1]}\r\n`;
+  return `${s}\r\n`;
+}
+
+/** "::ffff:10.0.0.1" → "10.0.0.1". */
+export function plainAddress(addr: string | undefined): string {
+  if (addr === undefined) return 'unknown';
+  return addr.startsWith('::ffff:') && addr.includes('.') ? addr.slice(7) : addr;
+}
+
+/** Methods whose repetition has the same effect as one request (RFC 9110 §9.2.2). */
+export function idempotent(method: string): boolean {
+  switch (method) {
+    case 'GET':
+    case 'HEAD':
+    case 'OPTIONS':
+    case 'TRACE':
+    case 'PUT':
+    case 'DELETE':
+      return true;
+    default:
+      return false;
+  }
+}
+
+/** A request path with a "." or ".." segment (raw or percent-encoded): routing on it could be bypassed. */
+export function hasDotSegment(path: string): boolean {
+  if (path.indexOf('.') < 0 && path.indexOf('%') < 0) return false;
+  const q = path.indexOf('?');
+  const p = (q < 0 ? path : path.slice(0, q)).replace(/%2e/gi, '.');
+  return /(^|\/)\.\.?(\/|$)/.test(p);
+}

@@ -1,0 +1,153 @@
+/**
+ * Connections from an http listener to endpoints: one undici Pool (keep-alive,
+ * bounded, one request per connection at a time) per endpoint, opened lazily and
+ * closed gracefully when the endpoint leaves. Connects are timed and counted like
+ * tcp listeners' (berth_upstream_connections_total, connect duration, bytes).
+ */
+import { buildConnector, Pool as UndiciPool } from 'undici';
+import { nullObserver, type ProxyObserver } from '../core/observer.js';
+import type { EndpointState } from '../pool/endpoint.js';
+import type { Pool } from '../pool/pool.js';
+import { connectResult } from './connect.js';
+
+export interface UpstreamSettings {
+  /** Connect timeout, ms (0 = none). */
+  readonly connect: number;
+  /** An idle pooled connection closes after this long (ms); keep it below the endpoints' own keep-alive timeout. */
+  readonly keepAlive: number;
+  /** Cap on connections per endpoint (0 = none). */
+  readonly maxConnections: number;
+}
+
+/**
+ * Retry budget (as in Finagle): each request adds `ratio` of a token, time adds
+ * `minPerSecond` tokens a second, a retry takes one. Under an outage retries stay
+ * a fraction of traffic instead of multiplying it.
+ */
+export class RetryBudget {
+  private tokens: number;
+  private at: number;
+  constructor(
+    readonly ratio = 0.2,
+    readonly minPerSecond = 10,
+    private readonly cap = 100,
+    now = Date.now(),
+  ) {
+    this.tokens = minPerSecond;
+    this.at = now;
+  }
+  request(): void {
+    this.tokens = Math.min(this.cap, this.tokens + this.ratio);
+  }
+  tryRetry(now: number): boolean {
+    const dt = now - this.at;
+    if (dt > 0) {
+      this.tokens = Math.min(this.cap, this.tokens + (dt / 1000) * this.minPerSecond);
+      this.at = now;
+    }
+    if (this.tokens < 1) return false;
+    this.tokens--;
+    return true;
+  }
+}
+
+export class Upstreams {
+  private readonly agents = new Map<EndpointState, UndiciPool>();
+  private settings: UpstreamSettings;
+  private key: string;
+  private readonly unsubscribe: () => void;
+
+  constructor(
+    settings: UpstreamSettings,
+    private readonly pool: Pool,
+    private readonly observer: ProxyObserver = nullObserver,
+  ) {
+    this.settings = settings;
+    this.key = JSON.stringify(settings);
+    this.unsubscribe = pool.on((e) => {
+      if (e.type === 'endpoint-removed') this.drop(e.endpoint);
+    });
+  }
+
+  /** New settings (reload): pooled connections made with the old ones finish their requests and close. */
+  configure(settings: UpstreamSettings): void {
+    const key = JSON.stringify(settings);
+    if (key === this.key) return;
+    this.settings = settings;
+    this.key = key;
+    for (const ep of [...this.agents.keys()]) this.drop(ep);
+  }
+
+  /** The connection pool for `ep`. */
+  agent(ep: EndpointState): UndiciPool {
+    let a = this.agents.get(ep);
+    if (a === undefined) {
+      a = this.create(ep);
+      this.agents.set(ep, a);
+    }
+    return a;
+  }
+
+  /** Open upstream connections (idle and busy) over every endpoint. */
+  get connections(): number {
+    let n = 0;
+    for (const a of this.agents.values()) n += a.stats.connected;
+    return n;
+  }
+
+  private create(ep: EndpointState): UndiciPool {
+    const s = this.settings;
+    const base = buildConnector({ ...(s.connect > 0 ? { timeout: s.connect } : {}), noDelay: true });
+    const { observer, pool } = this;
+    const service = ep.service;
+    const id = ep.id;
+    const origin = `http://${ep.host.includes(':') ? `[${ep.host}]` : ep.host}:${ep.port}`;
+    return new UndiciPool(origin, {
+      ...(s.maxConnections > 0 ? { connections: s.maxConnections } : {}),
+      pipelining: 1,
+      keepAliveTimeout: s.keepAlive,
+      keepAliveMaxTimeout: s.keepAlive,
+      // Endpoints that announce a shorter Keep-Alive timeout are believed, less a margin.
+      keepAliveTimeoutThreshold: 1000,
+      // berth applies its own per-request timeouts (headersTimeout/bodyTimeout per dispatch).
+      headersTimeout: 0,
+      bodyTimeout: 0,
+      connect: (opts, cb) => {
+        const t0 = pool.clock.now();
+        base(opts, (err, socket) => {
+          const seconds = (pool.clock.now() - t0) / 1000;
+          if (err !== null) {
+            observer.upstreamConnect(service, id, connectResult(err as NodeJS.ErrnoException), seconds);
+            cb(err, null);
+            return;
+          }
+          observer.upstreamConnect(service, id, 'ok', seconds);
+          socket.once('close', () => observer.upstreamClosed(service, id, socket.bytesRead, socket.bytesWritten));
+          cb(null, socket);
+        });
+      },
+    });
+  }
+
+  private drop(ep: EndpointState): void {
+    const a = this.agents.get(ep);
+    if (a === undefined) return;
+    this.agents.delete(ep);
+    // Waits for requests in flight, then closes the connections.
+    a.close().catch(() => {});
+  }
+
+  /** Closes every pooled connection now (shutdown after the drain). */
+  destroy(): void {
+    this.unsubscribe();
+    for (const a of this.agents.values()) a.destroy().catch(() => {});
+    this.agents.clear();
+  }
+
+  /** Closes idle connections and, once their requests finish, busy ones (listener retired). */
+  close(): void {
+    this.unsubscribe();
+    for (const a of this.agents.values()) a.close().catch(() => {});
+    this.agents.clear();
+  }
+}
