@@ -64,6 +64,8 @@ export interface HttpListenerSettings {
     readonly keepAlive: number;
   };
   readonly retries: number;
+  /** When every endpoint has failed once and attempts remain: pause (ms, doubling per round), then try them again. */
+  readonly retryBackoff: number;
   readonly http: HttpSettings;
 }
 
@@ -405,6 +407,9 @@ function onResClose(this: TaggedRes): void {
 function onQueueWake(x: Exchange): void {
   x.queued();
 }
+function onRetryRound(x: Exchange): void {
+  x.retryRound();
+}
 
 /**
  * One request: pick an endpoint, dispatch, stream the answer back. The object is
@@ -428,6 +433,8 @@ class Exchange implements Dispatcher.DispatchHandler {
   private status = 0;
   private ctl: Dispatcher.DispatchController | null = null;
   private cancelQueue: (() => void) | null = null;
+  private rounds = 0;
+  private roundTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly listener: HttpListener,
@@ -459,6 +466,13 @@ class Exchange implements Dispatcher.DispatchHandler {
     const svc = (this.svc ??= pool.service(this.service));
     const picked = svc?.pick({ key: svc.balance === 'source-hash' ? this.listener.conn(this.req.socket).ip : undefined, exclude: this.tried });
     if (picked === undefined || picked.type === 'none') {
+      const s = this.listener.settings;
+      if (picked?.reason === 'all-excluded' && this.attempts <= s.retries && s.retryBackoff > 0) {
+        // Every endpoint failed once (an endpoint still starting, a restart): pause, then try them all again.
+        this.tried = undefined;
+        this.roundTimer = setTimeout(onRetryRound, s.retryBackoff * 2 ** this.rounds++, this);
+        return;
+      }
       if (picked?.reason === 'at-capacity' && svc && svc.queue.size > 0 && this.cancelQueue === null) {
         this.cancelQueue = svc.enqueue(
           () => onQueueWake(this),
@@ -497,6 +511,11 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   queued(): void {
     this.cancelQueue = null;
+    if (!this.done) this.attempt();
+  }
+
+  retryRound(): void {
+    this.roundTimer = null;
     if (!this.done) this.attempt();
   }
 
@@ -607,6 +626,10 @@ class Exchange implements Dispatcher.DispatchHandler {
     if (this.done) return;
     this.done = true;
     this.release();
+    if (this.roundTimer !== null) {
+      clearTimeout(this.roundTimer);
+      this.roundTimer = null;
+    }
     if (this.cancelQueue !== null) {
       this.cancelQueue();
       this.cancelQueue = null;

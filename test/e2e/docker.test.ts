@@ -11,6 +11,7 @@ import { Flag } from '../../src/core/types.js';
 import { docker, dockerReady, get, removeAll, RUN, runContainer } from '../helpers/docker.js';
 import { httpGet, startBerth, until } from '../helpers/net.js';
 import { silent } from '../helpers/proxy.js';
+import { request } from '../helpers/http.js';
 
 if (!dockerReady(t)) process.exit(0);
 t.teardown(removeAll);
@@ -301,4 +302,30 @@ t.test('HEADLINE: every container replaced one by one under load, zero failed re
   t.same(failures, [], `zero failed requests out of ${total}`);
   t.ok(total > 200, `${total} requests during the replacement`);
   for (const n of [...['g0a', 'g0b', 'g0c'], ...gen1]) t.ok((served[n] ?? 0) > 0, `${n} served ${served[n]}`);
+});
+
+t.test('http mode: berth.http.host / berth.http.pathPrefix labels route requests to their containers', async (t) => {
+  const A = svcName('route-a');
+  const B = svcName('route-b');
+  const config = validateConfig({
+    listeners: [{ name: 'web', bind: '127.0.0.1:0', mode: 'http' }],
+    discovery: { docker: { host: 'unix:///var/run/docker.sock' } },
+    admin: { bind: 'off' },
+  });
+  const berth = new Berth(config, { log: silent });
+  await berth.start();
+  t.teardown(() => berth.shutdown(0));
+  const port = [...berth.listeners.values()][0]!.address.port;
+  await runContainer('route-a', { 'berth.enable': 'true', 'berth.service': A, 'berth.http.host': 'a.test' });
+  await runContainer('route-b', { 'berth.enable': 'true', 'berth.service': B, 'berth.http.host': 'a.test', 'berth.http.pathPrefix': '/b' });
+  await until(() => (berth.pool.service(A)?.eligibleCount ?? 0) === 1 && (berth.pool.service(B)?.eligibleCount ?? 0) === 1, 10_000, 'both containers in their pools');
+  const body = async (host: string, path: string) => {
+    const r = await request(port, { path, headers: { host } });
+    return r.status === 200 ? r.body.trim() : String(r.status);
+  };
+  t.equal(await body('a.test', '/'), 'route-a');
+  t.equal(await body('a.test', '/b/x'), 'route-b', 'longer path prefix wins');
+  t.equal(await body('other.test', '/'), '404', 'no route: 404');
+  await docker('rm', '-f', `${RUN}-route-b`);
+  await until(async () => (await body('a.test', '/b/x')) === 'route-a', 10_000, 'route of a removed container goes');
 });

@@ -60,6 +60,7 @@ export function httpSettings(over: Partial<HttpListenerSettings> = {}): HttpList
     routes: [],
     timeouts: { connect: 1000, idle: 10_000, headers: 2000, response: 5000, keepAlive: 5000 },
     retries: 2,
+    retryBackoff: 0,
     http: { maxHeaderSize: 16_384, trustedProxies: [], accessLog: false, upstreamKeepAlive: 4000, retryBudget: { ratio: 0.2, minPerSecond: 10 } },
     ...over,
   };

@@ -511,3 +511,22 @@ t.test('p2c balances on response latency: a slow endpoint gets less traffic', as
   for (let round = 0; round < 10; round++) await Promise.all(Array.from({ length: 8 }, () => request(p.port, { agent })));
   t.ok(slow.seen.length < fast.seen.length / 3, `slow ${slow.seen.length}, fast ${fast.seen.length}`);
 });
+
+t.test('an endpoint still starting: retried after a backoff round, not failed at once', async (t) => {
+  const port = await freePort();
+  const p = await httpProxy({ svc: [endpoint(port)] }, { retries: 3, retryBackoff: 50 });
+  t.teardown(() => p.close());
+  const pending = request(p.port, { method: 'POST', body: 'early' });
+  await new Promise((r) => setTimeout(r, 30));
+  // Start listening on the endpoint's port only now.
+  const srv = http.createServer((req, res) => {
+    let n = 0;
+    req.on('data', (c: Buffer) => (n += c.length));
+    req.on('end', () => res.end(String(n)));
+  });
+  await new Promise<void>((r) => srv.listen(port, '127.0.0.1', r));
+  t.teardown(() => srv.close());
+  const r = await pending;
+  t.equal(r.status, 200);
+  t.equal(r.body, '5', 'body delivered once the endpoint was up');
+});

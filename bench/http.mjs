@@ -1,0 +1,160 @@
+// HTTP keep-alive: berth (mode http) vs HAProxy (mode http, http-reuse always, one
+// thread) vs a plain node:http + http.Agent proxy (what the http-proxy package does)
+// vs a direct connection to the endpoint, interleaved in one run. Proxies pinned
+// alone to CPU 1; wrk and the endpoint (nginx) on CPU 0. Also berth --workers 2
+// (unpinned: on this 2-core machine the workers share the cores with wrk and nginx).
+import { fileURLToPath } from 'node:url';
+import { fmt, freePort, measure, median, need, portOpen, runPinned, sleep, startPinned, tmp, write } from './lib.mjs';
+
+const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
+const LOAD_CPU = 0;
+const PROXY_CPU = 1;
+const CONNECTIONS = 50;
+
+async function startNginx(dir, port) {
+  const conf = write(
+    dir,
+    'nginx.conf',
+    `worker_processes 1; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/nginx-error.log;
+events { worker_connections 20000; }
+http { access_log off; keepalive_requests 1000000; keepalive_timeout 60s;
+  server { listen 127.0.0.1:${port} backlog=4096; location / { return 200 "hello from the endpoint\\n"; } } }
+`,
+  );
+  return startPinned(LOAD_CPU, 'nginx', ['-c', conf, '-e', `${dir}/nginx-error.log`], { ready: () => portOpen(port) });
+}
+
+const NAIVE = `
+const http = require('node:http');
+const [port, target] = process.argv.slice(1).map(Number);
+const agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
+http.createServer((req, res) => {
+  const up = http.request({ host: '127.0.0.1', port: target, method: req.method, path: req.url, headers: req.headers, agent }, (r) => {
+    res.writeHead(r.statusCode, r.headers);
+    r.pipe(res);
+  });
+  up.on('error', () => { res.statusCode = 502; res.end(); });
+  req.pipe(up);
+}).listen(port, '127.0.0.1', 4096);
+`;
+
+async function startProxy(kind, dir, port, target) {
+  const ready = { ready: () => portOpen(port) };
+  if (kind === 'haproxy') {
+    const cfg = write(
+      dir,
+      `haproxy-${port}.cfg`,
+      `global
+  nbthread 1
+  maxconn 9000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+  http-reuse always
+frontend f
+  bind 127.0.0.1:${port}
+  default_backend b
+backend b
+  server s1 127.0.0.1:${target}
+`,
+    );
+    return startPinned(PROXY_CPU, 'haproxy', ['-f', cfg, '-db'], ready);
+  }
+  if (kind === 'node-naive') return startPinned(PROXY_CPU, process.execPath, ['-e', NAIVE, String(port), String(target)], ready);
+  const cfg = write(
+    dir,
+    `berth-${port}.yaml`,
+    `listeners:
+  - name: web
+    bind: 127.0.0.1:${port}
+    mode: http
+    service: web
+services:
+  web: { endpoints: ["127.0.0.1:${target}"] }
+admin: { bind: "off" }
+`,
+  );
+  const cmd = process.env.BERTH_BENCH_NODE_DEFAULTS === '1' ? [process.execPath, MAIN] : [MAIN];
+  const args = [...cmd.slice(1), '-c', cfg, '--log-level', 'warn'];
+  if (kind === 'berth-2w') return startPinned('0,1', cmd[0], [...args, '--workers', '2'], ready);
+  return startPinned(PROXY_CPU, cmd[0], args, ready);
+}
+
+/** wrk keep-alive run; latency percentiles from --latency. */
+async function wrk(port, seconds) {
+  const out = await runPinned(LOAD_CPU, 'wrk', ['-t1', `-c${CONNECTIONS}`, `-d${seconds}s`, '--latency', `http://127.0.0.1:${port}/`]);
+  const ms = (label) => {
+    const m = new RegExp(`${label}%\\s+([\\d.]+)(us|ms|s)`).exec(out);
+    if (!m) return NaN;
+    return Number(m[1]) * (m[2] === 'us' ? 0.001 : m[2] === 's' ? 1000 : 1);
+  };
+  return {
+    rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN),
+    total: Number(/(\d+) requests in/.exec(out)?.[1] ?? NaN),
+    p50: ms('50'),
+    p99: ms('99'),
+    errors: /Socket errors: (.*)/.exec(out)?.[1] ?? '',
+    non2xx: Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0),
+  };
+}
+
+export async function httpBench({ reps, seconds }) {
+  for (const b of ['wrk', 'haproxy', 'nginx', 'taskset']) need(b);
+  const dir = tmp('berth-bench-http-');
+  const nginxPort = await freePort();
+  const procs = [];
+  try {
+    procs.push(await startNginx(dir, nginxPort));
+    const kinds = ['direct', 'haproxy', 'berth', 'node-naive', 'berth-2w'];
+    const targets = { direct: { port: nginxPort, pid: 0 } };
+    for (const k of kinds.slice(1)) {
+      const port = await freePort();
+      const p = await startProxy(k, dir, port, nginxPort);
+      procs.push(p);
+      targets[k] = { port, pid: k === 'berth-2w' ? 0 : p.pid };
+    }
+    // Warm up: JIT, connection pools.
+    for (const k of kinds) await wrk(targets[k].port, 2);
+    const runs = Object.fromEntries(kinds.map((k) => [k, []]));
+    for (let rep = 1; rep <= reps; rep++) {
+      for (const k of kinds) {
+        const t = targets[k];
+        const m = await measure(t.pid, () => wrk(t.port, seconds));
+        runs[k].push({ ...m.result, busy: m.busy, usPerReq: t.pid ? (m.proxyCpuSeconds * 1e6) / m.result.total : NaN });
+        process.stderr.write(`rep ${rep} ${k}: ${fmt(m.result.rps, 0)} req/s p50 ${fmt(m.result.p50, 2)}ms p99 ${fmt(m.result.p99, 2)}ms busy ${JSON.stringify(m.busy)} ${m.result.errors}\n`);
+        await sleep(300);
+      }
+    }
+    return summarize(runs, kinds, { reps, seconds });
+  } finally {
+    for (const p of procs) p.kill('SIGKILL');
+    await Promise.all(procs.map((p) => p.exited));
+  }
+}
+
+function summarize(runs, kinds, params) {
+  const med = (k, key) => median(runs[k].map((x) => x[key]));
+  const busy = (k) => `${median(runs[k].map((x) => x.busy['0']))}/${median(runs[k].map((x) => x.busy['1']))}`;
+  const hap = { rps: med('haproxy', 'rps'), p99: med('haproxy', 'p99') };
+  const label = { direct: 'direct (nginx)', haproxy: 'HAProxy 1 thread', berth: 'berth 1 process', 'node-naive': 'node:http + http.Agent proxy', 'berth-2w': 'berth --workers 2 (unpinned)' };
+  const lines = kinds.map((k) => {
+    const rps = med(k, 'rps');
+    const p99 = med(k, 'p99');
+    return `| ${label[k]} | ${fmt(rps, 0)} | ${k === 'direct' ? '-' : `**${fmt(rps / hap.rps, 2)}x**`} | ${fmt(med(k, 'p50'), 2)} | ${fmt(p99, 2)} | ${k === 'direct' ? '-' : `${fmt(p99 / hap.p99, 2)}x`} | ${fmt(med(k, 'usPerReq'), 1)} | ${busy(k)} |`;
+  });
+  const berthVsNaive = med('berth', 'rps') / med('node-naive', 'rps');
+  const table = [
+    `wrk -t1 -c${CONNECTIONS} keep-alive, GET of a 24-byte body from nginx`,
+    '',
+    `| target | req/s | vs HAProxy | p50 ms | p99 ms | p99 vs HAProxy | proxy CPU µs/req | busy % CPU0/CPU1 |`,
+    `|---|---|---|---|---|---|---|---|`,
+    ...lines,
+    '',
+    `berth / node:http proxy: **${fmt(berthVsNaive, 2)}x** req/s`,
+  ].join('\n');
+  const errors = Object.fromEntries(kinds.map((k) => [k, runs[k].map((x) => x.errors + (x.non2xx ? ` non2xx=${x.non2xx}` : '')).filter(Boolean)]));
+  return { table, errors, params, runs };
+}
