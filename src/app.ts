@@ -24,6 +24,8 @@ import { Pool } from './pool/pool.js';
 import { HttpListener } from './proxy/http.js';
 import { TcpListener } from './proxy/tcp.js';
 import { listenerServices } from './config/validate.js';
+import { ListenerTls, loadUpstreamTls } from './tls/terminate.js';
+import type { UpstreamTls } from './core/tls.js';
 
 type Listener = TcpListener | HttpListener;
 
@@ -87,6 +89,10 @@ export class Berth {
   private checkSyncQueued = false;
   /** Active listeners by listenerKey. */
   readonly listeners = new Map<string, Listener>();
+  /** TLS termination per listener (by listenerKey). */
+  private readonly terminators = new Map<string, ListenerTls>();
+  /** TLS towards endpoints, per service with upstreamTls. */
+  private upstreamTls = new Map<string, UpstreamTls>();
   /** Listeners removed by a reload whose sessions are still finishing. */
   private readonly retired = new Set<Listener>();
   private stopping = false;
@@ -228,8 +234,18 @@ export class Berth {
   }
 
   private newListener(l: ListenerConfig): Listener {
-    const deps = { pool: this.pool, log: this.log.child({ module: 'proxy', listener: l.name }), observer: this.observer };
+    const log = this.log.child({ module: 'proxy', listener: l.name });
+    const tls = l.tls ? new ListenerTls(l.name, l.tls, log, this.metrics ?? { tlsMaterial: () => {} }, l.mode === 'http') : null;
+    if (tls) this.terminators.set(listenerKey(l), tls);
+    const deps = { pool: this.pool, log, observer: this.observer, tls, upstreamTls: (service: string) => this.upstreamTls.get(service) };
     return l.mode === 'http' ? new HttpListener(l, deps) : new TcpListener(l, deps);
+  }
+
+  /** Reads every service's upstream TLS files (throws BERTH_ERR_TLS before anything changes). */
+  private static loadUpstreamTls(config: Config): Map<string, UpstreamTls> {
+    const out = new Map<string, UpstreamTls>();
+    for (const s of config.services.values()) if (s.upstreamTls) out.set(s.name, loadUpstreamTls(s.name, s.upstreamTls));
+    return out;
   }
 
   /**
@@ -274,6 +290,7 @@ export class Berth {
 
   /** Binds every listener; on any failure closes what was bound and rejects (BERTH_ERR_LISTEN). */
   async start(): Promise<void> {
+    this.upstreamTls = Berth.loadUpstreamTls(this.config);
     this.applyServices(this.config);
     if (this.role !== 'worker') await this.applyDocker(this.config.discovery.docker);
     const opened = await this.openAll(this.role === 'primary' ? [] : this.config.listeners);
@@ -286,14 +303,16 @@ export class Berth {
     }
     this.rates.start();
     for (const l of this.listeners.values()) {
-      const c = this.config.listeners.find((x) => x.name === l.settings.name);
-      const services = c ? listenerServices(c) : [];
+      const svc = l.settings.service;
+      const s = svc !== undefined ? this.pool.service(svc) : undefined;
       this.log.info(
         {
           listener: l.settings.name,
           bind: formatHostPort({ host: l.address.address, port: l.address.port }),
           mode: l instanceof HttpListener ? 'http' : 'tcp',
-          services: services.map((name) => ({ name, balance: this.pool.service(name)?.balance, endpoints: this.pool.service(name)?.endpoints.size ?? 0 })),
+          service: svc,
+          balance: s?.balance,
+          endpoints: s?.endpoints.size ?? 0,
           ...(l instanceof HttpListener ? { routes: l.routes().size } : {}),
         },
         'listening',
@@ -330,7 +349,11 @@ export class Berth {
       if (c && (c.mode === 'http') !== l instanceof HttpListener) {
         throw new BerthError('BERTH_ERR_RELOAD', `listener ${c.name}: changing the mode of a bound listener (${formatHostPort(c.bind)}) needs a restart; the running config stays`);
       }
+      if (c && (c.tls !== undefined) !== this.terminators.has(k)) {
+        throw new BerthError('BERTH_ERR_RELOAD', `listener ${c.name}: turning TLS on or off on a bound listener (${formatHostPort(c.bind)}) needs a restart; the running config stays`);
+      }
     }
+    const upstreamTls = this.role === 'primary' ? this.upstreamTls : Berth.loadUpstreamTls(next);
     const toOpen = this.role === 'primary' ? [] : next.listeners.filter((l) => !this.listeners.has(listenerKey(l)));
     const opened = await this.openAll(toOpen);
     try {
@@ -349,16 +372,20 @@ export class Berth {
       if (c) {
         if (l instanceof HttpListener && c.mode === 'http') l.configure(c);
         else if (l instanceof TcpListener && c.mode === 'tcp') l.settings = c;
+        if (c.tls) this.terminators.get(k)?.configure(c.tls);
         kept++;
       } else {
         this.listeners.delete(k);
         this.retired.add(l);
         removed++;
         l.stopAccepting();
+        this.terminators.get(k)?.close();
+        this.terminators.delete(k);
         this.log.info({ listener: l.settings.name, open: l.active }, 'listener closed by reload; its connections finish');
       }
     }
     for (const [k, l] of opened) this.listeners.set(k, l);
+    this.upstreamTls = upstreamTls;
     this.config = next;
     this.applyServices(next);
     this.metrics?.reload(true);
@@ -391,6 +418,7 @@ export class Berth {
     }
     const cut = this.openSessions();
     for (const l of all) l.destroyAll();
+    for (const t of this.terminators.values()) t.close();
     this.admin?.close();
     return cut;
   }

@@ -68,6 +68,42 @@ const httpOptions = z.strictObject({
 });
 const httpDefaults = { maxHeaderSize: 16_384, trustedProxies: [], accessLog: false, upstreamKeepAlive: 4000, retryBudget: { ratio: 0.2, minPerSecond: 10 } };
 
+const filePath = z.string().min(1, 'expected a file path');
+
+/** "URI:spiffe://x/y", "DNS:*.internal", "CN=billing": identities a verified client may have. */
+const allowEntry = z.string().regex(/^(URI:\S+|DNS:(\*\.)?[A-Za-z0-9.-]+|CN=.+)$/, 'expected URI:<uri>, DNS:<name or *.suffix> or CN=<name>');
+
+const tls = z
+  .strictObject({
+    /** PEM certificate chain and key (the default certificate). */
+    cert: filePath,
+    key: filePath,
+    /** More certificates, chosen by SNI (their SAN DNS names, or serverNames). */
+    sni: z.array(z.strictObject({ cert: filePath, key: filePath, serverNames: z.array(z.string().min(1)).optional() })).default([]),
+    /** CA bundle (PEM) for client certificates: present = mTLS, a verified client certificate is required. */
+    clientCa: filePath.optional(),
+    /** Identities allowed (any verified client when empty). */
+    allow: z.array(allowEntry).default([]),
+    /** PEM CRL file(s) checked against client certificates. */
+    crl: filePath.optional(),
+    minVersion: z.enum(['TLSv1.2', 'TLSv1.3'], { error: () => 'expected TLSv1.2 or TLSv1.3' }).default('TLSv1.2'),
+    /** ALPN protocols offered (default: http/1.1 for http listeners, none for tcp). */
+    alpn: z.array(z.string().min(1).max(255)).optional(),
+  })
+  .refine((t) => t.allow.length === 0 || t.clientCa !== undefined, { message: 'allow needs clientCa (identities come from verified client certificates)', path: ['allow'] });
+
+const upstreamTls = z.strictObject({
+  /** CA bundle to verify endpoints with (default: the system's). */
+  ca: filePath.optional(),
+  /** Client certificate and key berth presents (mTLS to the endpoint). */
+  cert: filePath.optional(),
+  key: filePath.optional(),
+  /** Name to send in SNI and to check the endpoint's certificate against (default: the endpoint's host). */
+  serverName: z.string().min(1).optional(),
+  /** Skip verification of the endpoint's certificate (testing only). */
+  insecure: z.boolean().default(false),
+});
+
 const listener = z.strictObject({
   name: name.optional(),
   bind: listenAddress,
@@ -82,6 +118,9 @@ const listener = z.strictObject({
   /** Pause before trying every endpoint again, doubling per round; 0 = no second round. */
   retryBackoff: duration.default(50),
   http: httpOptions.default(httpDefaults),
+  tls: tls.optional(),
+  /** tcp: send a PROXY protocol header to the endpoint (client address; v2 also TLS facts). */
+  proxyProtocol: z.enum(['off', 'v1', 'v2'], { error: () => 'expected off, v1 or v2' }).default('off'),
 });
 
 /** "200-399", "200,204" or "200-299,301" → a predicate on status codes. */
@@ -143,6 +182,8 @@ const service = z.strictObject({
   queue: z.strictObject({ size: z.number().int().min(0).max(100_000).default(0), timeout: duration.default(1000) }).default({ size: 0, timeout: 1000 }),
   /** Circuit breaker: clients waiting for an endpoint (connecting or queued) beyond which new ones are turned away (0 = none). */
   maxPending: z.number().int().min(0).default(0),
+  /** Originate TLS to the endpoints. */
+  upstreamTls: upstreamTls.optional(),
 });
 
 const dockerHost = z.string().regex(/^(unix:\/\/\/.+|(tcp|http|https):\/\/[^/]+:\d+\/?)$/, 'expected unix:///path/to/docker.sock or tcp://host:port');
@@ -179,7 +220,12 @@ interface ListenerBase {
   /** First pause before a new round over all endpoints, ms. */
   readonly retryBackoff: number;
   readonly http: HttpOptions;
+  readonly tls: TlsConfig | undefined;
+  readonly proxyProtocol: 'off' | 'v1' | 'v2';
 }
+
+export type TlsConfig = z.output<typeof tls>;
+export type UpstreamTlsConfig = z.output<typeof upstreamTls>;
 
 export interface TcpListenerConfig extends ListenerBase {
   readonly mode: 'tcp';
@@ -213,6 +259,7 @@ export interface ServiceConfig {
   readonly maxConnectionsPerEndpoint: number;
   readonly queue: { readonly size: number; readonly timeout: number };
   readonly maxPending: number;
+  readonly upstreamTls?: UpstreamTlsConfig | undefined;
 }
 
 export type OutlierConfig = z.output<typeof outlier>;

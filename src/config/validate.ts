@@ -64,7 +64,8 @@ export function validateConfig(raw: unknown): Config {
       if (!known(r.service)) issues.push({ path: `listeners[${i}].routes[${j}].service`, message: `unknown service "${r.service}"; define it under services (or enable discovery)` });
     });
     const idle = l.timeouts.idle ?? (l.mode === 'tcp' ? 3_600_000 : 60_000);
-    const common = { name, bind: l.bind, routes: l.routes, timeouts: { ...l.timeouts, idle }, retries: l.retries, retryBackoff: l.retryBackoff, http: l.http };
+    if (l.proxyProtocol !== 'off' && l.mode === 'http') issues.push({ path: `listeners[${i}].proxyProtocol`, message: 'PROXY protocol is for tcp listeners (http listeners send X-Forwarded-*)' });
+    const common = { name, bind: l.bind, routes: l.routes, timeouts: { ...l.timeouts, idle }, retries: l.retries, retryBackoff: l.retryBackoff, http: l.http, tls: l.tls, proxyProtocol: l.proxyProtocol };
     listeners.push(l.mode === 'tcp' ? { ...common, mode: 'tcp', service: l.service ?? '' } : { ...common, mode: 'http', service: l.service });
   });
 
@@ -90,7 +91,11 @@ export function validateConfig(raw: unknown): Config {
       maxPending: s.maxPending,
       ...(s.health ? { health: s.health } : {}),
       ...(s.outlier ? { outlier: s.outlier } : {}),
+      ...(s.upstreamTls ? { upstreamTls: s.upstreamTls } : {}),
     });
+    if (s.upstreamTls && (s.upstreamTls.cert === undefined) !== (s.upstreamTls.key === undefined)) {
+      issues.push({ path: `services.${name}.upstreamTls`, message: 'cert and key go together' });
+    }
   }
   if (issues.length > 0) throw new ConfigError(issues);
 

@@ -11,6 +11,7 @@ export const ErrorCodes = {
   BERTH_ERR_NO_ENDPOINT: 'no usable endpoint for a service',
   BERTH_ERR_UPSTREAM_CONNECT: 'connecting to an endpoint failed',
   BERTH_ERR_UPSTREAM_TIMEOUT: 'connecting to an endpoint timed out',
+  BERTH_ERR_TLS: 'TLS material (certificate, key, CA, CRL) could not be loaded',
   BERTH_ERR_RELOAD: 'a reload asks for a change that needs a restart',
 } as const;
 export type ErrorCode = keyof typeof ErrorCodes;

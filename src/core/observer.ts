@@ -1,3 +1,5 @@
+import type { HandshakeResult } from './tls.js';
+
 /**
  * Typed events the proxy and discovery emit for metrics. Domain code calls these;
  * only src/metrics turns them into prom-client updates. All methods must be cheap:
@@ -24,6 +26,8 @@ export interface ProxyObserver {
   httpRejected(listener: string, reason: HttpRejectReason): void;
   /** An Upgrade request was connected through to an endpoint (a tunnel opened). */
   httpUpgrade(listener: string, service: string): void;
+  /** A TLS handshake on a listener ended (ok, or why not). */
+  tlsHandshake(listener: string, result: HandshakeResult): void;
 }
 
 export type HttpRejectReason = 'bad_request' | 'header_too_large' | 'timeout' | 'method';
@@ -38,4 +42,5 @@ export const nullObserver: ProxyObserver = {
   httpRequest() {},
   httpRejected() {},
   httpUpgrade() {},
+  tlsHandshake() {},
 };

@@ -7,6 +7,7 @@
 import { AggregatorRegistry, collectDefaultMetrics, Registry } from 'prom-client';
 import type { DiscoveryObserver } from '../core/discovery.js';
 import type { ConnectResult, HttpRejectReason, ProxyObserver } from '../core/observer.js';
+import type { HandshakeResult } from '../core/tls.js';
 import type { Pool } from '../pool/pool.js';
 import { declareMetrics, type Metrics } from './names.js';
 
@@ -50,6 +51,8 @@ export class MetricsCollector implements ProxyObserver, DiscoveryObserver {
   private readonly durations = new Map<string, ReturnType<Metrics['connectDuration']['labels']>>();
   private readonly accepted = new Map<string, number>();
   private readonly http = new Map<string, Map<string, HttpTally>>();
+  /** Earliest certificate expiry per TLS listener (ms since epoch). */
+  private readonly certExpiry = new Map<string, number>();
 
   constructor(pool: Pool, listeners: () => Iterable<ListenerView>) {
     // prom-client calls collect() once per mirrored gauge; the first call of a scrape fills all four.
@@ -72,6 +75,8 @@ export class MetricsCollector implements ProxyObserver, DiscoveryObserver {
       }
       listenerActive.reset();
       for (const l of listeners()) listenerActive.set({ listener: l.name }, l.active);
+      this.m.tlsExpiry.reset();
+      for (const [listener, at] of this.certExpiry) this.m.tlsExpiry.set({ listener }, Math.round((at - now) / 1000));
       const { httpRequests } = this.m;
       httpRequests.reset();
       for (const [listener, bySvc] of this.http) {
@@ -156,6 +161,14 @@ export class MetricsCollector implements ProxyObserver, DiscoveryObserver {
   }
   httpUpgrade(listener: string, service: string): void {
     this.m.httpUpgrades.inc({ listener, service });
+  }
+
+  tlsHandshake(listener: string, result: HandshakeResult): void {
+    this.m.tlsHandshakes.inc({ listener, result });
+  }
+  tlsMaterial(listener: string, ok: boolean, notAfterMs: number | null): void {
+    this.m.tlsReloads.inc({ listener, result: ok ? 'ok' : 'error' });
+    if (ok && notAfterMs !== null) this.certExpiry.set(listener, notAfterMs);
   }
 
   // DiscoveryObserver

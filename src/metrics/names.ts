@@ -1,6 +1,5 @@
 /**
  * Every berth metric, declared once (INTERFACE.md). Base units: seconds, bytes.
- * The TLS metrics of the contract are declared by that issue's code when it lands.
  */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 
@@ -71,6 +70,14 @@ export function declareMetrics(registry: Registry, scrape: () => void = () => {}
       registers,
     }),
     httpUpgrades: new Counter({ name: 'berth_http_upgrades_total', help: 'Upgrade requests (WebSocket and others) tunnelled to an endpoint', labelNames: ['listener', 'service'] as const, registers }),
+    tlsHandshakes: new Counter({
+      name: 'berth_tls_handshakes_total',
+      help: 'TLS handshakes on listeners by result (ok, no_cert, bad_cert, not_allowed, protocol)',
+      labelNames: ['listener', 'result'] as const,
+      registers,
+    }),
+    tlsExpiry: new Gauge({ name: 'berth_tls_cert_expiry_seconds', help: 'Seconds until the first of a listener\'s certificates expires (negative: expired)', labelNames: ['listener'] as const, registers, collect, aggregator: 'min' }),
+    tlsReloads: new Counter({ name: 'berth_tls_reloads_total', help: 'Certificate material (re)loads by result; an error keeps the old material', labelNames: ['listener', 'result'] as const, registers }),
     discoveryEvents: new Counter({ name: 'berth_discovery_events_total', help: 'Engine events handled', labelNames: ['provider', 'action'] as const, registers }),
     discoveryErrors: new Counter({ name: 'berth_discovery_errors_total', help: 'Discovery failures: engine lost, bad labels', labelNames: ['provider'] as const, registers }),
     discoveryConnected: new Gauge({ name: 'berth_discovery_connected', help: '1 while the engine event stream is connected', labelNames: ['provider'] as const, registers, aggregator: 'max' }),

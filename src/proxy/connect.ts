@@ -1,9 +1,27 @@
 import net from 'node:net';
+import tls from 'node:tls';
+import type { UpstreamTls } from '../core/tls.js';
 
-/** Opens a TCP connection to an endpoint. Injectable so tests can simulate failures. */
-export type ConnectFn = (host: string, port: number) => net.Socket;
+/** Opens a connection to an endpoint (TLS when `upstreamTls`). Injectable so tests can simulate failures. */
+export type ConnectFn = (host: string, port: number, upstreamTls?: UpstreamTls) => net.Socket;
 
-export const tcpConnect: ConnectFn = (host, port) => net.connect({ host, port, allowHalfOpen: true, noDelay: true });
+export const tcpConnect: ConnectFn = (host, port, upstreamTls) => {
+  if (upstreamTls === undefined) return net.connect({ host, port, allowHalfOpen: true, noDelay: true });
+  // SNI only for names (RFC 6066); an IP endpoint is checked against the certificate's IP SANs.
+  const servername = upstreamTls.servername ?? (net.isIP(host) ? undefined : host);
+  const s = tls.connect({ host, port, ...upstreamTls, ...(servername !== undefined ? { servername } : {}) });
+  s.setNoDelay(true);
+  return s;
+};
+
+/**
+ * Aborts a connection so the peer sees a failure: a TCP reset where possible; a
+ * TLS socket (whose handle cannot reset) is destroyed without close_notify.
+ */
+export function abortSocket(s: net.Socket): void {
+  if (s instanceof tls.TLSSocket) s.destroy();
+  else s.resetAndDestroy();
+}
 
 /** Maps a socket error to the `result` label of berth_upstream_connections_total. */
 export function connectResult(err: NodeJS.ErrnoException): 'refused' | 'timeout' | 'error' {

@@ -27,7 +27,7 @@ const byLength = (names: readonly string[]): (readonly string[] | undefined)[] =
 };
 const HOP_BY_LEN = byLength(HOP_BY_HOP);
 /** Request headers berth replaces or drops besides hop-by-hop ones. */
-const REQUEST_DROP_BY_LEN = byLength([...HOP_BY_HOP, 'expect', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded']);
+const REQUEST_DROP_BY_LEN = byLength([...HOP_BY_HOP, 'expect', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded', 'x-forwarded-client-cert']);
 
 function inTable(table: (readonly string[] | undefined)[], name: string): boolean {
   const c = table[name.length];
@@ -122,12 +122,14 @@ export interface Forwarded {
   readonly for: string;
   readonly proto: string;
   readonly host: string | undefined;
+  /** X-Forwarded-Client-Cert of a verified client (mTLS); any incoming one is always dropped. */
+  readonly clientCert?: string | undefined;
 }
 
 /**
  * The request headers for the endpoint: the client's, minus hop-by-hop headers,
- * headers named by Connection, Expect and any incoming X-Forwarded-* / Forwarded,
- * plus berth's X-Forwarded-For/-Proto/-Host. `upgrade` keeps Connection: upgrade
+ * headers named by Connection, Expect and any incoming X-Forwarded-* / Forwarded /
+ * X-Forwarded-Client-Cert, plus berth's X-Forwarded-For/-Proto/-Host (and XFCC). `upgrade` keeps Connection: upgrade
  * and the Upgrade header (a tunnel is asked for end to end). `host` replaces the
  * Host header (absolute-form request targets).
  */
@@ -144,6 +146,7 @@ export function upstreamRequestHeaders(raw: readonly string[], fwd: Forwarded, u
   if (upgrade !== null) out.push('connection', 'upgrade', 'upgrade', upgrade);
   out.push('x-forwarded-for', fwd.for, 'x-forwarded-proto', fwd.proto);
   if (fwd.host !== undefined) out.push('x-forwarded-host', fwd.host);
+  if (fwd.clientCert !== undefined) out.push('x-forwarded-client-cert', fwd.clientCert);
   return out;
 }
 

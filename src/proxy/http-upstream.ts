@@ -6,6 +6,7 @@
  */
 import { buildConnector, Pool as UndiciPool } from 'undici';
 import { nullObserver, type ProxyObserver } from '../core/observer.js';
+import type { UpstreamTls } from '../core/tls.js';
 import type { EndpointState } from '../pool/endpoint.js';
 import type { Pool } from '../pool/pool.js';
 import { connectResult } from './connect.js';
@@ -61,6 +62,7 @@ export class Upstreams {
     settings: UpstreamSettings,
     private readonly pool: Pool,
     private readonly observer: ProxyObserver = nullObserver,
+    private readonly tlsFor: (service: string) => UpstreamTls | undefined = () => undefined,
   ) {
     this.settings = settings;
     this.key = JSON.stringify(settings);
@@ -69,10 +71,13 @@ export class Upstreams {
     });
   }
 
-  /** New settings (reload): pooled connections made with the old ones finish their requests and close. */
-  configure(settings: UpstreamSettings): void {
+  /**
+   * New settings (reload): pooled connections made with the old ones finish their
+   * requests and close. `force`: also when unchanged (upstream TLS material may be new).
+   */
+  configure(settings: UpstreamSettings, force = false): void {
     const key = JSON.stringify(settings);
-    if (key === this.key) return;
+    if (key === this.key && !force) return;
     this.settings = settings;
     this.key = key;
     for (const ep of [...this.agents.keys()]) this.drop(ep);
@@ -97,11 +102,12 @@ export class Upstreams {
 
   private create(ep: EndpointState): UndiciPool {
     const s = this.settings;
-    const base = buildConnector({ ...(s.connect > 0 ? { timeout: s.connect } : {}), noDelay: true });
+    const t = this.tlsFor(ep.service);
+    const base = buildConnector({ ...(s.connect > 0 ? { timeout: s.connect } : {}), noDelay: true, ...(t ?? {}) });
     const { observer, pool } = this;
     const service = ep.service;
     const id = ep.id;
-    const origin = `http://${ep.host.includes(':') ? `[${ep.host}]` : ep.host}:${ep.port}`;
+    const origin = `${t ? 'https' : 'http'}://${ep.host.includes(':') ? `[${ep.host}]` : ep.host}:${ep.port}`;
     return new UndiciPool(origin, {
       ...(s.maxConnections > 0 ? { connections: s.maxConnections } : {}),
       pipelining: 1,

@@ -9,16 +9,19 @@
  * backpressure both ways.
  */
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
+import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { BerthError } from '../core/errors.js';
+import type { PeerIdentity, TlsTerminator, UpstreamTls } from '../core/tls.js';
 import { nullObserver, type ProxyObserver } from '../core/observer.js';
 import { formatHostPort } from '../core/types.js';
 import type { Logger } from '../log.js';
 import type { EndpointState } from '../pool/endpoint.js';
 import type { Pool, ServicePool } from '../pool/pool.js';
-import { connectResult } from './connect.js';
+import { connectResult, tcpConnect } from './connect.js';
 import {
   downstreamResponseHeaders,
   hasDotSegment,
@@ -73,6 +76,10 @@ export interface HttpListenerDeps {
   readonly pool: Pool;
   readonly log: Logger;
   readonly observer?: ProxyObserver;
+  /** TLS termination (fixed for the listener's life). */
+  readonly tls?: TlsTerminator | null;
+  /** TLS towards a service's endpoints, if it has any. */
+  readonly upstreamTls?: (service: string) => UpstreamTls | undefined;
 }
 
 const DEFAULT_SERVICE_LABEL = '-';
@@ -80,6 +87,7 @@ const DEFAULT_SERVICE_LABEL = '-';
 /** Short bodies for answers berth makes itself. */
 const REASONS: Record<number, string> = {
   400: 'bad request',
+  403: 'forbidden: this client certificate is not allowed',
   404: 'no route for this host and path',
   405: 'method not allowed',
   408: 'request head timeout',
@@ -129,6 +137,10 @@ function originForm(url: string, method: string): { path: string; host: string |
 interface ConnFacts {
   readonly ip: string;
   readonly trusted: boolean;
+  /** mTLS: the verified client is on the allow-list (always true without mTLS). */
+  allowed: boolean;
+  /** mTLS: the client's identity as an XFCC value. */
+  clientCert: string | undefined;
 }
 const kConn = Symbol('berth.http.conn');
 type TaggedSocket = net.Socket & { [kConn]?: ConnFacts };
@@ -152,10 +164,11 @@ export class HttpListener {
 
   constructor(settings: HttpListenerSettings, deps: HttpListenerDeps) {
     this.settings = settings;
-    this.deps = { observer: nullObserver, ...deps };
+    this.deps = { observer: nullObserver, tls: null, upstreamTls: () => undefined, ...deps };
     this.router = new Router([]);
-    this.upstreams = new Upstreams(upstreamSettings(settings), deps.pool, this.deps.observer);
-    this.server = http.createServer({
+    this.upstreams = new Upstreams(upstreamSettings(settings), deps.pool, this.deps.observer, this.deps.upstreamTls);
+    const t = this.deps.tls;
+    const options: http.ServerOptions = {
       maxHeaderSize: settings.http.maxHeaderSize,
       // Checked by inspectRequest, so the refusal is counted and logged like the others.
       requireHostHeader: false,
@@ -165,7 +178,16 @@ export class HttpListener {
       headersTimeout: settings.timeouts.headers,
       keepAliveTimeout: settings.timeouts.keepAlive,
       connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(settings.timeouts.headers / 4))),
-    });
+    };
+    if (t) {
+      const server = https.createServer({ ...t.serverOptions(), ...options });
+      server.on('tlsClientError', (err: Error) => this.deps.observer.tlsHandshake(this.settings.name, t.classify(err)));
+      server.on('secureConnection', (socket: tls.TLSSocket) => this.secured(t, socket));
+      t.attach(server);
+      this.server = server;
+    } else {
+      this.server = http.createServer(options);
+    }
     this.applyServerSettings();
     this.server.on('connection', (socket: net.Socket) => this.accept(socket));
     this.server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => this.request(req, res));
@@ -186,7 +208,7 @@ export class HttpListener {
     this.settings = settings;
     this.applyServerSettings();
     this.configureTrust();
-    this.upstreams.configure(upstreamSettings(settings));
+    this.upstreams.configure(upstreamSettings(settings), true);
     this.routesDirty = true;
     this.budgets.clear();
   }
@@ -303,15 +325,25 @@ export class HttpListener {
       const raw = socket.remoteAddress;
       const ip = plainAddress(raw);
       const trusted = this.trusted !== null && raw !== undefined && this.trusted.check(ip, net.isIPv6(ip) ? 'ipv6' : 'ipv4');
-      t[kConn] = c = { ip, trusted };
+      t[kConn] = c = { ip, trusted, allowed: true, clientCert: undefined };
     }
     return c;
   }
 
+  /** A completed handshake: the client's identity is checked once per connection. */
+  private secured(t: TlsTerminator, socket: tls.TLSSocket): void {
+    const { identity, allowed } = t.check(socket);
+    const c = this.conn(socket);
+    c.allowed = allowed;
+    c.clientCert = identity ? xfccOf(identity) : undefined;
+    this.deps.observer.tlsHandshake(this.settings.name, allowed ? 'ok' : 'not_allowed');
+  }
+
   forwarded(c: ConnFacts, f: RequestFacts, host: string | undefined): Forwarded {
+    const proto = this.deps.tls ? 'https' : 'http';
     // From a trusted proxy: extend its chain and keep what it said about the original request.
-    if (c.trusted) return { for: f.xff !== undefined ? `${f.xff}, ${c.ip}` : c.ip, proto: f.xfProto ?? 'http', host: f.xfHost ?? host };
-    return { for: c.ip, proto: 'http', host };
+    if (c.trusted) return { for: f.xff !== undefined ? `${f.xff}, ${c.ip}` : c.ip, proto: f.xfProto ?? proto, host: f.xfHost ?? host, clientCert: c.clientCert };
+    return { for: c.ip, proto, host, clientCert: c.clientCert };
   }
 
   private clientError(err: NodeJS.ErrnoException, socket: Duplex): void {
@@ -343,6 +375,11 @@ export class HttpListener {
       return;
     }
     if (this.closing) res.shouldKeepAlive = false;
+    if (!this.conn(req.socket).allowed) {
+      this.deps.observer.httpRequest(this.settings.name, DEFAULT_SERVICE_LABEL, method, 403, 0);
+      reply(res, 403, true);
+      return;
+    }
     const rule = this.routes().match(normalizeHost(target.host ?? facts.host), target.path);
     if (rule === undefined) {
       this.deps.observer.httpRequest(this.settings.name, DEFAULT_SERVICE_LABEL, method, 404, 0);
@@ -370,13 +407,17 @@ export class HttpListener {
       rawReply(socket, 400);
       return;
     }
+    const c = this.conn(socket);
+    if (!c.allowed) {
+      rawReply(socket, 403);
+      return;
+    }
     const rule = this.routes().match(normalizeHost(target.host ?? facts.host), target.path);
     if (rule === undefined) {
       this.deps.observer.httpRequest(this.settings.name, DEFAULT_SERVICE_LABEL, method, 404, 0);
       rawReply(socket, 404);
       return;
     }
-    const c = this.conn(socket);
     let protocol = '';
     for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i]!.toLowerCase() === 'upgrade') protocol = req.rawHeaders[i + 1]!;
     const headers = upstreamRequestHeaders(req.rawHeaders, this.forwarded(c, facts, target.host ?? facts.host), protocol, target.host);
@@ -384,6 +425,14 @@ export class HttpListener {
     this.tunnels.add(t);
     t.start();
   }
+}
+
+/** XFCC (Envoy's X-Forwarded-Client-Cert format) for a verified client. */
+function xfccOf(id: PeerIdentity): string {
+  let s = `Hash=${id.hash};Subject="${id.subject.replace(/["\\]/g, '\\$&')}"`;
+  for (const u of id.uris) s += `;URI=${u}`;
+  for (const d of id.dnsNames) s += `;DNS=${d}`;
+  return s;
 }
 
 function upstreamSettings(s: HttpListenerSettings): UpstreamSettings {
@@ -701,7 +750,8 @@ class Tunnel {
     this.attempts++;
     pool.acquire(ep);
     const t0 = pool.clock.now();
-    const up = net.connect({ host: ep.host, port: ep.port, noDelay: true });
+    const upTls = this.listener.deps.upstreamTls(ep.service);
+    const up = tcpConnect(ep.host, ep.port, upTls);
     this.up = up;
     const timeout = this.listener.settings.timeouts.connect;
     if (timeout > 0) {
@@ -711,7 +761,7 @@ class Tunnel {
         up.destroy(err);
       }, timeout);
     }
-    up.once('connect', () => {
+    up.once(upTls ? 'secureConnect' : 'connect', () => {
       if (this.connectTimer) clearTimeout(this.connectTimer);
       const now = pool.clock.now();
       observer.upstreamConnect(ep.service, ep.id, 'ok', (now - t0) / 1000);

@@ -1,12 +1,15 @@
 import net from 'node:net';
+import tls from 'node:tls';
 import type { PickContext } from '../balancer/index.js';
+import type { PeerIdentity, TlsTerminator, UpstreamTls } from '../core/tls.js';
 import { BerthError } from '../core/errors.js';
 import { nullObserver, type ProxyObserver } from '../core/observer.js';
 import { formatHostPort } from '../core/types.js';
 import type { Logger } from '../log.js';
 import type { EndpointState } from '../pool/endpoint.js';
 import type { Pool, ServicePool } from '../pool/pool.js';
-import { connectResult, tcpConnect, type ConnectFn } from './connect.js';
+import { abortSocket, connectResult, tcpConnect, type ConnectFn } from './connect.js';
+import { proxyHeader } from './proxy-protocol.js';
 
 /** What a tcp listener needs to know; a subset of config's ListenerConfig. */
 export interface TcpListenerSettings {
@@ -22,6 +25,8 @@ export interface TcpListenerSettings {
    * starting to listen, or a brief refusal during a restart.
    */
   readonly retryBackoff: number;
+  /** Send a PROXY protocol header to the endpoint first. */
+  readonly proxyProtocol?: 'off' | 'v1' | 'v2';
 }
 
 export interface TcpListenerDeps {
@@ -29,6 +34,10 @@ export interface TcpListenerDeps {
   readonly log: Logger;
   readonly observer?: ProxyObserver;
   readonly connect?: ConnectFn;
+  /** TLS termination (fixed for the listener's life: the socket type depends on it). */
+  readonly tls?: TlsTerminator | null;
+  /** TLS towards a service's endpoints, if it has any. */
+  readonly upstreamTls?: (service: string) => UpstreamTls | undefined;
 }
 
 /**
@@ -51,10 +60,35 @@ export class TcpListener {
 
   constructor(settings: TcpListenerSettings, deps: TcpListenerDeps) {
     this.settings = settings;
-    this.deps = { observer: nullObserver, connect: tcpConnect, ...deps };
-    // pauseOnConnect: the client's first bytes wait in the kernel until an
-    // endpoint is connected, so nothing is read that could be lost.
-    this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (socket) => this.accept(socket));
+    this.deps = { observer: nullObserver, connect: tcpConnect, tls: null, upstreamTls: () => undefined, ...deps };
+    const t = this.deps.tls;
+    if (t) {
+      const server = tls.createServer({ ...t.serverOptions(), allowHalfOpen: true, noDelay: true }, (socket) => this.acceptTls(t, socket));
+      server.on('tlsClientError', (err) => this.deps.observer.tlsHandshake(this.settings.name, t.classify(err)));
+      t.attach(server);
+      this.server = server;
+    } else {
+      // pauseOnConnect: the client's first bytes wait in the kernel until an
+      // endpoint is connected, so nothing is read that could be lost.
+      this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (socket) => this.accept(socket, null));
+    }
+  }
+
+  /** A completed handshake: a verified client not on the allow-list is closed here. */
+  private acceptTls(t: TlsTerminator, socket: tls.TLSSocket): void {
+    // Decrypted bytes wait in the socket until an endpoint is connected.
+    socket.pause();
+    const { identity, allowed } = t.check(socket);
+    if (!allowed) {
+      this.deps.observer.tlsHandshake(this.settings.name, 'not_allowed');
+      const { log } = this.deps;
+      if (log.isLevelEnabled('debug')) log.debug({ listener: this.settings.name, subject: identity?.subject, uris: identity?.uris }, 'client identity not allowed');
+      socket.on('error', noop);
+      socket.destroy();
+      return;
+    }
+    this.deps.observer.tlsHandshake(this.settings.name, 'ok');
+    this.accept(socket, identity);
   }
 
   /** Binds the listener. Rejects with BERTH_ERR_LISTEN when the address cannot be bound. */
@@ -95,9 +129,9 @@ export class TcpListener {
     for (const s of this.sessions) s.destroy();
   }
 
-  private accept(client: net.Socket): void {
+  private accept(client: net.Socket, identity: PeerIdentity | null): void {
     this.deps.observer.listenerAccepted(this.settings.name);
-    const session = new TcpSession(this, client);
+    const session = new TcpSession(this, client, identity);
     this.sessions.add(session);
     session.start();
   }
@@ -199,6 +233,8 @@ class TcpSession {
    */
   private replay: Buffer[] | null | undefined = undefined;
   private replayBytes = 0;
+  /** The verified client identity (mTLS), for PROXY v2. */
+  private readonly identity: PeerIdentity | null;
   private clientEnded = false;
   private clientClosed = false;
   private upstreamAnswered = false;
@@ -207,10 +243,11 @@ class TcpSession {
   /** Leaves the service's wait queue. */
   private cancelQueue: (() => void) | null = null;
 
-  constructor(listener: TcpListener, client: net.Socket) {
+  constructor(listener: TcpListener, client: net.Socket, identity: PeerIdentity | null) {
     this.listener = listener;
     this.client = client;
     this.settings = listener.settings;
+    this.identity = identity;
   }
 
   start(): void {
@@ -276,10 +313,12 @@ class TcpSession {
     this.endpoint = ep;
     pool.acquire(ep);
     this.connectStart = pool.clock.now();
-    const up = this.listener.deps.connect(ep.host, ep.port);
+    const upTls = this.listener.deps.upstreamTls(ep.service);
+    const up = this.listener.deps.connect(ep.host, ep.port, upTls);
     (up as Tagged)[kSession] = this;
     this.upstream = up;
-    up.on('connect', onUpstreamConnect);
+    // With TLS to the endpoint, "connected" means the handshake is done.
+    up.on(upTls ? 'secureConnect' : 'connect', onUpstreamConnect);
     up.on('data', onUpstreamData);
     up.on('end', onUpstreamEnd);
     up.on('drain', onUpstreamDrain);
@@ -323,6 +362,8 @@ class TcpSession {
       return;
     }
     this.phase = Phase.Connected;
+    const pp = this.settings.proxyProtocol;
+    if (pp === 'v1' || pp === 'v2') up.write(proxyHeader(pp, this.client, this.client instanceof tls.TLSSocket ? { socket: this.client, identity: this.identity } : null));
     // After a retry: replay what the client already sent, then its half-close.
     if (this.replay) for (const chunk of this.replay) up.write(chunk);
     if (this.clientEnded) up.end();
@@ -396,7 +437,7 @@ class TcpSession {
     if (log.isLevelEnabled('debug')) log.debug({ listener: this.settings.name, endpoint: ep.id, err: err.code ?? err.message }, 'upstream error');
     // Pass the failure on as a reset, so the client cannot take a cut stream for a whole one.
     this.phase = Phase.Closed;
-    if (!this.client.destroyed) this.client.resetAndDestroy();
+    if (!this.client.destroyed) abortSocket(this.client);
   }
 
   upstreamClose(): void {
@@ -417,7 +458,7 @@ class TcpSession {
   clientError(): void {
     this.phase = Phase.Closed;
     const up = this.upstream;
-    if (up !== null && !up.destroyed) up.resetAndDestroy();
+    if (up !== null && !up.destroyed) abortSocket(up);
   }
 
   clientClose(): void {
@@ -459,7 +500,7 @@ class TcpSession {
     if (log.isLevelEnabled('debug')) log.debug({ listener: this.settings.name, service: this.settings.service, reason, attempts: this.attempts }, 'no usable endpoint');
     this.donePending();
     this.phase = Phase.Closed;
-    if (!this.client.destroyed) this.client.resetAndDestroy();
+    if (!this.client.destroyed) abortSocket(this.client);
   }
 
   private release(up: net.Socket, ep: EndpointState): void {

@@ -34,6 +34,7 @@ export function countingObserver(): ProxyObserver & { counts: Record<string, num
     httpRequest: (_l, _s, _m, status) => inc(`http.${status}`),
     httpRejected: (_l, reason) => inc(`rejected.${reason}`),
     httpUpgrade: () => inc('upgrade'),
+    tlsHandshake: (_l, result) => inc(`tls.${result}`),
   };
 }
 

@@ -1,0 +1,38 @@
+/**
+ * What the proxy needs from TLS termination, as an interface: src/tls implements
+ * it (files, reloads, SNI, allow-lists), the listeners only call it. Types only.
+ */
+import type { TLSSocket, TlsOptions, ConnectionOptions } from 'node:tls';
+
+/** How a handshake ended (the `result` label of berth_tls_handshakes_total). */
+export type HandshakeResult = 'ok' | 'no_cert' | 'bad_cert' | 'not_allowed' | 'protocol';
+
+/** A verified client's identity, as passed on to endpoints. */
+export interface PeerIdentity {
+  /** SHA-256 of the certificate (DER), lowercase hex. */
+  readonly hash: string;
+  /** Subject as "CN=x,OU=y,O=z". */
+  readonly subject: string;
+  readonly cn: string | undefined;
+  readonly uris: readonly string[];
+  readonly dnsNames: readonly string[];
+}
+
+export interface TlsTerminator {
+  /** Options for tls.createServer / https.createServer (SNI, client verification, versions, ALPN). */
+  serverOptions(): TlsOptions;
+  /** True when client certificates are required (mTLS). */
+  readonly mutual: boolean;
+  /**
+   * After a completed handshake: the client's identity (mTLS) and whether the
+   * allow-list admits it. Without mTLS: { identity: null, allowed: true }.
+   */
+  check(socket: TLSSocket): { identity: PeerIdentity | null; allowed: boolean };
+  /** Classifies a failed handshake (the server's tlsClientError). */
+  classify(err: Error): HandshakeResult;
+  /** Called with the server once it exists, so reloaded material reaches it. */
+  attach(server: { setSecureContext(options: TlsOptions): void }): void;
+}
+
+/** TLS towards the endpoints of a service: options for tls.connect, minus host and port. */
+export type UpstreamTls = Readonly<Pick<ConnectionOptions, 'ca' | 'cert' | 'key' | 'servername' | 'rejectUnauthorized' | 'minVersion'>>;

@@ -1,0 +1,277 @@
+/**
+ * TLS termination material for one listener: certificate files (a default one and
+ * more chosen by SNI), client verification (mTLS) with an identity allow-list,
+ * and hot reload: the files are watched (and reread on config reload); a bad new
+ * file keeps the old material, logged and counted.
+ */
+import { createHash, X509Certificate } from 'node:crypto';
+import { readFileSync, unwatchFile, watchFile } from 'node:fs';
+import tls, { type SecureContext, type TLSSocket, type TlsOptions } from 'node:tls';
+import { BerthError } from '../core/errors.js';
+import type { HandshakeResult, PeerIdentity, TlsTerminator, UpstreamTls } from '../core/tls.js';
+import type { Logger } from '../log.js';
+
+export interface ListenerTlsConfig {
+  readonly cert: string;
+  readonly key: string;
+  readonly sni: readonly { readonly cert: string; readonly key: string; readonly serverNames?: readonly string[] | undefined }[];
+  readonly clientCa?: string | undefined;
+  readonly allow: readonly string[];
+  readonly crl?: string | undefined;
+  readonly minVersion: 'TLSv1.2' | 'TLSv1.3';
+  readonly alpn?: readonly string[] | undefined;
+}
+
+export interface TlsObserver {
+  /** Material (re)loaded: the earliest certificate expiry (ms since epoch), or a failed reload. */
+  tlsMaterial(listener: string, ok: boolean, notAfterMs: number | null): void;
+}
+
+const WARN_DAYS = 14;
+const DAY = 86_400_000;
+
+interface Material {
+  readonly defaults: TlsOptions;
+  readonly exact: Map<string, SecureContext>;
+  readonly wildcard: { suffix: string; ctx: SecureContext }[];
+  readonly notAfter: number;
+  readonly key: string;
+}
+
+function read(path: string, field: string, listener: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new BerthError('BERTH_ERR_TLS', `listener ${listener}: cannot read tls.${field} ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
+  }
+}
+
+/** SAN DNS names of the first certificate in a PEM chain. */
+function dnsNamesOf(pem: Buffer): string[] {
+  const san = new X509Certificate(pem).subjectAltName ?? '';
+  return san
+    .split(', ')
+    .filter((s) => s.startsWith('DNS:'))
+    .map((s) => s.slice(4).toLowerCase());
+}
+
+/** An allow-list entry as a predicate on identities. */
+function allowRule(entry: string): (id: PeerIdentity) => boolean {
+  if (entry.startsWith('URI:')) {
+    const uri = entry.slice(4);
+    return (id) => id.uris.includes(uri);
+  }
+  if (entry.startsWith('DNS:')) {
+    const name = entry.slice(4).toLowerCase();
+    if (name.startsWith('*.')) {
+      const suffix = name.slice(1);
+      // One label deep, as in certificate wildcards: *.internal matches a.internal, not a.b.internal.
+      return (id) => id.dnsNames.some((d) => d.endsWith(suffix) && d.length > suffix.length && !d.slice(0, -suffix.length).includes('.'));
+    }
+    return (id) => id.dnsNames.includes(name);
+  }
+  const cn = entry.slice(3);
+  return (id) => id.cn === cn;
+}
+
+function subjectString(subject: Record<string, string | string[]> | undefined): string {
+  if (!subject) return '';
+  const parts: string[] = [];
+  for (const [k, v] of Object.entries(subject)) for (const x of Array.isArray(v) ? v : [v]) parts.push(`${k}=${x}`);
+  return parts.reverse().join(',');
+}
+
+export class ListenerTls implements TlsTerminator {
+  private material: Material;
+  private server: { setSecureContext(options: TlsOptions): void } | null = null;
+  private readonly rules: ((id: PeerIdentity) => boolean)[];
+  private watched: string[] = [];
+  readonly mutual: boolean;
+
+  constructor(
+    private readonly listener: string,
+    private cfg: ListenerTlsConfig,
+    private readonly log: Logger,
+    private readonly observer: TlsObserver,
+    private readonly isHttp: boolean,
+  ) {
+    this.material = this.load(cfg);
+    this.mutual = cfg.clientCa !== undefined;
+    this.rules = cfg.allow.map(allowRule);
+    this.report(true);
+  }
+
+  /** Reads every file and builds the contexts; throws BERTH_ERR_TLS naming the field. */
+  private load(cfg: ListenerTlsConfig): Material {
+    const l = this.listener;
+    const ca = cfg.clientCa !== undefined ? read(cfg.clientCa, 'clientCa', l) : undefined;
+    const crl = cfg.crl !== undefined ? read(cfg.crl, 'crl', l) : undefined;
+    const base = { minVersion: cfg.minVersion, ...(ca ? { ca } : {}), ...(crl ? { crl } : {}) } as const;
+    const cert = read(cfg.cert, 'cert', l);
+    const key = read(cfg.key, 'key', l);
+    const build = (c: Buffer, k: Buffer, field: string): SecureContext => {
+      try {
+        return tls.createSecureContext({ ...base, cert: c, key: k });
+      } catch (err) {
+        throw new BerthError('BERTH_ERR_TLS', `listener ${l}: tls.${field}: ${(err as Error).message}`, { cause: err });
+      }
+    };
+    build(cert, key, 'cert');
+    let notAfter = Date.parse(new X509Certificate(cert).validTo);
+    const exact = new Map<string, SecureContext>();
+    const wildcard: { suffix: string; ctx: SecureContext }[] = [];
+    cfg.sni.forEach((s, i) => {
+      const c = read(s.cert, `sni[${i}].cert`, l);
+      const k = read(s.key, `sni[${i}].key`, l);
+      const ctx = build(c, k, `sni[${i}]`);
+      notAfter = Math.min(notAfter, Date.parse(new X509Certificate(c).validTo));
+      for (const name of s.serverNames ?? dnsNamesOf(c)) {
+        const n = name.toLowerCase();
+        if (n.startsWith('*.')) wildcard.push({ suffix: n.slice(1), ctx });
+        else exact.set(n, ctx);
+      }
+    });
+    wildcard.sort((a, b) => b.suffix.length - a.suffix.length);
+    const files = [cfg.cert, cfg.key, cfg.clientCa, cfg.crl, ...cfg.sni.flatMap((s) => [s.cert, s.key])].filter((f): f is string => f !== undefined);
+    return { defaults: { ...base, cert, key }, exact, wildcard, notAfter, key: files.join('\0') };
+  }
+
+  private report(atStart: boolean): void {
+    const m = this.material;
+    this.observer.tlsMaterial(this.listener, true, m.notAfter);
+    const days = (m.notAfter - Date.now()) / DAY;
+    if (days < WARN_DAYS) {
+      this.log.warn({ listener: this.listener, expires: new Date(m.notAfter).toISOString(), days: Math.floor(days) }, days < 0 ? 'tls certificate has expired' : 'tls certificate expires soon');
+    } else if (!atStart) {
+      this.log.info({ listener: this.listener, expires: new Date(m.notAfter).toISOString() }, 'tls material reloaded');
+    }
+  }
+
+  serverOptions(): TlsOptions {
+    const alpn = this.cfg.alpn ?? (this.isHttp ? ['http/1.1'] : undefined);
+    return {
+      ...this.material.defaults,
+      requestCert: this.mutual,
+      rejectUnauthorized: this.mutual,
+      ...(alpn ? { ALPNProtocols: [...alpn] } : {}),
+      SNICallback: (servername, cb) => cb(null, this.contextFor(servername)),
+      // Resumed sessions skip the certificate check: tickets are per process and
+      // material, so a reload (new key) does not resume under old trust.
+      sessionTimeout: 300,
+    };
+  }
+
+  private contextFor(servername: string): SecureContext | undefined {
+    const m = this.material;
+    const name = servername.toLowerCase();
+    const hit = m.exact.get(name);
+    if (hit) return hit;
+    for (const w of m.wildcard) if (name.endsWith(w.suffix) && !name.slice(0, -w.suffix.length).includes('.')) return w.ctx;
+    // undefined: the server's default context.
+    return undefined;
+  }
+
+  attach(server: { setSecureContext(options: TlsOptions): void }): void {
+    this.server = server;
+    this.watch();
+  }
+
+  check(socket: TLSSocket): { identity: PeerIdentity | null; allowed: boolean } {
+    if (!this.mutual) return { identity: null, allowed: true };
+    const cert = socket.getPeerCertificate();
+    if (!cert || !cert.raw) return { identity: null, allowed: false };
+    const san = cert.subjectaltname ?? '';
+    const uris: string[] = [];
+    const dnsNames: string[] = [];
+    for (const part of san.split(', ')) {
+      if (part.startsWith('URI:')) uris.push(part.slice(4));
+      else if (part.startsWith('DNS:')) dnsNames.push(part.slice(4).toLowerCase());
+    }
+    const subject = cert.subject as unknown as Record<string, string | string[]> | undefined;
+    const cnRaw = subject?.['CN'];
+    const identity: PeerIdentity = {
+      hash: createHash('sha256').update(cert.raw).digest('hex'),
+      subject: subjectString(subject),
+      cn: Array.isArray(cnRaw) ? cnRaw[0] : cnRaw,
+      uris,
+      dnsNames,
+    };
+    const allowed = this.rules.length === 0 || this.rules.some((r) => r(identity));
+    return { identity, allowed };
+  }
+
+  classify(err: Error): HandshakeResult {
+    const text = `${(err as NodeJS.ErrnoException).code ?? ''} ${err.message}`.toUpperCase();
+    if (text.includes('PEER_DID_NOT_RETURN_A_CERTIFICATE') || text.includes('NO_CERTIFICATE')) return 'no_cert';
+    if (/CERT|ISSUER|SELF_SIGNED|VERIFY|EXPIRED|REVOKED|UNKNOWN_CA|SIGNATURE/.test(text)) return 'bad_cert';
+    return 'protocol';
+  }
+
+  /** New settings (config reload): reread everything; on failure keep the old material. */
+  configure(cfg: ListenerTlsConfig): void {
+    this.cfg = cfg;
+    this.reload('config reload');
+  }
+
+  private reload(why: string): void {
+    let next: Material;
+    try {
+      next = this.load(this.cfg);
+    } catch (err) {
+      this.observer.tlsMaterial(this.listener, false, null);
+      this.log.error({ listener: this.listener, why, err: err instanceof Error ? err.message : String(err) }, 'tls reload failed; keeping the current certificates');
+      return;
+    }
+    this.material = next;
+    this.server?.setSecureContext(this.serverOptions());
+    this.report(false);
+    this.watch();
+  }
+
+  private watch(): void {
+    const files = this.material.key.split('\0');
+    if (files.join('\0') === this.watched.join('\0')) return;
+    this.unwatch();
+    // Polling (stat), not inotify: survives the symlink swaps of mounted secrets.
+    for (const f of files) watchFile(f, { interval: 1000, persistent: false }, (cur, prev) => {
+      if (cur.mtimeMs !== prev.mtimeMs || cur.size !== prev.size || cur.ino !== prev.ino) this.reload(`${f} changed`);
+    });
+    this.watched = files;
+  }
+
+  private unwatch(): void {
+    for (const f of this.watched) unwatchFile(f);
+    this.watched = [];
+  }
+
+  close(): void {
+    this.unwatch();
+  }
+}
+
+export interface UpstreamTlsConfig {
+  readonly ca?: string | undefined;
+  readonly cert?: string | undefined;
+  readonly key?: string | undefined;
+  readonly serverName?: string | undefined;
+  readonly insecure: boolean;
+}
+
+/** Reads a service's upstream TLS files; throws BERTH_ERR_TLS naming the field. */
+export function loadUpstreamTls(service: string, c: UpstreamTlsConfig): UpstreamTls {
+  const r = (path: string, field: string) => {
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      throw new BerthError('BERTH_ERR_TLS', `service ${service}: cannot read upstreamTls.${field} ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
+    }
+  };
+  return {
+    ...(c.ca !== undefined ? { ca: r(c.ca, 'ca') } : {}),
+    ...(c.cert !== undefined ? { cert: r(c.cert, 'cert') } : {}),
+    ...(c.key !== undefined ? { key: r(c.key, 'key') } : {}),
+    ...(c.serverName !== undefined ? { servername: c.serverName } : {}),
+    rejectUnauthorized: !c.insecure,
+    minVersion: 'TLSv1.2',
+  };
+}
