@@ -24,10 +24,11 @@ export interface TlsTerminator {
   /** True when client certificates are required (mTLS). */
   readonly mutual: boolean;
   /**
-   * After a completed handshake: the client's identity (mTLS) and whether the
-   * allow-list admits it. Without mTLS: { identity: null, allowed: true }.
+   * After a completed handshake: the client's identity (mTLS) and the verdict:
+   * ok, no_cert / bad_cert (not verified: close at once), not_allowed (verified, not
+   * on the allow-list). Without mTLS: { identity: null, result: 'ok' }.
    */
-  check(socket: TLSSocket): { identity: PeerIdentity | null; allowed: boolean };
+  check(socket: TLSSocket): { identity: PeerIdentity | null; result: HandshakeResult };
   /** Classifies a failed handshake (the server's tlsClientError). */
   classify(err: Error): HandshakeResult;
   /** Called with the server once it exists, so reloaded material reaches it. */

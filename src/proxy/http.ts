@@ -332,11 +332,16 @@ export class HttpListener {
 
   /** A completed handshake: the client's identity is checked once per connection. */
   private secured(t: TlsTerminator, socket: tls.TLSSocket): void {
-    const { identity, allowed } = t.check(socket);
+    const { identity, result } = t.check(socket);
+    this.deps.observer.tlsHandshake(this.settings.name, result);
+    if (result === 'no_cert' || result === 'bad_cert') {
+      // Not verified: nothing to answer; a verified client not on the list gets 403s instead.
+      socket.destroy();
+      return;
+    }
     const c = this.conn(socket);
-    c.allowed = allowed;
+    c.allowed = result === 'ok';
     c.clientCert = identity ? xfccOf(identity) : undefined;
-    this.deps.observer.tlsHandshake(this.settings.name, allowed ? 'ok' : 'not_allowed');
   }
 
   forwarded(c: ConnFacts, f: RequestFacts, host: string | undefined): Forwarded {

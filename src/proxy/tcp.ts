@@ -78,11 +78,11 @@ export class TcpListener {
   private acceptTls(t: TlsTerminator, socket: tls.TLSSocket): void {
     // Decrypted bytes wait in the socket until an endpoint is connected.
     socket.pause();
-    const { identity, allowed } = t.check(socket);
-    if (!allowed) {
-      this.deps.observer.tlsHandshake(this.settings.name, 'not_allowed');
+    const { identity, result } = t.check(socket);
+    if (result !== 'ok') {
+      this.deps.observer.tlsHandshake(this.settings.name, result);
       const { log } = this.deps;
-      if (log.isLevelEnabled('debug')) log.debug({ listener: this.settings.name, subject: identity?.subject, uris: identity?.uris }, 'client identity not allowed');
+      if (log.isLevelEnabled('debug')) log.debug({ listener: this.settings.name, result, reason: socket.authorizationError, subject: identity?.subject, uris: identity?.uris }, 'client refused after the handshake');
       socket.on('error', noop);
       socket.destroy();
       return;

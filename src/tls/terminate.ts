@@ -152,7 +152,9 @@ export class ListenerTls implements TlsTerminator {
     return {
       ...this.material.defaults,
       requestCert: this.mutual,
-      rejectUnauthorized: this.mutual,
+      // Verified by check() after the handshake, so a refusal is counted with its
+      // reason (node's own rejection closes the socket and reports only "hang up").
+      rejectUnauthorized: false,
       ...(alpn ? { ALPNProtocols: [...alpn] } : {}),
       SNICallback: (servername, cb) => cb(null, this.contextFor(servername)),
       // Resumed sessions skip the certificate check: tickets are per process and
@@ -176,10 +178,11 @@ export class ListenerTls implements TlsTerminator {
     this.watch();
   }
 
-  check(socket: TLSSocket): { identity: PeerIdentity | null; allowed: boolean } {
-    if (!this.mutual) return { identity: null, allowed: true };
+  check(socket: TLSSocket): { identity: PeerIdentity | null; result: HandshakeResult } {
+    if (!this.mutual) return { identity: null, result: 'ok' };
     const cert = socket.getPeerCertificate();
-    if (!cert || !cert.raw) return { identity: null, allowed: false };
+    if (!cert || !cert.raw) return { identity: null, result: 'no_cert' };
+    if (!socket.authorized) return { identity: null, result: 'bad_cert' };
     const san = cert.subjectaltname ?? '';
     const uris: string[] = [];
     const dnsNames: string[] = [];
@@ -197,7 +200,7 @@ export class ListenerTls implements TlsTerminator {
       dnsNames,
     };
     const allowed = this.rules.length === 0 || this.rules.some((r) => r(identity));
-    return { identity, allowed };
+    return { identity, result: allowed ? 'ok' : 'not_allowed' };
   }
 
   classify(err: Error): HandshakeResult {
