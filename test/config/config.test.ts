@@ -185,3 +185,34 @@ t.test('YAML and JSON files; syntax errors; overrides', async (t) => {
   await writeFile(dup, 'listeners: []\nlisteners: []\n');
   await t.rejects(loadConfigFile(dup), { code: 'BERTH_ERR_CONFIG_READ' });
 });
+
+t.test('tls, proxyProtocol and upstreamTls: accepted and checked', async (t) => {
+  const c = validateConfig({
+    listeners: [
+      { name: 'a', bind: '1', service: 's', proxyProtocol: 'v2', tls: { cert: '/c.pem', key: '/k.pem', clientCa: '/ca.pem', allow: ['URI:spiffe://shop/x', 'DNS:*.internal', 'CN=billing'] } },
+      { name: 'b', bind: '2', mode: 'http', service: 's', tls: { cert: '/c.pem', key: '/k.pem', minVersion: 'TLSv1.3', sni: [{ cert: '/a.pem', key: '/a-key.pem' }] } },
+    ],
+    services: { s: { upstreamTls: { ca: '/ca.pem', cert: '/c.pem', key: '/k.pem', serverName: 'web.internal' } } },
+  });
+  t.equal(c.listeners[0]!.proxyProtocol, 'v2');
+  t.equal(c.listeners[0]!.tls?.minVersion, 'TLSv1.2', 'TLS 1.2 minimum by default');
+  t.equal(c.listeners[1]!.tls?.minVersion, 'TLSv1.3');
+  t.equal(c.services.get('s')!.upstreamTls?.serverName, 'web.internal');
+  const errs = issues(() =>
+    validateConfig({
+      listeners: [
+        { bind: '1', service: 's', tls: { cert: '/c.pem', key: '/k.pem', allow: ['URI:spiffe://x'] } },
+        { bind: '2', service: 's', tls: { cert: '/c.pem', key: '/k.pem', clientCa: '/ca', allow: ['spiffe://x'], minVersion: 'TLSv1.1' } },
+        { bind: '3', mode: 'http', service: 's', proxyProtocol: 'v2' },
+      ],
+      services: { s: { upstreamTls: { cert: '/c.pem' } } },
+    }),
+  );
+  t.match(errs, [
+    /listeners\[0\]\.tls\.allow: allow needs clientCa/,
+    /listeners\[1\]\.tls\.allow\[0\]: expected URI:<uri>, DNS:<name or \*\.suffix> or CN=<name>/,
+    /listeners\[1\]\.tls\.minVersion: expected TLSv1\.2 or TLSv1\.3/,
+  ]);
+  const cross = issues(() => validateConfig({ listeners: [{ bind: '3', mode: 'http', service: 's', proxyProtocol: 'v2' }], services: { s: { upstreamTls: { cert: '/c.pem' } } } }));
+  t.same(cross, ['listeners[0].proxyProtocol: PROXY protocol is for tcp listeners (http listeners send X-Forwarded-*)', 'services.s.upstreamTls: cert and key go together']);
+});
