@@ -13,6 +13,8 @@ export interface Pki {
   issue(name: string, opts: { ca?: string; cn?: string; san?: string; usage: 'server' | 'client'; days?: number }): void;
   /** Creates a self-signed CA. */
   ca(name: string): void;
+  /** Revokes `names` (issued by "ca") and writes the CA's CRL; returns its path. */
+  crl(names: string[]): string;
 }
 
 function openssl(...args: string[]): void {
@@ -30,6 +32,16 @@ export function makePki(): Pki {
     key,
     ca(name) {
       openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key(name), '-out', cert(name), '-subj', `/CN=${name}`, '-days', '30', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
+    },
+    crl(names) {
+      const cnf = join(dir, 'ca.cnf');
+      writeFileSync(join(dir, 'index.txt'), '');
+      writeFileSync(join(dir, 'crlnumber'), '01\n');
+      writeFileSync(cnf, `[ ca ]\ndefault_ca = d\n[ d ]\ndatabase = ${join(dir, 'index.txt')}\ncrlnumber = ${join(dir, 'crlnumber')}\ndefault_md = sha256\ndefault_crl_days = 30\n`);
+      for (const n of names) openssl('ca', '-config', cnf, '-keyfile', key('ca'), '-cert', cert('ca'), '-revoke', cert(n));
+      const out = join(dir, 'ca.crl');
+      openssl('ca', '-config', cnf, '-keyfile', key('ca'), '-cert', cert('ca'), '-gencrl', '-out', out);
+      return out;
     },
     issue(name, o) {
       const ca = o.ca ?? 'ca';

@@ -104,6 +104,22 @@ t.test('tcp mTLS: allowed identities pass; others are refused and counted by rea
   t.equal(obs.counts['connect.ok'], 2, 'only allowed clients reached the endpoint');
 });
 
+t.test('a revoked client certificate (CRL) is refused as bad_cert; others still pass', async (t) => {
+  pki.issue('revoked', { cn: 'revoked', san: 'URI:spiffe://shop/frontend', usage: 'client' });
+  const crl = pki.crl(['revoked']);
+  const echo = await echoServer();
+  const obs = countingObserver();
+  const p = await tlsTcpProxy(echo.port, tlsConfig({ crl }), obs);
+  t.teardown(() => {
+    p.close();
+    echo.close();
+  });
+  t.notMatch((await sClient(p.port, clientArgs('revoked'), 'hello revoked\n')).out, /hello/);
+  t.match((await sClient(p.port, clientArgs('frontend'), 'hello frontend\n')).out, /hello/);
+  t.equal(obs.counts['tls.bad_cert'], 1);
+  t.equal(obs.counts['tls.ok'], 1);
+});
+
 t.test('SNI picks the certificate; without a match the default one', async (t) => {
   const echo = await echoServer();
   const p = await tlsTcpProxy(echo.port, tlsConfig({ clientCa: undefined, allow: [], sni: [{ cert: pki.cert('api'), key: pki.key('api') }] }), countingObserver());
