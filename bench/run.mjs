@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run bench -- [tcp|http|docker|metrics] [--reps N] [--seconds S] [--rss-connections N]
+// npm run bench -- [tcp|http|tls|docker|metrics] [--reps N] [--seconds S] [--rss-connections N]
 // Prints a markdown table of medians and ratios, and writes the raw runs to bench/out/.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -7,13 +7,14 @@ import { dockerBench } from './docker.mjs';
 import { httpBench } from './http.mjs';
 import { metricsBench } from './metrics.mjs';
 import { tcpBench } from './tcp.mjs';
+import { tlsBench } from './tls.mjs';
 
 const argv = process.argv.slice(2);
 const opt = (name, def) => {
   const i = argv.indexOf(`--${name}`);
   return i >= 0 ? Number(argv[i + 1]) : def;
 };
-const suites = { tcp: tcpBench, http: httpBench, docker: dockerBench, metrics: metricsBench };
+const suites = { tcp: tcpBench, http: httpBench, tls: tlsBench, docker: dockerBench, metrics: metricsBench };
 const chosen = argv.filter((a, i) => !a.startsWith('--') && !(i > 0 && argv[i - 1].startsWith('--')));
 const names = chosen.length ? chosen : Object.keys(suites);
 const params = { reps: opt('reps', 3), seconds: opt('seconds', 5), rssConnections: opt('rss-connections', 5000), iterations: opt('iterations', 10) };
