@@ -5,12 +5,13 @@
  */
 import { AdminServer } from './admin/server.js';
 import { RateSampler, servicesView, type ProviderView, type Readiness } from './admin/view.js';
-import type { Config, DockerDiscoveryConfig, ListenerConfig } from './config/schema.js';
+import type { Config, DnsDiscoveryConfig, DockerDiscoveryConfig, ListenerConfig } from './config/schema.js';
 import { nullDiscoveryObserver, type DiscoveryObserver } from './core/discovery.js';
 import { BerthError } from './core/errors.js';
 import { nullObserver, type ProxyObserver } from './core/observer.js';
 import { dockerClient } from './discovery/docker/client.js';
 import { DockerProvider } from './discovery/docker/provider.js';
+import { DnsProvider } from './discovery/dns.js';
 import { HealthChecker, type CheckChange, type CheckTarget } from './health/checker.js';
 import { httpProbe, tcpProbe } from './health/probe.js';
 import { MetricsCollector } from './metrics/collect.js';
@@ -100,6 +101,9 @@ export class Berth {
   /** The running Docker provider and the settings it was built from. */
   docker: DockerProvider | null = null;
   private dockerKey = '';
+  /** The running DNS provider and the settings it was built from. */
+  dns: DnsProvider | null = null;
+  private dnsKey = '';
 
   constructor(config: Config, opts: BerthOptions) {
     this.config = config;
@@ -288,11 +292,48 @@ export class Berth {
     }
   }
 
+  /**
+   * Starts, replaces or stops the DNS provider to match `entries`. Lookups that fail
+   * at start are logged and retried (a resolver that is down must not keep berth
+   * from serving its other services).
+   */
+  private async applyDns(entries: readonly DnsDiscoveryConfig[]): Promise<void> {
+    const key = JSON.stringify(entries);
+    if (key === this.dnsKey) return;
+    let next: DnsProvider | null = null;
+    if (entries.length > 0) {
+      next = new DnsProvider({
+        entries,
+        log: this.log.child({ module: 'discovery', provider: 'dns' }),
+        observer: this.discoveryObserver,
+        onSnapshot: (snap) => {
+          this.pool.applySnapshot(snap);
+          this.opts.onProviderSnapshot?.(snap);
+        },
+      });
+      await next.start();
+    }
+    const old = this.dns;
+    this.dns = next;
+    this.dnsKey = key;
+    if (old) {
+      old.stop();
+      if (!next) {
+        const empty = { provider: 'dns', services: new Map() };
+        this.pool.applySnapshot(empty);
+        this.opts.onProviderSnapshot?.(empty);
+      }
+    }
+  }
+
   /** Binds every listener; on any failure closes what was bound and rejects (BERTH_ERR_LISTEN). */
   async start(): Promise<void> {
     this.upstreamTls = Berth.loadUpstreamTls(this.config);
     this.applyServices(this.config);
-    if (this.role !== 'worker') await this.applyDocker(this.config.discovery.docker);
+    if (this.role !== 'worker') {
+      await this.applyDocker(this.config.discovery.docker);
+      await this.applyDns(this.config.discovery.dns);
+    }
     const opened = await this.openAll(this.role === 'primary' ? [] : this.config.listeners);
     for (const [k, l] of opened) this.listeners.set(k, l);
     try {
@@ -359,6 +400,7 @@ export class Berth {
     try {
       if (this.role !== 'worker') {
         await this.applyDocker(next.discovery.docker);
+        await this.applyDns(next.discovery.dns);
         await this.applyAdmin(next.admin);
       }
     } catch (err) {
@@ -408,6 +450,7 @@ export class Berth {
     if (this.stopping) return 0;
     this.stopping = true;
     this.docker?.stop();
+    this.dns?.stop();
     this.checker?.stopAll();
     this.rates.stop();
     const all = [...this.listeners.values(), ...this.retired];
@@ -461,6 +504,7 @@ export class Berth {
   readiness(): Readiness {
     const reasons: string[] = [];
     if (this.docker && !this.docker.synced) reasons.push('docker discovery has not synced yet');
+    if (this.dns && !this.dns.synced) reasons.push('dns discovery has not had an answer for every name yet');
     for (const l of this.config.listeners) {
       for (const name of listenerServices(l)) {
         const s = this.pool.service(name);
@@ -475,17 +519,20 @@ export class Berth {
   }
 
   providers(): ProviderView[] {
+    const out: ProviderView[] = [];
     const d = this.docker;
-    if (!d) return [];
-    return [
-      {
+    if (d) {
+      out.push({
         name: d.name,
         connected: d.connected,
         synced: d.synced,
         lastSync: d.lastSyncAt ? new Date(d.lastSyncAt).toISOString() : null,
         skipped: d.skipped.map((k) => ({ container: k.name, reason: k.reason })),
-      },
-    ];
+      });
+    }
+    const n = this.dns;
+    if (n) out.push({ name: n.name, connected: n.connected, synced: n.synced, lastSync: n.lastSyncAt ? new Date(n.lastSyncAt).toISOString() : null, skipped: [] });
+    return out;
   }
 
   private adminSource() {

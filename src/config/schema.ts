@@ -196,14 +196,32 @@ const docker = z.strictObject({
   network: z.string().default(''),
 });
 
+const dnsServer = z.string().regex(/^(\[[0-9A-Fa-f:.]+\]|[0-9.]+|[0-9A-Fa-f:]+)(:\d{1,5})?$/, 'expected an IP address, optionally with :port ([v6]:port)');
+
+const dnsEntry = z
+  .strictObject({
+    /** The name to resolve: tasks.web, web.service.consul, _http._tcp.web.default.svc.cluster.local ... */
+    name: z.string().regex(/^[A-Za-z0-9_]([A-Za-z0-9_-]*)(\.[A-Za-z0-9_-]+)*\.?$/, 'expected a DNS name'),
+    service: name,
+    /** A/AAAA: the endpoints' port. SRV: taken from the records. */
+    port: z.number().int().min(1).max(65535).optional(),
+    type: z.enum(['A', 'AAAA', 'SRV'], { error: () => 'expected A, AAAA or SRV' }).default('A'),
+    interval: duration.default(5000),
+    /** DNS servers (default: the system's). */
+    servers: z.array(dnsServer).default([]),
+    timeout: duration.default(2000),
+  })
+  .refine((d) => d.type === 'SRV' || d.port !== undefined, { message: 'A and AAAA records need a port', path: ['port'] });
+
 const discovery = z.strictObject({
   docker: docker.optional(),
+  dns: z.array(dnsEntry).default([]),
 });
 
 export const configSchema = z.strictObject({
   listeners: z.array(listener).min(1, 'at least one listener is required'),
   services: z.record(name, service).default({}),
-  discovery: discovery.default({}),
+  discovery: discovery.default({ dns: [] }),
   admin: z.strictObject({ bind: adminAddress }).default({ bind: { host: '127.0.0.1', port: 9901 } }),
   /** How long SIGTERM waits for open connections before closing them (ms). */
   drainTimeout: duration.default(30_000),
@@ -264,6 +282,8 @@ export interface ServiceConfig {
 
 export type OutlierConfig = z.output<typeof outlier>;
 
+export type DnsDiscoveryConfig = z.output<typeof dnsEntry>;
+
 export interface DockerDiscoveryConfig {
   readonly host: string;
   readonly labelPrefix: string;
@@ -275,7 +295,7 @@ export interface DockerDiscoveryConfig {
 export interface Config {
   readonly listeners: readonly ListenerConfig[];
   readonly services: ReadonlyMap<string, ServiceConfig>;
-  readonly discovery: { readonly docker: DockerDiscoveryConfig | null };
+  readonly discovery: { readonly docker: DockerDiscoveryConfig | null; readonly dns: readonly DnsDiscoveryConfig[] };
   /** null when the admin server is off. */
   readonly admin: HostPort | null;
   readonly drainTimeout: number;
