@@ -5,6 +5,8 @@
 #   berth-test/node     the host's node binary plus the libraries ldd lists, and the
 #                       host's CA bundle (NODE_EXTRA_CA_CERTS) for builds needing npm
 #   berth-test/web      node + test/fixtures/web-backend.mjs (graceful HTTP endpoint)
+#   berth-test/berth    berth from the repository Dockerfile (NODE_IMAGE=berth-test/node);
+#                       the node base also carries the host npm for its build stage
 # An image is rebuilt only when its inputs changed (hash kept in a label).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,6 +55,13 @@ for lib in $(ldd "$node_bin" | grep -oE '/[^ ]+'); do
   cp -L "$lib" "$root$lib"
 done
 cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+# npm (self-contained under lib/node_modules/npm) for images that build with npm ci.
+npm_dir=$(dirname "$(dirname "$(readlink -f "$(command -v npm)")")")
+mkdir -p "$root/usr/local/lib/node_modules" "$root/usr/bin"
+cp -r "$npm_dir" "$root/usr/local/lib/node_modules/npm"
+ln -sf ../lib/node_modules/npm/bin/npm-cli.js "$root/usr/local/bin/npm"
+ln -sf /bin/busybox "$root/usr/bin/env"
+mkdir -p "$root/home/node" "$root/root" && chown 1000:1000 "$root/home/node"
 printf 'root:x:0:0::/root:/bin/sh\nnode:x:1000:1000::/home/node:/bin/sh\n' > "$root/etc/passwd"
 printf 'root:x:0:\nnode:x:1000:\n' > "$root/etc/group"
 chmod 1777 "$root/tmp"
@@ -62,7 +71,7 @@ COPY rootfs/ /
 ENV PATH=/usr/local/bin:/bin NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
 CMD ["node"]
 DOCKER
-build berth-test/node "$(hash_of "$node_bin" /bin/busybox "$work/node/Dockerfile")" "$work/node"
+build berth-test/node "$(hash_of "$node_bin" /bin/busybox "$work/node/Dockerfile" "$npm_dir/package.json")" "$work/node"
 
 # web endpoint
 mkdir -p "$work/web"
@@ -74,3 +83,11 @@ EXPOSE 8080
 ENTRYPOINT ["node", "/app/server.mjs"]
 DOCKER
 build berth-test/web "$(hash_of "$work/web/server.mjs" "$work/web/Dockerfile" "$node_bin" /bin/busybox)" "$work/web"
+
+# berth itself, from the repository's Dockerfile on the local node base
+# (--network host: npm ci reaches the registry through the host).
+berth_hash=$(cd "$(dirname "$0")/.." && cat Dockerfile package.json package-lock.json tsconfig.json tsconfig.build.json $(find src -type f | sort) | sha256sum | cut -c1-16)
+if [ "$(current_hash berth-test/berth)" = "$berth_hash" ]; then echo "berth-test/berth up to date"; else
+  docker build -q --network host --build-arg NODE_IMAGE=berth-test/node --label "org.berth-test.hash=$berth_hash" -t berth-test/berth . >/dev/null
+  echo "built berth-test/berth ($(docker image inspect -f '{{.Size}}' berth-test/berth | awk '{printf "%.0f MB", $1/1e6}'))"
+fi

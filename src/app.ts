@@ -12,6 +12,7 @@ import { nullObserver, type ProxyObserver } from './core/observer.js';
 import { dockerClient } from './discovery/docker/client.js';
 import { DockerProvider } from './discovery/docker/provider.js';
 import { DnsProvider } from './discovery/dns.js';
+import { SwarmProvider } from './discovery/docker/swarm.js';
 import { HealthChecker, type CheckChange, type CheckTarget } from './health/checker.js';
 import { httpProbe, tcpProbe } from './health/probe.js';
 import { MetricsCollector } from './metrics/collect.js';
@@ -101,6 +102,9 @@ export class Berth {
   /** The running Docker provider and the settings it was built from. */
   docker: DockerProvider | null = null;
   private dockerKey = '';
+  /** The running Swarm provider and the settings it was built from. */
+  swarm: SwarmProvider | null = null;
+  private swarmKey = '';
   /** The running DNS provider and the settings it was built from. */
   dns: DnsProvider | null = null;
   private dnsKey = '';
@@ -292,6 +296,45 @@ export class Berth {
     }
   }
 
+  /** Starts, replaces or stops the Swarm provider (a new one must reach the engine first). */
+  private async applySwarm(d: DockerDiscoveryConfig | null): Promise<void> {
+    const key = d ? JSON.stringify(d) : '';
+    if (key === this.swarmKey) return;
+    let next: SwarmProvider | null = null;
+    if (d) {
+      const log = this.log.child({ module: 'discovery', provider: 'swarm' });
+      next = new SwarmProvider({
+        ...d,
+        client: (this.opts.dockerClient ?? dockerClient)(d.host),
+        log,
+        observer: this.discoveryObserver,
+        onSnapshot: (snap) => {
+          this.pool.applySnapshot(snap);
+          this.opts.onProviderSnapshot?.(snap);
+        },
+      });
+      try {
+        await next.start();
+      } catch (err) {
+        next.stop();
+        const reason = err instanceof Error ? err.message : String(err);
+        throw new BerthError('BERTH_ERR_DOCKER', `cannot read Swarm services from the engine at ${d.host} (is it a swarm manager?): ${reason}`, { cause: err });
+      }
+      log.info({ host: d.host, tasks: countEndpoints(this.pool, 'swarm') }, 'swarm discovery synced');
+    }
+    const old = this.swarm;
+    this.swarm = next;
+    this.swarmKey = key;
+    if (old) {
+      old.stop();
+      if (!next) {
+        const empty = { provider: 'swarm', services: new Map() };
+        this.pool.applySnapshot(empty);
+        this.opts.onProviderSnapshot?.(empty);
+      }
+    }
+  }
+
   /**
    * Starts, replaces or stops the DNS provider to match `entries`. Lookups that fail
    * at start are logged and retried (a resolver that is down must not keep berth
@@ -332,6 +375,7 @@ export class Berth {
     this.applyServices(this.config);
     if (this.role !== 'worker') {
       await this.applyDocker(this.config.discovery.docker);
+      await this.applySwarm(this.config.discovery.swarm);
       await this.applyDns(this.config.discovery.dns);
     }
     const opened = await this.openAll(this.role === 'primary' ? [] : this.config.listeners);
@@ -400,6 +444,7 @@ export class Berth {
     try {
       if (this.role !== 'worker') {
         await this.applyDocker(next.discovery.docker);
+        await this.applySwarm(next.discovery.swarm);
         await this.applyDns(next.discovery.dns);
         await this.applyAdmin(next.admin);
       }
@@ -451,6 +496,7 @@ export class Berth {
     this.stopping = true;
     this.docker?.stop();
     this.dns?.stop();
+    this.swarm?.stop();
     this.checker?.stopAll();
     this.rates.stop();
     const all = [...this.listeners.values(), ...this.retired];
@@ -504,6 +550,7 @@ export class Berth {
   readiness(): Readiness {
     const reasons: string[] = [];
     if (this.docker && !this.docker.synced) reasons.push('docker discovery has not synced yet');
+    if (this.swarm && !this.swarm.synced) reasons.push('swarm discovery has not synced yet');
     if (this.dns && !this.dns.synced) reasons.push('dns discovery has not had an answer for every name yet');
     for (const l of this.config.listeners) {
       for (const name of listenerServices(l)) {
@@ -530,6 +577,8 @@ export class Berth {
         skipped: d.skipped.map((k) => ({ container: k.name, reason: k.reason })),
       });
     }
+    const w = this.swarm;
+    if (w) out.push({ name: w.name, connected: w.connected, synced: w.synced, lastSync: w.lastSyncAt ? new Date(w.lastSyncAt).toISOString() : null, skipped: w.skipped.map((k) => ({ container: k.name, reason: k.reason })) });
     const n = this.dns;
     if (n) out.push({ name: n.name, connected: n.connected, synced: n.synced, lastSync: n.lastSyncAt ? new Date(n.lastSyncAt).toISOString() : null, skipped: [] });
     return out;

@@ -215,6 +215,8 @@ const dnsEntry = z
 
 const discovery = z.strictObject({
   docker: docker.optional(),
+  /** Swarm services and their tasks (berth on a manager node); same label scheme as docker. */
+  swarm: docker.optional(),
   dns: z.array(dnsEntry).default([]),
 });
 
@@ -295,7 +297,7 @@ export interface DockerDiscoveryConfig {
 export interface Config {
   readonly listeners: readonly ListenerConfig[];
   readonly services: ReadonlyMap<string, ServiceConfig>;
-  readonly discovery: { readonly docker: DockerDiscoveryConfig | null; readonly dns: readonly DnsDiscoveryConfig[] };
+  readonly discovery: { readonly docker: DockerDiscoveryConfig | null; readonly swarm: DockerDiscoveryConfig | null; readonly dns: readonly DnsDiscoveryConfig[] };
   /** null when the admin server is off. */
   readonly admin: HostPort | null;
   readonly drainTimeout: number;

@@ -50,11 +50,11 @@ export function validateConfig(raw: unknown): Config {
       binds.set(key, i);
     }
     // With discovery on, services also come from the engine: an unknown name is not an error.
-    const known = (svc: string) => svc in doc.services || doc.discovery.docker !== undefined || doc.discovery.dns.some((d) => d.service === svc);
+    const known = (svc: string) => svc in doc.services || doc.discovery.docker !== undefined || doc.discovery.swarm !== undefined || doc.discovery.dns.some((d) => d.service === svc);
     if (l.mode === 'tcp') {
       if (l.service === undefined) issues.push({ path: `listeners[${i}].service`, message: 'a tcp listener needs a service' });
       if (l.routes.length > 0) issues.push({ path: `listeners[${i}].routes`, message: 'routes are for http listeners (mode: http)' });
-    } else if (l.service === undefined && l.routes.length === 0 && !doc.discovery.docker) {
+    } else if (l.service === undefined && l.routes.length === 0 && !doc.discovery.docker && !doc.discovery.swarm) {
       issues.push({ path: `listeners[${i}].service`, message: 'an http listener needs a service, routes, or docker discovery (berth.http.* labels)' });
     }
     if (l.service !== undefined && !known(l.service)) {
@@ -106,7 +106,7 @@ export function validateConfig(raw: unknown): Config {
       if (!services.has(svc)) services.set(svc, { name: svc, balance: l.mode === 'tcp' ? 'least-conn' : 'p2c', endpoints: [], panic: 'fail', slowStart: 0, maxConnectionsPerEndpoint: 0, queue: { size: 0, timeout: 1000 }, maxPending: 0 });
     }
   }
-  return { listeners, services, discovery: { docker: doc.discovery.docker ?? null, dns: doc.discovery.dns }, admin, drainTimeout: doc.drainTimeout };
+  return { listeners, services, discovery: { docker: doc.discovery.docker ?? null, swarm: doc.discovery.swarm ?? null, dns: doc.discovery.dns }, admin, drainTimeout: doc.drainTimeout };
 }
 
 /** Every service a listener names: its own and its routes' (not label routes, which come from discovery). */

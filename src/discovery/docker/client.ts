@@ -4,7 +4,7 @@
  * engine's state, so the socket can be mounted read-only and filtered).
  */
 import Docker from 'dockerode';
-import type { ContainerInfo, DockerClient } from './types.js';
+import type { ContainerInfo, DockerClient, SwarmService, SwarmTask } from './types.js';
 
 /** dockerode options for "unix:///path", "tcp://host:port" or "http://host:port". */
 export function dockerOptions(url: string): Docker.DockerOptions {
@@ -39,6 +39,15 @@ export function dockerClient(url: string): DockerClient {
     },
     async events() {
       return docker.getEvents({ filters: JSON.stringify({ type: ['container', 'network'] }) });
+    },
+    async services() {
+      return (await docker.listServices()) as unknown as SwarmService[];
+    },
+    async tasks() {
+      return (await docker.listTasks({ filters: JSON.stringify({ 'desired-state': ['running', 'shutdown'] }) })) as unknown as SwarmTask[];
+    },
+    async swarmEvents() {
+      return docker.getEvents({ filters: JSON.stringify({ type: ['service', 'container'] }) });
     },
   };
 }

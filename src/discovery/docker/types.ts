@@ -32,6 +32,27 @@ export interface DockerEvent {
   readonly timeNano?: number;
 }
 
+/** A Swarm service (GET /services), the fields discovery reads. */
+export interface SwarmService {
+  readonly ID: string;
+  readonly Spec: {
+    readonly Name: string;
+    readonly Labels?: Readonly<Record<string, string>> | null;
+    readonly EndpointSpec?: { readonly Ports?: readonly { readonly TargetPort?: number; readonly Protocol?: string }[] | null } | null;
+  };
+}
+
+/** A Swarm task (GET /tasks), the fields discovery reads. */
+export interface SwarmTask {
+  readonly ID: string;
+  readonly ServiceID: string;
+  readonly Slot?: number;
+  readonly NodeID?: string;
+  readonly DesiredState: string;
+  readonly Status: { readonly State: string; readonly ContainerStatus?: { readonly ContainerID?: string } | null };
+  readonly NetworksAttachments?: readonly { readonly Network: { readonly ID: string; readonly Spec: { readonly Name: string } }; readonly Addresses?: readonly string[] | null }[] | null;
+}
+
 /** What discovery needs from the engine: GET calls and the event stream only. */
 export interface DockerClient {
   /** Ids of running containers. */
@@ -40,4 +61,9 @@ export interface DockerClient {
   inspect(id: string): Promise<ContainerInfo | null>;
   /** Subscribes to container and network events; the stream yields raw JSON. */
   events(): Promise<NodeJS.ReadableStream>;
+  /** Swarm (on a manager): services, and tasks that are or should be running. */
+  services(): Promise<SwarmService[]>;
+  tasks(): Promise<SwarmTask[]>;
+  /** Subscribes to service and container events. */
+  swarmEvents(): Promise<NodeJS.ReadableStream>;
 }
