@@ -1,0 +1,127 @@
+import { statSync, writeFileSync, mkdtempSync, chmodSync } from 'node:fs';
+import http from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { docker, dockerReady, RUN } from '../helpers/docker.js';
+import { until } from '../helpers/net.js';
+
+// A single-node swarm; berth (the image built from the repository's Dockerfile) in a
+// container on an attachable overlay network, in front of a replicated service.
+if (!dockerReady(t)) process.exit(0);
+if ((await docker('image', 'ls', '-q', 'berth-test/berth')) === '') {
+  if (process.env.BERTH_REQUIRE_DOCKER === '1') throw new Error('image berth-test/berth is missing: run scripts/test-images.sh');
+  void t.test('image berth-test/berth missing (scripts/test-images.sh)', { skip: true }, () => {});
+  process.exit(0);
+}
+
+const state = await docker('info', '--format', '{{.Swarm.LocalNodeState}}');
+if (state !== 'active') await docker('swarm', 'init', '--advertise-addr', '127.0.0.1');
+
+const NET = `${RUN}-overlay`;
+const SVC = `${RUN}-web`;
+const BERTH = `${RUN}-berth`;
+t.teardown(async () => {
+  await docker('rm', '-f', BERTH).catch(() => '');
+  await docker('service', 'rm', SVC).catch(() => '');
+  await until(async () => (await docker('ps', '-aq', '--filter', `label=com.docker.swarm.service.name=${SVC}`)) === '', 30_000, 'tasks gone', 500).catch(() => {});
+  await docker('network', 'rm', NET).catch(() => '');
+});
+
+function get(port: number, agent: http.Agent): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path: '/', agent, timeout: 5000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: body.trim() }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+  });
+}
+
+t.test('swarm: scale 2 -> 4 -> 1 under load with zero failed requests; every task served', async (t) => {
+  await docker('network', 'create', '-d', 'overlay', '--attachable', NET);
+  await docker(
+    'service', 'create', '--detach', '--no-resolve-image', '--name', SVC, '--replicas', '2', '--network', NET,
+    '--label', 'berth.enable=true', '--label', 'berth.port=8080', '--label', `berth.service=web`,
+    '--env', 'NAME={{.Task.Name}}', '--stop-grace-period', '10s', 'berth-test/web',
+  );
+  const dir = mkdtempSync(join(tmpdir(), 'berth-swarm-'));
+  chmodSync(dir, 0o755);
+  const cfg = join(dir, 'berth.yaml');
+  writeFileSync(
+    cfg,
+    `listeners:
+  - name: web
+    bind: 0.0.0.0:8080
+    mode: http
+    service: web
+discovery:
+  swarm: { host: unix:///var/run/docker.sock }
+admin: { bind: 0.0.0.0:9901 }
+`,
+    { mode: 0o644 },
+  );
+  const gid = String(statSync('/var/run/docker.sock').gid);
+  await docker(
+    'run', '-d', '--name', BERTH, '--network', NET, '-p', '127.0.0.1::8080', '-p', '127.0.0.1::9901',
+    '-v', '/var/run/docker.sock:/var/run/docker.sock:ro', '--group-add', gid, '-v', `${cfg}:/etc/berth.yaml:ro`,
+    'berth-test/berth', 'run', '-c', '/etc/berth.yaml',
+  );
+  const port = Number((await docker('port', BERTH, '8080/tcp')).split('\n')[0]!.split(':').pop());
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
+  t.teardown(() => agent.destroy());
+  const seen = new Set<string>();
+  const tryGet = async () => {
+    try {
+      const r = await get(port, agent);
+      if (r.status === 200) seen.add(r.body);
+      return r.status;
+    } catch {
+      return 0;
+    }
+  };
+  await until(async () => (await tryGet()) === 200 && seen.size === 2, 60_000, 'berth serves both tasks', 250);
+
+  // Bounded load: 8 clients, at most 3 minutes or until told to stop.
+  let stop = false;
+  let ok = 0;
+  const failures: string[] = [];
+  const deadline = Date.now() + 180_000;
+  const clients = Array.from({ length: 8 }, async () => {
+    while (!stop && Date.now() < deadline) {
+      try {
+        const r = await get(port, agent);
+        if (r.status === 200) {
+          ok++;
+          seen.add(r.body);
+        } else failures.push(`status ${r.status}: ${r.body}`);
+      } catch (err) {
+        failures.push(String(err));
+      }
+    }
+  });
+  try {
+    await docker('service', 'scale', '--detach', `${SVC}=4`);
+    await until(() => seen.size >= 4, 90_000, `four tasks served (${[...seen].join(', ')})`, 250);
+    const atFour = ok;
+    await docker('service', 'scale', '--detach', `${SVC}=1`);
+    // Wait until the three removed tasks are gone from the engine, then a little more load.
+    await until(async () => (await docker('service', 'ps', '-q', '--filter', 'desired-state=running', SVC)).split('\n').filter(Boolean).length === 1, 60_000, 'scaled to 1', 500);
+    await until(async () => (await docker('ps', '-q', '--filter', `label=com.docker.swarm.service.name=${SVC}`)).split('\n').filter(Boolean).length === 1, 60_000, 'old task containers stopped', 500);
+    const before = ok;
+    await until(() => ok > before + 200, 30_000, 'load after scale-down', 100);
+    t.ok(atFour > 0 && ok > atFour);
+  } finally {
+    stop = true;
+    await Promise.all(clients);
+  }
+  t.comment(`${ok} requests, ${failures.length} failed; tasks served: ${[...seen].sort().join(', ')}`);
+  t.same(failures, [], 'zero failed requests through scale-up and scale-down');
+  t.ok(seen.size >= 4, 'every task served');
+  const logs = await docker('logs', BERTH);
+  t.match(logs, /swarm discovery synced/);
+});
