@@ -286,3 +286,43 @@ t.test('http mTLS with curl: XFCC set (spoofed one removed), X-Forwarded-Proto h
   t.equal(obs.counts['tls.ok'], 1);
   t.equal(obs.counts['tls.not_allowed'], 1);
 });
+
+t.test('http upstream TLS: berth verifies the endpoint and presents its client certificate', async (t) => {
+  const { readFileSync } = await import('node:fs');
+  const https = await import('node:https');
+  const seenClients: string[] = [];
+  const be = https.createServer({ cert: readFileSync(pki.cert('server')), key: readFileSync(pki.key('server')), ca: readFileSync(pki.cert('ca')), requestCert: true, rejectUnauthorized: true }, (req, res) => {
+    seenClients.push(String((req.socket as tls.TLSSocket).getPeerCertificate().subject.CN));
+    res.end('secure hello');
+  });
+  await new Promise<void>((r) => be.listen(0, '127.0.0.1', r));
+  const bePort = (be.address() as net.AddressInfo).port;
+  const { loadUpstreamTls } = await import('../../src/tls/terminate.js');
+  const upstream = loadUpstreamTls('svc', { ca: pki.cert('ca'), cert: pki.cert('frontend'), key: pki.key('frontend'), serverName: 'localhost', insecure: false });
+  const pool = new Pool({ random: seededRandom(1) });
+  pool.configureService('svc', 'round-robin');
+  pool.applySnapshot({ provider: 'static', services: new Map([['svc', [endpoint(bePort)]]]) });
+  const l = new HttpListener(httpSettings(), { pool, log: silent, upstreamTls: () => upstream });
+  const { port } = await l.listen();
+  t.teardown(() => {
+    l.stopAccepting();
+    l.destroyAll();
+    be.closeAllConnections();
+    be.close();
+  });
+  const { request } = await import('../helpers/http.js');
+  const r = await request(port);
+  t.equal(r.status, 200);
+  t.equal(r.body, 'secure hello');
+  t.same(seenClients, ['frontend'], 'the endpoint saw berth\'s client certificate');
+  // A wrong CA: the endpoint is not trusted, berth answers 502.
+  const wrong = loadUpstreamTls('svc', { ca: pki.cert('other-ca'), serverName: 'localhost', insecure: false });
+  const l2 = new HttpListener(httpSettings({ retries: 0 }), { pool, log: silent, upstreamTls: () => wrong });
+  const p2 = (await l2.listen()).port;
+  t.teardown(() => {
+    l2.stopAccepting();
+    l2.destroyAll();
+  });
+  t.equal((await request(p2)).status, 502, 'untrusted endpoint certificate: 502');
+  t.equal(seenClients.length, 1);
+});
