@@ -256,117 +256,68 @@ export class Berth {
     return out;
   }
 
+  /** A provider's snapshots go to the pool, and (primary) on to the workers. */
+  private readonly publishSnapshot = (snap: ProviderSnapshot): void => {
+    this.pool.applySnapshot(snap);
+    this.opts.onProviderSnapshot?.(snap);
+  };
+
   /**
-   * Starts, replaces or stops the Docker provider to match `d`. A new provider
-   * must complete its first sync before it replaces the old one, so a reload that
-   * points at an unreachable engine keeps the running discovery.
+   * Swaps a discovery provider: `next` (if any) must start before `old` stops, so a
+   * reload pointing at an unreachable engine keeps the running discovery; a provider
+   * removed without a successor takes its endpoints with it.
    */
+  private async replaceProvider<P extends { readonly name: string; start(): Promise<void>; stop(): void }>(old: P | null, next: P | null, startError: (err: unknown) => Error): Promise<P | null> {
+    if (next) {
+      try {
+        await next.start();
+      } catch (err) {
+        next.stop();
+        throw startError(err);
+      }
+    }
+    if (old) {
+      old.stop();
+      if (!next) this.publishSnapshot({ provider: old.name, services: new Map() });
+    }
+    return next;
+  }
+
+  private dockerLike(d: DockerDiscoveryConfig, provider: string) {
+    return { ...d, client: (this.opts.dockerClient ?? dockerClient)(d.host), log: this.log.child({ module: 'discovery', provider }), observer: this.discoveryObserver, onSnapshot: this.publishSnapshot };
+  }
+
+  /** Starts, replaces or stops the Docker provider to match `d`. */
   private async applyDocker(d: DockerDiscoveryConfig | null): Promise<void> {
     const key = d ? JSON.stringify(d) : '';
     if (key === this.dockerKey) return;
-    let next: DockerProvider | null = null;
-    if (d) {
-      const log = this.log.child({ module: 'discovery', provider: 'docker' });
-      next = new DockerProvider({
-        ...d,
-        client: (this.opts.dockerClient ?? dockerClient)(d.host),
-        log,
-        observer: this.discoveryObserver,
-        onSnapshot: (snap) => {
-          this.pool.applySnapshot(snap);
-          this.opts.onProviderSnapshot?.(snap);
-        },
-        ...(this.opts.dockerBackoff ? { backoffBaseMs: this.opts.dockerBackoff.baseMs, backoffCapMs: this.opts.dockerBackoff.capMs } : {}),
-      });
-      try {
-        await next.start();
-      } catch (err) {
-        next.stop();
-        const reason = err instanceof Error ? err.message : String(err);
-        throw new BerthError('BERTH_ERR_DOCKER', `cannot reach the Docker engine at ${d.host}: ${reason}`, { cause: err });
-      }
-      log.info({ host: d.host, containers: countEndpoints(this.pool, 'docker'), skipped: next.skipped.length }, 'docker discovery synced');
-    }
-    const old = this.docker;
-    this.docker = next;
+    const next = d ? new DockerProvider({ ...this.dockerLike(d, 'docker'), ...(this.opts.dockerBackoff ? { backoffBaseMs: this.opts.dockerBackoff.baseMs, backoffCapMs: this.opts.dockerBackoff.capMs } : {}) }) : null;
+    this.docker = await this.replaceProvider(this.docker, next, (err) => new BerthError('BERTH_ERR_DOCKER', `cannot reach the Docker engine at ${d!.host}: ${err instanceof Error ? err.message : String(err)}`, { cause: err }));
     this.dockerKey = key;
-    if (old) {
-      old.stop();
-      if (!next) this.pool.applySnapshot({ provider: 'docker', services: new Map() });
-    }
+    if (next) this.log.info({ provider: 'docker', host: d!.host, containers: countEndpoints(this.pool, 'docker'), skipped: next.skipped.length }, 'docker discovery synced');
   }
 
-  /** Starts, replaces or stops the Swarm provider (a new one must reach the engine first). */
+  /** Starts, replaces or stops the Swarm provider (a new one must read the services first). */
   private async applySwarm(d: DockerDiscoveryConfig | null): Promise<void> {
     const key = d ? JSON.stringify(d) : '';
     if (key === this.swarmKey) return;
-    let next: SwarmProvider | null = null;
-    if (d) {
-      const log = this.log.child({ module: 'discovery', provider: 'swarm' });
-      next = new SwarmProvider({
-        ...d,
-        client: (this.opts.dockerClient ?? dockerClient)(d.host),
-        log,
-        observer: this.discoveryObserver,
-        onSnapshot: (snap) => {
-          this.pool.applySnapshot(snap);
-          this.opts.onProviderSnapshot?.(snap);
-        },
-      });
-      try {
-        await next.start();
-      } catch (err) {
-        next.stop();
-        const reason = err instanceof Error ? err.message : String(err);
-        throw new BerthError('BERTH_ERR_DOCKER', `cannot read Swarm services from the engine at ${d.host} (is it a swarm manager?): ${reason}`, { cause: err });
-      }
-      log.info({ host: d.host, tasks: countEndpoints(this.pool, 'swarm') }, 'swarm discovery synced');
-    }
-    const old = this.swarm;
-    this.swarm = next;
+    const next = d ? new SwarmProvider(this.dockerLike(d, 'swarm')) : null;
+    this.swarm = await this.replaceProvider(this.swarm, next, (err) => new BerthError('BERTH_ERR_DOCKER', `cannot read Swarm services from the engine at ${d!.host} (is it a swarm manager?): ${err instanceof Error ? err.message : String(err)}`, { cause: err }));
     this.swarmKey = key;
-    if (old) {
-      old.stop();
-      if (!next) {
-        const empty = { provider: 'swarm', services: new Map() };
-        this.pool.applySnapshot(empty);
-        this.opts.onProviderSnapshot?.(empty);
-      }
-    }
+    if (next) this.log.info({ provider: 'swarm', host: d!.host, tasks: countEndpoints(this.pool, 'swarm'), skipped: next.skipped.length }, 'swarm discovery synced');
   }
 
   /**
-   * Starts, replaces or stops the DNS provider to match `entries`. Lookups that fail
-   * at start are logged and retried (a resolver that is down must not keep berth
-   * from serving its other services).
+   * Starts, replaces or stops the DNS provider. Lookups that fail at start are
+   * logged and retried (a resolver that is down must not keep berth from serving
+   * its other services), so its start does not fail.
    */
   private async applyDns(entries: readonly DnsDiscoveryConfig[]): Promise<void> {
     const key = JSON.stringify(entries);
     if (key === this.dnsKey) return;
-    let next: DnsProvider | null = null;
-    if (entries.length > 0) {
-      next = new DnsProvider({
-        entries,
-        log: this.log.child({ module: 'discovery', provider: 'dns' }),
-        observer: this.discoveryObserver,
-        onSnapshot: (snap) => {
-          this.pool.applySnapshot(snap);
-          this.opts.onProviderSnapshot?.(snap);
-        },
-      });
-      await next.start();
-    }
-    const old = this.dns;
-    this.dns = next;
+    const next = entries.length > 0 ? new DnsProvider({ entries, log: this.log.child({ module: 'discovery', provider: 'dns' }), observer: this.discoveryObserver, onSnapshot: this.publishSnapshot }) : null;
+    this.dns = await this.replaceProvider(this.dns, next, (err) => (err instanceof Error ? err : new Error(String(err))));
     this.dnsKey = key;
-    if (old) {
-      old.stop();
-      if (!next) {
-        const empty = { provider: 'dns', services: new Map() };
-        this.pool.applySnapshot(empty);
-        this.opts.onProviderSnapshot?.(empty);
-      }
-    }
   }
 
   /** Binds every listener; on any failure closes what was bound and rejects (BERTH_ERR_LISTEN). */

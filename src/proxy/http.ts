@@ -14,10 +14,8 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import { BerthError } from '../core/errors.js';
 import type { PeerIdentity, TlsTerminator, UpstreamTls } from '../core/tls.js';
 import { nullObserver, type ProxyObserver } from '../core/observer.js';
-import { formatHostPort } from '../core/types.js';
 import type { Logger } from '../log.js';
 import type { EndpointState } from '../pool/endpoint.js';
 import type { Pool, ServicePool } from '../pool/pool.js';
@@ -35,6 +33,7 @@ import {
   type RequestFacts,
 } from './http-headers.js';
 import { RetryBudget, Upstreams, type UpstreamSettings } from './http-upstream.js';
+import { listenOn } from './listen.js';
 import { normalizeHost, Router, type RouteRule } from './routes.js';
 
 export interface HttpSettings {
@@ -240,17 +239,7 @@ export class HttpListener {
 
   /** Binds the listener. Rejects with BERTH_ERR_LISTEN when the address cannot be bound. */
   listen(): Promise<net.AddressInfo> {
-    return new Promise((resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException) => {
-        reject(new BerthError('BERTH_ERR_LISTEN', `listener ${this.settings.name}: cannot bind ${formatHostPort(this.settings.bind)}: ${err.code ?? err.message}`, { cause: err }));
-      };
-      this.server.once('error', onError);
-      this.server.listen({ host: this.settings.bind.host, port: this.settings.bind.port, backlog: 4096 }, () => {
-        this.server.off('error', onError);
-        this.server.on('error', (err) => this.deps.log.error({ err, listener: this.settings.name }, 'listener error'));
-        resolve(this.server.address() as net.AddressInfo);
-      });
-    });
+    return listenOn(this.server, this.settings.name, this.settings.bind, this.deps.log);
   }
 
   get address(): net.AddressInfo {

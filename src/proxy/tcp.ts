@@ -2,13 +2,12 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { PickContext } from '../balancer/index.js';
 import type { PeerIdentity, TlsTerminator, UpstreamTls } from '../core/tls.js';
-import { BerthError } from '../core/errors.js';
 import { nullObserver, type ProxyObserver } from '../core/observer.js';
-import { formatHostPort } from '../core/types.js';
 import type { Logger } from '../log.js';
 import type { EndpointState } from '../pool/endpoint.js';
 import type { Pool, ServicePool } from '../pool/pool.js';
 import { abortSocket, connectResult, tcpConnect, type ConnectFn } from './connect.js';
+import { listenOn } from './listen.js';
 import { proxyHeader } from './proxy-protocol.js';
 
 /** What a tcp listener needs to know; a subset of config's ListenerConfig. */
@@ -93,17 +92,7 @@ export class TcpListener {
 
   /** Binds the listener. Rejects with BERTH_ERR_LISTEN when the address cannot be bound. */
   listen(): Promise<net.AddressInfo> {
-    return new Promise((resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException) => {
-        reject(new BerthError('BERTH_ERR_LISTEN', `listener ${this.settings.name}: cannot bind ${formatHostPort(this.settings.bind)}: ${err.code ?? err.message}`, { cause: err }));
-      };
-      this.server.once('error', onError);
-      this.server.listen({ host: this.settings.bind.host, port: this.settings.bind.port, backlog: 4096 }, () => {
-        this.server.off('error', onError);
-        this.server.on('error', (err) => this.deps.log.error({ err, listener: this.settings.name }, 'listener error'));
-        resolve(this.server.address() as net.AddressInfo);
-      });
-    });
+    return listenOn(this.server, this.settings.name, this.settings.bind, this.deps.log);
   }
 
   get address(): net.AddressInfo {
