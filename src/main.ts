@@ -70,8 +70,11 @@ async function serve(berth: Berth, log: Logger, reloadConfig: (() => Promise<Con
     if (stopping) return;
     stopping = true;
     const open = berth.openSessions();
+    // shutdown() stops accepting before it first waits: the line below is only
+    // written once new connections are refused.
+    const drained = berth.shutdown(berth.config.drainTimeout);
     log.info({ signal, open, drainTimeoutMs: berth.config.drainTimeout }, 'stopping: no new connections, draining open ones');
-    void berth.shutdown(berth.config.drainTimeout).then((cut) => {
+    void drained.then((cut) => {
       log.info({ cut }, cut > 0 ? 'drain timeout reached; closed the remaining connections' : 'drained; bye');
       process.exit(ExitCode.Ok);
     });
