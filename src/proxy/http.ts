@@ -464,6 +464,8 @@ class Exchange implements Dispatcher.DispatchHandler {
   private readonly hasBody: boolean;
   private readonly t0: number;
   private ep: EndpointState | null = null;
+  /** The last endpoint tried (for the access log). */
+  private endpointId = '-';
   private svc: ServicePool | undefined;
   private tried: Set<EndpointState> | undefined;
   private attempts = 0;
@@ -533,6 +535,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     }
     const ep = picked.host;
     this.ep = ep;
+    this.endpointId = ep.id;
     this.attempts++;
     this.sent = false;
     pool.acquire(ep);
@@ -684,7 +687,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     observer.httpRequest(l.settings.name, this.service, this.method, status, seconds);
     if (l.settings.http.accessLog) {
       log.info(
-        { client: l.conn(this.req.socket).ip, method: this.method, path: this.path, host: this.req.headers.host, status, ms: Math.round(seconds * 1e6) / 1e3, service: this.service, attempts: this.attempts, bytes: this.res.socket?.bytesWritten },
+        { client: l.conn(this.req.socket).ip, method: this.method, path: this.path, host: this.req.headers.host, status, ms: Math.round(seconds * 1e6) / 1e3, service: this.service, endpoint: this.endpointId, attempts: this.attempts },
         'request',
       );
     }

@@ -121,7 +121,7 @@ admin: { bind: 127.0.0.1:${adminPort} }
   for (const l of berth.logs.filter((x) => x.msg === 'request')) pids.add(Number(l['pid']));
   t.equal(pids.size, 2, 'both workers served requests');
   const line = berth.logs.find((l) => l.msg === 'request')!;
-  t.match(line, { method: 'GET', status: 200, service: 'web', client: '127.0.0.1' });
+  t.match(line, { method: 'GET', status: 200, service: 'web', client: '127.0.0.1', endpoint: `127.0.0.1:${be.port}`, attempts: 1 });
   t.type(line['ms'], 'number');
   const metrics = (await httpGet(`http://127.0.0.1:${adminPort}/metrics`)).body;
   t.match(metrics, new RegExp(`berth_http_requests_total\\{listener="web",service="web",method="GET",code="2xx"\\} ${N}\\n`), 'request counts summed over workers');
