@@ -93,13 +93,6 @@ export class Upstreams {
     return a;
   }
 
-  /** Open upstream connections (idle and busy) over every endpoint. */
-  get connections(): number {
-    let n = 0;
-    for (const a of this.agents.values()) n += a.stats.connected;
-    return n;
-  }
-
   private create(ep: EndpointState): UndiciPool {
     const s = this.settings;
     const t = this.tlsFor(ep.service);

@@ -89,9 +89,4 @@ export class Router {
     }
     return undefined;
   }
-
-  /** Rules in match order, for the admin API and logs. */
-  list(): RouteRule[] {
-    return this.rules.map((c) => c.rule);
-  }
 }

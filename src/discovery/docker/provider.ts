@@ -250,16 +250,7 @@ export class DockerProvider {
   private emitNow(): void {
     const r = buildDockerSnapshot(this.containers.values(), { ...this.opts, selfNetworks: this.selfNetworks, provider: this.name }, { stopping: this.stopping });
     this.skipped = r.skipped;
-    // Each bad container is logged and counted once per distinct reason, not on every snapshot.
-    const now = new Map<string, string>();
-    for (const s of r.skipped) {
-      now.set(s.id, s.reason);
-      if (this.lastSkipped.get(s.id) !== s.reason) {
-        this.observer.error(this.name);
-        this.opts.log.warn({ container: s.name, reason: s.reason }, 'docker: container skipped');
-      }
-    }
-    this.lastSkipped = now;
+    this.lastSkipped = reportSkipped(this.lastSkipped, r.skipped.map((s) => ({ key: s.id, fields: { container: s.name }, reason: s.reason })), () => this.observer.error(this.name), this.opts.log, 'docker: container skipped');
     this.opts.onSnapshot(r.snapshot);
   }
 
@@ -276,6 +267,22 @@ export class DockerProvider {
       return [];
     }
   }
+}
+
+/**
+ * Logs and counts each skipped item once per distinct reason, not on every
+ * snapshot; returns the map to pass next time.
+ */
+export function reportSkipped(prev: ReadonlyMap<string, string>, items: readonly { key: string; fields: Record<string, string>; reason: string }[], count: () => void, log: Logger, msg: string): Map<string, string> {
+  const now = new Map<string, string>();
+  for (const s of items) {
+    now.set(s.key, s.reason);
+    if (prev.get(s.key) !== s.reason) {
+      count();
+      log.warn({ ...s.fields, reason: s.reason }, msg);
+    }
+  }
+  return now;
 }
 
 /** Our container id, from the mounts Docker makes for /etc/hostname and friends. */

@@ -14,7 +14,7 @@ import { backoffDelay, nullDiscoveryObserver, type DiscoveryObserver } from '../
 import type { EndpointSpec, ProviderSnapshot } from '../../core/types.js';
 import type { Logger } from '../../log.js';
 import { parseLabels } from './labels.js';
-import { selfContainerId } from './provider.js';
+import { reportSkipped, selfContainerId } from './provider.js';
 import type { DockerClient, DockerEvent, SwarmService, SwarmTask } from './types.js';
 
 export interface SwarmBuildOptions {
@@ -193,15 +193,7 @@ export class SwarmProvider {
     this.synced = true;
     this.lastSyncAt = Date.now();
     this.observer.synced(this.name, this.lastSyncAt);
-    const now = new Map<string, string>();
-    for (const s of r.skipped) {
-      now.set(s.name, s.reason);
-      if (this.lastSkipped.get(s.name) !== s.reason) {
-        this.observer.error(this.name);
-        this.opts.log.warn({ service: s.name, reason: s.reason }, 'swarm: skipped');
-      }
-    }
-    this.lastSkipped = now;
+    this.lastSkipped = reportSkipped(this.lastSkipped, r.skipped.map((s) => ({ key: s.name, fields: { service: s.name }, reason: s.reason })), () => this.observer.error(this.name), this.opts.log, 'swarm: skipped');
     this.skipped = r.skipped;
     const key = JSON.stringify([...r.snapshot.services].map(([k, v]) => [k, v.map((e) => [e.id, e.host, e.port, e.weight, e.stopping === true])]));
     if (key === this.lastKey) return;
