@@ -5,6 +5,7 @@
 #   berth-test/node     the host's node binary plus the libraries ldd lists, and the
 #                       host's CA bundle (NODE_EXTRA_CA_CERTS) for builds needing npm
 #   berth-test/web      node + test/fixtures/web-backend.mjs (graceful HTTP endpoint)
+#   berth-test/prometheus  Debian's prometheus binary (the compose example's scraper)
 #   berth-test/berth    berth from the repository Dockerfile (NODE_IMAGE=berth-test/node);
 #                       the node base also carries the host npm for its build stage
 # An image is rebuilt only when its inputs changed (hash kept in a label).
@@ -83,6 +84,24 @@ EXPOSE 8080
 ENTRYPOINT ["node", "/app/server.mjs"]
 DOCKER
 build berth-test/web "$(hash_of "$work/web/server.mjs" "$work/web/Dockerfile" "$node_bin" /bin/busybox)" "$work/web"
+
+# prometheus (Debian's binary and the libraries ldd lists), for the compose example
+prom_bin=$(readlink -f "$(command -v prometheus)")
+proot="$work/prometheus/rootfs"
+mkdir -p "$proot/bin" "$proot/etc/prometheus" "$proot/prometheus" "$proot/tmp"
+cp "$prom_bin" "$proot/bin/prometheus"
+for lib in $(ldd "$prom_bin" | grep -oE '/[^ ]+'); do
+  mkdir -p "$proot$(dirname "$lib")"
+  cp -L "$lib" "$proot$lib"
+done
+chmod 1777 "$proot/prometheus" "$proot/tmp"
+cat > "$work/prometheus/Dockerfile" <<'DOCKER'
+FROM scratch
+COPY rootfs/ /
+ENTRYPOINT ["/bin/prometheus"]
+CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus", "--web.listen-address=:9090"]
+DOCKER
+build berth-test/prometheus "$(hash_of "$prom_bin" "$work/prometheus/Dockerfile")" "$work/prometheus"
 
 # berth itself, from the repository's Dockerfile on the local node base
 # (--network host: npm ci reaches the registry through the host).

@@ -1,11 +1,11 @@
-import { spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { docker, dockerReady, RUN } from '../helpers/docker.js';
-import { freePort, until } from '../helpers/net.js';
+import { freePort, httpGet, until } from '../helpers/net.js';
 
 // The examples, run as their READMEs say, against the real engine, with the image
 // built from the repository's Dockerfile (berth-test/berth, scripts/test-images.sh).
@@ -46,4 +46,49 @@ t.test('sidecar-mtls: allowed client through, another identity 403, no certifica
   const metrics = await docker('exec', `${prefix}-berth`, 'node', '-e', "fetch('http://127.0.0.1:9901/metrics').then(r=>r.text()).then(t=>console.log(t))");
   t.match(metrics, /berth_tls_handshakes_total\{listener="app-in",result="not_allowed"\} 1/);
   t.match(metrics, /berth_tls_handshakes_total\{listener="app-in",result="no_cert"\} 1/);
+});
+
+t.test('front-a-group (docker-compose): requests spread over three containers; Prometheus scrapes berth', async (t) => {
+  if (spawnSync('which', ['docker-compose']).status !== 0) throw new Error('docker-compose is required (Debian: docker-compose); .ci/run installs it');
+  const project = `${RUN}-front`.replace(/[^a-z0-9]/g, '');
+  const [berthPort, adminPort, promPort] = [await freePort(), await freePort(), await freePort()];
+  const env = {
+    BERTH_IMAGE: 'berth-test/berth',
+    WEB_IMAGE: 'berth-test/web',
+    WEB_PORT: '8080',
+    PROMETHEUS_IMAGE: 'berth-test/prometheus',
+    DOCKER_GID: String(statSync('/var/run/docker.sock').gid),
+    BERTH_PORT: String(berthPort),
+    ADMIN_PORT: String(adminPort),
+    PROMETHEUS_PORT: String(promPort),
+  };
+  const compose = (...args: string[]) => run('docker-compose', ['-p', project, '-f', join(examples, 'front-a-group', 'docker-compose.yml'), ...args], env);
+  t.teardown(async () => {
+    await compose('down', '-v', '--remove-orphans');
+  });
+  const up = await compose('up', '-d', '--scale', 'web=3');
+  t.equal(up.code, 0, up.out);
+  const names = new Set<string>();
+  await until(
+    async () => {
+      const r = await httpGet(`http://127.0.0.1:${berthPort}/`).catch(() => null);
+      if (r?.status === 200) names.add(r.body.trim());
+      return names.size === 3;
+    },
+    60_000,
+    `three containers answer (${[...names].join(', ')})`,
+    100,
+  );
+  t.equal(names.size, 3, 'requests spread over the three web containers');
+  const query = encodeURIComponent('count(berth_upstream_up{service="web"} == 1)');
+  await until(
+    async () => {
+      const r = await httpGet(`http://127.0.0.1:${promPort}/api/v1/query?query=${query}`).catch(() => null);
+      return r !== null && /"value":\[[\d.]+,"3"\]/.test(r.body);
+    },
+    60_000,
+    'Prometheus sees three endpoints up',
+    1000,
+  );
+  t.pass('Prometheus scraped berth: three endpoints up');
 });
