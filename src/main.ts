@@ -20,7 +20,7 @@ import { runPrimary, runWorker, workerCount } from './cluster.js';
 import { configFromFlags } from './config/flags.js';
 import { readRawConfig } from './config/raw.js';
 import { loadConfigFile } from './config/load.js';
-import type { Config } from './config/schema.js';
+import type { Config, ListenerConfig } from './config/schema.js';
 import { ConfigError, ExitCode, formatIssue, isBerthError } from './core/errors.js';
 import { formatHostPort } from './core/types.js';
 import { createLogger, type LogFormat, type Logger } from './log.js';
@@ -152,21 +152,26 @@ async function demo(a: DemoArgs): Promise<void> {
   } catch (err) {
     exitFor(err);
   }
+  // The same endpoints once more behind an http listener on the next port.
+  const tcp = config.listeners[0]!;
+  const httpListener: ListenerConfig = { ...tcp, name: 'demo-http', mode: 'http', bind: { host: tcp.bind.host, port: tcp.bind.port === 0 ? 0 : tcp.bind.port + 1 }, timeouts: { ...tcp.timeouts, idle: 60_000 } };
+  config = { ...config, listeners: [tcp, httpListener] };
   const log = createLogger(a.logLevel as 'info', a.logFormat as LogFormat);
   const berth = new Berth(config, { log, version: pkg.version });
   await serve(berth, log, null);
-  const addr = berth.listeners.values().next().value?.address;
-  const where = addr ? formatHostPort({ host: addr.address, port: addr.port }) : a.listen;
+  const [tcpAddr, httpAddr] = [...berth.listeners.values()].map((l) => formatHostPort({ host: l.address.address, port: l.address.port }));
+  const where = tcpAddr ?? a.listen;
   process.stderr.write(
     [
       '',
       `berth demo: ${backends.length} endpoints (${backends.map((b) => `${b.name} on 127.0.0.1:${b.port}`).join(', ')})`,
-      `behind one tcp listener on ${where}, balance ${a.balance}.`,
+      `behind a tcp listener on ${where} and an http listener on ${httpAddr}, balance ${a.balance}.`,
       '',
       'Try, in another terminal:',
       `  curl http://${where}/                       # one endpoint answers with its name`,
       `  for i in 1 2 3 4 5 6; do curl -s http://${where}/; done   # answers rotate`,
       `  echo hi | nc ${where.replace(/:(\d+)$/, ' $1')}                         # plain TCP works too`,
+      `  curl -si http://${httpAddr}/              # the HTTP listener: the endpoint saw X-Forwarded-For`,
       '',
       ...(berth.adminAddress
         ? [

@@ -23,7 +23,9 @@ export async function startDemoBackend(name: string): Promise<DemoBackend> {
         if (seen.length > 16_384) socket.destroy();
         return;
       }
-      const body = `hello from ${name}\n`;
+      // Behind berth's http listener the request carries X-Forwarded-For: say so.
+      const xff = /\r?\nx-forwarded-for: *([^\r\n]*)/i.exec(seen)?.[1];
+      const body = `hello from ${name}${xff ? ` (berth forwarded a request from ${xff})` : ''}\n`;
       socket.end(http ? `HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: ${body.length}\r\nconnection: close\r\nx-served-by: ${name}\r\n\r\n${body}` : body);
     });
   });

@@ -187,6 +187,9 @@ export class HttpListener {
     } else {
       this.server = http.createServer(options);
     }
+    // A client that half-closes after its request (printf ... | nc -N) still gets the
+    // answer, as from HAProxy; node's default treats the FIN as an abort.
+    (this.server as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
     this.applyServerSettings();
     this.server.on('connection', (socket: net.Socket) => this.accept(socket));
     this.server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => this.request(req, res));

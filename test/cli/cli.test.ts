@@ -105,6 +105,10 @@ t.test('berth demo works with no Docker and no config', async (t) => {
   t.same([...names].sort(), ['backend-1', 'backend-2', 'backend-3'], 'round-robin over the three demo endpoints');
   await demo.waitLog(() => demo.stderr.includes('Try, in another terminal'), 3000).catch(() => undefined);
   t.match(demo.stderr, /curl http:\/\/127\.0\.0\.1:\d+\//, 'prints what to try');
+  const httpLine = await demo.waitLog((l) => l.msg === 'listening' && l['mode'] === 'http');
+  const httpPort = Number(String(httpLine['bind']).split(':').pop());
+  const viaHttp = await exchange(httpPort, 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+  t.match(viaHttp.data.toString(), /^HTTP\/1\.1 200[^]*hello from backend-\d \(berth forwarded a request from 127\.0\.0\.1\)/, 'the http listener forwards with X-Forwarded-For');
   demo.kill('SIGINT');
   t.equal(await demo.exited, 0);
 });

@@ -530,3 +530,15 @@ t.test('an endpoint still starting: retried after a backoff round, not failed at
   t.equal(r.status, 200);
   t.equal(r.body, '5', 'body delivered once the endpoint was up');
 });
+
+t.test('a client that half-closes after its request still gets the answer', async (t) => {
+  const be = await recordingBackend();
+  const p = await httpProxy({ svc: [endpoint(be.port)] });
+  t.teardown(() => {
+    p.close();
+    be.close();
+  });
+  const { exchange } = await import('../helpers/net.js');
+  const r = await exchange(p.port, 'GET /half HTTP/1.1\r\nHost: a\r\n\r\n');
+  t.match(r.data.toString(), /^HTTP\/1\.1 200 [^]*"url":"\/half"/);
+});
