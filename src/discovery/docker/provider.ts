@@ -13,6 +13,7 @@ import { readFile } from 'node:fs/promises';
 import { backoffDelay, nullDiscoveryObserver, type DiscoveryObserver } from '../../core/discovery.js';
 import type { ProviderSnapshot } from '../../core/types.js';
 import type { Logger } from '../../log.js';
+import { onEventLines } from './events.js';
 import { buildDockerSnapshot, containerName, type DockerBuildOptions, type SkippedContainer } from './build.js';
 import type { ContainerInfo, DockerClient, DockerEvent } from './types.js';
 
@@ -96,24 +97,11 @@ export class DockerProvider {
       return;
     }
     this.stream = stream;
-    let buf = '';
-    stream.on('data', (chunk: Buffer | string) => {
-      buf += chunk.toString();
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i).trim();
-        buf = buf.slice(i + 1);
-        if (line === '') continue;
-        let ev: DockerEvent;
-        try {
-          ev = JSON.parse(line) as DockerEvent;
-        } catch {
-          this.opts.log.warn({ line: line.slice(0, 200) }, 'docker: unparsable event');
-          continue;
-        }
-        this.onEvent(ev);
-      }
-    });
+    onEventLines(
+      stream,
+      (ev) => this.onEvent(ev),
+      (line) => this.opts.log.warn({ line: line.slice(0, 200) }, 'docker: unparsable event'),
+    );
     const lost = (err?: Error) => this.lost(stream, err);
     stream.on('error', lost);
     stream.on('end', () => lost());

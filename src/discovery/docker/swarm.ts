@@ -13,6 +13,7 @@
 import { backoffDelay, nullDiscoveryObserver, type DiscoveryObserver } from '../../core/discovery.js';
 import type { EndpointSpec, ProviderSnapshot } from '../../core/types.js';
 import type { Logger } from '../../log.js';
+import { onEventLines } from './events.js';
 import { parseLabels } from './labels.js';
 import { reportSkipped, selfContainerId } from './provider.js';
 import type { DockerClient, DockerEvent, SwarmService, SwarmTask } from './types.js';
@@ -206,25 +207,17 @@ export class SwarmProvider {
     if (this.stopped) return;
     try {
       const stream = await this.opts.client.swarmEvents();
+      if (this.stopped) {
+        (stream as NodeJS.ReadableStream & { destroy?: () => void }).destroy?.();
+        return;
+      }
       this.stream = stream;
       this.attempt = 0;
-      let buf = '';
-      stream.on('data', (d: Buffer) => {
-        buf += d.toString('utf8');
-        let i: number;
-        while ((i = buf.indexOf('\n')) >= 0) {
-          const line = buf.slice(0, i).trim();
-          buf = buf.slice(i + 1);
-          if (line === '') continue;
-          let ev: DockerEvent;
-          try {
-            ev = JSON.parse(line) as DockerEvent;
-          } catch {
-            continue;
-          }
-          this.onEvent(ev);
-        }
-      });
+      onEventLines(
+        stream,
+        (ev) => this.onEvent(ev),
+        (line) => this.opts.log.warn({ line: line.slice(0, 200) }, 'swarm: unparsable event'),
+      );
       const lost = () => {
         if (this.stream !== stream) return;
         this.stream = null;
