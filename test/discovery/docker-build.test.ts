@@ -72,6 +72,13 @@ t.test('network choice: shared with berth beats first; configured network; missi
   t.equal(first.labels?.['network'], 'berth-fixture-net (first network)', 'alphabetical first');
   const shared = buildDockerSnapshot([noLabel], { ...opts, selfNetworks: ['bridge'] }).snapshot.services.get('fx-twonets')![0]!;
   t.equal(shared.labels?.['network'], 'bridge (shared with berth)');
+  // berth in a container on networks the target is not on: skipped with the reason, not
+  // sent to an address Docker's isolation (or the default route) would swallow.
+  const apart = buildDockerSnapshot([noLabel], { ...opts, selfNetworks: ['front'] });
+  t.equal(apart.snapshot.services.size, 0);
+  t.match(apart.skipped[0]!.reason, /no network shared with berth \(the container is on berth-fixture-net, bridge; berth is on front\): attach berth to one or set berth\.network/);
+  const hostNet = buildDockerSnapshot([noLabel], { ...opts, selfNetworks: ['host'] }).snapshot.services.get('fx-twonets')![0]!;
+  t.equal(hostNet.labels?.['network'], 'berth-fixture-net (first network)', 'berth with the host network reaches every bridge: the first');
   const configured = buildDockerSnapshot([noLabel], { ...opts, network: 'bridge' }).snapshot.services.get('fx-twonets')![0]!;
   t.equal(configured.labels?.['network'], 'bridge (discovery.docker.network)');
   const wrong: ContainerInfo = { ...two, Config: { ...two.Config, Labels: { 'berth.enable': 'true', 'berth.network': 'nope' } } };

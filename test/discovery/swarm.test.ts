@@ -59,3 +59,16 @@ t.test('network label, missing port, bad labels', async (t) => {
   t.match(r.skipped[1]!.reason, /bad labels: .*wieght/);
   t.match(r.skipped[2]!.reason, /not on network nope/);
 });
+
+t.test('a task on no overlay berth is attached to is skipped, not sent to (the first network only when berth runs outside a container)', async (t) => {
+  const services = [svc('s1', 'web', { 'berth.enable': 'true', 'berth.port': '80' })];
+  const tasks = [task('t1aaaaaaaaaaaa', 's1', 1, 'running', 'running', [att('ingress', '10.0.0.9'), att('other-stack', '10.0.7.3')]), task('t2aaaaaaaaaaaa', 's1', 2, 'running', 'running')];
+  const r = buildSwarmSnapshot(services, tasks, new Set(), opts);
+  t.same(r.snapshot.services.get('web')!.map((e) => e.host), ['10.0.1.2'], 'only the task on the shared overlay');
+  t.same(r.skipped.map((s) => s.name), ['web.1.t1aaaaaaaaaa']);
+  t.match(r.skipped[0]!.reason, /no network shared with berth \(the task is on other-stack; berth is on front\): attach berth to one or set berth\.network/);
+  const named = buildSwarmSnapshot([svc('s1', 'web', { 'berth.enable': 'true', 'berth.port': '80', 'berth.network': 'other-stack' })], tasks, new Set(), opts);
+  t.same(named.snapshot.services.get('web')!.map((e) => e.host), ['10.0.7.3'], 'a named network is believed');
+  const outside = buildSwarmSnapshot(services, tasks, new Set(), { ...opts, selfNetworks: [] });
+  t.same(outside.snapshot.services.get('web')!.map((e) => e.host), ['10.0.7.3', '10.0.2.5'], 'berth not in a container: the first attachment, never ingress');
+});

@@ -1,11 +1,16 @@
+import { execFile } from 'node:child_process';
 import { writeFileSync, mkdtempSync, chmodSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import t from 'tap';
 import { docker, dockerReady, RUN } from '../helpers/docker.js';
-import { until } from '../helpers/net.js';
+import { freePort, until } from '../helpers/net.js';
+
+const exec = promisify(execFile);
 
 // A single-node swarm; berth (the image built from the repository's Dockerfile) in a
 // container on an attachable overlay network, in front of a replicated service.
@@ -16,18 +21,23 @@ if ((await docker('image', 'ls', '-q', 'berth-test/berth')) === '') {
   process.exit(0);
 }
 
+// Two deployments, each under load through scaling (and a rolling update): more than
+// tap's default two minutes per file.
+t.setTimeout(480_000);
+
 const state = await docker('info', '--format', '{{.Swarm.LocalNodeState}}');
 if (state !== 'active') await docker('swarm', 'init', '--advertise-addr', '127.0.0.1');
 
 const NET = `${RUN}-overlay`;
 const SVC = `${RUN}-web`;
 const BERTH = `${RUN}-berth`;
-t.teardown(async () => {
-  await docker('rm', '-f', BERTH).catch(() => '');
-  await docker('service', 'rm', SVC).catch(() => '');
-  await until(async () => (await docker('ps', '-aq', '--filter', `label=com.docker.swarm.service.name=${SVC}`)) === '', 30_000, 'tasks gone', 500).catch(() => {});
-  await docker('network', 'rm', NET).catch(() => '');
-});
+
+/** Removes services (and waits for their task containers), then networks. */
+async function removeSwarm(services: string[], networks: string[]): Promise<void> {
+  for (const s of services) await docker('service', 'rm', s).catch(() => '');
+  for (const s of services) await until(async () => (await docker('ps', '-aq', '--filter', `label=com.docker.swarm.service.name=${s}`)) === '', 30_000, `tasks of ${s} gone`, 500).catch(() => {});
+  for (const n of networks) await docker('network', 'rm', n).catch(() => '');
+}
 
 function get(port: number, agent: http.Agent): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
@@ -43,7 +53,63 @@ function get(port: number, agent: http.Agent): Promise<{ status: number; body: s
   });
 }
 
+/**
+ * Keep-alive HTTP clients against berth on `port`: `seen` collects the task names
+ * that answered. `untilServing(n)` waits (before any load) until n tasks answered;
+ * `start()` runs 8 clients (bounded: 3 minutes or `finish()`).
+ */
+function loadOn(port: number) {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
+  const seen = new Set<string>();
+  const failures: string[] = [];
+  let ok = 0;
+  let stop = false;
+  let clients: Promise<void>[] = [];
+  const tryGet = async () => {
+    try {
+      const r = await get(port, agent);
+      if (r.status === 200) seen.add(r.body);
+      return r.status;
+    } catch {
+      return 0;
+    }
+  };
+  return {
+    seen,
+    failures,
+    get ok() {
+      return ok;
+    },
+    untilServing: (n: number, what: string) => until(async () => (await tryGet()) === 200 && seen.size >= n, 90_000, what, 250),
+    start() {
+      const deadline = Date.now() + 180_000;
+      clients = Array.from({ length: 8 }, async () => {
+        while (!stop && Date.now() < deadline) {
+          try {
+            const r = await get(port, agent);
+            if (r.status === 200) {
+              ok++;
+              seen.add(r.body);
+            } else failures.push(`status ${r.status}: ${r.body}`);
+          } catch (err) {
+            failures.push(String(err));
+          }
+        }
+      });
+    },
+    async finish() {
+      stop = true;
+      await Promise.all(clients);
+      agent.destroy();
+    },
+  };
+}
+
 t.test('swarm: scale 2 -> 4 -> 1 under load with zero failed requests; every task served', async (t) => {
+  t.teardown(async () => {
+    await docker('rm', '-f', BERTH).catch(() => '');
+    await removeSwarm([SVC], [NET]);
+  });
   await docker('network', 'create', '-d', 'overlay', '--attachable', NET);
   await docker(
     'service', 'create', '--detach', '--no-resolve-image', '--name', SVC, '--replicas', '2', '--network', NET,
@@ -108,56 +174,26 @@ admin: { bind: 0.0.0.0:9901 }
     'berth-test/berth', 'run', '-c', '/etc/berth.yaml',
   );
   const port = Number((await docker('port', BERTH, '8080/tcp')).split('\n')[0]!.split(':').pop());
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
-  t.teardown(() => agent.destroy());
-  const seen = new Set<string>();
-  const tryGet = async () => {
-    try {
-      const r = await get(port, agent);
-      if (r.status === 200) seen.add(r.body);
-      return r.status;
-    } catch {
-      return 0;
-    }
-  };
-  await until(async () => (await tryGet()) === 200 && seen.size === 2, 60_000, 'berth serves both tasks', 250);
-
-  // Bounded load: 8 clients, at most 3 minutes or until told to stop.
-  let stop = false;
-  let ok = 0;
-  const failures: string[] = [];
-  const deadline = Date.now() + 180_000;
-  const clients = Array.from({ length: 8 }, async () => {
-    while (!stop && Date.now() < deadline) {
-      try {
-        const r = await get(port, agent);
-        if (r.status === 200) {
-          ok++;
-          seen.add(r.body);
-        } else failures.push(`status ${r.status}: ${r.body}`);
-      } catch (err) {
-        failures.push(String(err));
-      }
-    }
-  });
+  const load = loadOn(port);
+  await load.untilServing(2, 'berth serves both tasks');
+  load.start();
   try {
     await docker('service', 'scale', '--detach', `${SVC}=4`);
-    await until(() => seen.size >= 4, 90_000, `four tasks served (${[...seen].join(', ')})`, 250);
-    const atFour = ok;
+    await until(() => load.seen.size >= 4, 90_000, `four tasks served (${[...load.seen].join(', ')})`, 250);
+    const atFour = load.ok;
     await docker('service', 'scale', '--detach', `${SVC}=1`);
     // Wait until the three removed tasks are gone from the engine, then a little more load.
     await until(async () => (await docker('service', 'ps', '-q', '--filter', 'desired-state=running', SVC)).split('\n').filter(Boolean).length === 1, 60_000, 'scaled to 1', 500);
     await until(async () => (await docker('ps', '-q', '--filter', `label=com.docker.swarm.service.name=${SVC}`)).split('\n').filter(Boolean).length === 1, 60_000, 'old task containers stopped', 500);
-    const before = ok;
-    await until(() => ok > before + 200, 30_000, 'load after scale-down', 100);
-    t.ok(atFour > 0 && ok > atFour);
+    const before = load.ok;
+    await until(() => load.ok > before + 200, 30_000, 'load after scale-down', 100);
+    t.ok(atFour > 0 && load.ok > atFour);
   } finally {
-    stop = true;
-    await Promise.all(clients);
+    await load.finish();
   }
-  t.comment(`${ok} requests, ${failures.length} failed; tasks served: ${[...seen].sort().join(', ')}`);
-  t.same(failures, [], 'zero failed requests through scale-up and scale-down');
-  t.ok(seen.size >= 4, 'every task served');
+  t.comment(`${load.ok} requests, ${load.failures.length} failed; tasks served: ${[...load.seen].sort().join(', ')}`);
+  t.same(load.failures, [], 'zero failed requests through scale-up and scale-down');
+  t.ok(load.seen.size >= 4, 'every task served');
   const logs = await docker('logs', BERTH);
   t.match(logs, /swarm discovery synced/);
   t.same(refused, [], `berth made only read calls through the filtering relay: ${[...requests].sort().join(', ')}`);
@@ -165,4 +201,62 @@ admin: { bind: 0.0.0.0:9901 }
   // The image's HEALTHCHECK (GET /healthz every 10 s) reports healthy.
   await until(async () => (await docker('inspect', '-f', '{{.State.Health.Status}}', BERTH)) === 'healthy', 40_000, 'container healthy', 500);
   t.pass('the image HEALTHCHECK passes');
+});
+
+t.test('examples/swarm/stack.yml with docker stack deploy: scale 3 -> 5, rolling update, scale -> 1 under load, zero failed', async (t) => {
+  // The example as its README says, with the local images and a free published port.
+  const stack = `${RUN}-shop`;
+  const port = await freePort();
+  const env = { ...process.env, BERTH_IMAGE: 'berth-test/berth', WEB_IMAGE: 'berth-test/web', WEB_PORT: '8080', BERTH_PORT: String(port) };
+  const dir = fileURLToPath(new URL('../../examples/swarm/', import.meta.url));
+  const stackTasks = async () => (await docker('ps', '-aq', '--filter', `label=com.docker.stack.namespace=${stack}`)).split('\n').filter(Boolean).length;
+  t.teardown(async () => {
+    await docker('stack', 'rm', stack).catch(() => '');
+    await until(async () => (await stackTasks()) === 0, 60_000, 'stack containers gone', 500).catch(() => {});
+    // stack rm removes the network asynchronously; make sure it is gone before the next run.
+    await until(
+      async () => {
+        await docker('network', 'rm', `${stack}_shop`).catch(() => '');
+        return (await docker('network', 'ls', '-q', '--filter', `name=${stack}_shop`)) === '';
+      },
+      30_000,
+      'stack network gone',
+      500,
+    ).catch(() => {});
+  });
+  // Another team's service with the same pool name, on an overlay berth is not attached
+  // to: its task address is unreachable from berth, so it must be skipped, not sent to.
+  const decoy = `${RUN}-decoy`;
+  await docker('network', 'create', '-d', 'overlay', `${decoy}-net`);
+  t.teardown(() => removeSwarm([decoy], [`${decoy}-net`]));
+  await docker(
+    'service', 'create', '--detach', '--no-resolve-image', '--name', decoy, '--network', `${decoy}-net`,
+    '--label', 'berth.enable=true', '--label', 'berth.port=8080', '--label', 'berth.service=web', 'berth-test/web',
+  );
+  await exec('docker', ['stack', 'deploy', '-c', 'stack.yml', stack], { cwd: dir, env });
+  const web = `${stack}_web`;
+  const load = loadOn(port);
+  await load.untilServing(3, 'the stack serves from its three tasks');
+  load.start();
+  const running = async () => (await docker('ps', '-q', '--filter', `label=com.docker.swarm.service.name=${web}`)).split('\n').filter(Boolean).length;
+  try {
+    await docker('service', 'scale', '--detach', `${web}=5`);
+    await until(() => load.seen.size >= 5, 90_000, `five tasks served (${[...load.seen].join(', ')})`, 250);
+    // Rolling update (the stack says start-first): every task replaced, one at a time.
+    await docker('service', 'update', '--force', '--detach=false', '--quiet', web);
+    await until(() => load.seen.size >= 10, 60_000, `the five replacement tasks served (${load.seen.size} seen)`, 250);
+    const afterUpdate = load.ok;
+    await docker('service', 'scale', '--detach', `${web}=1`);
+    await until(async () => (await running()) === 1, 60_000, 'scaled to 1', 500);
+    const before = load.ok;
+    await until(() => load.ok > before + 200, 30_000, 'load after scale-down', 100);
+    t.ok(load.ok > afterUpdate);
+  } finally {
+    await load.finish();
+  }
+  t.comment(`${load.ok} requests, ${load.failures.length} failed; ${load.seen.size} tasks served`);
+  t.same(load.failures, [], 'zero failed requests through scale-up, rolling update and scale-down');
+  const logs = await docker('service', 'logs', '--raw', `${stack}_berth`);
+  t.match(logs, /swarm discovery synced/);
+  t.match(logs, new RegExp(`${decoy}[^\\n]*no network shared with berth`), 'the decoy task is skipped with the reason');
 });

@@ -13,7 +13,7 @@ export interface DockerBuildOptions {
   readonly exposedByDefault: boolean;
   /** Network to take addresses from when a container has no network label ("" = none). */
   readonly network: string;
-  /** Networks berth's own container is attached to (empty when berth runs on the host). */
+  /** Networks berth's own container is attached to (empty when berth runs on the host or in another container's namespace). */
   readonly selfNetworks: readonly string[];
   /** Provider instance name, default "docker". */
   readonly provider?: string;
@@ -89,9 +89,18 @@ export function buildDockerSnapshot(containers: Iterable<ContainerInfo>, opts: D
     } else {
       network = names.find((n) => opts.selfNetworks.includes(n));
       networkWhy = 'shared with berth';
+      // berth in a container on its own networks reaches only those (Docker isolates
+      // bridges from each other, overlays from the host): a container sharing none of
+      // them is skipped rather than sent to through the default route. On the host
+      // (or with the host's network) every bridge address is reachable: the first.
+      const isolated = opts.selfNetworks.length > 0 && !opts.selfNetworks.includes('host');
+      if (network === undefined && isolated && names.length > 0) {
+        skip(`no network shared with berth (the container is on ${names.join(', ')}; berth is on ${opts.selfNetworks.join(', ')}): attach berth to one or set ${prefix}.network`);
+        continue;
+      }
       if (network === undefined) {
         network = names.find((n) => (networks[n]?.IPAddress ?? '') !== '' || (networks[n]?.GlobalIPv6Address ?? '') !== '');
-        networkWhy = opts.selfNetworks.length > 0 ? 'first network (none shared with berth)' : 'first network';
+        networkWhy = 'first network';
       }
     }
     const net = network !== undefined ? networks[network] : undefined;

@@ -21,7 +21,7 @@ import type { DockerClient, DockerEvent, SwarmService, SwarmTask } from './types
 export interface SwarmBuildOptions {
   readonly labelPrefix: string;
   readonly exposedByDefault: boolean;
-  /** Network to take task addresses from when a service has no network label ("" = the one shared with berth, else the first). */
+  /** Network to take task addresses from when a service has no network label ("" = the one shared with berth; the first when berth's own networks are unknown). */
   readonly network: string;
   readonly selfNetworks: readonly string[];
 }
@@ -65,10 +65,21 @@ export function buildSwarmSnapshot(services: readonly SwarmService[], tasks: rea
     for (const t of byService.get(svc.ID) ?? []) {
       const atts = (t.NetworksAttachments ?? []).filter((a) => a.Network.Spec.Name !== 'ingress' && (a.Addresses ?? []).length > 0);
       const want = l.network ?? (opts.network !== '' ? opts.network : undefined);
-      const att = want !== undefined ? atts.find((a) => a.Network.Spec.Name === want || a.Network.ID === want) : (atts.find((a) => opts.selfNetworks.includes(a.Network.Spec.Name)) ?? atts[0]);
+      // An overlay address is reachable only from a container on that overlay: when
+      // berth knows its own networks, a task sharing none of them is skipped (sending
+      // there would leave through the default route), unless a network is named.
+      const shared = atts.find((a) => opts.selfNetworks.includes(a.Network.Spec.Name));
+      const att = want !== undefined ? atts.find((a) => a.Network.Spec.Name === want || a.Network.ID === want) : opts.selfNetworks.length > 0 ? shared : atts[0];
       const taskName = `${name}.${t.Slot ?? t.NodeID ?? ''}.${t.ID.slice(0, 12)}`;
       if (att === undefined) {
-        skipped.push({ name: taskName, reason: want !== undefined ? `task not on network ${want}` : 'task has no overlay network address' });
+        const on = atts.map((a) => a.Network.Spec.Name).join(', ');
+        skipped.push({
+          name: taskName,
+          reason:
+            want !== undefined ? `task not on network ${want}`
+            : atts.length === 0 ? 'task has no overlay network address'
+            : `no network shared with berth (the task is on ${on}; berth is on ${opts.selfNetworks.join(', ')}): attach berth to one or set ${prefix}.network`,
+        });
         continue;
       }
       const host = att.Addresses![0]!.split('/')[0]!;
