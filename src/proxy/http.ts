@@ -358,7 +358,7 @@ export class HttpListener {
     const status = code === 'HPE_HEADER_OVERFLOW' ? 431 : code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
     this.deps.observer.httpRejected(this.settings.name, status === 431 ? 'header_too_large' : status === 408 ? 'timeout' : 'bad_request');
     const { log } = this.deps;
-    if (log.isLevelEnabled('debug')) log.debug({ listener: this.settings.name, status, err: code, reason: (err as { reason?: string }).reason }, 'request refused');
+    if (log.isLevelEnabled('debug')) log.debug({ status, err: code, reason: (err as { reason?: string }).reason }, 'request refused');
     rawReply(socket as net.Socket, status);
   }
 
@@ -389,7 +389,7 @@ export class HttpListener {
   private refuse(req: http.IncomingMessage, res: http.ServerResponse, why: string): void {
     this.deps.observer.httpRejected(this.settings.name, 'bad_request');
     const { log } = this.deps;
-    if (log.isLevelEnabled('debug')) log.debug({ listener: this.settings.name, method: req.method, url: req.url, reason: why }, 'request refused');
+    if (log.isLevelEnabled('debug')) log.debug({ method: req.method, url: req.url, reason: why }, 'request refused');
     // The framing cannot be trusted: answer and close, reading nothing more.
     reply(res, 400, true);
     req.socket.destroySoon();
@@ -615,7 +615,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     this.release();
     if (this.started) {
       // Cut mid-response: the client must see a cut, not a short body it could take for whole.
-      if (log.isLevelEnabled('debug')) log.debug({ listener: this.listener.settings.name, endpoint: ep.id, err: e.code ?? e.message }, 'response cut');
+      if (log.isLevelEnabled('debug')) log.debug({ endpoint: ep.id, err: e.code ?? e.message }, 'response cut');
       this.res.destroy();
       this.finish();
       return;
@@ -632,7 +632,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     const s = this.listener.settings;
     if (safe && this.attempts <= s.retries && this.listener.budget(this.service).tryRetry(pool.clock.now())) {
       observer.retry(ep.service, this.sent ? 'reset' : connectResult(e));
-      if (log.isLevelEnabled('debug')) log.debug({ listener: s.name, endpoint: ep.id, err: e.code ?? e.message }, 'retrying on another endpoint');
+      if (log.isLevelEnabled('debug')) log.debug({ endpoint: ep.id, err: e.code ?? e.message }, 'retrying on another endpoint');
       (this.tried ??= new Set()).add(ep);
       this.attempt();
       return;
@@ -665,7 +665,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   private fail(status: number, why: string): void {
     const { log, observer } = this.listener.deps;
     if (status === 503) observer.noEndpoint(this.listener.settings.name, this.service);
-    if (log.isLevelEnabled('debug')) log.debug({ listener: this.listener.settings.name, service: this.service, status, reason: why, attempts: this.attempts }, 'request failed');
+    if (log.isLevelEnabled('debug')) log.debug({ service: this.service, status, reason: why, attempts: this.attempts }, 'request failed');
     this.status = status;
     reply(this.res, status, false, status === 503 ? { 'retry-after': '1' } : undefined);
     this.finish();

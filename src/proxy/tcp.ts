@@ -81,7 +81,7 @@ export class TcpListener {
     if (result !== 'ok') {
       this.deps.observer.tlsHandshake(this.settings.name, result);
       const { log } = this.deps;
-      if (log.isLevelEnabled('debug')) log.debug({ listener: this.settings.name, result, reason: socket.authorizationError, subject: identity?.subject, uris: identity?.uris }, 'client refused after the handshake');
+      if (log.isLevelEnabled('debug')) log.debug({ result, reason: socket.authorizationError, subject: identity?.subject, uris: identity?.uris }, 'client refused after the handshake');
       socket.on('error', noop);
       socket.destroy();
       return;
@@ -410,7 +410,7 @@ class TcpSession {
     }
     // Safe to try elsewhere: nothing came back yet and every byte sent is still held.
     if (!this.upstreamAnswered && this.replay !== null && !this.clientClosed && this.attempts <= this.settings.retries) {
-      if (log.isLevelEnabled('debug')) log.debug({ listener: this.settings.name, endpoint: ep.id, err: err.code ?? err.message }, 'retrying on another endpoint');
+      if (log.isLevelEnabled('debug')) log.debug({ endpoint: ep.id, err: err.code ?? err.message }, 'retrying on another endpoint');
       observer.retry(ep.service, connecting ? connectResult(err) : 'reset');
       (up as Tagged)[kSession] = undefined;
       up.removeAllListeners();
@@ -423,7 +423,7 @@ class TcpSession {
       this.tryConnect();
       return;
     }
-    if (log.isLevelEnabled('debug')) log.debug({ listener: this.settings.name, endpoint: ep.id, err: err.code ?? err.message }, 'upstream error');
+    if (log.isLevelEnabled('debug')) log.debug({ endpoint: ep.id, err: err.code ?? err.message }, 'upstream error');
     // Pass the failure on as a reset, so the client cannot take a cut stream for a whole one.
     this.phase = Phase.Closed;
     if (!this.client.destroyed) abortSocket(this.client);
@@ -486,7 +486,7 @@ class TcpSession {
   private turnAway(reason: string): void {
     const { log, observer } = this.listener.deps;
     observer.noEndpoint(this.settings.name, this.settings.service);
-    if (log.isLevelEnabled('debug')) log.debug({ listener: this.settings.name, service: this.settings.service, reason, attempts: this.attempts }, 'no usable endpoint');
+    if (log.isLevelEnabled('debug')) log.debug({ service: this.settings.service, reason, attempts: this.attempts }, 'no usable endpoint');
     this.donePending();
     this.phase = Phase.Closed;
     if (!this.client.destroyed) abortSocket(this.client);

@@ -74,11 +74,10 @@ function allowRule(entry: string): (id: PeerIdentity) => boolean {
   return (id) => id.cn === cn;
 }
 
-function subjectString(subject: Record<string, string | string[]> | undefined): string {
-  if (!subject) return '';
-  const parts: string[] = [];
-  for (const [k, v] of Object.entries(subject)) for (const x of Array.isArray(v) ? v : [v]) parts.push(`${k}=${x}`);
-  return parts.reverse().join(',');
+/** An RFC 2253 attribute value as written by OpenSSL, unescaped (`\,` → `,`, `\2C` → `,`). */
+function unescapeRdn(v: string): string {
+  if (!v.includes('\\')) return v;
+  return v.replace(/\\([0-9A-Fa-f]{2}|.)/g, (_m, e: string) => (e.length === 2 ? String.fromCharCode(parseInt(e, 16)) : e));
 }
 
 export class ListenerTls implements TlsTerminator {
@@ -141,9 +140,9 @@ export class ListenerTls implements TlsTerminator {
     this.observer.tlsMaterial(this.listener, true, m.notAfter);
     const days = (m.notAfter - Date.now()) / DAY;
     if (days < WARN_DAYS) {
-      this.log.warn({ listener: this.listener, expires: new Date(m.notAfter).toISOString(), days: Math.floor(days) }, days < 0 ? 'tls certificate has expired' : 'tls certificate expires soon');
+      this.log.warn({ expires: new Date(m.notAfter).toISOString(), days: Math.floor(days) }, days < 0 ? 'tls certificate has expired' : 'tls certificate expires soon');
     } else if (!atStart) {
-      this.log.info({ listener: this.listener, expires: new Date(m.notAfter).toISOString() }, 'tls material reloaded');
+      this.log.info({ expires: new Date(m.notAfter).toISOString() }, 'tls material reloaded');
     }
   }
 
@@ -180,22 +179,24 @@ export class ListenerTls implements TlsTerminator {
 
   check(socket: TLSSocket): { identity: PeerIdentity | null; result: HandshakeResult } {
     if (!this.mutual) return { identity: null, result: 'ok' };
-    const cert = socket.getPeerCertificate();
-    if (!cert || !cert.raw) return { identity: null, result: 'no_cert' };
+    // The X509Certificate view: a quarter of getPeerCertificate()'s cost (~10 vs ~43 µs
+    // per handshake here), which builds every field and the issuer chain as objects.
+    const cert = socket.getPeerX509Certificate();
+    if (!cert) return { identity: null, result: 'no_cert' };
     if (!socket.authorized) return { identity: null, result: 'bad_cert' };
-    const san = cert.subjectaltname ?? '';
     const uris: string[] = [];
     const dnsNames: string[] = [];
-    for (const part of san.split(', ')) {
+    for (const part of (cert.subjectAltName ?? '').split(', ')) {
       if (part.startsWith('URI:')) uris.push(part.slice(4));
       else if (part.startsWith('DNS:')) dnsNames.push(part.slice(4).toLowerCase());
     }
-    const subject = cert.subject as unknown as Record<string, string | string[]> | undefined;
-    const cnRaw = subject?.['CN'];
+    // One "type=value" per line, in certificate order, values escaped as RFC 2253 says.
+    const rdns = cert.subject.split('\n');
+    const cnLine = rdns.find((r) => r.startsWith('CN='));
     const identity: PeerIdentity = {
       hash: createHash('sha256').update(cert.raw).digest('hex'),
-      subject: subjectString(subject),
-      cn: Array.isArray(cnRaw) ? cnRaw[0] : cnRaw,
+      subject: rdns.reverse().join(','),
+      cn: cnLine !== undefined ? unescapeRdn(cnLine.slice(3)) : undefined,
       uris,
       dnsNames,
     };
@@ -222,7 +223,7 @@ export class ListenerTls implements TlsTerminator {
       next = this.load(this.cfg);
     } catch (err) {
       this.observer.tlsMaterial(this.listener, false, null);
-      this.log.error({ listener: this.listener, why, err: err instanceof Error ? err.message : String(err) }, 'tls reload failed; keeping the current certificates');
+      this.log.error({ why, err: err instanceof Error ? err.message : String(err) }, 'tls reload failed; keeping the current certificates');
       return;
     }
     this.material = next;

@@ -1,7 +1,9 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { copyFileSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
+import { pino } from 'pino';
 import t from 'tap';
 import { Pool } from '../../src/pool/pool.js';
 import { TcpListener, type TcpListenerSettings } from '../../src/proxy/tcp.js';
@@ -28,6 +30,8 @@ pki.issue('frontend', { cn: 'frontend', san: 'URI:spiffe://shop/frontend,DNS:fro
 pki.issue('other', { cn: 'other', san: 'URI:spiffe://shop/other', usage: 'client' });
 pki.issue('billing', { cn: 'billing', usage: 'client' });
 pki.issue('foreign', { ca: 'other-ca', cn: 'foreign', san: 'URI:spiffe://shop/frontend', usage: 'client' });
+pki.issue('comma', { cn: 'Shop, Inc', san: 'URI:spiffe://shop/comma,DNS:Comma.Internal', usage: 'client' });
+pki.issue('soon', { cn: 'soon', san: 'DNS:localhost', usage: 'server', days: 3 });
 pki.issue('expired', { cn: 'expired', san: 'URI:spiffe://shop/frontend', usage: 'client', days: 0 });
 
 function tlsConfig(over: Partial<ListenerTlsConfig> = {}): ListenerTlsConfig {
@@ -118,6 +122,37 @@ t.test('a revoked client certificate (CRL) is refused as bad_cert; others still 
   t.match((await sClient(p.port, clientArgs('frontend'), 'hello frontend\n')).out, /hello/);
   t.equal(obs.counts['tls.bad_cert'], 1);
   t.equal(obs.counts['tls.ok'], 1);
+});
+
+t.test('a certificate close to expiry is warned about once, the listener named once in the line', async (t) => {
+  const lines: string[] = [];
+  const root = pino({ level: 'info' }, { write: (l: string) => lines.push(l) });
+  // As the app builds it: the listener's logger already carries the listener's name.
+  const term = new ListenerTls('web', tlsConfig({ cert: pki.cert('soon'), key: pki.key('soon') }), root.child({ module: 'proxy', listener: 'web' }), materialObserver(), false);
+  t.teardown(() => term.close());
+  const warn = lines.find((l) => l.includes('tls certificate expires soon'));
+  t.ok(warn, 'warned at start');
+  t.equal(warn!.match(/"listener":/g)?.length, 1, `one listener key: ${warn}`);
+  t.match(JSON.parse(warn!) as Record<string, unknown>, { listener: 'web', days: 2 });
+});
+
+t.test('identity from the peer certificate: subject in RFC 4514 order, CN unescaped, SAN split, hash of the DER', async (t) => {
+  const term = new ListenerTls('id', tlsConfig({ allow: ['CN=Shop, Inc'] }), silent, materialObserver(), false);
+  t.teardown(() => term.close());
+  const pem = readFileSync(pki.cert('comma'));
+  const x = new X509Certificate(pem);
+  const socket = (authorized: boolean, cert: X509Certificate | undefined) => ({ authorized, getPeerX509Certificate: () => cert }) as unknown as tls.TLSSocket;
+  const r = term.check(socket(true, x));
+  t.equal(r.result, 'ok', 'CN=Shop, Inc allowed: the escaped comma is unescaped');
+  t.same(r.identity, {
+    hash: x.fingerprint256.replace(/:/g, '').toLowerCase(),
+    subject: 'CN=Shop\\, Inc,O=berth-test',
+    cn: 'Shop, Inc',
+    uris: ['spiffe://shop/comma'],
+    dnsNames: ['comma.internal'],
+  });
+  t.equal(term.check(socket(false, x)).result, 'bad_cert');
+  t.equal(term.check(socket(true, undefined)).result, 'no_cert');
 });
 
 t.test('SNI picks the certificate; without a match the default one', async (t) => {
