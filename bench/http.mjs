@@ -1,5 +1,6 @@
 // HTTP keep-alive: berth (mode http) vs HAProxy (mode http, http-reuse always, one
-// thread) vs a plain node:http + http.Agent proxy (what the http-proxy package does)
+// thread) vs nginx (proxy_pass to a keepalive upstream, one worker) vs a plain
+// node:http + http.Agent proxy (what the http-proxy package does)
 // vs a direct connection to the endpoint, interleaved in one run. Proxies pinned
 // alone to CPU 1; wrk and the endpoint (nginx) on CPU 0. Also berth --workers 2
 // (unpinned: on this 2-core machine the workers share the cores with wrk and nginx).
@@ -15,7 +16,7 @@ async function startNginx(dir, port) {
   const conf = write(
     dir,
     'nginx.conf',
-    `worker_processes 1; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/nginx-error.log;
+    `worker_processes 1; master_process off; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/nginx-error.log;
 events { worker_connections 20000; }
 http { access_log off; keepalive_requests 1000000; keepalive_timeout 60s;
   server { listen 127.0.0.1:${port} backlog=4096; location / { return 200 "hello from the endpoint\\n"; } } }
@@ -63,6 +64,22 @@ backend b
     );
     return startPinned(PROXY_CPU, 'haproxy', ['-f', cfg, '-db'], ready);
   }
+  if (kind === 'nginx') {
+    // One process (no master: the pid measured is the one working); upstream keep-alive.
+    const conf = write(
+      dir,
+      `nginx-proxy-${port}.conf`,
+      `worker_processes 1; master_process off; daemon off; pid ${dir}/nginx-proxy.pid; error_log ${dir}/nginx-proxy-error.log;
+events { worker_connections 20000; }
+http { access_log off; keepalive_requests 1000000; keepalive_timeout 60s;
+  client_body_temp_path ${dir}/nginx-body; proxy_temp_path ${dir}/nginx-proxy-temp;
+  upstream u { server 127.0.0.1:${target}; keepalive 64; keepalive_requests 1000000; }
+  server { listen 127.0.0.1:${port} backlog=4096;
+    location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; } } }
+`,
+    );
+    return startPinned(PROXY_CPU, 'nginx', ['-c', conf, '-e', `${dir}/nginx-proxy-error.log`], ready);
+  }
   if (kind === 'node-naive') return startPinned(PROXY_CPU, process.execPath, ['-e', NAIVE, String(port), String(target)], ready);
   const cfg = write(
     dir,
@@ -108,7 +125,7 @@ export async function httpBench({ reps, seconds }) {
   const procs = [];
   try {
     procs.push(await startNginx(dir, nginxPort));
-    const kinds = ['direct', 'haproxy', 'berth', 'node-naive', 'berth-2w'];
+    const kinds = ['direct', 'haproxy', 'nginx', 'berth', 'node-naive', 'berth-2w'];
     const targets = { direct: { port: nginxPort, pid: 0 } };
     for (const k of kinds.slice(1)) {
       const port = await freePort();
@@ -139,13 +156,14 @@ function summarize(runs, kinds, params) {
   const med = (k, key) => median(runs[k].map((x) => x[key]));
   const busy = (k) => `${median(runs[k].map((x) => x.busy['0']))}/${median(runs[k].map((x) => x.busy['1']))}`;
   const hap = { rps: med('haproxy', 'rps'), p99: med('haproxy', 'p99') };
-  const label = { direct: 'direct (nginx)', haproxy: 'HAProxy 1 thread', berth: 'berth 1 process', 'node-naive': 'node:http + http.Agent proxy', 'berth-2w': 'berth --workers 2 (unpinned)' };
+  const label = { direct: 'direct (nginx)', haproxy: 'HAProxy 1 thread', nginx: 'nginx 1 worker (upstream keepalive)', berth: 'berth 1 process', 'node-naive': 'node:http + http.Agent proxy', 'berth-2w': 'berth --workers 2 (unpinned)' };
   const lines = kinds.map((k) => {
     const rps = med(k, 'rps');
     const p99 = med(k, 'p99');
     return `| ${label[k]} | ${fmt(rps, 0)} | ${k === 'direct' ? '-' : `**${fmt(rps / hap.rps, 2)}x**`} | ${fmt(med(k, 'p50'), 2)} | ${fmt(p99, 2)} | ${k === 'direct' ? '-' : `${fmt(p99 / hap.p99, 2)}x`} | ${fmt(med(k, 'usPerReq'), 1)} | ${busy(k)} |`;
   });
   const berthVsNaive = med('berth', 'rps') / med('node-naive', 'rps');
+  const berthVsNginx = med('berth', 'rps') / med('nginx', 'rps');
   const table = [
     `wrk -t1 -c${CONNECTIONS} keep-alive, GET of a 24-byte body from nginx`,
     '',
@@ -153,7 +171,7 @@ function summarize(runs, kinds, params) {
     `|---|---|---|---|---|---|---|---|`,
     ...lines,
     '',
-    `berth / node:http proxy: **${fmt(berthVsNaive, 2)}x** req/s`,
+    `berth / node:http proxy: **${fmt(berthVsNaive, 2)}x** req/s; berth / nginx: **${fmt(berthVsNginx, 2)}x** req/s`,
   ].join('\n');
   const errors = Object.fromEntries(kinds.map((k) => [k, runs[k].map((x) => x.errors + (x.non2xx ? ` non2xx=${x.non2xx}` : '')).filter(Boolean)]));
   return { table, errors, params, runs };

@@ -26,7 +26,11 @@ export function write(dir, name, text) {
   return p;
 }
 
-/** Starts `cmd args` pinned to `cpu` (taskset). Resolves once `ready()` is true. */
+/**
+ * Starts `cmd args` pinned to `cpu` (taskset). Resolves once `ready()` is true.
+ * Run everything as one process (nginx: `master_process off`): a SIGKILLed parent
+ * leaves its children holding the output pipes, and the benchmark would never exit.
+ */
 export async function startPinned(cpu, cmd, args, { ready, env } = {}) {
   const p = spawn('taskset', ['-c', String(cpu), cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   let out = '';

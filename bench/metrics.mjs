@@ -11,7 +11,7 @@ export async function metricsBench({ reps, seconds }) {
   for (const b of ['wrk', 'nginx', 'taskset']) need(b);
   const dir = tmp('berth-bench-metrics-');
   const nginxPort = await freePort();
-  const conf = write(dir, 'nginx.conf', `worker_processes 1; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/e.log;
+  const conf = write(dir, 'nginx.conf', `worker_processes 1; master_process off; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/e.log;
 events { worker_connections 20000; }
 http { access_log off; server { listen 127.0.0.1:${nginxPort} backlog=4096; location / { return 200 "ok\\n"; } } }
 `);

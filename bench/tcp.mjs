@@ -1,5 +1,7 @@
-// berth vs HAProxy (mode tcp, one thread) vs a direct connection, interleaved.
-// Proxies pinned alone to CPU 1; load generators and endpoints on CPU 0.
+// berth vs HAProxy (mode tcp, one thread) vs nginx (stream module, one worker) vs a
+// direct connection, interleaved. Proxies pinned alone to CPU 1; load generators and
+// endpoints on CPU 0.
+import { existsSync } from 'node:fs';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { fmt, freePort, measure, median, need, portOpen, rssBytes, runPinned, sleep, startPinned, tmp, write } from './lib.mjs';
@@ -7,12 +9,13 @@ import { fmt, freePort, measure, median, need, portOpen, rssBytes, runPinned, sl
 const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
 const LOAD_CPU = 0;
 const PROXY_CPU = 1;
+const PROXIES = ['haproxy', 'nginx', 'berth'];
 
 async function startNginx(dir, port) {
   const conf = write(
     dir,
     'nginx.conf',
-    `worker_processes 1; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/nginx-error.log;
+    `worker_processes 1; master_process off; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/nginx-error.log;
 events { worker_connections 20000; }
 http { access_log off; server { listen 127.0.0.1:${port} backlog=4096; location / { return 200 "ok\\n"; } } }
 `,
@@ -49,7 +52,23 @@ ${listeners.map((l, i) => `  s${i}:
 `;
 }
 
+/** nginx's stream proxy, one process (no master: the pid measured is the one working). */
+function nginxStreamConfig(dir, listeners) {
+  const tag = listeners[0].port;
+  return `load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes 1; master_process off; daemon off; pid ${dir}/nginx-${tag}.pid; error_log ${dir}/nginx-${tag}-error.log;
+events { worker_connections 20000; }
+stream {
+${listeners.map((l) => `  server { listen 127.0.0.1:${l.port} backlog=4096; proxy_pass 127.0.0.1:${l.target}; proxy_timeout 120s; }
+`).join('')}}
+`;
+}
+
 async function startProxy(kind, dir, listeners) {
+  if (kind === 'nginx') {
+    const cfg = write(dir, `nginx-${listeners[0].port}.conf`, nginxStreamConfig(dir, listeners));
+    return startPinned(PROXY_CPU, 'nginx', ['-c', cfg, '-e', `${dir}/nginx-${listeners[0].port}-error.log`], { ready: () => portOpen(listeners[0].port) });
+  }
   if (kind === 'haproxy') {
     const cfg = write(dir, `haproxy-${listeners[0].port}.cfg`, haproxyConfig(listeners));
     return startPinned(PROXY_CPU, 'haproxy', ['-f', cfg, '-db'], { ready: () => portOpen(listeners[0].port) });
@@ -112,6 +131,7 @@ async function rssPerConnection(kind, dir, holderPort, n) {
 
 export async function tcpBench({ reps, seconds, rssConnections }) {
   for (const b of ['iperf3', 'wrk', 'haproxy', 'nginx', 'taskset']) need(b);
+  if (!existsSync('/usr/lib/nginx/modules/ngx_stream_module.so')) throw new Error('nginx stream module missing: apt-get install libnginx-mod-stream');
   const dir = tmp('berth-bench-');
   const iperfPort = await freePort();
   const nginxPort = await freePort();
@@ -133,7 +153,7 @@ export async function tcpBench({ reps, seconds, rssConnections }) {
       ),
     );
     const targets = {};
-    for (const kind of ['haproxy', 'berth']) {
+    for (const kind of PROXIES) {
       const ports = { iperf: await freePort(), http: await freePort() };
       const p = await startProxy(kind, dir, [
         { port: ports.iperf, target: iperfPort },
@@ -143,7 +163,7 @@ export async function tcpBench({ reps, seconds, rssConnections }) {
       targets[kind] = { ...ports, pid: p.pid };
     }
     targets.direct = { iperf: iperfPort, http: nginxPort, pid: 0 };
-    const kinds = ['direct', 'haproxy', 'berth'];
+    const kinds = ['direct', ...PROXIES];
     const runs = { tput1: {}, tput8: {}, conns: {} };
     for (const k of kinds) for (const r of Object.values(runs)) r[k] = [];
 
@@ -163,7 +183,7 @@ export async function tcpBench({ reps, seconds, rssConnections }) {
       }
     }
     const rss = {};
-    for (const k of ['haproxy', 'berth']) {
+    for (const k of PROXIES) {
       rss[k] = await rssPerConnection(k, dir, holderPort, rssConnections);
       process.stderr.write(`${k}: ${fmt(rss[k] / 1024, 2)} KiB per connection\n`);
     }
@@ -176,17 +196,15 @@ export async function tcpBench({ reps, seconds, rssConnections }) {
 function summarize(runs, rss, params) {
   const med = (arr, key) => median(arr.map((x) => x[key]));
   const busyMed = (arr, cpu) => median(arr.map((x) => x.busy[cpu]));
+  const kinds = ['direct', ...PROXIES];
   const row = (label, name, key, unit, digits, cpuKey, cpuUnit) => {
-    const d = med(runs[name].direct, key);
-    const h = med(runs[name].haproxy, key);
-    const b = med(runs[name].berth, key);
-    const busy = (k) => `${busyMed(runs[name][k], '0')}/${busyMed(runs[name][k], '1')}`;
+    const v = Object.fromEntries(kinds.map((k) => [k, med(runs[name][k], key)]));
+    const busy = kinds.map((k) => `${busyMed(runs[name][k], '0')}/${busyMed(runs[name][k], '1')}`).join(' · ');
+    const cpu = PROXIES.map((k) => fmt(med(runs[name][k], cpuKey), 1)).join(' / ');
     return {
       label,
-      line: `| ${label} (${unit}) | ${fmt(d, digits)} | ${fmt(h, digits)} | ${fmt(b, digits)} | **${fmt(b / h, 2)}x** | ${fmt(b / d, 2)}x | ${busy('direct')} · ${busy('haproxy')} · ${busy('berth')} | ${fmt(med(runs[name].haproxy, cpuKey), 1)} / ${fmt(med(runs[name].berth, cpuKey), 1)} ${cpuUnit} |`,
-      direct: d,
-      haproxy: h,
-      berth: b,
+      line: `| ${label} (${unit}) | ${kinds.map((k) => fmt(v[k], digits)).join(' | ')} | **${fmt(v.berth / v.haproxy, 2)}x** | ${fmt(v.berth / v.nginx, 2)}x | ${fmt(v.berth / v.direct, 2)}x | ${busy} | ${cpu} ${cpuUnit} |`,
+      ...v,
     };
   };
   const rows = [
@@ -196,10 +214,10 @@ function summarize(runs, rss, params) {
   ];
   const errors = Object.fromEntries(Object.entries(runs.conns).map(([k, v]) => [k, v.map((x) => x.errors + (x.non2xx ? ` non2xx=${x.non2xx}` : '')).filter(Boolean)]));
   const table = [
-    `| measure | direct | HAProxy | berth | berth/HAProxy | berth/direct | busy % CPU0/CPU1 (direct · HAProxy · berth) | proxy CPU per unit (HAProxy / berth) |`,
-    `|---|---|---|---|---|---|---|---|`,
+    `| measure | direct | HAProxy | nginx | berth | berth/HAProxy | berth/nginx | berth/direct | busy % CPU0/CPU1 (direct · HAProxy · nginx · berth) | proxy CPU per unit (HAProxy / nginx / berth) |`,
+    `|---|---|---|---|---|---|---|---|---|---|`,
     ...rows.map((r) => r.line),
-    `| RSS per proxied connection (KiB, ${params.rssConnections} held) | - | ${fmt(rss.haproxy / 1024, 2)} | ${fmt(rss.berth / 1024, 2)} | **${fmt(rss.berth / rss.haproxy, 2)}x** | - | - | - |`,
+    `| RSS per proxied connection (KiB, ${params.rssConnections} held) | - | ${PROXIES.map((k) => fmt(rss[k] / 1024, 2)).join(' | ')} | **${fmt(rss.berth / rss.haproxy, 2)}x** | ${fmt(rss.berth / rss.nginx, 2)}x | - | - | - |`,
   ].join('\n');
   return { table, rows, rss, errors, params, runs };
 }
