@@ -28,5 +28,5 @@ EXPOSE 9901
 USER 1000:1000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
   CMD ["node", "-e", "require('http').get('http://127.0.0.1:9901/healthz',r=>process.exit(r.statusCode===200?0:1)).on('error',()=>process.exit(1))"]
-ENTRYPOINT ["node", "--max-semi-space-size=2", "/app/dist/main.js"]
+ENTRYPOINT ["node", "--max-semi-space-size=2", "--initial-heap-size=64", "/app/dist/main.js"]
 CMD ["run"]
