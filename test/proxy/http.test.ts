@@ -2,7 +2,7 @@ import http from 'node:http';
 import net from 'node:net';
 import t from 'tap';
 import { countingObserver, endpoint } from '../helpers/proxy.js';
-import { freePort, until } from '../helpers/net.js';
+import { exchange, freePort, until } from '../helpers/net.js';
 import { httpProxy, httpSettings, rawRequest, rawValues, recordingBackend, request } from '../helpers/http.js';
 import type { EndpointSpec } from '../../src/core/types.js';
 
@@ -538,7 +538,6 @@ t.test('a client that half-closes after its request still gets the answer', asyn
     p.close();
     be.close();
   });
-  const { exchange } = await import('../helpers/net.js');
   const r = await exchange(p.port, 'GET /half HTTP/1.1\r\nHost: a\r\n\r\n');
   t.match(r.data.toString(), /^HTTP\/1\.1 200 [^]*"url":"\/half"/);
 });

@@ -1,6 +1,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { copyFileSync, readFileSync } from 'node:fs';
+import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
 import { pino } from 'pino';
@@ -8,11 +9,11 @@ import t from 'tap';
 import { Pool } from '../../src/pool/pool.js';
 import { TcpListener, type TcpListenerSettings } from '../../src/proxy/tcp.js';
 import { HttpListener } from '../../src/proxy/http.js';
-import { ListenerTls, type ListenerTlsConfig } from '../../src/tls/terminate.js';
+import { ListenerTls, loadUpstreamTls, type ListenerTlsConfig } from '../../src/tls/terminate.js';
 import { seededRandom } from '../../src/core/random.js';
 import { countingObserver, endpoint, silent } from '../helpers/proxy.js';
 import { echoServer, tcpServer, until } from '../helpers/net.js';
-import { httpSettings, recordingBackend, rawValues } from '../helpers/http.js';
+import { httpSettings, recordingBackend, rawValues, request } from '../helpers/http.js';
 import { makePki } from '../helpers/pki.js';
 import type { ProxyObserver } from '../../src/core/observer.js';
 
@@ -323,8 +324,6 @@ t.test('http mTLS with curl: XFCC set (spoofed one removed), X-Forwarded-Proto h
 });
 
 t.test('http upstream TLS: berth verifies the endpoint and presents its client certificate', async (t) => {
-  const { readFileSync } = await import('node:fs');
-  const https = await import('node:https');
   const seenClients: string[] = [];
   const be = https.createServer({ cert: readFileSync(pki.cert('server')), key: readFileSync(pki.key('server')), ca: readFileSync(pki.cert('ca')), requestCert: true, rejectUnauthorized: true }, (req, res) => {
     seenClients.push(String((req.socket as tls.TLSSocket).getPeerCertificate().subject.CN));
@@ -332,7 +331,6 @@ t.test('http upstream TLS: berth verifies the endpoint and presents its client c
   });
   await new Promise<void>((r) => be.listen(0, '127.0.0.1', r));
   const bePort = (be.address() as net.AddressInfo).port;
-  const { loadUpstreamTls } = await import('../../src/tls/terminate.js');
   const upstream = loadUpstreamTls('svc', { ca: pki.cert('ca'), cert: pki.cert('frontend'), key: pki.key('frontend'), serverName: 'localhost', insecure: false });
   const pool = new Pool({ random: seededRandom(1) });
   pool.configureService('svc', 'round-robin');
@@ -345,7 +343,6 @@ t.test('http upstream TLS: berth verifies the endpoint and presents its client c
     be.closeAllConnections();
     be.close();
   });
-  const { request } = await import('../helpers/http.js');
   const r = await request(port);
   t.equal(r.status, 200);
   t.equal(r.body, 'secure hello');
