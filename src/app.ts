@@ -3,6 +3,7 @@
  * starts them, reloads them and shuts them down. The only module (with main.ts)
  * that imports across layers.
  */
+import { readFile } from 'node:fs/promises';
 import { AdminServer } from './admin/server.js';
 import { RateSampler, servicesView, type ProviderView, type Readiness } from './admin/view.js';
 import type { Config, DnsDiscoveryConfig, DockerDiscoveryConfig, ListenerConfig } from './config/schema.js';
@@ -161,6 +162,7 @@ export class Berth {
         maxConnectionsPerEndpoint: s.maxConnectionsPerEndpoint,
         queue: s.queue,
         maxPending: s.maxPending,
+        replay: s.replay,
       });
     }
     this.pool.applySnapshot(staticSnapshot(config.services.values()));
@@ -332,7 +334,7 @@ export class Berth {
     const opened = await this.openAll(this.role === 'primary' ? [] : this.config.listeners);
     for (const [k, l] of opened) this.listeners.set(k, l);
     try {
-      if (this.role !== 'worker') await this.applyAdmin(this.config.admin);
+      if (this.role !== 'worker') await this.applyAdmin(this.config);
     } catch (err) {
       for (const l of opened.values()) l.stopAccepting();
       throw err;
@@ -397,7 +399,7 @@ export class Berth {
         await this.applyDocker(next.discovery.docker);
         await this.applySwarm(next.discovery.swarm);
         await this.applyDns(next.discovery.dns);
-        await this.applyAdmin(next.admin);
+        await this.applyAdmin(next);
       }
     } catch (err) {
       for (const l of opened.values()) l.stopAccepting();
@@ -409,7 +411,7 @@ export class Berth {
       const c = nextKeys.get(k);
       if (c) {
         if (l instanceof HttpListener && c.mode === 'http') l.configure(c);
-        else if (l instanceof TcpListener && c.mode === 'tcp') l.settings = c;
+        else if (l instanceof TcpListener && c.mode === 'tcp') l.configure(c);
         if (c.tls) this.terminators.get(k)?.configure(c.tls);
         kept++;
       } else {
@@ -473,12 +475,16 @@ export class Berth {
    * closes, so a reload with a taken admin port keeps the old one. Metrics stay
    * off when the config starts with the admin off (nothing would read them).
    */
-  private async applyAdmin(bind: Config['admin']): Promise<void> {
+  private async applyAdmin(config: Config): Promise<void> {
+    const bind = config.admin;
+    // Read again on every reload: a rotated token takes effect with SIGHUP.
+    const token = bind && config.adminTokenFile !== null ? await readAdminToken(config.adminTokenFile) : null;
+    if (this.admin !== null && bind !== null) this.admin.token = token;
     const key = bind ? formatHostPort(bind) : '';
     if (key === this.adminKey) return;
     let next: AdminServer | null = null;
     if (bind) {
-      next = new AdminServer(bind, this.adminSource(), this.log.child({ module: 'admin' }));
+      next = new AdminServer(bind, this.adminSource(), this.log.child({ module: 'admin' }), token);
       const at = await next.listen();
       this.log.info({ admin: formatHostPort(at) }, 'admin server listening');
     }
@@ -567,4 +573,17 @@ function countEndpoints(pool: Pool, source: string): number {
   let n = 0;
   for (const s of pool.services.values()) for (const e of s.endpoints.values()) if (e.sources.has(source)) n++;
   return n;
+}
+
+/** The admin API's bearer token from its file (trimmed); throws BERTH_ERR_ADMIN_TOKEN. */
+async function readAdminToken(path: string): Promise<string> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new BerthError('BERTH_ERR_ADMIN_TOKEN', `admin.tokenFile ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
+  }
+  const token = text.trim();
+  if (token === '') throw new BerthError('BERTH_ERR_ADMIN_TOKEN', `admin.tokenFile ${path}: the file is empty`);
+  return token;
 }

@@ -54,7 +54,7 @@ function exitFor(err: unknown, log?: Logger): never {
 }
 
 async function loadRunConfig(a: RunArgs): Promise<Config> {
-  if (a.config !== undefined) return loadConfigFile(a.config, { balance: a.balance, admin: a.admin, docker: a.docker, dockerHost: a.dockerHost });
+  if (a.config !== undefined) return loadConfigFile(a.config, { balance: a.balance, admin: a.admin, adminTokenFile: a.adminTokenFile, docker: a.docker, dockerHost: a.dockerHost });
   return configFromFlags(a);
 }
 
@@ -119,7 +119,7 @@ async function run(a: RunArgs): Promise<void> {
   if (workers > 1) {
     if (cluster.isWorker) return runWorker(config, log.child({ worker: cluster.worker?.id }), pkg.version);
     const path = a.config;
-    const overrides = { balance: a.balance, admin: a.admin, docker: a.docker, dockerHost: a.dockerHost };
+    const overrides = { balance: a.balance, admin: a.admin, adminTokenFile: a.adminTokenFile, docker: a.docker, dockerHost: a.dockerHost };
     try {
       await runPrimary(config, workers, log, pkg.version, path !== undefined ? () => readRawConfig(path, overrides) : null);
     } catch (err) {
@@ -224,7 +224,7 @@ async function main(): Promise<void> {
     }
     case 'status':
       try {
-        process.stdout.write(await status(cmd.admin));
+        process.stdout.write(await status(cmd.admin, cmd.adminTokenFile));
       } catch (err) {
         process.stderr.write(`berth status: ${err instanceof Error ? err.message : String(err)}\n`);
         process.exit(ExitCode.Runtime);

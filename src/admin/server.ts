@@ -2,6 +2,7 @@
  * The admin server (INTERFACE.md): /metrics, /healthz, /readyz, /api/v1/services,
  * /api/v1/endpoints/{id} and the status page at /. Binds 127.0.0.1:9901 by default.
  */
+import { timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import { BerthError } from '../core/errors.js';
 import { formatHostPort, type HostPort } from '../core/types.js';
@@ -28,12 +29,16 @@ export interface AdminSource {
 export class AdminServer {
   readonly server: http.Server;
   private readonly started = Date.now();
+  /** Bearer token every path but /healthz needs (null: none; a reload may change it). */
+  token: string | null;
 
   constructor(
     private readonly bind: HostPort,
     private readonly source: AdminSource,
     private readonly log: Logger,
+    token: string | null = null,
   ) {
+    this.token = token;
     this.server = http.createServer((req, res) => {
       this.handle(req, res).catch((err: unknown) => {
         this.log.error({ err }, 'admin request failed');
@@ -63,6 +68,13 @@ export class AdminServer {
     this.server.closeAllConnections();
   }
 
+  private authorized(req: http.IncomingMessage): boolean {
+    if (this.token === null) return true;
+    const h = req.headers.authorization;
+    if (h === undefined || !/^bearer /i.test(h)) return false;
+    return sameToken(h.slice(7).trim(), this.token);
+  }
+
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.setHeader('allow', 'GET, HEAD');
@@ -70,11 +82,20 @@ export class AdminServer {
     }
     const url = new URL(req.url ?? '/', 'http://admin');
     const path = url.pathname;
+    if (path === '/healthz') return send(res, 200, 'text/plain; charset=utf-8', 'ok\n');
+    if (!this.authorized(req)) {
+      // /readyz still answers its status for probes that carry no token, without the reasons.
+      if (path === '/readyz') {
+        const ready = this.source.readiness().ready;
+        return send(res, ready ? 200 : 503, 'text/plain; charset=utf-8', ready ? 'ready\n' : 'not ready\n');
+      }
+      res.setHeader('www-authenticate', 'Bearer realm="berth"');
+      return send(res, 401, 'text/plain; charset=utf-8', 'unauthorized: send Authorization: Bearer <token>\n');
+    }
     if (path === '/metrics') {
       const m = await this.source.metrics();
       return send(res, 200, m.contentType, m.body);
     }
-    if (path === '/healthz') return send(res, 200, 'text/plain; charset=utf-8', 'ok\n');
     if (path === '/readyz') {
       const r = this.source.readiness();
       const notes = r.notes.map((n) => `${n}\n`).join('');
@@ -90,7 +111,12 @@ export class AdminServer {
     }
     const m = /^\/api\/v1\/endpoints\/(.+)$/.exec(path);
     if (m) {
-      const id = decodeURIComponent(m[1]!);
+      let id: string;
+      try {
+        id = decodeURIComponent(m[1]!);
+      } catch {
+        return json(res, 400, { error: 'the endpoint id is not valid percent-encoding' });
+      }
       const service = url.searchParams.get('service') ?? undefined;
       const found = this.source.findEndpoints(id, service);
       if (found.length === 0) return json(res, 404, { error: `no endpoint ${id}${service ? ` in service ${service}` : ''}` });
@@ -110,6 +136,13 @@ export class AdminServer {
     }
     return send(res, 404, 'text/plain; charset=utf-8', 'not found\n');
   }
+}
+
+/** Compares in constant time, so the token cannot be guessed byte by byte from response times. */
+function sameToken(given: string, token: string): boolean {
+  const a = Buffer.from(given);
+  const b = Buffer.from(token);
+  return a.length === b.length && timingSafeEqual(a, b);
 }
 
 function send(res: http.ServerResponse, status: number, type: string, body: string): void {

@@ -11,6 +11,7 @@ export interface RunArgs {
   readonly balance?: string | undefined;
   readonly service?: string | undefined;
   readonly admin?: string | undefined;
+  readonly adminTokenFile?: string | undefined;
   readonly drainTimeout?: string | undefined;
   readonly docker: boolean;
   readonly dockerHost?: string | undefined;
@@ -31,7 +32,7 @@ export interface DemoArgs {
 export type Command =
   | { readonly name: 'run'; readonly args: RunArgs }
   | { readonly name: 'check'; readonly config: string }
-  | { readonly name: 'status'; readonly admin: string }
+  | { readonly name: 'status'; readonly admin: string; readonly adminTokenFile?: string | undefined }
   | { readonly name: 'certs-ca'; readonly out: string; readonly cn: string; readonly days: number; readonly force: boolean }
   | {
       readonly name: 'certs-issue';
@@ -74,6 +75,7 @@ const COMMAND_FLAGS: Readonly<Record<string, readonly { name: string; kind: 'str
     { name: 'balance', kind: 'string' },
     { name: 'service', kind: 'string' },
     { name: 'admin', kind: 'string' },
+    { name: 'admin-token-file', kind: 'string' },
     { name: 'drain-timeout', kind: 'string' },
     { name: 'docker', kind: 'boolean' },
     { name: 'docker-host', kind: 'string' },
@@ -82,7 +84,10 @@ const COMMAND_FLAGS: Readonly<Record<string, readonly { name: string; kind: 'str
     { name: 'log-format', kind: 'string' },
   ],
   check: [{ name: 'config', kind: 'string' }],
-  status: [{ name: 'admin', kind: 'string' }],
+  status: [
+    { name: 'admin', kind: 'string' },
+    { name: 'admin-token-file', kind: 'string' },
+  ],
   certs: [],
   demo: [
     { name: 'listen', kind: 'string' },
@@ -144,6 +149,7 @@ export async function parseArgs(argv: string[], version: string): Promise<Comman
           .option('balance', { type: 'string', choices: balanceAlgorithms as string[], describe: 'balancing algorithm (default least-conn for tcp, p2c for http)' })
           .option('service', { type: 'string', describe: 'service name of the --backend endpoints (default "default")' })
           .option('admin', { type: 'string', describe: 'admin/metrics address [host:]port, or "off" (default 127.0.0.1:9901)' })
+          .option('admin-token-file', { type: 'string', describe: 'file with a bearer token the admin API then requires (all but /healthz)' })
           .option('drain-timeout', { type: 'string', describe: 'how long SIGTERM waits for open connections, e.g. 30s' })
           .option('docker', { type: 'boolean', describe: 'discover endpoints from the Docker engine (containers labelled berth.enable=true)' })
           .option('docker-host', { type: 'string', describe: 'Docker engine: unix:///var/run/docker.sock (default) or tcp://host:port' })
@@ -169,6 +175,7 @@ export async function parseArgs(argv: string[], version: string): Promise<Comman
             balance: str(a.balance),
             service: str(a.service),
             admin: str(a.admin),
+            adminTokenFile: str(a['admin-token-file']),
             drainTimeout: str(a['drain-timeout']),
             docker: a.docker === true || a['docker-host'] !== undefined,
             dockerHost: str(a['docker-host']),
@@ -190,9 +197,12 @@ export async function parseArgs(argv: string[], version: string): Promise<Comman
     .command(
       'status',
       'print services, endpoints, health and load as a table (from the admin API)',
-      (y) => y.option('admin', { type: 'string', default: '127.0.0.1:9901', describe: 'admin address or URL of the berth to ask' }),
+      (y) =>
+        y
+          .option('admin', { type: 'string', default: '127.0.0.1:9901', describe: 'admin address or URL of the berth to ask' })
+          .option('admin-token-file', { type: 'string', describe: 'file with the bearer token of that admin API' }),
       (a) => {
-        command = { name: 'status', admin: a.admin };
+        command = { name: 'status', admin: a.admin, adminTokenFile: str(a['admin-token-file']) };
       },
     )
     .command('certs', 'make a CA and server/client certificates for mTLS (RSA keys, node-forge)', (y) =>

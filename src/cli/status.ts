@@ -1,4 +1,5 @@
 /** `berth status`: the admin API's services as a terminal table. */
+import { readFile } from 'node:fs/promises';
 import http from 'node:http';
 import type { ProviderView, Readiness, ServiceView } from '../admin/view.js';
 
@@ -8,13 +9,14 @@ interface ServicesAnswer {
   ready: Readiness;
 }
 
-export function fetchJson(url: string, timeoutMs = 5000): Promise<unknown> {
+export function fetchJson(url: string, timeoutMs = 5000, token?: string): Promise<unknown> {
   return new Promise((resolve, reject) => {
-    const req = http.get(url, { timeout: timeoutMs }, (res) => {
+    const req = http.get(url, { timeout: timeoutMs, ...(token !== undefined ? { headers: { authorization: `Bearer ${token}` } } : {}) }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d: string) => (body += d));
       res.on('end', () => {
+        if (res.statusCode === 401) return reject(new Error(`${url}: HTTP 401: the admin API wants a token (--admin-token-file)`));
         if (res.statusCode !== 200) return reject(new Error(`${url}: HTTP ${res.statusCode}`));
         try {
           resolve(JSON.parse(body));
@@ -81,8 +83,26 @@ export function adminUrl(admin: string): string {
   return `http://${a}`;
 }
 
-export async function status(admin: string): Promise<string> {
+export async function status(admin: string, tokenFile?: string): Promise<string> {
   const base = adminUrl(admin);
-  const answer = (await fetchJson(`${base}/api/v1/services`)) as ServicesAnswer;
+  const token = tokenFile !== undefined ? (await readFile(tokenFile, 'utf8')).trim() : undefined;
+  const answer = terminalSafe(await fetchJson(`${base}/api/v1/services`, 5000, token)) as ServicesAnswer;
   return renderStatus(answer);
+}
+
+/**
+ * Label values, container names and reasons come from whoever starts containers:
+ * every control character in them (an escape sequence that rewrites the terminal,
+ * a newline that fakes a row) is shown as \xNN before anything is printed.
+ */
+export function terminalSafe(value: unknown): unknown {
+  // eslint-disable-next-line no-control-regex
+  if (typeof value === 'string') return value.replace(/[\x00-\x1f\x7f-\x9f\u2028\u2029]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  if (Array.isArray(value)) return value.map(terminalSafe);
+  if (value !== null && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) out[terminalSafe(k) as string] = terminalSafe(v);
+    return out;
+  }
+  return value;
 }

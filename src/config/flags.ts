@@ -10,6 +10,7 @@ export interface FlagConfig {
   readonly balance?: string | undefined;
   readonly service?: string | undefined;
   readonly admin?: string | undefined;
+  readonly adminTokenFile?: string | undefined;
   readonly drainTimeout?: string | undefined;
   /** --docker: discover endpoints from the Docker engine. */
   readonly docker?: boolean | undefined;
@@ -37,7 +38,9 @@ export function configFromFlags(f: FlagConfig): Config {
       service,
     })),
     services: { [service]: { ...(f.balance !== undefined ? { balance: f.balance } : {}), endpoints: [...f.backend] } },
-    ...(f.admin !== undefined ? { admin: { bind: f.admin } } : {}),
+    ...(f.admin !== undefined || f.adminTokenFile !== undefined
+      ? { admin: { ...(f.admin !== undefined ? { bind: f.admin } : { bind: '127.0.0.1:9901' }), ...(f.adminTokenFile !== undefined ? { tokenFile: f.adminTokenFile } : {}) } }
+      : {}),
     ...(f.drainTimeout !== undefined ? { drainTimeout: f.drainTimeout } : {}),
     ...(f.docker ? { discovery: { docker: f.dockerHost !== undefined ? { host: f.dockerHost } : {} } } : {}),
   };
@@ -59,6 +62,7 @@ function flagPath(path: string, manyListeners: boolean): string {
   if (m) return `--backend[${m[1]}]`;
   if (/^services\.[^.]+\.balance/.test(path)) return '--balance';
   if (/^services\./.test(path)) return '--service';
+  if (path.startsWith('admin.tokenFile')) return '--admin-token-file';
   if (path.startsWith('admin')) return '--admin';
   if (path.startsWith('drainTimeout')) return '--drain-timeout';
   if (path.startsWith('discovery.docker.host')) return '--docker-host';

@@ -20,7 +20,13 @@ export async function readConfigFile(path: string): Promise<unknown> {
       'BERTH_ERR_CONFIG_READ',
     );
   }
-  const value: unknown = doc.toJS();
+  let value: unknown;
+  try {
+    // yaml refuses documents whose aliases expand past a bound ("billion laughs").
+    value = doc.toJS();
+  } catch (err) {
+    throw new ConfigError([{ path: '', message: `${path}: ${err instanceof Error ? err.message : String(err)}` }], 'BERTH_ERR_CONFIG_READ');
+  }
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw new ConfigError([{ path: '', message: `${path}: expected a mapping at the top level` }], 'BERTH_ERR_CONFIG_READ');
   }
@@ -35,6 +41,8 @@ export interface ConfigOverrides {
   /** --docker / --docker-host: turn on (or point) Docker discovery. */
   readonly docker?: boolean | undefined;
   readonly dockerHost?: string | undefined;
+  /** --admin-token-file. */
+  readonly adminTokenFile?: string | undefined;
 }
 
 /** Applies flag overrides to a raw document (before validation, so errors still name fields). */
@@ -42,6 +50,7 @@ export function applyOverrides(raw: unknown, o: ConfigOverrides): unknown {
   if (raw === null || typeof raw !== 'object') return raw;
   const doc: Record<string, unknown> = { ...(raw as Record<string, unknown>) };
   if (o.admin !== undefined) doc['admin'] = { ...(typeof doc['admin'] === 'object' && doc['admin'] !== null ? doc['admin'] : {}), bind: o.admin };
+  if (o.adminTokenFile !== undefined) doc['admin'] = { ...(typeof doc['admin'] === 'object' && doc['admin'] !== null ? doc['admin'] : {}), tokenFile: o.adminTokenFile };
   if (o.docker || o.dockerHost !== undefined) {
     const discovery = typeof doc['discovery'] === 'object' && doc['discovery'] !== null ? (doc['discovery'] as Record<string, unknown>) : {};
     const docker = typeof discovery['docker'] === 'object' && discovery['docker'] !== null ? (discovery['docker'] as Record<string, unknown>) : {};

@@ -32,6 +32,8 @@ const timeouts = z.strictObject({
   response: duration.default(60_000),
   /** http: an idle client keep-alive connection closes after this. */
   keepAlive: duration.default(60_000),
+  /** tls: the whole handshake must finish within this, counted from accept (default: the headers timeout). */
+  handshake: duration.optional(),
 });
 
 const hostRule = z
@@ -119,6 +121,12 @@ const listener = z.strictObject({
   retryBackoff: duration.default(50),
   http: httpOptions.default(httpDefaults),
   tls: tls.optional(),
+  /**
+   * Open client connections this listener serves at once, TLS handshakes included
+   * (0 = no cap). Past it, accepted connections wait unread for a slot (as many
+   * again at most; then they are closed).
+   */
+  maxConnections: z.number().int().min(0).max(1_000_000).default(0),
   /** tcp: send a PROXY protocol header to the endpoint (client address; v2 also TLS facts). */
   proxyProtocol: z.enum(['off', 'v1', 'v2'], { error: () => 'expected off, v1 or v2' }).default('off'),
 });
@@ -155,7 +163,7 @@ const health = z.strictObject({
   initial: z.enum(['pending', 'healthy'], { error: () => 'expected pending or healthy' }).default('pending'),
 });
 
-const outlier = z.strictObject({
+const outlierFields = z.strictObject({
   /** Connect failures in a row that eject an endpoint. */
   consecutiveFailures: z.number().int().min(1).max(1000).default(5),
   /** Ejection time; multiplied by the number of times the endpoint was ejected. */
@@ -166,12 +174,21 @@ const outlier = z.strictObject({
   /** A passing active check ends an ejection early. */
   endEarlyOnActivePass: z.boolean().default(true),
 });
+/** On unless `outlier: off`: an endpoint that keeps refusing leaves the pick set (as nginx's max_fails does by default). */
+export const OUTLIER_DEFAULTS = { consecutiveFailures: 5, ejectFor: 30_000, maxEjectFor: 300_000, maxEjectedPercent: 50, endEarlyOnActivePass: true } as const;
+const outlier = z.union([z.literal('off'), outlierFields], { error: () => 'expected off or { consecutiveFailures, ejectFor, ... }' });
 
 const service = z.strictObject({
   balance: balance.optional(),
   endpoints: z.array(parsed(parseEndpoint)).default([]),
   health: health.optional(),
-  outlier: outlier.optional(),
+  outlier: outlier.default(OUTLIER_DEFAULTS),
+  /**
+   * tcp: when an endpoint accepted the connection and reset it before sending
+   * anything, send the client's first bytes (up to 64 KiB) to another endpoint.
+   * Only for protocols where running a request twice is harmless; off by default.
+   */
+  replay: z.boolean().default(false),
   /** When no endpoint is healthy: fail (turn clients away) or spread (use every endpoint that is not leaving). */
   panic: z.enum(['fail', 'spread'], { error: () => 'expected fail or spread' }).default('fail'),
   /** A new or recovered endpoint's weight ramps from 10% to full over this time (0ms = off). */
@@ -224,7 +241,13 @@ export const configSchema = z.strictObject({
   listeners: z.array(listener).min(1, 'at least one listener is required'),
   services: z.record(name, service).default({}),
   discovery: discovery.default({ dns: [] }),
-  admin: z.strictObject({ bind: adminAddress }).default({ bind: { host: '127.0.0.1', port: 9901 } }),
+  admin: z
+    .strictObject({
+      bind: adminAddress,
+      /** A file holding a bearer token: every admin path but /healthz then needs `Authorization: Bearer <token>`. */
+      tokenFile: filePath.optional(),
+    })
+    .default({ bind: { host: '127.0.0.1', port: 9901 } }),
   /** How long SIGTERM waits for open connections before closing them (ms). */
   drainTimeout: duration.default(30_000),
 });
@@ -234,7 +257,7 @@ interface ListenerBase {
   readonly bind: HostPort;
   readonly mode: ListenerMode;
   readonly routes: readonly RouteConfig[];
-  readonly timeouts: { readonly connect: number; readonly idle: number; readonly headers: number; readonly response: number; readonly keepAlive: number };
+  readonly timeouts: { readonly connect: number; readonly idle: number; readonly headers: number; readonly response: number; readonly keepAlive: number; readonly handshake: number };
   /** Extra attempts on another endpoint after a failed connect. */
   readonly retries: number;
   /** First pause before a new round over all endpoints, ms. */
@@ -242,6 +265,8 @@ interface ListenerBase {
   readonly http: HttpOptions;
   readonly tls: TlsConfig | undefined;
   readonly proxyProtocol: 'off' | 'v1' | 'v2';
+  /** 0 = no cap. */
+  readonly maxConnections: number;
 }
 
 export type TlsConfig = z.output<typeof tls>;
@@ -271,8 +296,10 @@ export interface ServiceConfig {
   readonly endpoints: readonly EndpointSpec[];
   /** Active health checks; absent = none. */
   readonly health?: HealthConfig | undefined;
-  /** Passive outlier detection; absent = off. */
+  /** Passive outlier detection; absent = off (`outlier: off`). */
   readonly outlier?: OutlierConfig | undefined;
+  /** tcp: replay held client bytes after an accepted connection reset (opt-in). */
+  readonly replay: boolean;
   readonly panic: 'fail' | 'spread';
   /** ms; 0 = off. */
   readonly slowStart: number;
@@ -282,7 +309,7 @@ export interface ServiceConfig {
   readonly upstreamTls?: UpstreamTlsConfig | undefined;
 }
 
-export type OutlierConfig = z.output<typeof outlier>;
+export type OutlierConfig = z.output<typeof outlierFields>;
 
 export type DnsDiscoveryConfig = z.output<typeof dnsEntry>;
 
@@ -300,6 +327,8 @@ export interface Config {
   readonly discovery: { readonly docker: DockerDiscoveryConfig | null; readonly swarm: DockerDiscoveryConfig | null; readonly dns: readonly DnsDiscoveryConfig[] };
   /** null when the admin server is off. */
   readonly admin: HostPort | null;
+  /** File with the admin API's bearer token (null: no token asked). */
+  readonly adminTokenFile: string | null;
   readonly drainTimeout: number;
 }
 

@@ -1,7 +1,7 @@
 import type { z } from 'zod';
 import { ConfigError, type ConfigIssue } from '../core/errors.js';
 import type { BalanceAlgorithm, EndpointSpec } from '../core/types.js';
-import { configSchema, type Config, type ListenerConfig, type ServiceConfig } from './schema.js';
+import { configSchema, OUTLIER_DEFAULTS, type Config, type ListenerConfig, type ServiceConfig } from './schema.js';
 
 /** ["listeners", 0, "bind"] → "listeners[0].bind" */
 export function formatPath(path: readonly PropertyKey[]): string {
@@ -65,7 +65,7 @@ export function validateConfig(raw: unknown): Config {
     });
     const idle = l.timeouts.idle ?? (l.mode === 'tcp' ? 3_600_000 : 60_000);
     if (l.proxyProtocol !== 'off' && l.mode === 'http') issues.push({ path: `listeners[${i}].proxyProtocol`, message: 'PROXY protocol is for tcp listeners (http listeners send X-Forwarded-*)' });
-    const common = { name, bind: l.bind, routes: l.routes, timeouts: { ...l.timeouts, idle }, retries: l.retries, retryBackoff: l.retryBackoff, http: l.http, tls: l.tls, proxyProtocol: l.proxyProtocol };
+    const common = { name, bind: l.bind, routes: l.routes, timeouts: { ...l.timeouts, idle, handshake: l.timeouts.handshake ?? l.timeouts.headers }, retries: l.retries, retryBackoff: l.retryBackoff, http: l.http, tls: l.tls, proxyProtocol: l.proxyProtocol, maxConnections: l.maxConnections };
     listeners.push(l.mode === 'tcp' ? { ...common, mode: 'tcp', service: l.service ?? '' } : { ...common, mode: 'http', service: l.service });
   });
 
@@ -89,8 +89,9 @@ export function validateConfig(raw: unknown): Config {
       maxConnectionsPerEndpoint: s.maxConnectionsPerEndpoint,
       queue: s.queue,
       maxPending: s.maxPending,
+      replay: s.replay,
       ...(s.health ? { health: s.health } : {}),
-      ...(s.outlier ? { outlier: s.outlier } : {}),
+      ...(s.outlier !== 'off' ? { outlier: s.outlier } : {}),
       ...(s.upstreamTls ? { upstreamTls: s.upstreamTls } : {}),
     });
     if (s.upstreamTls && (s.upstreamTls.cert === undefined) !== (s.upstreamTls.key === undefined)) {
@@ -103,10 +104,10 @@ export function validateConfig(raw: unknown): Config {
   // Services only discovery will fill still take their listener's default balance.
   for (const l of listeners) {
     for (const svc of listenerServices(l)) {
-      if (!services.has(svc)) services.set(svc, { name: svc, balance: l.mode === 'tcp' ? 'least-conn' : 'p2c', endpoints: [], panic: 'fail', slowStart: 0, maxConnectionsPerEndpoint: 0, queue: { size: 0, timeout: 1000 }, maxPending: 0 });
+      if (!services.has(svc)) services.set(svc, { name: svc, balance: l.mode === 'tcp' ? 'least-conn' : 'p2c', endpoints: [], panic: 'fail', slowStart: 0, maxConnectionsPerEndpoint: 0, queue: { size: 0, timeout: 1000 }, maxPending: 0, replay: false, outlier: OUTLIER_DEFAULTS });
     }
   }
-  return { listeners, services, discovery: { docker: doc.discovery.docker ?? null, swarm: doc.discovery.swarm ?? null, dns: doc.discovery.dns }, admin, drainTimeout: doc.drainTimeout };
+  return { listeners, services, discovery: { docker: doc.discovery.docker ?? null, swarm: doc.discovery.swarm ?? null, dns: doc.discovery.dns }, admin, adminTokenFile: doc.admin.tokenFile ?? null, drainTimeout: doc.drainTimeout };
 }
 
 /** Every service a listener names: its own and its routes' (not label routes, which come from discovery). */

@@ -13,6 +13,7 @@ export const ErrorCodes = {
   BERTH_ERR_UPSTREAM_TIMEOUT: 'connecting to an endpoint timed out',
   BERTH_ERR_TLS: 'TLS material (certificate, key, CA, CRL) could not be loaded',
   BERTH_ERR_RELOAD: 'a reload asks for a change that needs a restart',
+  BERTH_ERR_ADMIN_TOKEN: 'the admin token file could not be read or is empty',
 } as const;
 export type ErrorCode = keyof typeof ErrorCodes;
 

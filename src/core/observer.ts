@@ -28,7 +28,14 @@ export interface ProxyObserver {
   httpUpgrade(listener: string, service: string): void;
   /** A TLS handshake on a listener ended (ok, or why not). */
   tlsHandshake(listener: string, result: HandshakeResult): void;
+  /**
+   * This process failed for want of a resource (EMFILE, ENFILE, ENOBUFS, ENOMEM ...)
+   * accepting a client or connecting to an endpoint: no endpoint is to blame.
+   */
+  localError(where: LocalErrorSite, code: string): void;
 }
+
+export type LocalErrorSite = 'accept' | 'upstream_connect';
 
 export type HttpRejectReason = 'bad_request' | 'header_too_large' | 'timeout' | 'method';
 
@@ -43,4 +50,5 @@ export const nullObserver: ProxyObserver = {
   httpRejected() {},
   httpUpgrade() {},
   tlsHandshake() {},
+  localError() {},
 };

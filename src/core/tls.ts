@@ -5,7 +5,7 @@
 import type { TLSSocket, TlsOptions, ConnectionOptions } from 'node:tls';
 
 /** How a handshake ended (the `result` label of berth_tls_handshakes_total). */
-export type HandshakeResult = 'ok' | 'no_cert' | 'bad_cert' | 'not_allowed' | 'protocol';
+export type HandshakeResult = 'ok' | 'no_cert' | 'bad_cert' | 'not_allowed' | 'protocol' | 'timeout';
 
 /** A verified client's identity, as passed on to endpoints. */
 export interface PeerIdentity {
@@ -31,8 +31,22 @@ export interface TlsTerminator {
   check(socket: TLSSocket): { identity: PeerIdentity | null; result: HandshakeResult };
   /** Classifies a failed handshake (the server's tlsClientError). */
   classify(err: Error): HandshakeResult;
-  /** Called with the server once it exists, so reloaded material reaches it. */
-  attach(server: { setSecureContext(options: TlsOptions): void }): void;
+  /**
+   * Called with the server once it exists: reloaded material reaches it, and every
+   * failed or timed-out handshake is counted and its socket closed.
+   */
+  attach(server: TlsServerLike, listener: string, report: (listener: string, result: HandshakeResult) => void): void;
+  /**
+   * Refuses a client after the handshake: close_notify and FIN (a clean TLS close,
+   * not a reset), what it sent meanwhile read and dropped, closed for good soon after.
+   */
+  refuse(socket: TLSSocket): void;
+}
+
+/** The part of tls.Server the terminator uses. */
+export interface TlsServerLike {
+  setSecureContext(options: TlsOptions): void;
+  on(event: 'tlsClientError', listener: (err: Error, socket: TLSSocket) => void): unknown;
 }
 
 /** TLS towards the endpoints of a service: options for tls.connect, minus host and port. */

@@ -6,7 +6,7 @@
  */
 import { AggregatorRegistry, collectDefaultMetrics, Registry } from 'prom-client';
 import type { DiscoveryObserver } from '../core/discovery.js';
-import type { ConnectResult, HttpRejectReason, ProxyObserver } from '../core/observer.js';
+import type { ConnectResult, HttpRejectReason, LocalErrorSite, ProxyObserver } from '../core/observer.js';
 import type { HandshakeResult } from '../core/tls.js';
 import type { Pool } from '../pool/pool.js';
 import { declareMetrics, type Metrics } from './names.js';
@@ -165,6 +165,9 @@ export class MetricsCollector implements ProxyObserver, DiscoveryObserver {
 
   tlsHandshake(listener: string, result: HandshakeResult): void {
     this.m.tlsHandshakes.inc({ listener, result });
+  }
+  localError(where: LocalErrorSite, code: string): void {
+    this.m.localErrors.inc({ where, code });
   }
   tlsMaterial(listener: string, ok: boolean, notAfterMs: number | null): void {
     this.m.tlsReloads.inc({ listener, result: ok ? 'ok' : 'error' });

@@ -88,6 +88,12 @@ export function declareMetrics(registry: Registry, scrape: () => void = () => {}
       registers,
       aggregator: 'max',
     }),
+    localErrors: new Counter({
+      name: 'berth_local_errors_total',
+      help: 'This process ran out of a resource (EMFILE, ENFILE, ENOBUFS, ENOMEM ...) accepting a client or connecting to an endpoint; no endpoint is blamed',
+      labelNames: ['where', 'code'] as const,
+      registers,
+    }),
     configReloads: new Counter({ name: 'berth_config_reloads_total', help: 'Config reloads by result', labelNames: ['result'] as const, registers }),
   };
 }

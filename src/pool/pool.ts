@@ -36,6 +36,8 @@ export interface ServiceSettings {
   readonly queue?: { readonly size: number; readonly timeout: number };
   /** Clients waiting for an endpoint (connecting or queued) beyond which new ones are turned away (0 = none). */
   readonly maxPending?: number;
+  /** tcp: replay held client bytes on another endpoint after an accepted connection reset. */
+  readonly replay?: boolean;
 }
 
 /** Slow start begins at this share of the configured weight. */
@@ -50,6 +52,7 @@ export class ServicePool {
   maxPerEndpoint = 0;
   queue: { size: number; timeout: number } = { size: 0, timeout: 0 };
   maxPending = 0;
+  replay = false;
   /** Clients now waiting for an endpoint (connecting or queued): the circuit breaker's count. */
   pending = 0;
   /** Clients queued because every endpoint is at its cap; woken in order as connections close. */
@@ -194,6 +197,7 @@ export class Pool {
     s.slowStart = o.slowStart ?? 0;
     s.queue = o.queue ?? { size: 0, timeout: 0 };
     s.maxPending = o.maxPending ?? 0;
+    s.replay = o.replay ?? false;
     if ((o.maxConnectionsPerEndpoint ?? 0) !== s.maxPerEndpoint) {
       s.maxPerEndpoint = o.maxConnectionsPerEndpoint ?? 0;
       this.publish(s);

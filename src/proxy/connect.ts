@@ -36,3 +36,35 @@ export function connectResult(err: NodeJS.ErrnoException): 'refused' | 'timeout'
       return 'error';
   }
 }
+
+function onGuardedError(this: net.Socket): void {
+  this.destroy();
+}
+const kGuarded = Symbol('berth.guarded');
+
+/**
+ * Gives a socket an error path before berth writes to it: a peer's reset then
+ * ends that connection alone. Needed wherever a socket changes hands (node's http
+ * server removes its own listener before 'upgrade' and 'connect'; undici removes
+ * its own before an upgrade), since an 'error' with no listener ends the process.
+ */
+export function guardSocket(s: net.Socket): void {
+  const g = s as net.Socket & { [kGuarded]?: true };
+  if (g[kGuarded]) return;
+  g[kGuarded] = true;
+  s.on('error', onGuardedError);
+}
+
+/** Errors that say this process is out of descriptors or memory, not that the endpoint failed. */
+export function isLocalError(err: NodeJS.ErrnoException): boolean {
+  switch (err.code) {
+    case 'EMFILE':
+    case 'ENFILE':
+    case 'ENOBUFS':
+    case 'ENOMEM':
+    case 'EADDRNOTAVAIL':
+      return true;
+    default:
+      return false;
+  }
+}

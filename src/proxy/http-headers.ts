@@ -4,7 +4,7 @@
  * X-Forwarded-* chain. Everything works on node's flat rawHeaders arrays and
  * compares names without lowercasing them (no allocation per header).
  */
-import type { IncomingHttpHeaders } from 'node:http';
+import { STATUS_CODES, type IncomingHttpHeaders } from 'node:http';
 
 /** `name` equals `lower` (an all-lowercase ASCII name) ignoring ASCII case. */
 export function eqLower(name: string, lower: string): boolean {
@@ -44,7 +44,9 @@ function connectionTokens(raw: readonly string[]): string[] | null {
     for (const t of raw[i + 1]!.split(',')) {
       const tok = t.trim().toLowerCase();
       // close / keep-alive / upgrade are dropped anyway; only other names need a list.
-      if (tok !== '' && tok !== 'close' && tok !== 'keep-alive' && tok !== 'upgrade') (out ??= []).push(tok);
+      // Host is never hop-by-hop: "Connection: Host" must not take it away (the
+      // endpoint would then see berth's upstream address as the Host).
+      if (tok !== '' && tok !== 'close' && tok !== 'keep-alive' && tok !== 'upgrade' && tok !== 'host') (out ??= []).push(tok);
     }
   }
   return out;
@@ -114,7 +116,18 @@ export function inspectRequest(raw: readonly string[], httpVersionMajor: number,
   }
   if (hosts > 1) f.bad = 'more than one Host header';
   else if (hosts === 0 && httpVersionMinor >= 1) f.bad = 'no Host header (required in HTTP/1.1)';
+  else if (f.host !== undefined && !validHost(f.host)) f.bad = 'invalid Host header';
   return f;
+}
+
+/**
+ * Host = uri-host [ ":" port ] (RFC 9110 §7.2, RFC 3986 §3.2.2): a bracketed IP
+ * literal or a reg-name (unreserved, pct-encoded, sub-delims). Refuses what an
+ * endpoint could take for a path or userinfo ("x/y", "user@x") or a second token ("a b").
+ */
+const HOST_RE = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?$/;
+export function validHost(host: string): boolean {
+  return HOST_RE.test(host);
 }
 
 /** The X-Forwarded-* values berth sends, decided per request. */
@@ -153,8 +166,11 @@ export function upstreamRequestHeaders(raw: readonly string[], fwd: Forwarded, u
 /**
  * An endpoint's response headers (undici's object form: lowercase names) as a flat
  * list for writeHead, minus hop-by-hop headers and those named by Connection.
+ * A transfer coding other than chunked (`gzip, chunked`) cannot be dropped like the
+ * chunked framing undici has undone: it is sent on, re-framed as chunked by node;
+ * an HTTP/1.0 client cannot receive it (throws). 204 and 1xx carry no framing fields.
  */
-export function downstreamResponseHeaders(headers: IncomingHttpHeaders): string[] {
+export function downstreamResponseHeaders(headers: IncomingHttpHeaders, status = 200, http10 = false): string[] {
   const conn = headers.connection;
   const tokens = conn === undefined ? null : connectionTokens(['connection', Array.isArray(conn) ? conn.join(',') : conn]);
   const out: string[] = [];
@@ -165,7 +181,56 @@ export function downstreamResponseHeaders(headers: IncomingHttpHeaders): string[
     if (typeof v === 'string') out.push(name, v);
     else for (const x of v) out.push(name, x);
   }
+  if (status === 204 || status < 200) return withoutFraming(out);
+  const te = headers['transfer-encoding'];
+  if (te !== undefined) {
+    const codings = (Array.isArray(te) ? te.join(',') : te)
+      .split(',')
+      .map((c) => c.trim().toLowerCase())
+      .filter((c) => c !== '' && c !== 'chunked');
+    if (codings.length > 0) {
+      if (http10) throw Object.assign(new Error(`transfer coding ${codings.join(', ')} cannot be sent to an HTTP/1.0 client`), { code: 'BERTH_ERR_TRANSFER_CODING' });
+      out.push('transfer-encoding', `${codings.join(', ')}, chunked`);
+    }
+  }
   return out;
+}
+
+function withoutFraming(list: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < list.length; i += 2) if (!eqLower(list[i]!, 'content-length')) out.push(list[i]!, list[i + 1]!);
+  return out;
+}
+
+/** obs-text and visible ASCII, as node writes them; anything else (undici's U+FFFD for bytes it could not decode) is not sent on. */
+const REASON_RE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
+/** The reason phrase to send: the endpoint's when node can write it, else the standard one. */
+export function reasonPhrase(status: number, message: string | undefined): string {
+  if (message !== undefined && message !== '' && REASON_RE.test(message)) return message;
+  return STATUS_CODES[status] ?? '';
+}
+
+/** A header value node would refuse to write (CR, LF, NUL and other controls). */
+const BAD_VALUE_RE = /[^\t\x20-\x7e\x80-\xff]/;
+
+/**
+ * The head of an interim response (1xx) or of a 101 (`upgrade`: the protocol
+ * agreed), hop-by-hop fields removed. Throws on a value that cannot be written.
+ */
+export function interimHead(status: number, reason: string, headers: IncomingHttpHeaders, upgrade?: string): string {
+  let s = `HTTP/1.1 ${status} ${reason}\r\n`;
+  const list = downstreamResponseHeaders(headers, status);
+  for (let i = 0; i < list.length; i += 2) {
+    const v = list[i + 1]!;
+    if (BAD_VALUE_RE.test(v)) throw Object.assign(new Error(`invalid value in interim header ${list[i]}`), { code: 'BERTH_ERR_BAD_HEADER' });
+    s += `${list[i]}: ${v}\r\n`;
+  }
+  if (upgrade !== undefined) {
+    if (BAD_VALUE_RE.test(upgrade)) throw Object.assign(new Error('invalid Upgrade value'), { code: 'BERTH_ERR_BAD_HEADER' });
+    s += `connection: upgrade\r\nupgrade: ${upgrade}\r\n`;
+  }
+  return `${s}\r\n`;
 }
 
 /** Response trailers without hop-by-hop fields, or null when there are none. */
@@ -179,13 +244,6 @@ export function trailerList(trailers: IncomingHttpHeaders | null | undefined): [
     for (const x of typeof v === 'string' ? [v] : v) (out ??= []).push([name, x]);
   }
   return out;
-}
-
-/** Serializes a request head for a raw tunnel (upgrades), from a flat header list. */
-export function requestHead(method: string, target: string, headers: readonly string[]): string {
-  let s = `${method} ${target} HTTP/1.1\r\n`;
-  for (let i = 0; i < headers.length; i += 2) s += `${headers[i]}: ${headers[i + 1]}\r\n`;
-  return `${s}\r\n`;
 }
 
 /** "::ffff:10.0.0.1" → "10.0.0.1". */

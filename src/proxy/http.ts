@@ -19,21 +19,24 @@ import { nullObserver, type ProxyObserver } from '../core/observer.js';
 import type { Logger } from '../log.js';
 import type { EndpointState } from '../pool/endpoint.js';
 import type { Pool, ServicePool } from '../pool/pool.js';
-import { connectResult, tcpConnect } from './connect.js';
+import { connectResult, guardSocket } from './connect.js';
+import { classifyHttpFailure, type HttpFailure } from './retry-policy.js';
 import {
   downstreamResponseHeaders,
   hasDotSegment,
   idempotent,
+  interimHead,
+  reasonPhrase,
   inspectRequest,
   plainAddress,
-  requestHead,
   trailerList,
   upstreamRequestHeaders,
   type Forwarded,
   type RequestFacts,
 } from './http-headers.js';
 import { RetryBudget, Upstreams, type UpstreamSettings } from './http-upstream.js';
-import { listenOn } from './listen.js';
+import { ConnectionGate } from './gate.js';
+import { LocalErrorAlarm } from './local-errors.js';
 import { normalizeHost, Router, type RouteRule } from './routes.js';
 
 export interface HttpSettings {
@@ -64,7 +67,11 @@ export interface HttpListenerSettings {
     readonly response: number;
     /** An idle client keep-alive connection closes after this long. */
     readonly keepAlive: number;
+    /** tls: the whole handshake within this long (from accept); default: the headers timeout. */
+    readonly handshake?: number | undefined;
   };
+  /** Cap on open client connections, TLS handshakes included (0 = none). */
+  readonly maxConnections?: number;
   readonly retries: number;
   /** When every endpoint has failed once and attempts remain: pause (ms, doubling per round), then try them again. */
   readonly retryBackoff: number;
@@ -108,6 +115,7 @@ function reply(res: http.ServerResponse, status: number, close: boolean, extra?:
 }
 
 function rawReply(socket: net.Socket, status: number, extra = ''): void {
+  guardSocket(socket);
   const body = `${REASONS[status] ?? http.STATUS_CODES[status] ?? ''}\n`;
   if (socket.writable) {
     socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}connection: close\r\n\r\n${body}`);
@@ -140,18 +148,52 @@ interface ConnFacts {
   allowed: boolean;
   /** mTLS: the client's identity as an XFCC value. */
   clientCert: string | undefined;
+  /** Requests of this connection whose response has not ended yet. */
+  open: number;
+  /** A refusal (400/408/431) waiting for the responses before it, so answers stay in order. */
+  refusal: number;
+  /** The parser failed on this connection: nothing more is read or answered but what is owed. */
+  errored: boolean;
+  /** The latest request's response (its body may still be arriving). */
+  last: http.ServerResponse | null;
+  readonly socket: net.Socket;
 }
 const kConn = Symbol('berth.http.conn');
 type TaggedSocket = net.Socket & { [kConn]?: ConnFacts };
 
+/** The request gate's verdict: where a request (or an Upgrade) goes, or why it is refused. */
+type Admission =
+  | { readonly ok: true; readonly service: string; readonly facts: RequestFacts; readonly path: string; readonly host: string | null }
+  | { readonly ok: false; readonly status: 400 | 403 | 404; readonly why: string };
+
+/** An Upgrade request's own parts: the client socket node handed over and the bytes it read past the head. */
+interface UpgradeParts {
+  readonly protocol: string;
+  readonly socket: net.Socket;
+  readonly early: Buffer;
+}
+
+const kResConn = Symbol('berth.http.res-conn');
+type ConnRes = http.ServerResponse & { [kResConn]?: ConnFacts };
+
+function onResponseClosed(this: ConnRes): void {
+  const c = this[kResConn];
+  if (c === undefined) return;
+  c.open--;
+  if (c.open === 0 && c.refusal !== 0) rawReply(c.socket, c.refusal);
+}
+
 export class HttpListener {
   settings: HttpListenerSettings;
+  /** node's http(s) server: parses; the gate owns the port and feeds it. */
   readonly server: http.Server;
+  readonly gate: ConnectionGate;
+  readonly alarm: LocalErrorAlarm;
   readonly deps: Required<HttpListenerDeps>;
   readonly upstreams: Upstreams;
-  /** Open client connections. */
+  /** Open client connections (upgraded ones too, until they close). */
   readonly sockets = new Set<net.Socket>();
-  /** Open upgrade tunnels (their sockets are no longer the http server's). */
+  /** Open upgrade tunnels: their endpoint side is berth's to close. */
   readonly tunnels = new Set<Tunnel>();
   private router: Router;
   private routesDirty = true;
@@ -164,6 +206,7 @@ export class HttpListener {
   constructor(settings: HttpListenerSettings, deps: HttpListenerDeps) {
     this.settings = settings;
     this.deps = { observer: nullObserver, tls: null, upstreamTls: () => undefined, ...deps };
+    this.alarm = new LocalErrorAlarm(this.deps.log, this.deps.observer);
     this.router = new Router([]);
     this.upstreams = new Upstreams(upstreamSettings(settings), deps.pool, this.deps.observer, this.deps.upstreamTls);
     const t = this.deps.tls;
@@ -179,14 +222,17 @@ export class HttpListener {
       connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(settings.timeouts.headers / 4))),
     };
     if (t) {
-      const server = https.createServer({ ...t.serverOptions(), ...options });
-      server.on('tlsClientError', (err: Error) => this.deps.observer.tlsHandshake(this.settings.name, t.classify(err)));
+      const server = https.createServer({ ...t.serverOptions(), ...options, handshakeTimeout: settings.timeouts.handshake ?? settings.timeouts.headers });
+      t.attach(server, settings.name, (l, r) => this.deps.observer.tlsHandshake(l, r));
       server.on('secureConnection', (socket: tls.TLSSocket) => this.secured(t, socket));
-      t.attach(server);
       this.server = server;
     } else {
       this.server = http.createServer(options);
     }
+    // Every header line reaches berth's checks: node's default keeps the first 1,000
+    // for rawHeaders while its parser still frames the body by all of them.
+    // maxHeaderSize bounds the head in bytes.
+    this.server.maxHeadersCount = 0;
     // A client that half-closes after its request (printf ... | nc -N) still gets the
     // answer, as from HAProxy; node's default treats the FIN as an abort.
     (this.server as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
@@ -198,8 +244,17 @@ export class HttpListener {
       this.deps.observer.httpRejected(this.settings.name, 'method');
       rawReply(socket as net.Socket, 405, 'allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS\r\n');
     });
-    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.clientError(err, socket));
+    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.clientError(err, socket as net.Socket));
     this.configureTrust();
+    const server = this.server;
+    this.gate = new ConnectionGate(settings.name, settings.maxConnections ?? 0, {
+      log: this.deps.log,
+      alarm: this.alarm,
+      admit: (socket) => {
+        server.emit('connection', socket);
+        socket.resume();
+      },
+    });
     this.unsubscribe = deps.pool.on((e) => {
       if (e.type === 'endpoint-added' || e.type === 'endpoint-removed' || e.type === 'endpoint-updated') this.routesDirty = true;
     });
@@ -213,6 +268,7 @@ export class HttpListener {
     this.upstreams.configure(upstreamSettings(settings), true);
     this.routesDirty = true;
     this.budgets.clear();
+    this.gate.maxConnections = settings.maxConnections ?? 0;
   }
 
   private applyServerSettings(): void {
@@ -241,23 +297,29 @@ export class HttpListener {
   }
 
   /** Binds the listener. Rejects with BERTH_ERR_LISTEN when the address cannot be bound. */
-  listen(): Promise<net.AddressInfo> {
-    return listenOn(this.server, this.settings.name, this.settings.bind, this.deps.log);
+  async listen(): Promise<net.AddressInfo> {
+    const a = await this.gate.listen(this.settings.bind);
+    // node's server starts checking header timeouts and tracking idle connections on
+    // 'listening'; the gate listens in its place.
+    this.server.emit('listening');
+    return a;
   }
 
   get address(): net.AddressInfo {
-    return this.server.address() as net.AddressInfo;
+    return this.gate.server.address() as net.AddressInfo;
   }
 
-  /** Open client connections and tunnels. */
+  /** Open client connections (an upgraded one counts once, as its client socket). */
   get active(): number {
-    return this.sockets.size + this.tunnels.size;
+    return this.sockets.size;
   }
 
   /** Stops accepting; idle keep-alive connections close now, busy ones after their response. */
   stopAccepting(): void {
     this.closing = true;
-    if (this.server.listening) this.server.close();
+    this.gate.close();
+    // Not listening itself: close() stops its timeout checks and closes idle connections.
+    this.server.close();
     this.server.closeIdleConnections();
     this.unsubscribe();
   }
@@ -317,7 +379,7 @@ export class HttpListener {
       const raw = socket.remoteAddress;
       const ip = plainAddress(raw);
       const trusted = this.trusted !== null && raw !== undefined && this.trusted.check(ip, net.isIPv6(ip) ? 'ipv6' : 'ipv4');
-      t[kConn] = c = { ip, trusted, allowed: true, clientCert: undefined };
+      t[kConn] = c = { ip, trusted, allowed: true, clientCert: undefined, open: 0, refusal: 0, errored: false, last: null, socket };
     }
     return c;
   }
@@ -326,11 +388,8 @@ export class HttpListener {
   private secured(t: TlsTerminator, socket: tls.TLSSocket): void {
     const { identity, result } = t.check(socket);
     this.deps.observer.tlsHandshake(this.settings.name, result);
-    if (result === 'no_cert' || result === 'bad_cert') {
-      // Not verified: nothing to answer; a verified client not on the list gets 403s instead.
-      socket.destroy();
-      return;
-    }
+    // A client not verified or not on the list gets an HTTP answer (403, then the
+    // connection closes), as from nginx, rather than a reset it cannot explain.
     const c = this.conn(socket);
     c.allowed = result === 'ok';
     c.clientCert = identity ? xfccOf(identity) : undefined;
@@ -343,85 +402,125 @@ export class HttpListener {
     return { for: c.ip, proto, host, clientCert: c.clientCert };
   }
 
-  private clientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  private clientError(err: NodeJS.ErrnoException, socket: net.Socket): void {
+    guardSocket(socket);
     const code = err.code ?? '';
     if (code === 'ECONNRESET' || code === 'EPIPE' || !socket.writable) {
       socket.destroy();
       return;
     }
-    // A response already under way on this connection: nothing clean can be said.
-    const busy = (socket as { _httpMessage?: http.ServerResponse | null })._httpMessage;
-    if (busy && busy.headersSent) {
-      socket.destroy();
-      return;
-    }
+    const c = this.conn(socket);
+    // The parser stays in error: later bytes report again; one answer is enough.
+    if (c.errored) return;
+    c.errored = true;
+    socket.pause();
     const status = code === 'HPE_HEADER_OVERFLOW' ? 431 : code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
     this.deps.observer.httpRejected(this.settings.name, status === 431 ? 'header_too_large' : status === 408 ? 'timeout' : 'bad_request');
     const { log } = this.deps;
     if (log.isLevelEnabled('debug')) log.debug({ status, err: code, reason: (err as { reason?: string }).reason }, 'request refused');
-    rawReply(socket as net.Socket, status);
+    const last = c.last;
+    if (last !== null && !last.req.complete && !last.writableFinished) {
+      // The error is in the body of the request being read: that request is answered with it.
+      const x = (last as TaggedRes)[kExchange];
+      if (x !== undefined) x.refuse(status);
+      else reply(last, status, true);
+      return;
+    }
+    // Earlier requests on this connection are still being answered: the refusal
+    // follows their responses (a client pairs answers with requests by order).
+    if (c.open === 0) rawReply(socket, status);
+    else c.refusal = status;
   }
 
-  private request(req: http.IncomingMessage, res: http.ServerResponse): void {
+  /**
+   * The one gate every request and every Upgrade passes: framing and head checks,
+   * the client's identity, then the route.
+   */
+  private admit(req: http.IncomingMessage): Admission {
     const facts = inspectRequest(req.rawHeaders, req.httpVersionMajor, req.httpVersionMinor);
     const method = req.method ?? 'GET';
     const target = facts.bad === null ? originForm(req.url ?? '', method) : null;
     const bad = facts.bad ?? (target === null ? 'unsupported request target' : hasDotSegment(target.path) ? 'dot segment in path' : null);
-    if (bad !== null || target === null) {
-      this.refuse(req, res, bad ?? 'bad request');
+    if (bad !== null || target === null) return { ok: false, status: 400, why: bad ?? 'bad request' };
+    if (!this.conn(req.socket).allowed) return { ok: false, status: 403, why: 'client certificate not allowed' };
+    const rule = this.routes().match(normalizeHost(target.host ?? facts.host), target.path);
+    if (rule === undefined) return { ok: false, status: 404, why: 'no route' };
+    return { ok: true, service: rule.service, facts, path: target.path, host: target.host };
+  }
+
+  private request(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const c = this.conn(req.socket);
+    c.open++;
+    c.last = res;
+    (res as ConnRes)[kResConn] = c;
+    res.once('close', onResponseClosed);
+    this.handle(req, res, null);
+  }
+
+  /** A request or an Upgrade, once it has a ServerResponse to answer through. */
+  private handle(req: http.IncomingMessage, res: http.ServerResponse, upgrade: UpgradeParts | null): void {
+    const a = this.admit(req);
+    if (!a.ok) {
+      this.refuse(req, res, a.status, a.why);
       return;
     }
     if (this.closing) res.shouldKeepAlive = false;
-    if (!this.conn(req.socket).allowed) {
-      this.deps.observer.httpRequest(this.settings.name, DEFAULT_SERVICE_LABEL, method, 403, 0);
-      reply(res, 403, true);
+    if (upgrade !== null && a.facts.hasBody) {
+      // The tunnel would start after the body, which node has not framed for an
+      // Upgrade: refused rather than guessed at (WebSocket handshakes have none).
+      this.refuse(req, res, 400, 'an Upgrade request with a body');
       return;
     }
-    const rule = this.routes().match(normalizeHost(target.host ?? facts.host), target.path);
-    if (rule === undefined) {
-      this.deps.observer.httpRequest(this.settings.name, DEFAULT_SERVICE_LABEL, method, 404, 0);
-      reply(res, 404, false);
+    new Exchange(this, req, res, a.service, a.facts, a.path, a.host, upgrade).start();
+  }
+
+  private refuse(req: http.IncomingMessage, res: http.ServerResponse, status: 400 | 403 | 404, why: string): void {
+    const { log, observer } = this.deps;
+    if (log.isLevelEnabled('debug')) log.debug({ method: req.method, url: req.url, status, reason: why }, 'request refused');
+    if (status === 400) {
+      observer.httpRejected(this.settings.name, 'bad_request');
+      // The framing cannot be trusted: answer and close, reading nothing more.
+      reply(res, 400, true);
+      req.socket.destroySoon();
       return;
     }
-    new Exchange(this, req, res, rule.service, facts, target.path, target.host).start();
+    observer.httpRequest(this.settings.name, DEFAULT_SERVICE_LABEL, req.method ?? 'GET', status, 0);
+    reply(res, status, status === 403);
   }
 
-  private refuse(req: http.IncomingMessage, res: http.ServerResponse, why: string): void {
-    this.deps.observer.httpRejected(this.settings.name, 'bad_request');
-    const { log } = this.deps;
-    if (log.isLevelEnabled('debug')) log.debug({ method: req.method, url: req.url, reason: why }, 'request refused');
-    // The framing cannot be trusted: answer and close, reading nothing more.
-    reply(res, 400, true);
-    req.socket.destroySoon();
-  }
-
+  /**
+   * An Upgrade request. node has handed the socket over (its parser is gone), so
+   * berth answers through a ServerResponse of its own on that socket: until the
+   * endpoint says 101 this is an ordinary exchange, and any other answer ends the
+   * connection after it. Only a 101 turns the connection into a tunnel.
+   */
   private upgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
-    const facts = inspectRequest(req.rawHeaders, req.httpVersionMajor, req.httpVersionMinor);
-    const method = req.method ?? 'GET';
-    const target = facts.bad === null ? originForm(req.url ?? '', method) : null;
-    if (facts.bad !== null || target === null || hasDotSegment(target.path)) {
-      this.deps.observer.httpRejected(this.settings.name, 'bad_request');
-      rawReply(socket, 400);
+    guardSocket(socket);
+    const prev = (socket as { _httpMessage?: http.ServerResponse | null })._httpMessage;
+    // An Upgrade pipelined behind a request still being answered waits its turn.
+    if (prev && !prev.writableFinished) {
+      prev.once('finish', () => this.upgrade(req, socket, head));
+      prev.once('close', () => {
+        if (!prev.writableFinished) socket.destroy();
+      });
       return;
     }
-    const c = this.conn(socket);
-    if (!c.allowed) {
-      rawReply(socket, 403);
-      return;
-    }
-    const rule = this.routes().match(normalizeHost(target.host ?? facts.host), target.path);
-    if (rule === undefined) {
-      this.deps.observer.httpRequest(this.settings.name, DEFAULT_SERVICE_LABEL, method, 404, 0);
-      rawReply(socket, 404);
-      return;
-    }
+    const res = new http.ServerResponse(req);
+    res.shouldKeepAlive = false;
+    res.assignSocket(socket);
+    res.once('finish', onUpgradeAnswered);
     let protocol = '';
     for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i]!.toLowerCase() === 'upgrade') protocol = req.rawHeaders[i + 1]!;
-    const headers = upstreamRequestHeaders(req.rawHeaders, this.forwarded(c, facts, target.host ?? facts.host), protocol, target.host);
-    const t = new Tunnel(this, socket, rule.service, Buffer.from(requestHead(method, target.path, headers), 'latin1'), head);
-    this.tunnels.add(t);
-    t.start();
+    this.handle(req, res, { protocol, socket, early: head });
   }
+}
+
+/** A non-101 answer to an Upgrade has been written: the connection ends with it. */
+function onUpgradeAnswered(this: http.ServerResponse): void {
+  const s = this.socket;
+  if (s === null) return;
+  this.detachSocket(s);
+  s.destroySoon();
 }
 
 /** XFCC (Envoy's X-Forwarded-Client-Cert format) for a verified client. */
@@ -434,11 +533,6 @@ function xfccOf(id: PeerIdentity): string {
 
 function upstreamSettings(s: HttpListenerSettings): UpstreamSettings {
   return { connect: s.timeouts.connect, keepAlive: s.http.upstreamKeepAlive, maxConnections: 0 };
-}
-
-/** The endpoint took too long to answer (504), as opposed to failing. */
-function isTimeout(err: NodeJS.ErrnoException): boolean {
-  return err.code === 'UND_ERR_HEADERS_TIMEOUT' || err.code === 'UND_ERR_BODY_TIMEOUT';
 }
 
 const kExchange = Symbol('berth.http.exchange');
@@ -457,9 +551,16 @@ function onRetryRound(x: Exchange): void {
   x.retryRound();
 }
 
+/** More 1xx responses than this before the final one: the endpoint is broken (502). */
+const MAX_INTERIM = 32;
+
+/** Writes an interim (1xx) response ahead of the final one, through node's queue for this response. */
+type RawWriter = http.ServerResponse & { _writeRaw(data: string, encoding: BufferEncoding, cb?: () => void): boolean };
+
 /**
  * One request: pick an endpoint, dispatch, stream the answer back. The object is
- * its own undici handler (no per-request closures).
+ * its own undici handler (no per-request closures). An Upgrade request is the same
+ * exchange until the endpoint answers 101; then it hands both sockets to a Tunnel.
  */
 class Exchange implements Dispatcher.DispatchHandler {
   private readonly method: string;
@@ -471,7 +572,12 @@ class Exchange implements Dispatcher.DispatchHandler {
   private endpointId = '-';
   private svc: ServicePool | undefined;
   private tried: Set<EndpointState> | undefined;
+  /** Dispatches, connects that failed included (access log). */
   private attempts = 0;
+  /** Requests that reached an endpoint and were sent again: these use up `retries` and the budget. */
+  private resends = 0;
+  /** Connects that reached an endpoint (so a 502, not a 503, when they all fail). */
+  private reached = 0;
   private dispatchedAt = 0;
   /** undici began writing the request (a failure now may have reached the endpoint). */
   private sent = false;
@@ -483,6 +589,9 @@ class Exchange implements Dispatcher.DispatchHandler {
   private cancelQueue: (() => void) | null = null;
   private rounds = 0;
   private roundTimer: NodeJS.Timeout | null = null;
+  /** 1xx responses seen, and whether the client has yet to take the last one written. */
+  private interims = 0;
+  private interimCongested = false;
 
   constructor(
     private readonly listener: HttpListener,
@@ -492,11 +601,13 @@ class Exchange implements Dispatcher.DispatchHandler {
     facts: RequestFacts,
     private readonly path: string,
     hostOverride: string | null,
+    private readonly upgrade: UpgradeParts | null,
   ) {
     this.method = req.method ?? 'GET';
     this.hasBody = facts.hasBody;
     this.t0 = listener.deps.pool.clock.now();
     const c = listener.conn(req.socket);
+    // Connection/Upgrade are hop-by-hop; for an Upgrade undici writes its own pair.
     this.headers = upstreamRequestHeaders(req.rawHeaders, listener.forwarded(c, facts, hostOverride ?? facts.host), null, hostOverride);
   }
 
@@ -515,7 +626,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     const picked = svc?.pick({ key: svc.balance === 'source-hash' ? this.listener.conn(this.req.socket).ip : undefined, exclude: this.tried });
     if (picked === undefined || picked.type === 'none') {
       const s = this.listener.settings;
-      if (picked?.reason === 'all-excluded' && this.attempts <= s.retries && s.retryBackoff > 0) {
+      if (picked?.reason === 'all-excluded' && this.rounds < s.retries && s.retryBackoff > 0) {
         // Every endpoint failed once (an endpoint still starting, a restart): pause, then try them all again.
         this.tried = undefined;
         this.roundTimer = setTimeout(onRetryRound, s.retryBackoff * 2 ** this.rounds++, this);
@@ -544,15 +655,17 @@ class Exchange implements Dispatcher.DispatchHandler {
     pool.acquire(ep);
     this.dispatchedAt = pool.clock.now();
     const t = this.listener.settings.timeouts;
+    const u = this.upgrade;
     this.listener.upstreams.agent(ep).dispatch(
       {
         path: this.path,
         method: this.method,
         headers: this.headers,
-        body: this.hasBody ? this.req : null,
+        body: this.hasBody && u === null ? this.req : null,
         headersTimeout: t.response,
         bodyTimeout: t.idle,
         idempotent: false,
+        ...(u !== null ? { upgrade: u.protocol } : {}),
       },
       this,
     );
@@ -571,16 +684,13 @@ class Exchange implements Dispatcher.DispatchHandler {
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.ctl = controller;
     this.sent = true;
+    this.reached++;
+    this.listener.alarm.clear('upstream_connect');
     if (this.done) controller.abort(new Error('client gone'));
   }
 
-  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: http.IncomingHttpHeaders, statusMessage?: string): void {
-    if (this.done) return;
-    if (statusCode < 200) {
-      // 1xx: 103 Early Hints is passed on; 100 Continue was already sent by node.
-      if (statusCode === 103 && !this.res.headersSent) this.res.writeEarlyHints(headers as Record<string, string | string[]>);
-      return;
-    }
+  /** The endpoint answered (a final head or a 101): passive health and latency. */
+  private answered(statusCode: number): void {
     const { pool } = this.listener.deps;
     const ep = this.ep!;
     const now = pool.clock.now();
@@ -588,11 +698,95 @@ class Exchange implements Dispatcher.DispatchHandler {
     // Outlier detection counts endpoints that answer "I am broken".
     if (statusCode === 502 || statusCode === 503 || statusCode === 504) pool.failed(ep);
     else pool.succeeded(ep);
-    this.started = true;
     this.status = statusCode;
+  }
+
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: http.IncomingHttpHeaders, statusMessage?: string): void {
+    if (this.done) return;
+    if (statusCode < 200) {
+      this.interim(controller, statusCode, headers, statusMessage);
+      return;
+    }
     const res = this.res;
+    let list: string[];
+    try {
+      list = downstreamResponseHeaders(headers, statusCode, this.req.httpVersionMinor === 0);
+    } catch (err) {
+      controller.abort(err as Error);
+      return;
+    }
+    this.answered(statusCode);
+    this.started = true;
     if (this.listener.closing) res.shouldKeepAlive = false;
-    res.writeHead(statusCode, statusMessage || http.STATUS_CODES[statusCode] || '', downstreamResponseHeaders(headers));
+    try {
+      res.writeHead(statusCode, reasonPhrase(statusCode, statusMessage), list);
+    } catch (err) {
+      // A header value node will not write (a control character): the response cannot be relayed.
+      this.started = false;
+      controller.abort(err as Error);
+    }
+  }
+
+  /**
+   * 1xx before the final answer (RFC 9110 §15.2): forwarded to HTTP/1.1 clients with
+   * hop-by-hop fields removed and under the same backpressure as a body. 100 is not
+   * forwarded: berth strips Expect and node answers it itself.
+   */
+  private interim(controller: Dispatcher.DispatchController, statusCode: number, headers: http.IncomingHttpHeaders, statusMessage: string | undefined): void {
+    if (statusCode === 100 || statusCode === 101 || this.req.httpVersionMinor === 0) return;
+    // undici keeps parsing past a 1xx even when asked to pause, so the bound is here:
+    // while the client has not taken the last one, more are dropped, and an endpoint
+    // that sends more than MAX_INTERIM is broken.
+    if (++this.interims > MAX_INTERIM) {
+      controller.abort(Object.assign(new Error(`more than ${MAX_INTERIM} interim responses`), { code: 'BERTH_ERR_INTERIM_FLOOD' }));
+      return;
+    }
+    const res = this.res as RawWriter;
+    if (res.headersSent || this.interimCongested) return;
+    let head: string;
+    try {
+      head = interimHead(statusCode, reasonPhrase(statusCode, statusMessage), headers);
+    } catch (err) {
+      controller.abort(err as Error);
+      return;
+    }
+    if (!res._writeRaw(head, 'latin1') && res.socket !== null) {
+      this.interimCongested = true;
+      res.socket.once('drain', () => (this.interimCongested = false));
+    }
+  }
+
+  onRequestUpgrade(_controller: Dispatcher.DispatchController, statusCode: number, headers: http.IncomingHttpHeaders, socket: Duplex): void {
+    const up = socket as net.Socket;
+    guardSocket(up);
+    const u = this.upgrade;
+    if (this.done || u === null) {
+      up.destroy();
+      return;
+    }
+    let head: string;
+    try {
+      head = interimHead(statusCode, reasonPhrase(statusCode, 'Switching Protocols'), headers, headers.upgrade ?? u.protocol);
+    } catch (err) {
+      up.destroy();
+      this.onResponseError(_controller, err as Error);
+      return;
+    }
+    this.answered(statusCode);
+    this.started = true;
+    const ep = this.ep!;
+    // The tunnel owns the endpoint's slot and the client socket from here on.
+    this.ep = null;
+    const client = u.socket;
+    this.res.detachSocket(client);
+    const l = this.listener;
+    l.deps.observer.httpUpgrade(l.settings.name, this.service);
+    const tunnel = new Tunnel(l, client, up, ep);
+    l.tunnels.add(tunnel);
+    client.write(head);
+    if (u.early.length > 0) up.write(u.early);
+    tunnel.start();
+    this.finish();
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
@@ -613,35 +807,70 @@ class Exchange implements Dispatcher.DispatchHandler {
     const e = err as NodeJS.ErrnoException;
     const ep = this.ep!;
     this.release();
-    if (this.started) {
-      // Cut mid-response: the client must see a cut, not a short body it could take for whole.
-      if (log.isLevelEnabled('debug')) log.debug({ endpoint: ep.id, err: e.code ?? e.message }, 'response cut');
-      this.res.destroy();
-      this.finish();
-      return;
+    const failure: HttpFailure = classifyHttpFailure(e, this.sent, this.started, this.status);
+    if (log.isLevelEnabled('debug')) log.debug({ endpoint: ep.id, err: e.code ?? e.message, failure }, 'upstream failure');
+    switch (failure) {
+      case 'complete':
+        // A 204/304 whose Content-Length undici held against it: the answer is whole.
+        this.res.end();
+        this.finish();
+        return;
+      case 'cut':
+        // Cut mid-response: the client must see a cut, not a short body it could take for whole.
+        this.res.destroy();
+        this.finish();
+        return;
+      case 'local':
+        // Out of descriptors or memory here: the endpoint is not to blame, and another would fail alike.
+        this.listener.alarm.report('upstream_connect', e.code ?? 'error');
+        this.fail(503, `local error: ${e.code}`);
+        return;
+      case 'timeout':
+        pool.failed(ep);
+        this.fail(504, `endpoint ${ep.id}: ${e.code}`);
+        return;
+      case 'malformed':
+        // The endpoint answered, but not in HTTP berth can relay: sending it again would run it again.
+        pool.failed(ep);
+        this.fail(502, `endpoint ${ep.id}: ${e.code ?? e.message}`);
+        return;
+      case 'connect':
+        // Nothing reached the endpoint: always safe elsewhere, and it uses up neither
+        // the retries nor the budget (the client gets an answer while any endpoint accepts).
+        pool.failed(ep);
+        observer.retry(ep.service, connectResult(e));
+        (this.tried ??= new Set()).add(ep);
+        this.attempt();
+        return;
+      case 'reset': {
+        // The endpoint took the request and dropped the connection without an answer:
+        // again only when repeating it is harmless (idempotent, no body to resend).
+        const s = this.listener.settings;
+        if (this.upgrade === null && idempotent(this.method) && !this.hasBody && this.resends < s.retries && this.listener.budget(this.service).tryRetry(pool.clock.now())) {
+          this.resends++;
+          observer.retry(ep.service, 'reset');
+          (this.tried ??= new Set()).add(ep);
+          this.attempt();
+          return;
+        }
+        this.fail(502, `endpoint ${ep.id}: ${e.code ?? e.message}`);
+        return;
+      }
     }
-    if (isTimeout(e)) {
-      pool.failed(ep);
-      this.fail(504, `endpoint ${ep.id}: ${e.code}`);
-      return;
-    }
-    if (!this.sent) pool.failed(ep);
-    // Retry: a failed connect always (nothing was sent); a reset before any answer only
-    // when repeating the request is harmless (idempotent, no body to resend).
-    const safe = !this.sent || (idempotent(this.method) && !this.hasBody);
-    const s = this.listener.settings;
-    if (safe && this.attempts <= s.retries && this.listener.budget(this.service).tryRetry(pool.clock.now())) {
-      observer.retry(ep.service, this.sent ? 'reset' : connectResult(e));
-      if (log.isLevelEnabled('debug')) log.debug({ endpoint: ep.id, err: e.code ?? e.message }, 'retrying on another endpoint');
-      (this.tried ??= new Set()).add(ep);
-      this.attempt();
-      return;
-    }
-    this.fail(502, `endpoint ${ep.id}: ${e.code ?? e.message}`);
   }
 
   resDrain(): void {
     this.ctl?.resume();
+  }
+
+  /** The client's own request turned out malformed (its body): answered with `status`, and the connection closes. */
+  refuse(status: number): void {
+    if (this.done) return;
+    this.ctl?.abort(new Error('request refused'));
+    this.release();
+    this.status = status;
+    reply(this.res, status, true);
+    this.finish();
   }
 
   /** The client connection closed: abandon the upstream request if it is still going. */
@@ -698,131 +927,51 @@ class Exchange implements Dispatcher.DispatchHandler {
   }
 }
 
-function onTunnelIdle(this: net.Socket & { [kTunnel]?: Tunnel }): void {
+const kTunnel = Symbol('berth.http.tunnel');
+type TunnelSocket = net.Socket & { [kTunnel]?: Tunnel };
+function onTunnelEnd(this: TunnelSocket): void {
   this[kTunnel]?.destroy();
 }
-const kTunnel = Symbol('berth.http.tunnel');
 
 /**
- * An Upgrade request (WebSocket and others): berth connects to an endpoint, sends
- * the request head, and from then on copies bytes both ways: the endpoint's 101
- * (or refusal) reaches the client as it was sent.
+ * An upgraded connection (WebSocket and others), after the endpoint's 101: bytes
+ * both ways with backpressure, bounded by the idle timeout; either side closing
+ * or failing closes both.
  */
 class Tunnel {
-  private up: net.Socket | null = null;
-  private ep: EndpointState | null = null;
-  private tried: Set<EndpointState> | undefined;
-  private attempts = 0;
-  private connected = false;
   private closed = false;
-  private connectTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly listener: HttpListener,
     private readonly client: net.Socket,
-    private readonly service: string,
-    private readonly head: Buffer,
-    private readonly early: Buffer,
+    private readonly up: net.Socket,
+    private readonly ep: EndpointState,
   ) {}
 
   start(): void {
-    const c = this.client as net.Socket & { [kTunnel]?: Tunnel };
+    const c = this.client as TunnelSocket;
+    const u = this.up as TunnelSocket;
     c[kTunnel] = this;
-    c.on('error', () => this.destroy());
-    c.on('close', () => this.destroy());
+    u[kTunnel] = this;
+    c.on('close', onTunnelEnd);
+    u.on('close', onTunnelEnd);
+    c.on('error', onTunnelEnd);
+    u.on('error', onTunnelEnd);
     const idle = this.listener.settings.timeouts.idle;
     c.setTimeout(idle > 0 ? idle : 0);
-    if (idle > 0) c.on('timeout', onTunnelIdle);
-    this.connect();
-  }
-
-  private connect(): void {
-    const { pool, observer } = this.listener.deps;
-    const svc = pool.service(this.service);
-    const picked = svc?.pick({ exclude: this.tried });
-    if (picked === undefined || picked.type === 'none') {
-      if (this.attempts === 0) observer.noEndpoint(this.listener.settings.name, this.service);
-      this.end(this.attempts === 0 ? 503 : 502);
-      return;
-    }
-    const ep = picked.host;
-    this.ep = ep;
-    this.attempts++;
-    pool.acquire(ep);
-    const t0 = pool.clock.now();
-    const upTls = this.listener.deps.upstreamTls(ep.service);
-    const up = tcpConnect(ep.host, ep.port, upTls);
-    this.up = up;
-    const timeout = this.listener.settings.timeouts.connect;
-    if (timeout > 0) {
-      this.connectTimer = setTimeout(() => {
-        const err: NodeJS.ErrnoException = new Error('connect timeout');
-        err.code = 'BERTH_ERR_UPSTREAM_TIMEOUT';
-        up.destroy(err);
-      }, timeout);
-    }
-    up.once(upTls ? 'secureConnect' : 'connect', () => {
-      if (this.connectTimer) clearTimeout(this.connectTimer);
-      const now = pool.clock.now();
-      observer.upstreamConnect(ep.service, ep.id, 'ok', (now - t0) / 1000);
-      ep.observeLatency(now - t0, now);
-      pool.succeeded(ep);
-      if (this.closed) {
-        up.destroy();
-        return;
-      }
-      this.connected = true;
-      observer.httpUpgrade(this.listener.settings.name, this.service);
-      up.write(this.head);
-      if (this.early.length > 0) up.write(this.early);
-      this.client.pipe(up);
-      up.pipe(this.client);
-    });
-    up.on('error', (err: NodeJS.ErrnoException) => {
-      if (this.connectTimer) clearTimeout(this.connectTimer);
-      if (this.connected || this.closed) {
-        this.destroy();
-        return;
-      }
-      observer.upstreamConnect(ep.service, ep.id, connectResult(err), (pool.clock.now() - t0) / 1000);
-      pool.failed(ep);
-      this.releaseUp();
-      const l = this.listener;
-      if (this.attempts <= l.settings.retries && l.budget(this.service).tryRetry(pool.clock.now())) {
-        observer.retry(ep.service, connectResult(err));
-        (this.tried ??= new Set()).add(ep);
-        this.connect();
-      } else {
-        this.end(502);
-      }
-    });
-    up.on('close', () => {
-      if (this.connected) this.destroy();
-    });
-  }
-
-  private releaseUp(): void {
-    const up = this.up;
-    const ep = this.ep;
-    if (up === null || ep === null) return;
-    this.up = null;
-    this.ep = null;
-    up.destroy();
-    this.listener.deps.observer.upstreamClosed(ep.service, ep.id, up.bytesRead, up.bytesWritten);
-    this.listener.deps.pool.release(ep);
-  }
-
-  private end(status: number): void {
-    rawReply(this.client, status, status === 503 ? 'retry-after: 1\r\n' : '');
-    this.closed = true;
-    this.listener.tunnels.delete(this);
+    if (idle > 0) c.on('timeout', onTunnelEnd);
+    c.pipe(u);
+    u.pipe(c);
+    c.resume();
   }
 
   destroy(): void {
-    if (this.connectTimer) clearTimeout(this.connectTimer);
+    if (this.closed) return;
     this.closed = true;
-    this.releaseUp();
     this.client.destroy();
+    this.up.destroy();
+    // (The endpoint socket's bytes are counted by Upstreams when it closes.)
+    this.listener.deps.pool.release(this.ep);
     this.listener.tunnels.delete(this);
   }
 }

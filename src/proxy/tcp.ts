@@ -6,8 +6,9 @@ import { nullObserver, type ProxyObserver } from '../core/observer.js';
 import type { Logger } from '../log.js';
 import type { EndpointState } from '../pool/endpoint.js';
 import type { Pool, ServicePool } from '../pool/pool.js';
-import { abortSocket, connectResult, tcpConnect, type ConnectFn } from './connect.js';
-import { listenOn } from './listen.js';
+import { abortSocket, connectResult, isLocalError, tcpConnect, type ConnectFn } from './connect.js';
+import { ConnectionGate } from './gate.js';
+import { LocalErrorAlarm } from './local-errors.js';
 import { proxyHeader } from './proxy-protocol.js';
 
 /** What a tcp listener needs to know; a subset of config's ListenerConfig. */
@@ -15,8 +16,17 @@ export interface TcpListenerSettings {
   readonly name: string;
   readonly bind: { readonly host: string; readonly port: number };
   readonly service: string;
-  readonly timeouts: { readonly connect: number; readonly idle: number };
-  /** Further connect attempts after the first, on other endpoints first. */
+  readonly timeouts: {
+    readonly connect: number;
+    readonly idle: number;
+    /** tls: the whole handshake within this (ms, from accept); default 10 s. */
+    readonly handshake?: number | undefined;
+  };
+  /**
+   * Rounds over the endpoints after every one has failed to connect (with
+   * retryBackoff), and replays after an accepted connection reset (services with
+   * `replay`). A connect that fails is always tried on the next endpoint.
+   */
   readonly retries: number;
   /**
    * When every endpoint has failed once and attempts remain, wait this long (ms,
@@ -26,6 +36,8 @@ export interface TcpListenerSettings {
   readonly retryBackoff: number;
   /** Send a PROXY protocol header to the endpoint first. */
   readonly proxyProtocol?: 'off' | 'v1' | 'v2';
+  /** Cap on open client connections, TLS handshakes included (0 = none); past it, accepted connections wait unread. */
+  readonly maxConnections?: number;
 }
 
 export interface TcpListenerDeps {
@@ -53,24 +65,37 @@ export const REPLAY_LIMIT = 64 * 1024;
  */
 export class TcpListener {
   settings: TcpListenerSettings;
-  readonly server: net.Server;
+  /** Owns the port; counts and caps connections. */
+  readonly gate: ConnectionGate;
   readonly sessions = new Set<TcpSession>();
   readonly deps: Required<TcpListenerDeps>;
+  readonly alarm: LocalErrorAlarm;
 
   constructor(settings: TcpListenerSettings, deps: TcpListenerDeps) {
     this.settings = settings;
     this.deps = { observer: nullObserver, connect: tcpConnect, tls: null, upstreamTls: () => undefined, ...deps };
+    this.alarm = new LocalErrorAlarm(this.deps.log, this.deps.observer);
     const t = this.deps.tls;
+    let admit: (socket: net.Socket) => void;
     if (t) {
-      const server = tls.createServer({ ...t.serverOptions(), allowHalfOpen: true, noDelay: true }, (socket) => this.acceptTls(t, socket));
-      server.on('tlsClientError', (err) => this.deps.observer.tlsHandshake(this.settings.name, t.classify(err)));
-      t.attach(server);
-      this.server = server;
+      const server = tls.createServer({ ...t.serverOptions(), allowHalfOpen: true, noDelay: true, handshakeTimeout: settings.timeouts.handshake ?? 10_000 }, (socket) => this.acceptTls(t, socket));
+      t.attach(server, settings.name, (l, r) => this.deps.observer.tlsHandshake(l, r));
+      admit = (socket) => {
+        server.emit('connection', socket);
+        socket.resume();
+      };
     } else {
-      // pauseOnConnect: the client's first bytes wait in the kernel until an
-      // endpoint is connected, so nothing is read that could be lost.
-      this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (socket) => this.accept(socket, null));
+      // The gate accepts with pauseOnConnect: the client's first bytes wait in the
+      // kernel until an endpoint is connected, so nothing is read that could be lost.
+      admit = (socket) => this.accept(socket, null);
     }
+    this.gate = new ConnectionGate(settings.name, settings.maxConnections ?? 0, { log: this.deps.log, alarm: this.alarm, admit });
+  }
+
+  /** Reload: new settings for new connections (the socket type cannot change). */
+  configure(settings: TcpListenerSettings): void {
+    this.settings = settings;
+    this.gate.maxConnections = settings.maxConnections ?? 0;
   }
 
   /** A completed handshake: a verified client not on the allow-list is closed here. */
@@ -82,8 +107,7 @@ export class TcpListener {
       this.deps.observer.tlsHandshake(this.settings.name, result);
       const { log } = this.deps;
       if (log.isLevelEnabled('debug')) log.debug({ result, reason: socket.authorizationError, subject: identity?.subject, uris: identity?.uris }, 'client refused after the handshake');
-      socket.on('error', noop);
-      socket.destroy();
+      t.refuse(socket);
       return;
     }
     this.deps.observer.tlsHandshake(this.settings.name, 'ok');
@@ -92,11 +116,11 @@ export class TcpListener {
 
   /** Binds the listener. Rejects with BERTH_ERR_LISTEN when the address cannot be bound. */
   listen(): Promise<net.AddressInfo> {
-    return listenOn(this.server, this.settings.name, this.settings.bind, this.deps.log);
+    return this.gate.listen(this.settings.bind);
   }
 
   get address(): net.AddressInfo {
-    return this.server.address() as net.AddressInfo;
+    return this.gate.server.address() as net.AddressInfo;
   }
 
   /** Open client connections. */
@@ -110,7 +134,7 @@ export class TcpListener {
    * drain, not the stop).
    */
   stopAccepting(): void {
-    if (this.server.listening) this.server.close();
+    this.gate.close();
   }
 
   /** Closes every open session at once. */
@@ -212,6 +236,8 @@ class TcpSession {
   private endpoint: EndpointState | null = null;
   private phase = Phase.Connecting;
   private attempts = 0;
+  /** Replays after an accepted connection reset: these use up `retries`. */
+  private replays = 0;
   private rounds = 0;
   private tried: Set<EndpointState> | undefined = undefined;
   private connectTimer: NodeJS.Timeout | null = null;
@@ -273,7 +299,7 @@ class TcpSession {
     // remoteAddress costs a getpeername() syscall: only source-hash needs it.
     const ctx: PickContext<EndpointState> = { key: service?.balance === 'source-hash' ? this.client.remoteAddress : undefined, exclude: this.tried };
     const picked = service ? service.pick(ctx) : undefined;
-    if (picked?.type === 'none' && picked.reason === 'all-excluded' && this.attempts <= this.settings.retries && this.settings.retryBackoff > 0) {
+    if (picked?.type === 'none' && picked.reason === 'all-excluded' && this.rounds < this.settings.retries && this.settings.retryBackoff > 0) {
       // Every endpoint failed this round; the client is paused and its bytes held.
       this.tried = undefined;
       this.connectTimer = setTimeout(onRetryRound, this.settings.retryBackoff * 2 ** this.rounds++, this);
@@ -343,6 +369,10 @@ class TcpSession {
     const ep = this.endpoint!;
     ep.observeLatency(ms, now);
     pool.succeeded(ep);
+    this.listener.alarm.clear('upstream_connect');
+    // Once the endpoint has accepted, what the client sends may do work there: held
+    // for a replay elsewhere only where the service says that is harmless.
+    if (this.replay !== null && pool.service(this.settings.service)?.replay !== true) this.replay = null;
     this.donePending();
     observer.upstreamConnect(ep.service, ep.id, 'ok', ms / 1000);
     const up = this.upstream!;
@@ -404,19 +434,26 @@ class TcpSession {
     const up = this.upstream!;
     this.clearConnectTimer();
     const connecting = this.phase === Phase.Connecting;
+    if (connecting && isLocalError(err)) {
+      // Out of descriptors here: the endpoint is not to blame, and another would fail alike.
+      this.listener.alarm.report('upstream_connect', err.code ?? 'error');
+      this.drop(up, ep);
+      this.turnAway(`local error ${err.code}`);
+      return;
+    }
     if (connecting) {
       pool.failed(ep);
       observer.upstreamConnect(ep.service, ep.id, connectResult(err), (pool.clock.now() - this.connectStart) / 1000);
     }
-    // Safe to try elsewhere: nothing came back yet and every byte sent is still held.
-    if (!this.upstreamAnswered && this.replay !== null && !this.clientClosed && this.attempts <= this.settings.retries) {
+    // A connect that never completed did no work: always tried elsewhere, without
+    // using up `retries`. After the endpoint accepted, only a replay the service
+    // opted into, while it has sent nothing back and every byte is still held.
+    const again = connecting || (!this.upstreamAnswered && this.replay !== null && this.replays < this.settings.retries);
+    if (again && !this.clientClosed) {
       if (log.isLevelEnabled('debug')) log.debug({ endpoint: ep.id, err: err.code ?? err.message }, 'retrying on another endpoint');
       observer.retry(ep.service, connecting ? connectResult(err) : 'reset');
-      (up as Tagged)[kSession] = undefined;
-      up.removeAllListeners();
-      up.on('error', noop);
-      up.destroy();
-      this.release(up, ep);
+      if (!connecting) this.replays++;
+      this.drop(up, ep);
       (this.tried ??= new Set()).add(ep);
       this.phase = Phase.Connecting;
       this.client.pause();
@@ -427,6 +464,17 @@ class TcpSession {
     // Pass the failure on as a reset, so the client cannot take a cut stream for a whole one.
     this.phase = Phase.Closed;
     if (!this.client.destroyed) abortSocket(this.client);
+  }
+
+  /** Lets go of a failed upstream socket (its events no longer reach this session). */
+  private drop(up: net.Socket, ep: EndpointState): void {
+    (up as Tagged)[kSession] = undefined;
+    up.removeAllListeners();
+    up.on('error', noop);
+    up.destroy();
+    this.release(up, ep);
+    this.upstream = null;
+    this.endpoint = null;
   }
 
   upstreamClose(): void {

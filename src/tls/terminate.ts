@@ -4,11 +4,11 @@
  * and hot reload: the files are watched (and reread on config reload); a bad new
  * file keeps the old material, logged and counted.
  */
-import { createHash, X509Certificate } from 'node:crypto';
+import { constants as cryptoConstants, createHash, X509Certificate } from 'node:crypto';
 import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import tls, { type SecureContext, type TLSSocket, type TlsOptions } from 'node:tls';
 import { BerthError } from '../core/errors.js';
-import type { HandshakeResult, PeerIdentity, TlsTerminator, UpstreamTls } from '../core/tls.js';
+import type { HandshakeResult, PeerIdentity, TlsServerLike, TlsTerminator, UpstreamTls } from '../core/tls.js';
 import type { Logger } from '../log.js';
 
 export interface ListenerTlsConfig {
@@ -28,6 +28,13 @@ export interface TlsObserver {
 }
 
 const WARN_DAYS = 14;
+/** A refused client has this long to read berth's close_notify and close its side. */
+const REFUSE_LINGER_MS = 2000;
+
+function onRefusedLinger(this: TLSSocket): void {
+  this.destroy();
+}
+function noop(): void {}
 const DAY = 86_400_000;
 
 interface Material {
@@ -155,6 +162,9 @@ export class ListenerTls implements TlsTerminator {
       // reason (node's own rejection closes the socket and reports only "hang up").
       rejectUnauthorized: false,
       ...(alpn ? { ALPNProtocols: [...alpn] } : {}),
+      // Client-initiated renegotiation (TLS 1.2) is refused: it costs the server a
+      // handshake's work for each request of a client's (CVE-2011-1473).
+      secureOptions: cryptoConstants.SSL_OP_NO_RENEGOTIATION,
       SNICallback: (servername, cb) => cb(null, this.contextFor(servername)),
       // Resumed sessions skip the certificate check: tickets are per process and
       // material, so a reload (new key) does not resume under old trust.
@@ -172,9 +182,23 @@ export class ListenerTls implements TlsTerminator {
     return undefined;
   }
 
-  attach(server: { setSecureContext(options: TlsOptions): void }): void {
+  attach(server: TlsServerLike, listener: string, report: (listener: string, result: HandshakeResult) => void): void {
     this.server = server;
+    // node hands a failed handshake (a protocol error, or handshakeTimeout for a
+    // client that sends nothing, half a ClientHello, or stalls after it) to this
+    // event and leaves the socket open while anyone listens: it is closed here.
+    server.on('tlsClientError', (err, socket) => {
+      report(listener, this.classify(err));
+      socket.destroy();
+    });
     this.watch();
+  }
+
+  refuse(socket: TLSSocket): void {
+    socket.on('error', noop);
+    socket.on('data', noop);
+    socket.setTimeout(REFUSE_LINGER_MS, onRefusedLinger);
+    socket.end();
   }
 
   check(socket: TLSSocket): { identity: PeerIdentity | null; result: HandshakeResult } {
@@ -205,6 +229,7 @@ export class ListenerTls implements TlsTerminator {
   }
 
   classify(err: Error): HandshakeResult {
+    if ((err as NodeJS.ErrnoException).code === 'ERR_TLS_HANDSHAKE_TIMEOUT') return 'timeout';
     const text = `${(err as NodeJS.ErrnoException).code ?? ''} ${err.message}`.toUpperCase();
     if (text.includes('PEER_DID_NOT_RETURN_A_CERTIFICATE') || text.includes('NO_CERTIFICATE')) return 'no_cert';
     if (/CERT|ISSUER|SELF_SIGNED|VERIFY|EXPIRED|REVOKED|UNKNOWN_CA|SIGNATURE/.test(text)) return 'bad_cert';

@@ -1,8 +1,13 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import t, { type Test } from 'tap';
+import { renderStatus, terminalSafe } from '../../src/cli/status.js';
 import { Berth } from '../../src/app.js';
 import { validateConfig } from '../../src/config/validate.js';
 import { Flag, type EndpointSpec } from '../../src/core/types.js';
-import { exchange, httpGet, nameServer } from '../helpers/net.js';
+import { exchange, httpGet, nameServer, runCli } from '../helpers/net.js';
 import { silent } from '../helpers/proxy.js';
 
 const fetchText = (port: number, path: string) => httpGet(`http://127.0.0.1:${port}${path}`);
@@ -152,4 +157,80 @@ t.test('metrics: contract names and types; series of removed endpoints go away (
   t.ok(peak >= baseline + 500 * 7, `series grew with 500 endpoints: ${baseline} → ${peak}`);
   berth.pool.applySnapshot({ provider: 'docker', services: new Map() });
   t.equal(await seriesCount(), baseline, 'back to the baseline after the endpoints left');
+});
+
+t.test('admin token: every path but /healthz needs the bearer token; /readyz says only ready or not without it; a reload rotates it', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'berth-token-'));
+  const file = join(dir, 'token');
+  writeFileSync(file, 'first-secret-token\n');
+  const cfg = (over: Record<string, unknown> = {}) => validateConfig({ listeners: [{ name: 'front', bind: '127.0.0.1:0', service: 'web' }], services: { web: { endpoints: [] } }, admin: { bind: '127.0.0.1:0', tokenFile: file }, ...over });
+  const berth = new Berth(cfg(), { log: silent, version: '9.9.9' });
+  await berth.start();
+  t.teardown(() => berth.shutdown(0));
+  const port = berth.adminAddress!.port;
+  const get = (path: string, token?: string) =>
+    new Promise<{ status: number; body: string; auth: string | undefined }>((resolve, reject) => {
+      http
+        .get({ host: '127.0.0.1', port, path, agent: false, headers: token !== undefined ? { authorization: `Bearer ${token}` } : {} }, (res) => {
+          let body = '';
+          res.on('data', (d: Buffer) => (body += d.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body, auth: res.headers['www-authenticate'] }));
+        })
+        .on('error', reject);
+    });
+  t.equal((await get('/healthz')).status, 200, '/healthz stays open (liveness probes)');
+  for (const path of ['/metrics', '/api/v1/services', '/api/v1/endpoints/x', '/']) {
+    const r = await get(path);
+    t.equal(r.status, 401, `${path} without a token: 401`);
+    t.match(r.auth, /^Bearer/);
+    t.notMatch(r.body, /web|127\.0\.0\.1/, 'nothing about the services leaks');
+    t.equal((await get(path, 'wrong-token-of-some-length')).status, 401, `${path} with a wrong token: 401`);
+  }
+  const anon = await get('/readyz');
+  t.equal(anon.status, 503);
+  t.equal(anon.body, 'not ready\n', 'no reasons without the token');
+  t.match((await get('/readyz', 'first-secret-token')).body, /service web has no healthy endpoint/);
+  t.equal((await get('/metrics', 'first-secret-token')).status, 200);
+  writeFileSync(file, 'second-secret-token');
+  await berth.reload(cfg());
+  t.equal((await get('/metrics', 'first-secret-token')).status, 401, 'the old token no longer works after a reload');
+  t.equal((await get('/metrics', 'second-secret-token')).status, 200);
+  const status = await runCli(['status', '--admin', `127.0.0.1:${port}`]);
+  t.equal(status.code, 2);
+  t.match(status.stderr, /401.*--admin-token-file/);
+  const ok = await runCli(['status', '--admin', `127.0.0.1:${port}`, '--admin-token-file', file]);
+  t.equal(ok.code, 0, ok.stderr);
+  t.match(ok.stdout, /service web/);
+});
+
+t.test('a missing admin token file stops the start (exit 2); an empty one too', async (t) => {
+  const r = await runCli(['--listen', '127.0.0.1:0', '--backend', '127.0.0.1:1', '--admin', '127.0.0.1:0', '--admin-token-file', '/nonexistent/token']);
+  t.equal(r.code, 2);
+  t.match(r.stderr, /admin\.tokenFile \/nonexistent\/token: ENOENT/);
+  const dir = mkdtempSync(join(tmpdir(), 'berth-token-'));
+  writeFileSync(join(dir, 'empty'), '\n');
+  const e = await runCli(['--listen', '127.0.0.1:0', '--backend', '127.0.0.1:1', '--admin', '127.0.0.1:0', '--admin-token-file', join(dir, 'empty')]);
+  t.equal(e.code, 2);
+  t.match(e.stderr, /the file is empty/);
+});
+
+t.test('explain: an id that is not valid percent-encoding is a 400, not a 500', async (t) => {
+  const { admin } = await started(t, { web: { endpoints: [] } });
+  const r = await fetchText(admin, '/api/v1/endpoints/%');
+  t.equal(r.status, 400);
+  t.match(r.body, /percent-encoding/);
+});
+
+t.test('berth status shows control characters from labels as \\xNN, never raw', async (t) => {
+  const answer = terminalSafe({
+    services: [{ name: 'web\u001b[2J', endpoints: [], listeners: [], balance: 'p2c', eligible: 0 }],
+    discovery: [{ name: 'docker', connected: true, skipped: [{ container: 'evil\u001b]0;pwned\u0007', reason: 'bad label\nservice fake (p2c; 9/9 in the pick set)' }] }],
+    ready: { ready: true, reasons: [], notes: [] },
+  });
+  const out = renderStatus(answer as Parameters<typeof renderStatus>[0]);
+  // eslint-disable-next-line no-control-regex
+  t.notMatch(out, /[\u0000-\u0008\u000b-\u001f\u007f]/, 'no control character reaches the terminal');
+  t.match(out, /web\\x1b\[2J/);
+  t.match(out, /evil\\x1b\]0;pwned\\x07/);
+  t.notMatch(out, /\nservice fake/, 'a newline in a value cannot fake a line');
 });

@@ -28,6 +28,14 @@ t.test('berth check: 0 for a good file, 1 with every error and its path for a ba
   const syntax = join(dir, 'syntax.yaml');
   await writeFile(syntax, 'listeners: [\n');
   t.equal((await runCli(['check', '-c', syntax])).code, 1);
+  // "Billion laughs": aliases that expand without bound are a config error (1), not a crash (2).
+  const bomb = join(dir, 'bomb.yaml');
+  const levels = ['a: &a ["x","x","x","x","x","x","x","x","x"]'];
+  for (let i = 1; i < 8; i++) levels.push(`l${i}: &l${i} [${Array(9).fill(i === 1 ? '*a' : `*l${i - 1}`).join(',')}]`);
+  await writeFile(bomb, `${levels.join('\n')}\nlisteners: *l7\n`);
+  const b = await runCli(['check', '-c', bomb]);
+  t.equal(b.code, 1, b.stderr);
+  t.match(b.stderr, /alias/i);
 });
 
 t.test('exit code 1 for bad arguments, naming the flag', async (t) => {

@@ -216,3 +216,20 @@ t.test('tls, proxyProtocol and upstreamTls: accepted and checked', async (t) => 
   const cross = issues(() => validateConfig({ listeners: [{ bind: '3', mode: 'http', service: 's', proxyProtocol: 'v2' }], services: { s: { upstreamTls: { cert: '/c.pem' } } } }));
   t.same(cross, ['listeners[0].proxyProtocol: PROXY protocol is for tcp listeners (http listeners send X-Forwarded-*)', 'services.s.upstreamTls: cert and key go together']);
 });
+
+t.test('hardening defaults: outlier detection on (off with "off"), replay opt-in, handshake timeout, connection cap', async (t) => {
+  const c = validateConfig({ listeners: [{ bind: '127.0.0.1:0', service: 'web', tls: undefined }], services: { web: { endpoints: ['127.0.0.1:1'] }, quiet: { endpoints: ['127.0.0.1:2'], outlier: 'off', replay: true } } });
+  t.match(c.services.get('web')!.outlier, { consecutiveFailures: 5, ejectFor: 30_000 }, 'a peer that keeps refusing leaves the pick set by default');
+  t.equal(c.services.get('web')!.replay, false, 'no replay after an accepted connection unless asked for');
+  t.equal(c.services.get('quiet')!.outlier, undefined);
+  t.equal(c.services.get('quiet')!.replay, true);
+  t.equal(c.listeners[0]!.timeouts.handshake, 10_000, 'the handshake bound defaults to the headers timeout');
+  t.equal(c.listeners[0]!.maxConnections, 0);
+  const d = validateConfig({ listeners: [{ bind: '127.0.0.1:0', service: 'web', timeouts: { headers: '3s', handshake: '2s' }, maxConnections: 500 }], services: { web: {} } });
+  t.equal(d.listeners[0]!.timeouts.handshake, 2000);
+  t.equal(d.listeners[0]!.maxConnections, 500);
+  t.throws(() => validateConfig({ listeners: [{ bind: '127.0.0.1:0', service: 'web', maxConnections: -1 }], services: { web: {} } }), /listeners\[0\]\.maxConnections/);
+  t.throws(() => validateConfig({ listeners: [{ bind: '127.0.0.1:0', service: 'web' }], services: { web: { outlier: 'sometimes' } } }), /services\.web\.outlier: expected off/);
+  const discovered = validateConfig({ listeners: [{ bind: '127.0.0.1:0', service: 'found' }], services: {}, discovery: { docker: {} } });
+  t.match(discovered.services.get('found')!.outlier, { consecutiveFailures: 5 }, 'discovered services get it too');
+});

@@ -92,8 +92,41 @@ export interface BerthProcess {
   kill(signal?: NodeJS.Signals): void;
 }
 
+/** Process groups of every berth this test process started and has not seen exit. */
+const groups = new Set<number>();
+function killGroups(): void {
+  for (const pid of groups) {
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  groups.clear();
+}
+// Also when tap ends this process on a timeout (SIGTERM): no berth (or worker) outlives its test.
+process.once('exit', killGroups);
+for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+  process.once(sig, () => {
+    killGroups();
+    process.kill(process.pid, sig);
+  });
+}
+
 export async function startBerth(args: string[], opts: { env?: NodeJS.ProcessEnv; waitStarted?: boolean } = {}): Promise<BerthProcess> {
-  const proc = spawn(process.execPath, [MAIN, ...args], { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // Its own process group, so the whole group (the primary and its workers) can be killed.
+  const proc = spawn(process.execPath, [MAIN, ...args], { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const pid = proc.pid!;
+  groups.add(pid);
+  proc.once('exit', () => {
+    // The primary is gone; its workers exit with it (cluster), any straggler is killed.
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      // none left
+    }
+    groups.delete(pid);
+  });
   const logs: LogLine[] = [];
   const waiters: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
   let buf = '';
@@ -140,6 +173,14 @@ export async function startBerth(args: string[], opts: { env?: NodeJS.ProcessEnv
       });
     },
     kill(signal = 'SIGTERM') {
+      if (signal === 'SIGKILL' && groups.has(pid)) {
+        try {
+          process.kill(-pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+        return;
+      }
       proc.kill(signal);
     },
   };

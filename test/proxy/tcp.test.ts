@@ -110,7 +110,36 @@ t.test('refused endpoint: retried on another, nothing lost', async (t) => {
   t.ok(obs.reasons.every((r) => r === 'refused'));
 });
 
-t.test('reset before any endpoint byte: early client bytes replayed on another endpoint', async (t) => {
+t.test('by default an endpoint that accepted and reset is not replayed elsewhere: nothing runs twice', async (t) => {
+  // The first endpoint accepts, reads a command, runs it (counts it), then resets without answering.
+  const ran: string[] = [];
+  const resetter = await tcpServer((s) => {
+    s.once('data', (d: Buffer) => {
+      ran.push(d.toString());
+      s.resetAndDestroy();
+    });
+  });
+  const echo = await tcpServer((s) => {
+    s.on('data', (d: Buffer) => {
+      ran.push(d.toString());
+      s.write(d);
+    });
+  });
+  const obs = countingObserver();
+  const p = await proxyFor([endpoint(resetter.port), endpoint(echo.port)], { observer: obs, balance: 'round-robin' });
+  t.teardown(async () => {
+    await p.close();
+    echo.close();
+    resetter.close();
+  });
+  const answers = await Promise.all([0, 1, 2, 3, 4, 5, 6, 7, 8, 9].map((i) => exchange(p.port, `cmd-${i}`)));
+  t.same([...ran].sort(), answers.map((_a, i) => `cmd-${i}`).sort(), 'each command ran exactly once');
+  const reset = answers.filter((a) => a.error?.code === 'ECONNRESET').length;
+  t.equal(reset, 5, 'the clients whose endpoint reset see a reset (round-robin: every other one)');
+  t.notOk(obs.reasons.includes('reset'), 'no replay');
+});
+
+t.test('reset before any endpoint byte, service with replay: early client bytes replayed on another endpoint', async (t) => {
   // The first endpoint accepts, reads what the client sent, then resets without answering.
   let resetterSaw = '';
   const resetter = await tcpServer((s) => {
@@ -121,7 +150,7 @@ t.test('reset before any endpoint byte: early client bytes replayed on another e
   });
   const echo = await echoServer();
   const obs = countingObserver();
-  const p = await proxyFor([endpoint(resetter.port), endpoint(echo.port)], { observer: obs, balance: 'round-robin' });
+  const p = await proxyFor([endpoint(resetter.port), endpoint(echo.port)], { observer: obs, balance: 'round-robin', replay: true });
   t.teardown(async () => {
     await p.close();
     echo.close();
