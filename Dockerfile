@@ -1,10 +1,11 @@
 # berth as a container. Multi-stage: build with npm ci + tsc, run with production
 # dependencies only. NODE_IMAGE is any image with node (and npm, for the build
-# stage): an official slim image by default; the tests pass a base built locally
-# from the host's node and npm (scripts/test-images.sh), as no registry is reachable.
+# stage): the official Node 24 LTS slim image on Debian 13 by default; the tests pass
+# a base built locally from the node and npm they run on (scripts/test-images.sh,
+# Node 24 in CI), as no registry is reachable there. berth also runs on Node 20.18+.
 #   docker build -t berth .
 #   docker build --network host --build-arg NODE_IMAGE=berth-test/node -t berth:local .
-ARG NODE_IMAGE=node:20-bookworm-slim
+ARG NODE_IMAGE=node:24-trixie-slim
 
 FROM ${NODE_IMAGE} AS build
 WORKDIR /src
@@ -12,7 +13,7 @@ COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund --ignore-scripts
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
-RUN npm run build && npm prune --omit=dev --no-audit --no-fund
+RUN node --version && npm run build && npm prune --omit=dev --no-audit --no-fund
 
 FROM ${NODE_IMAGE}
 WORKDIR /app

@@ -45,6 +45,7 @@ build berth-test/busybox "$(hash_of /bin/busybox "$work/busybox/Dockerfile")" "$
 
 # node base
 node_bin=$(readlink -f "$(command -v node)")
+echo "node base: $node_bin ($("$node_bin" --version))"
 root="$work/node/rootfs"
 mkdir -p "$root/usr/local/bin" "$root/tmp" "$root/etc/ssl/certs" "$root/bin"
 cp "$node_bin" "$root/usr/local/bin/node"

@@ -11,6 +11,8 @@
  * primary the bottleneck). Balancer counters (open connections) are per worker;
  * the primary polls them every second for the status view.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import cluster, { type Worker } from 'node:cluster';
 import { Berth, type HealthVerdict } from './app.js';
 import type { Config } from './config/schema.js';
@@ -44,6 +46,45 @@ export function workerCount(spec: string | number | undefined, cores: number): n
   if (spec === undefined) return 1;
   if (spec === 'auto') return Math.max(1, cores);
   return Number(spec);
+}
+
+/**
+ * CPUs this process may use: the cores it may run on (affinity), capped by a cgroup
+ * CPU quota (`docker run --cpus 2`: cpu.max "200000 100000" in cgroup v2,
+ * cfs_quota_us / cfs_period_us in v1), rounded up. Read here rather than trusted
+ * to node: os.availableParallelism() ignores the quota before libuv 1.49.
+ */
+export function usableCpus(cores: number, cgroupRoot = '/sys/fs/cgroup'): number {
+  const quota = cgroupCpuQuota(cgroupRoot);
+  return Math.max(1, quota === null ? cores : Math.min(cores, Math.ceil(quota)));
+}
+
+/** The cgroup's CPU quota in CPUs, or null when there is none (or no cgroup file to read). */
+export function cgroupCpuQuota(root: string): number | null {
+  const read = (path: string): string | null => {
+    try {
+      return readFileSync(join(root, path), 'utf8').trim();
+    } catch {
+      return null;
+    }
+  };
+  const v2 = read('cpu.max');
+  if (v2 !== null) {
+    const [q, p] = v2.split(/\s+/);
+    if (q === undefined || q === 'max' || p === undefined) return null;
+    const quota = Number(q);
+    const period = Number(p);
+    return quota > 0 && period > 0 ? quota / period : null;
+  }
+  for (const dir of ['cpu', 'cpu,cpuacct']) {
+    const q = read(`${dir}/cpu.cfs_quota_us`);
+    const p = read(`${dir}/cpu.cfs_period_us`);
+    if (q === null || p === null) continue;
+    const quota = Number(q);
+    const period = Number(p);
+    return quota > 0 && period > 0 ? quota / period : null;
+  }
+  return null;
 }
 
 /** Runs in each worker: proxies, takes snapshots and reloads from the primary. */
@@ -252,7 +293,7 @@ export async function runPrimary(
     for (const w of workers.values()) w.worker.kill();
     throw err;
   }
-  log.info({ version, workers: n, listeners: config.listeners.length, services: config.services.size }, 'berth started');
+  log.info({ version, node: process.version, workers: n, listeners: config.listeners.length, services: config.services.size }, 'berth started');
 
   const stop = (signal: string) => {
     if (stopping) return;

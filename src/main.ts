@@ -21,7 +21,7 @@ import { parseArgs, type DemoArgs, type RunArgs } from './cli/args.js';
 import { startDemoBackend } from './cli/demo-backends.js';
 import { status } from './cli/status.js';
 import { createCa, issueCert, parseSans } from './tls/certs.js';
-import { runPrimary, runWorker, workerCount } from './cluster.js';
+import { runPrimary, runWorker, usableCpus, workerCount } from './cluster.js';
 import { configFromFlags } from './config/flags.js';
 import { readRawConfig } from './config/raw.js';
 import { loadConfigFile } from './config/load.js';
@@ -67,7 +67,7 @@ async function serve(berth: Berth, log: Logger, reloadConfig: (() => Promise<Con
   }
   const c = berth.config;
   log.info(
-    { version: pkg.version, listeners: c.listeners.length, services: c.services.size, admin: c.admin ? formatHostPort(c.admin) : 'off', drainTimeoutMs: c.drainTimeout },
+    { version: pkg.version, node: process.version, listeners: c.listeners.length, services: c.services.size, admin: c.admin ? formatHostPort(c.admin) : 'off', drainTimeoutMs: c.drainTimeout },
     'berth started',
   );
   let stopping = false;
@@ -115,7 +115,7 @@ async function run(a: RunArgs): Promise<void> {
     exitFor(err);
   }
   const log = createLogger(a.logLevel as 'info', a.logFormat);
-  const workers = workerCount(a.workers, os.availableParallelism());
+  const workers = workerCount(a.workers, usableCpus(os.availableParallelism()));
   if (workers > 1) {
     if (cluster.isWorker) return runWorker(config, log.child({ worker: cluster.worker?.id }), pkg.version);
     const path = a.config;

@@ -1,8 +1,9 @@
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
+import { cgroupCpuQuota, usableCpus } from '../../src/cluster.js';
 import { exchange, nameServer, runCli, startBerth } from '../helpers/net.js';
 
 const dir = await mkdtemp(join(tmpdir(), 'berth-cli-'));
@@ -119,4 +120,30 @@ t.test('berth demo works with no Docker and no config', async (t) => {
   t.match(viaHttp.data.toString(), /^HTTP\/1\.1 200[^]*hello from backend-\d \(berth forwarded a request from 127\.0\.0\.1\)/, 'the http listener forwards with X-Forwarded-For');
   demo.kill('SIGINT');
   t.equal(await demo.exited, 0);
+});
+
+t.test('--workers auto counts the CPUs a cgroup quota allows (v2 and v1), not just the cores', async (t) => {
+  const root = await mkdtemp(join(tmpdir(), 'berth-cgroup-'));
+  t.equal(cgroupCpuQuota(root), null, 'no cgroup files: no quota');
+  t.equal(usableCpus(16, root), 16);
+  await writeFile(join(root, 'cpu.max'), 'max 100000\n');
+  t.equal(usableCpus(16, root), 16, 'v2 "max": no quota');
+  await writeFile(join(root, 'cpu.max'), '250000 100000\n');
+  t.equal(cgroupCpuQuota(root), 2.5);
+  t.equal(usableCpus(16, root), 3, '--cpus 2.5 on 16 cores: 3 workers');
+  t.equal(usableCpus(2, root), 2, 'never more than the cores');
+  const v1 = await mkdtemp(join(tmpdir(), 'berth-cgroup-v1-'));
+  await mkdir(join(v1, 'cpu,cpuacct'));
+  await writeFile(join(v1, 'cpu,cpuacct', 'cpu.cfs_quota_us'), '50000');
+  await writeFile(join(v1, 'cpu,cpuacct', 'cpu.cfs_period_us'), '100000');
+  t.equal(usableCpus(8, v1), 1, 'v1: half a CPU rounds up to one worker');
+  await writeFile(join(v1, 'cpu,cpuacct', 'cpu.cfs_quota_us'), '-1');
+  t.equal(usableCpus(8, v1), 8, 'v1 -1: no quota');
+});
+
+t.test('the start line says which node berth runs on', async (t) => {
+  const r = await startBerth(['--listen', '127.0.0.1:0', '--backend', '127.0.0.1:1', '--admin', 'off']);
+  t.teardown(() => r.kill('SIGKILL'));
+  const line = await r.waitLog((l) => l.msg === 'berth started');
+  t.equal(line['node'], process.version);
 });

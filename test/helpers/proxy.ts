@@ -1,5 +1,6 @@
 import { pino } from 'pino';
 import type { Logger } from '../../src/log.js';
+import type { TlsTerminator } from '../../src/core/tls.js';
 import { TcpListener, type TcpListenerSettings } from '../../src/proxy/tcp.js';
 import { Pool } from '../../src/pool/pool.js';
 import type { ConnectFn } from '../../src/proxy/connect.js';
@@ -47,13 +48,13 @@ export function endpoint(port: number, weight = 1, host = '127.0.0.1'): Endpoint
 /** A pool with one service "svc" and a tcp listener in front of it on 127.0.0.1:0. */
 export async function proxyFor(
   endpoints: EndpointSpec[],
-  opts: { balance?: BalanceAlgorithm; settings?: Partial<TcpListenerSettings>; connect?: ConnectFn; observer?: ProxyObserver; replay?: boolean; log?: Logger } = {},
+  opts: { balance?: BalanceAlgorithm; settings?: Partial<TcpListenerSettings>; connect?: ConnectFn; observer?: ProxyObserver; replay?: boolean; log?: Logger; tls?: TlsTerminator } = {},
 ): Promise<{ listener: TcpListener; pool: Pool; port: number; close: () => Promise<void> }> {
   const pool = new Pool({ random: seededRandom(1) });
   pool.configureService('svc', { balance: opts.balance ?? 'round-robin', replay: opts.replay ?? false });
   pool.applySnapshot({ provider: 'static', services: new Map([['svc', endpoints]]) });
   const settings: TcpListenerSettings = { name: 'test', bind: { host: '127.0.0.1', port: 0 }, service: 'svc', timeouts: { connect: 2000, idle: 60_000 }, retries: 2, retryBackoff: 0, ...opts.settings };
-  const listener = new TcpListener(settings, { pool, log: opts.log ?? silent, ...(opts.connect ? { connect: opts.connect } : {}), ...(opts.observer ? { observer: opts.observer } : {}) });
+  const listener = new TcpListener(settings, { pool, log: opts.log ?? silent, ...(opts.tls ? { tls: opts.tls } : {}), ...(opts.connect ? { connect: opts.connect } : {}), ...(opts.observer ? { observer: opts.observer } : {}) });
   const addr = await listener.listen();
   return {
     listener,

@@ -383,16 +383,10 @@ t.test('3. TLS handshakes are bounded; renegotiation refused; refused clients ge
   const obs = countingObserver();
   const mo = { tlsMaterial: () => {} };
   const term = new ListenerTls('tls', pki.cfg(), silent, mo, false);
-  const p = await proxyFor([endpoint(echo.port)], { observer: obs, settings: { timeouts: { connect: 2000, idle: 60_000, handshake: 300 }, maxConnections: 0 } });
-  // A tls listener of its own (proxyFor builds a plain one).
-  const { TcpListener } = await import('../../src/proxy/tcp.js');
-  const l = new TcpListener({ ...p.listener.settings, timeouts: { connect: 2000, idle: 60_000, handshake: 300 } }, { pool: p.pool, log: silent, observer: obs, tls: term });
-  const { port } = await l.listen();
+  const { port, close } = await proxyFor([endpoint(echo.port)], { observer: obs, tls: term, settings: { timeouts: { connect: 2000, idle: 60_000, handshake: 300 } } });
   t.teardown(async () => {
-    l.stopAccepting();
-    l.destroyAll();
+    await close();
     term.close();
-    await p.close();
     echo.close();
   });
   // A real ClientHello, to send in part or byte by byte.
@@ -431,11 +425,10 @@ t.test('3. TLS handshakes are bounded; renegotiation refused; refused clients ge
 
   // mTLS: a client with no certificate is refused after the handshake with close_notify, not a reset.
   const mterm = new ListenerTls('mtls', pki.cfg({ clientCa: join(pki.dir, 'ca.pem') }), silent, mo, false);
-  const ml = new TcpListener({ ...p.listener.settings, name: 'mtls' }, { pool: p.pool, log: silent, observer: obs, tls: mterm });
-  const mport = (await ml.listen()).port;
-  t.teardown(() => {
-    ml.stopAccepting();
-    ml.destroyAll();
+  const m = await proxyFor([endpoint(echo.port)], { observer: obs, tls: mterm });
+  const mport = m.port;
+  t.teardown(async () => {
+    await m.close();
     mterm.close();
   });
   const anon = tls.connect({ port: mport, host: '127.0.0.1', ca: readFileSync(join(pki.dir, 'ca.pem')), servername: 'localhost' });
@@ -451,15 +444,10 @@ t.test('8. the connection cap counts sockets still in their TLS handshake', asyn
   const pki = await certs();
   const echo = await echoServer();
   const term = new ListenerTls('tls', pki.cfg(), silent, { tlsMaterial: () => {} }, false);
-  const { TcpListener } = await import('../../src/proxy/tcp.js');
-  const p = await proxyFor([endpoint(echo.port)]);
-  const l = new TcpListener({ ...p.listener.settings, maxConnections: 1, timeouts: { connect: 2000, idle: 60_000, handshake: 60_000 } }, { pool: p.pool, log: silent, tls: term });
-  const { port } = await l.listen();
+  const { port, listener: l, close } = await proxyFor([endpoint(echo.port)], { tls: term, settings: { maxConnections: 1, timeouts: { connect: 2000, idle: 60_000, handshake: 60_000 } } });
   t.teardown(async () => {
-    l.stopAccepting();
-    l.destroyAll();
+    await close();
     term.close();
-    await p.close();
     echo.close();
   });
   const stalled = net.connect(port, '127.0.0.1');
