@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // npm run bench -- [tcp|http|tls|docker|metrics] [--reps N] [--seconds S] [--rss-connections N]
+// npm run bench -- ab --ref /path/to/another/built/checkout [--reps N] [--seconds S]   (not in the default set)
 // Prints a markdown table of medians and ratios, and writes the raw runs to bench/out/.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { abBench } from './ab.mjs';
 import { dockerBench } from './docker.mjs';
 import { httpBench } from './http.mjs';
 import { metricsBench } from './metrics.mjs';
@@ -14,10 +16,11 @@ const opt = (name, def) => {
   const i = argv.indexOf(`--${name}`);
   return i >= 0 ? Number(argv[i + 1]) : def;
 };
-const suites = { tcp: tcpBench, http: httpBench, tls: tlsBench, docker: dockerBench, metrics: metricsBench };
+const suites = { tcp: tcpBench, http: httpBench, tls: tlsBench, docker: dockerBench, metrics: metricsBench, ab: abBench };
 const chosen = argv.filter((a, i) => !a.startsWith('--') && !(i > 0 && argv[i - 1].startsWith('--')));
-const names = chosen.length ? chosen : Object.keys(suites);
-const params = { reps: opt('reps', 3), seconds: opt('seconds', 5), rssConnections: opt('rss-connections', 5000), iterations: opt('iterations', 10) };
+const names = chosen.length ? chosen : Object.keys(suites).filter((n) => n !== 'ab');
+const refAt = argv.indexOf('--ref');
+const params = { reps: opt('reps', 3), seconds: opt('seconds', 5), rssConnections: opt('rss-connections', 5000), iterations: opt('iterations', 10), ref: refAt >= 0 ? argv[refAt + 1] : undefined };
 
 for (const name of names) {
   const suite = suites[name];

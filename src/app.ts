@@ -390,6 +390,10 @@ export class Berth {
       if (c && (c.tls !== undefined) !== this.terminators.has(k)) {
         throw new BerthError('BERTH_ERR_RELOAD', `listener ${c.name}: turning TLS on or off on a bound listener (${formatHostPort(c.bind)}) needs a restart; the running config stays`);
       }
+      const term = this.terminators.get(k);
+      if (c?.tls && term && (c.tls.sni.length > 0) !== term.sni) {
+        throw new BerthError('BERTH_ERR_RELOAD', `listener ${c.name}: adding the first SNI certificate, or removing the last, on a bound listener (${formatHostPort(c.bind)}) needs a restart; the running config stays`);
+      }
     }
     const upstreamTls = this.role === 'primary' ? this.upstreamTls : Berth.loadUpstreamTls(next);
     const toOpen = this.role === 'primary' ? [] : next.listeners.filter((l) => !this.listeners.has(listenerKey(l)));

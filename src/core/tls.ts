@@ -49,5 +49,9 @@ export interface TlsServerLike {
   on(event: 'tlsClientError', listener: (err: Error, socket: TLSSocket) => void): unknown;
 }
 
-/** TLS towards the endpoints of a service: options for tls.connect, minus host and port. */
-export type UpstreamTls = Readonly<Pick<ConnectionOptions, 'ca' | 'cert' | 'key' | 'servername' | 'rejectUnauthorized' | 'minVersion'>>;
+/**
+ * TLS towards the endpoints of a service: options for tls.connect, minus host and
+ * port. The CA, certificate and key are in `secureContext`, built once per service
+ * (tls.connect would otherwise parse them and build a context per connection).
+ */
+export type UpstreamTls = Readonly<Pick<ConnectionOptions, 'secureContext' | 'servername' | 'rejectUnauthorized' | 'minVersion'>>;

@@ -19,15 +19,12 @@ import type { LocalErrorAlarm } from './local-errors.js';
 export interface GateDeps {
   readonly log: Logger;
   readonly alarm: LocalErrorAlarm;
-  /** Takes an accepted socket (paused, nothing read yet). */
+  /**
+   * Takes an accepted socket (paused, nothing read yet). The listener calls
+   * closed() once that connection is gone (it already watches its sockets; a
+   * listener of the gate's own on every socket would cost each connection).
+   */
   readonly admit: (socket: net.Socket) => void;
-}
-
-const kGate = Symbol('berth.gate');
-type GatedSocket = net.Socket & { [kGate]?: ConnectionGate };
-
-function onServedClose(this: GatedSocket): void {
-  this[kGate]?.closed();
 }
 
 export class ConnectionGate {
@@ -77,12 +74,10 @@ export class ConnectionGate {
 
   private serve(s: net.Socket): void {
     this.served++;
-    (s as GatedSocket)[kGate] = this;
-    s.once('close', onServedClose);
     this.deps.admit(s);
   }
 
-  /** @internal a served connection closed: the longest-held one takes its slot. */
+  /** A served connection is gone: the longest-held one takes its slot. */
   closed(): void {
     this.served--;
     while (this.held.length > 0 && (this.maxConnections === 0 || this.served < this.maxConnections)) {

@@ -173,12 +173,8 @@ interface UpgradeParts {
   readonly early: Buffer;
 }
 
-const kResConn = Symbol('berth.http.res-conn');
-type ConnRes = http.ServerResponse & { [kResConn]?: ConnFacts };
-
-function onResponseClosed(this: ConnRes): void {
-  const c = this[kResConn];
-  if (c === undefined) return;
+/** A response of a request has ended (or its connection closed): a refusal waiting for it goes out. */
+function responseClosed(c: ConnFacts): void {
   c.open--;
   if (c.open === 0 && c.refusal !== 0) rawReply(c.socket, c.refusal);
 }
@@ -368,6 +364,7 @@ export class HttpListener {
     socket.once('close', () => {
       this.sockets.delete(socket);
       this.deps.observer.listenerClosed(this.settings.name);
+      this.gate.closed();
     });
   }
 
@@ -452,26 +449,28 @@ export class HttpListener {
     const c = this.conn(req.socket);
     c.open++;
     c.last = res;
-    (res as ConnRes)[kResConn] = c;
-    res.once('close', onResponseClosed);
-    this.handle(req, res, null);
+    this.handle(req, res, null, c);
   }
 
-  /** A request or an Upgrade, once it has a ServerResponse to answer through. */
-  private handle(req: http.IncomingMessage, res: http.ServerResponse, upgrade: UpgradeParts | null): void {
+  /**
+   * A request or an Upgrade, once it has a ServerResponse to answer through.
+   * `owed`: the request's connection, whose count of open responses drops when
+   * this one closes (through the exchange's own 'close' listener, or one added
+   * here for the answers berth gives itself).
+   */
+  private handle(req: http.IncomingMessage, res: http.ServerResponse, upgrade: UpgradeParts | null, owed: ConnFacts | null): void {
     const a = this.admit(req);
-    if (!a.ok) {
-      this.refuse(req, res, a.status, a.why);
+    const refusal = !a.ok ? a : upgrade !== null && a.facts.hasBody ? ({ status: 400, why: 'an Upgrade request with a body' } as const) : null;
+    if (refusal !== null) {
+      // (An Upgrade with a body: the tunnel would start after a body node has not
+      // framed for an Upgrade; refused rather than guessed at. WebSocket handshakes have none.)
+      if (owed !== null) res.once('close', () => responseClosed(owed));
+      this.refuse(req, res, refusal.status, refusal.why);
       return;
     }
+    if (!a.ok) return;
     if (this.closing) res.shouldKeepAlive = false;
-    if (upgrade !== null && a.facts.hasBody) {
-      // The tunnel would start after the body, which node has not framed for an
-      // Upgrade: refused rather than guessed at (WebSocket handshakes have none).
-      this.refuse(req, res, 400, 'an Upgrade request with a body');
-      return;
-    }
-    new Exchange(this, req, res, a.service, a.facts, a.path, a.host, upgrade).start();
+    new Exchange(this, req, res, a.service, a.facts, a.path, a.host, upgrade, owed).start();
   }
 
   private refuse(req: http.IncomingMessage, res: http.ServerResponse, status: 400 | 403 | 404, why: string): void {
@@ -511,7 +510,7 @@ export class HttpListener {
     res.once('finish', onUpgradeAnswered);
     let protocol = '';
     for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i]!.toLowerCase() === 'upgrade') protocol = req.rawHeaders[i + 1]!;
-    this.handle(req, res, { protocol, socket, early: head });
+    this.handle(req, res, { protocol, socket, early: head }, null);
   }
 }
 
@@ -542,7 +541,10 @@ function onResDrain(this: TaggedRes): void {
   this[kExchange]?.resDrain();
 }
 function onResClose(this: TaggedRes): void {
-  this[kExchange]?.resClose();
+  const x = this[kExchange];
+  if (x === undefined) return;
+  this[kExchange] = undefined;
+  x.resClose();
 }
 function onQueueWake(x: Exchange): void {
   x.queued();
@@ -602,6 +604,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     private readonly path: string,
     hostOverride: string | null,
     private readonly upgrade: UpgradeParts | null,
+    private readonly owed: ConnFacts | null,
   ) {
     this.method = req.method ?? 'GET';
     this.hasBody = facts.hasBody;
@@ -665,7 +668,8 @@ class Exchange implements Dispatcher.DispatchHandler {
         headersTimeout: t.response,
         bodyTimeout: t.idle,
         idempotent: false,
-        ...(u !== null ? { upgrade: u.protocol } : {}),
+        // A plain literal (no spread): one object shape per request on the hot path.
+        upgrade: u !== null ? u.protocol : null,
       },
       this,
     );
@@ -860,7 +864,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   }
 
   resDrain(): void {
-    this.ctl?.resume();
+    if (!this.done) this.ctl?.resume();
   }
 
   /** The client's own request turned out malformed (its body): answered with `status`, and the connection closes. */
@@ -873,8 +877,9 @@ class Exchange implements Dispatcher.DispatchHandler {
     this.finish();
   }
 
-  /** The client connection closed: abandon the upstream request if it is still going. */
+  /** The response closed (sent, or the client left): abandon the upstream request if it is still going. */
   resClose(): void {
+    if (this.owed !== null) responseClosed(this.owed);
     if (this.done) return;
     if (!this.res.writableFinished) {
       this.ctl?.abort(new Error('client closed the connection'));
@@ -923,7 +928,7 @@ class Exchange implements Dispatcher.DispatchHandler {
         'request',
       );
     }
-    (this.res as TaggedRes)[kExchange] = undefined;
+    // (The response keeps this exchange until it closes: its 'close' settles `owed`.)
   }
 }
 

@@ -81,6 +81,8 @@ export class TcpListener {
       const server = tls.createServer({ ...t.serverOptions(), allowHalfOpen: true, noDelay: true, handshakeTimeout: settings.timeouts.handshake ?? 10_000 }, (socket) => this.acceptTls(t, socket));
       t.attach(server, settings.name, (l, r) => this.deps.observer.tlsHandshake(l, r));
       admit = (socket) => {
+        // The raw socket: it closes whether or not the handshake ever completes.
+        socket.on('close', () => this.gate.closed());
         server.emit('connection', socket);
         socket.resume();
       };
@@ -151,7 +153,10 @@ export class TcpListener {
 
   /** @internal */
   ended(session: TcpSession): void {
-    if (this.sessions.delete(session)) this.deps.observer.listenerClosed(this.settings.name);
+    if (!this.sessions.delete(session)) return;
+    this.deps.observer.listenerClosed(this.settings.name);
+    // (tls: the gate counts the raw socket, which has a close of its own.)
+    if (this.deps.tls === null) this.gate.closed();
   }
 }
 

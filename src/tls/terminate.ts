@@ -93,6 +93,11 @@ export class ListenerTls implements TlsTerminator {
   private readonly rules: ((id: PeerIdentity) => boolean)[];
   private watched: string[] = [];
   readonly mutual: boolean;
+  /**
+   * SNI certificates configured: only then is there an SNICallback (a call into JS
+   * on every handshake). Fixed for the server's life: node reads the callback once.
+   */
+  readonly sni: boolean;
 
   constructor(
     private readonly listener: string,
@@ -103,6 +108,7 @@ export class ListenerTls implements TlsTerminator {
   ) {
     this.material = this.load(cfg);
     this.mutual = cfg.clientCa !== undefined;
+    this.sni = cfg.sni.length > 0;
     this.rules = cfg.allow.map(allowRule);
     this.report(true);
   }
@@ -165,7 +171,8 @@ export class ListenerTls implements TlsTerminator {
       // Client-initiated renegotiation (TLS 1.2) is refused: it costs the server a
       // handshake's work for each request of a client's (CVE-2011-1473).
       secureOptions: cryptoConstants.SSL_OP_NO_RENEGOTIATION,
-      SNICallback: (servername, cb) => cb(null, this.contextFor(servername)),
+      // Only with SNI certificates: otherwise every handshake would call into JS for nothing.
+      ...(this.sni ? { SNICallback: (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) => cb(null, this.contextFor(servername)) } : {}),
       // Resumed sessions skip the certificate check: tickets are per process and
       // material, so a reload (new key) does not resume under old trust.
       sessionTimeout: 300,
@@ -295,10 +302,20 @@ export function loadUpstreamTls(service: string, c: UpstreamTlsConfig): Upstream
       throw new BerthError('BERTH_ERR_TLS', `service ${service}: cannot read upstreamTls.${field} ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
     }
   };
-  return {
+  const material = {
     ...(c.ca !== undefined ? { ca: r(c.ca, 'ca') } : {}),
     ...(c.cert !== undefined ? { cert: r(c.cert, 'cert') } : {}),
     ...(c.key !== undefined ? { key: r(c.key, 'key') } : {}),
+    minVersion: 'TLSv1.2',
+  } as const;
+  let secureContext: SecureContext;
+  try {
+    secureContext = tls.createSecureContext(material);
+  } catch (err) {
+    throw new BerthError('BERTH_ERR_TLS', `service ${service}: upstreamTls: ${(err as Error).message}`, { cause: err });
+  }
+  return {
+    secureContext,
     ...(c.serverName !== undefined ? { servername: c.serverName } : {}),
     rejectUnauthorized: !c.insecure,
     minVersion: 'TLSv1.2',

@@ -4,6 +4,7 @@ import { Pool } from '../../src/pool/pool.js';
 import { HttpListener, type HttpListenerSettings } from '../../src/proxy/http.js';
 import type { ProxyObserver } from '../../src/core/observer.js';
 import { seededRandom } from '../../src/core/random.js';
+import type { Clock } from '../../src/core/clock.js';
 import type { EndpointSpec } from '../../src/core/types.js';
 import { silent } from './proxy.js';
 
@@ -71,8 +72,9 @@ export async function httpProxy(
   services: Record<string, EndpointSpec[]>,
   over: Partial<HttpListenerSettings> = {},
   observer?: ProxyObserver,
+  clock?: Clock,
 ): Promise<{ listener: HttpListener; pool: Pool; port: number; close: () => void }> {
-  const pool = new Pool({ random: seededRandom(1) });
+  const pool = new Pool({ random: seededRandom(1), ...(clock ? { clock } : {}) });
   for (const name of Object.keys(services)) pool.configureService(name, 'round-robin');
   pool.applySnapshot({ provider: 'static', services: new Map(Object.entries(services)) });
   const listener = new HttpListener(httpSettings(over), { pool, log: silent, ...(observer ? { observer } : {}) });

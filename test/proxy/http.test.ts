@@ -498,22 +498,27 @@ t.test('routes: host (exact, wildcard), path prefix and labels, most specific wi
 });
 
 t.test('p2c balances on response latency: a slow endpoint gets less traffic', async (t) => {
+  // Response latency is read from the pool's clock; the slow endpoint moves that clock
+  // 40 ms forward before it answers, the fast one not at all: no wall-clock timing.
+  let now = 0;
   const fast = await recordingBackend();
   const slow = await recordingBackend((_req, res) => {
-    setTimeout(() => res.end('slow'), 40);
+    now += 40;
+    res.end('slow');
     return true;
   });
-  const p = await httpProxy({ svc: [endpoint(fast.port), endpoint(slow.port)] });
+  const p = await httpProxy({ svc: [endpoint(fast.port), endpoint(slow.port)] }, {}, undefined, { now: () => now });
   p.pool.configureService('svc', 'p2c');
   t.teardown(() => {
     p.close();
     fast.close();
     slow.close();
   });
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
   t.teardown(() => agent.destroy());
-  for (let round = 0; round < 10; round++) await Promise.all(Array.from({ length: 8 }, () => request(p.port, { agent })));
-  t.ok(slow.seen.length < fast.seen.length / 3, `slow ${slow.seen.length}, fast ${fast.seen.length}`);
+  for (let i = 0; i < 80; i++) await request(p.port, { agent });
+  t.equal(slow.seen.length + fast.seen.length, 80);
+  t.ok(slow.seen.length <= 2, `the slow endpoint gets only what comes before its latency is known: slow ${slow.seen.length}, fast ${fast.seen.length}`);
 });
 
 t.test('an endpoint still starting: retried after a backoff round, not failed at once', async (t) => {
