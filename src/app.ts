@@ -22,6 +22,7 @@ import type { DockerClient } from './discovery/docker/types.js';
 import { systemRandom } from './core/random.js';
 import { Flag, formatHostPort, type ProviderSnapshot } from './core/types.js';
 import { staticSnapshot } from './discovery/static.js';
+import { SnapshotWatcher } from './discovery/watcher.js';
 import type { Logger } from './log.js';
 import { Pool } from './pool/pool.js';
 import { HttpListener } from './proxy/http.js';
@@ -258,11 +259,20 @@ export class Berth {
     return out;
   }
 
-  /** A provider's snapshots go to the pool, and (primary) on to the workers. */
-  private readonly publishSnapshot = (snap: ProviderSnapshot): void => {
+  /** Every provider's last snapshot; a changed one goes to the pool, and (primary) on to the workers. */
+  private readonly watcher = new SnapshotWatcher((snap) => {
     this.pool.applySnapshot(snap);
     this.opts.onProviderSnapshot?.(snap);
+  });
+
+  private readonly publishSnapshot = (snap: ProviderSnapshot): void => {
+    this.watcher.publish(snap);
   };
+
+  /** Every discovery provider's last snapshot (a primary replays them to a new worker). */
+  providerSnapshots(): ProviderSnapshot[] {
+    return this.watcher.snapshots();
+  }
 
   /**
    * Swaps a discovery provider: `next` (if any) must start before `old` stops, so a

@@ -162,7 +162,6 @@ export async function runPrimary(
 ): Promise<void> {
   cluster.schedulingPolicy = cluster.SCHED_NONE;
   const workers = new Map<number, WorkerState>();
-  let lastDocker: SnapshotMsg | null = null;
   let stopping = false;
   let seq = 0;
   const pending = new Map<number, (m: FromWorker) => void>();
@@ -197,10 +196,7 @@ export async function runPrimary(
     version,
     role: 'primary',
     onHealth: (v) => broadcast({ t: 'health', v }),
-    onProviderSnapshot: (snap) => {
-      lastDocker = toMsg(snap);
-      broadcast(lastDocker);
-    },
+    onProviderSnapshot: (snap) => broadcast(toMsg(snap)),
     metricsText: async () => {
       const parts = (await ask<Extract<FromWorker, { t: 'metrics' }>>((id) => ({ t: 'metrics', id }))).map((m) => m.json);
       if (berth.metrics) parts.push(await berth.metrics.registry.getMetricsAsJSON());
@@ -251,7 +247,8 @@ export async function runPrimary(
     worker.on('message', (m: FromWorker) => {
       if (m.t === 'ready') {
         state.ready = true;
-        if (lastDocker) worker.send(lastDocker);
+        // Every provider's last snapshot (docker, swarm, dns), not just the latest one seen.
+        for (const snap of berth.providerSnapshots()) worker.send(toMsg(snap));
         for (const v of berth.healthVerdicts()) worker.send({ t: 'health', v });
         if ([...workers.values()].every((w) => w.ready)) startupDone();
         return;

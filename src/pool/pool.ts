@@ -319,6 +319,10 @@ export class Pool {
       if (on.length) parts.push(`out: ${on.join(', ')}`);
       if (off.length) parts.push(`no longer ${off.join(', ')}`);
     }
+    // Labels carry routes (berth.http.*) and health paths: a change there is a change
+    // that listeners and checks must hear of, even when nothing else moved.
+    if (!sameLabels(e.spec.labels, spec.labels)) parts.push('labels');
+    if (spec.maxConnections !== e.spec.maxConnections) parts.push(`maxConnections ${spec.maxConnections ?? 'unset'}`);
     e.spec = spec;
     if (parts.length === 0) return 0;
     const what = parts.join(', ');

@@ -1,4 +1,5 @@
 import { once } from 'node:events';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -8,6 +9,7 @@ import { Berth } from '../../src/app.js';
 import { validateConfig } from '../../src/config/validate.js';
 import type { DiscoveryObserver } from '../../src/core/discovery.js';
 import { Flag } from '../../src/core/types.js';
+import { dnsmasq } from '../helpers/dns.js';
 import { docker, dockerReady, get, removeAll, RUN, runContainer } from '../helpers/docker.js';
 import { httpGet, startBerth, until } from '../helpers/net.js';
 import { silent } from '../helpers/proxy.js';
@@ -328,4 +330,42 @@ t.test('http mode: berth.http.host / berth.http.pathPrefix labels route requests
   t.equal(await body('other.test', '/'), '404', 'no route: 404');
   await docker('rm', '-f', `${RUN}-route-b`);
   await until(async () => (await body('a.test', '/b/x')) === 'route-a', 10_000, 'route of a removed container goes');
+});
+
+t.test('--workers 2 with docker and dns: every worker gets every provider\'s endpoints, not just the last provider\'s', async (t) => {
+  const S = svcName('twoprov');
+  // The container is up before berth starts: its endpoints reach the workers only by
+  // the primary's replay of what discovery found before they were forked.
+  await runContainer('tp', { 'berth.enable': 'true', 'berth.service': S });
+  const named = net.createServer((s) => s.end('D'));
+  await new Promise<void>((r) => named.listen(0, '127.0.0.1', r));
+  t.teardown(() => named.close());
+  const dns = await dnsmasq(t, '127.0.0.1 other.svc.test\n');
+  const dir = mkdtempSync(join(tmpdir(), 'berth-twoprov-'));
+  const file = join(dir, 'berth.json');
+  writeFileSync(
+    file,
+    JSON.stringify({
+      listeners: [
+        { name: 'd', bind: '127.0.0.1:0', service: S },
+        { name: 'n', bind: '127.0.0.1:0', service: 'named' },
+      ],
+      discovery: { docker: {}, dns: [{ name: 'other.svc.test', service: 'named', port: (named.address() as net.AddressInfo).port, servers: [`127.0.0.1:${dns.port}`], interval: '1s' }] },
+      admin: { bind: 'off' },
+    }),
+  );
+  const berth = await startBerth(['-c', file, '--workers', '2']);
+  t.teardown(() => berth.kill('SIGKILL'));
+  await until(() => berth.logs.filter((l) => l.msg === 'listening').length === 4, 10_000, 'both workers listening');
+  const portOf = (name: string) => Number(String(berth.logs.find((l) => l.msg === 'listening' && l['listener'] === name)?.['bind']).split(':').pop());
+  const served = new Map<string, number>();
+  for (let i = 0; i < 40; i++) {
+    for (const [l, port] of [['d', portOf('d')], ['n', portOf('n')]] as const) {
+      const a = await get(port).catch(() => '');
+      served.set(`${l}:${a}`, (served.get(`${l}:${a}`) ?? 0) + 1);
+    }
+  }
+  t.same([...served.keys()].sort(), ['d:tp', 'n:D'], `every request answered, through both workers: ${JSON.stringify([...served])}`);
+  berth.kill('SIGTERM');
+  t.equal(await berth.exited, 0);
 });

@@ -550,3 +550,22 @@ t.test('a client that half-closes after its request still gets the answer', asyn
   const r = await exchange(p.port, 'GET /half HTTP/1.1\r\nHost: a\r\n\r\n');
   t.match(r.data.toString(), /^HTTP\/1\.1 200 [^]*"url":"\/half"/);
 });
+
+t.test('a label-only change of an endpoint (berth.http.host a -> b) moves its route', async (t) => {
+  const be = await recordingBackend();
+  const labelled = (host: string): EndpointSpec => ({ ...endpoint(be.port), labels: { 'http.host': host } });
+  const p = await httpProxy({ svc: [labelled('a.example')] }, { service: undefined });
+  t.teardown(() => {
+    p.close();
+    be.close();
+  });
+  t.equal((await request(p.port, { headers: { host: 'a.example' } })).status, 200);
+  const events: string[] = [];
+  p.pool.on((e) => {
+    if (e.type === 'endpoint-updated') events.push(e.what);
+  });
+  p.pool.applySnapshot({ provider: 'static', services: new Map([['svc', [labelled('b.example')]]]) });
+  t.same(events, ['labels'], 'the pool says the labels changed');
+  t.equal((await request(p.port, { headers: { host: 'b.example' } })).status, 200, 'the new host routes');
+  t.equal((await request(p.port, { headers: { host: 'a.example' } })).status, 404, 'the old one no longer does');
+});

@@ -129,7 +129,6 @@ export class SwarmProvider {
   private stopped = false;
   private running: Promise<void> | null = null;
   private again = false;
-  private lastKey = '';
   private lastSkipped = new Map<string, string>();
   connected = false;
   synced = false;
@@ -207,9 +206,7 @@ export class SwarmProvider {
     this.observer.synced(this.name, this.lastSyncAt);
     this.lastSkipped = reportSkipped(this.lastSkipped, r.skipped.map((s) => ({ key: s.name, fields: { service: s.name }, reason: s.reason })), () => this.observer.error(this.name), this.opts.log, 'swarm: skipped');
     this.skipped = r.skipped;
-    const key = JSON.stringify([...r.snapshot.services].map(([k, v]) => [k, v.map((e) => [e.id, e.host, e.port, e.weight, e.stopping === true])]));
-    if (key === this.lastKey) return;
-    this.lastKey = key;
+    // Every reconcile: the watcher drops it when nothing changed (labels included).
     this.opts.onSnapshot(r.snapshot);
   }
 
