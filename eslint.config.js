@@ -1,8 +1,10 @@
-// Lint rules, including the module dependency direction of ARCHITECTURE.md:
-// core <- balancer <- pool <- proxy; discovery, health and config import core;
-// only main.ts (the composition root) wires everything together; only
-// metrics/ imports prom-client, only discovery/docker imports dockerode and
-// only tls/certs.ts imports node-forge.
+// Lint rules, including the module dependency direction of ARCHITECTURE.md for every
+// folder: core <- balancer <- pool <- proxy; discovery, health, config and tls import
+// core; metrics reads core and the pool; only the composition root (app.ts, main.ts,
+// cluster.ts) wires everything together; only metrics/ imports prom-client, only
+// discovery/docker/client.ts dockerode, only tls/certs.ts node-forge, only
+// proxy/http*.ts undici. Where Clock and Random are injected (balancer, proxy),
+// Date.now and Math.random are refused.
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
@@ -16,6 +18,14 @@ const third = [
   { name: 'undici', message: 'only src/proxy/http*.ts imports undici' },
 ];
 const thirdBut = (name) => third.filter((t) => t.name !== name);
+/** Time and randomness are injected here (Clock, Random): the real ones are not called directly. */
+const noAmbientTimeOrRandom = {
+  'no-restricted-properties': [
+    'error',
+    { object: 'Date', property: 'now', message: 'use the injected Clock (pool.clock / deps.clock)' },
+    { object: 'Math', property: 'random', message: 'use the injected Random' },
+  ],
+};
 const onlyCore = () => ({
   group: ['../*', '!../core'],
   message: 'this layer may import only src/core (see ARCHITECTURE.md)',
@@ -41,7 +51,7 @@ export default tseslint.config(
   },
   {
     files: ['src/balancer/**/*.ts'],
-    rules: restrict([onlyCore()], third),
+    rules: { ...restrict([onlyCore()], third), ...noAmbientTimeOrRandom },
   },
   {
     files: ['src/config/**/*.ts', 'src/health/**/*.ts'],
@@ -58,11 +68,36 @@ export default tseslint.config(
   {
     files: ['src/proxy/**/*.ts'],
     ignores: ['src/proxy/http*.ts'],
-    rules: restrict([{ group: ['../*', '!../core', '!../balancer', '!../pool', '!../log.js'], message: 'proxy imports core, balancer and pool only' }], third),
+    rules: { ...restrict([{ group: ['../*', '!../core', '!../balancer', '!../pool', '!../log.js'], message: 'proxy imports core, balancer and pool only' }], third), ...noAmbientTimeOrRandom },
   },
   {
     files: ['src/proxy/http*.ts'],
-    rules: restrict([{ group: ['../*', '!../core', '!../balancer', '!../pool', '!../log.js'], message: 'proxy imports core, balancer and pool only' }], thirdBut('undici')),
+    rules: { ...restrict([{ group: ['../*', '!../core', '!../balancer', '!../pool', '!../log.js'], message: 'proxy imports core, balancer and pool only' }], thirdBut('undici')), ...noAmbientTimeOrRandom },
+  },
+  {
+    // Docker discovery: core, the logger and the discovery helpers beside it; dockerode only in client.ts.
+    files: ['src/discovery/docker/**/*.ts'],
+    ignores: ['src/discovery/docker/client.ts'],
+    rules: restrict([{ group: ['../../*', '!../../core', '!../../log.js'], message: 'discovery/docker imports only src/core and the logger' }], third),
+  },
+  {
+    files: ['src/discovery/docker/client.ts'],
+    rules: restrict([{ group: ['../../*', '!../../core', '!../../log.js'], message: 'discovery/docker imports only src/core and the logger' }], thirdBut('dockerode')),
+  },
+  {
+    // TLS: core and the logger; node-forge only in certs.ts.
+    files: ['src/tls/**/*.ts'],
+    ignores: ['src/tls/certs.ts'],
+    rules: restrict([{ group: ['../*', '!../core', '!../log.js'], message: 'tls imports only src/core and the logger' }], third),
+  },
+  {
+    files: ['src/tls/certs.ts'],
+    rules: restrict([{ group: ['../*', '!../core', '!../log.js'], message: 'tls imports only src/core and the logger' }], thirdBut('node-forge')),
+  },
+  {
+    // Metrics: reads core types and the pool; the only prom-client import.
+    files: ['src/metrics/**/*.ts'],
+    rules: restrict([{ group: ['../*', '!../core', '!../pool', '!../log.js'], message: 'metrics imports core and pool only' }], thirdBut('prom-client')),
   },
   {
     files: ['src/admin/**/*.ts', 'src/cli/**/*.ts', 'src/log.ts'],

@@ -174,8 +174,13 @@ const outlierFields = z.strictObject({
   /** A passing active check ends an ejection early. */
   endEarlyOnActivePass: z.boolean().default(true),
 });
-/** On unless `outlier: off`: an endpoint that keeps refusing leaves the pick set (as nginx's max_fails does by default). */
-export const OUTLIER_DEFAULTS = { consecutiveFailures: 5, ejectFor: 30_000, maxEjectFor: 300_000, maxEjectedPercent: 50, endEarlyOnActivePass: true } as const;
+/**
+ * On unless `outlier: off`: an endpoint that keeps refusing leaves the pick set (as
+ * nginx's max_fails does by default). Gentle when not configured: the first ejection
+ * lasts 1 s (a container that refuses while it starts is back at once), each further
+ * one a second longer, up to 30 s.
+ */
+export const OUTLIER_DEFAULTS = { consecutiveFailures: 5, ejectFor: 1000, maxEjectFor: 30_000, maxEjectedPercent: 50, endEarlyOnActivePass: true } as const;
 const outlier = z.union([z.literal('off'), outlierFields], { error: () => 'expected off or { consecutiveFailures, ejectFor, ... }' });
 
 const service = z.strictObject({

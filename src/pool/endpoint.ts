@@ -29,6 +29,8 @@ export class EndpointState implements BalancerHost {
   readonly flagChangedAt = new Map<number, number>();
   /** Wall-clock ms at which the endpoint joined. */
   readonly addedAt = Date.now();
+  /** When it joined on the pool's clock (ms): outlier ejection spares a discovered endpoint that may still be starting. */
+  joinedAt = 0;
   active = 0;
   /** Peak EWMA of connect latency, ms. */
   latency = 0;

@@ -40,6 +40,9 @@ export interface ServiceSettings {
   readonly replay?: boolean;
 }
 
+/** A discovered endpoint is not ejected as an outlier in its first this many ms (it may still be starting). */
+export const STARTING_GRACE_MS = 10_000;
+
 /** Slow start begins at this share of the configured weight. */
 export const SLOW_START_FLOOR = 0.1;
 
@@ -255,6 +258,7 @@ export class Pool {
       let e = s.endpoints.get(spec.id);
       if (!e) {
         e = new EndpointState(s.name, spec);
+        e.joinedAt = this.clock.now();
         e.setFlags(specFlags(spec));
         e.sources.set(provider, spec);
         e.record(`${provider}: added ${e.address} weight ${spec.weight}${e.flags ? ` (out: ${describeFlags(e.flags).join(', ')})` : ''}`);
@@ -459,6 +463,9 @@ export class Pool {
     const s = this.services.get(e.service);
     const o = s?.outlier;
     if (!s || !o || e.flags & Flag.Outlier || e.consecutiveFailures < o.consecutiveFailures) return;
+    // A container discovery has just reported may still be starting to listen: its
+    // refusals are retried elsewhere all the same, but do not eject it yet.
+    if (!e.sources.has('static') && this.clock.now() - e.joinedAt < STARTING_GRACE_MS) return;
     let ejected = 0;
     for (const x of s.endpoints.values()) if (x.flags & Flag.Outlier) ejected++;
     if (((ejected + 1) * 100) / s.endpoints.size > o.maxEjectedPercent) {

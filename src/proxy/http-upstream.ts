@@ -32,7 +32,8 @@ export class RetryBudget {
     readonly ratio = 0.2,
     readonly minPerSecond = 10,
     private readonly cap = 100,
-    now = Date.now(),
+    /** The time now on the caller's clock (ms): the budget refills on that clock. */
+    now: number,
   ) {
     this.tokens = minPerSecond;
     this.at = now;

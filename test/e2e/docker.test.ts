@@ -337,7 +337,7 @@ t.test('--workers 2 with docker and dns: every worker gets every provider\'s end
   // The container is up before berth starts: its endpoints reach the workers only by
   // the primary's replay of what discovery found before they were forked.
   await runContainer('tp', { 'berth.enable': 'true', 'berth.service': S });
-  const named = net.createServer((s) => s.end('D'));
+  const named = net.createServer((s) => s.end('HTTP/1.1 200 OK\r\ncontent-length: 1\r\nconnection: close\r\n\r\nD'));
   await new Promise<void>((r) => named.listen(0, '127.0.0.1', r));
   t.teardown(() => named.close());
   const dns = await dnsmasq(t, '127.0.0.1 other.svc.test\n');

@@ -230,3 +230,25 @@ function countPicks(pool: Pool, service: string, n: number): Record<string, numb
   }
   return out;
 }
+
+t.test('outlier detection spares a discovered endpoint for its first 10 s (it may still be starting); a static one is ejected at once', async (t) => {
+  let now = 0;
+  const pool = new Pool({ random: seededRandom(1), clock: { now: () => now } });
+  pool.configureService('web', { balance: 'round-robin', outlier: { consecutiveFailures: 3, ejectFor: 1000, maxEjectFor: 30_000, maxEjectedPercent: 100 } });
+  pool.applySnapshot(snap('static', { web: [ep('s:1')] }));
+  pool.applySnapshot(snap('docker', { web: [ep('d:1'), ep('d:2')] }));
+  const e = (id: string) => pool.service('web')!.endpoints.get(id)!;
+  for (let i = 0; i < 5; i++) {
+    pool.failed(e('s:1'));
+    pool.failed(e('d:1'));
+  }
+  t.ok(e('s:1').flags & Flag.Outlier, 'the static endpoint is ejected');
+  t.equal(e('d:1').flags & Flag.Outlier, 0, 'the container that just appeared is not (yet)');
+  now = 10_001;
+  pool.failed(e('d:1'));
+  t.ok(e('d:1').flags & Flag.Outlier, 'still refusing after its first 10 s: ejected');
+  pool.failed(e('d:2'));
+  pool.succeeded(e('d:2'));
+  pool.failed(e('d:2'));
+  t.equal(e('d:2').flags & Flag.Outlier, 0, 'one that started answering has its count reset');
+});
