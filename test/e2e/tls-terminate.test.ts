@@ -358,3 +358,51 @@ t.test('http upstream TLS: berth verifies the endpoint and presents its client c
   t.equal((await request(p2)).status, 502, 'untrusted endpoint certificate: 502');
   t.equal(seenClients.length, 1);
 });
+
+/** openssl s_client without -quiet (its R command works): writes `lines` one by one, returns all it printed. */
+function sClientInteractive(port: number, args: string[], lines: string[], ms = 3000): Promise<string> {
+  return new Promise((resolve) => {
+    const p = spawn('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-CAfile', pki.cert('ca'), '-servername', 'localhost', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => (out += d));
+    p.stderr.on('data', (d: Buffer) => (out += d));
+    p.stdin.on('error', () => {});
+    let sent = false;
+    p.stdout.on('data', () => {
+      // Once the handshake is done (s_client prints the session), send the lines.
+      if (sent || !/Verify return code/.test(out)) return;
+      sent = true;
+      for (const l of lines) p.stdin.write(`${l}\n`);
+    });
+    const timer = setTimeout(() => p.kill('SIGKILL'), ms);
+    p.on('exit', () => {
+      clearTimeout(timer);
+      resolve(out);
+    });
+  });
+}
+
+t.test('real peer: client-initiated renegotiation (openssl s_client R, TLS 1.2) is refused', async (t) => {
+  const echo = await echoServer();
+  const p = await tlsTcpProxy(echo.port, tlsConfig({ clientCa: undefined, allow: [] }), countingObserver());
+  t.teardown(() => {
+    p.close();
+    echo.close();
+  });
+  const out = await sClientInteractive(p.port, ['-tls1_2'], ['R', 'after-renegotiation']);
+  t.match(out, /RENEGOTIATING/, 's_client asked');
+  t.match(out, /no renegotiation/i, `refused by the server: ${out.split('\n').filter((l) => /RENEG|renegotiation|error/i.test(l)).join(' | ')}`);
+  t.notMatch(out, /after-renegotiation\s*\n.*after-renegotiation/s, 'no echo after a renegotiated handshake');
+});
+
+t.test('real peer: a refused mTLS client (openssl s_client, no certificate) gets a clean TLS close, not a reset', async (t) => {
+  const echo = await echoServer();
+  const p = await tlsTcpProxy(echo.port, tlsConfig(), countingObserver());
+  t.teardown(() => {
+    p.close();
+    echo.close();
+  });
+  const out = await sClientInteractive(p.port, [], ['hello']);
+  t.notMatch(out, /errno=104|Connection reset/i, 'no ECONNRESET');
+  t.notMatch(out, /^hello$/m, 'nothing echoed');
+});
