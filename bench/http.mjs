@@ -2,8 +2,10 @@
 // thread) vs nginx (proxy_pass to a keepalive upstream, one worker) vs a plain
 // node:http + http.Agent proxy (what the http-proxy package does)
 // vs a direct connection to the endpoint, interleaved in one run. Proxies pinned
-// alone to CPU 1; wrk and the endpoint (nginx) on CPU 0. Also berth --workers 2
-// (unpinned: on this 2-core machine the workers share the cores with wrk and nginx).
+// alone to CPU 1; wrk and the endpoint (nginx) on CPU 0. Also Caddy (Go, GOMAXPROCS=1:
+// it stands for the Go proxies Traefik users run), and berth --workers 2 (unpinned: on
+// this 2-core machine the workers share the cores with wrk and nginx).
+// Then latency at a fixed rate: hey at half of HAProxy's maximum, p50/p99 per proxy.
 import { fileURLToPath } from 'node:url';
 import { fmt, freePort, measure, median, need, portOpen, runPinned, sleep, startPinned, tmp, write } from './lib.mjs';
 
@@ -81,6 +83,22 @@ http { access_log off; keepalive_requests 1000000; keepalive_timeout 60s;
     return startPinned(PROXY_CPU, 'nginx', ['-c', conf, '-e', `${dir}/nginx-proxy-error.log`], ready);
   }
   if (kind === 'node-naive') return startPinned(PROXY_CPU, process.execPath, ['-e', NAIVE, String(port), String(target)], ready);
+  if (kind === 'caddy') {
+    const cfg = write(
+      dir,
+      `Caddyfile-${port}`,
+      `{
+  admin off
+  auto_https off
+}
+http://127.0.0.1:${port} {
+  bind 127.0.0.1
+  reverse_proxy 127.0.0.1:${target}
+}
+`,
+    );
+    return startPinned(PROXY_CPU, 'caddy', ['run', '--config', cfg, '--adapter', 'caddyfile'], { ...ready, env: { GOMAXPROCS: '1', XDG_DATA_HOME: dir, XDG_CONFIG_HOME: dir } });
+  }
   const cfg = write(
     dir,
     `berth-${port}.yaml`,
@@ -118,14 +136,22 @@ async function wrk(port, seconds) {
   };
 }
 
+/** A fixed request rate (hey: -c connections, each at rate/c per second); latency percentiles in ms. */
+async function fixedRate(port, seconds, rate) {
+  const c = CONNECTIONS;
+  const out = await runPinned(LOAD_CPU, 'hey', ['-z', `${seconds}s`, '-c', String(c), '-q', String(Math.max(1, Math.round(rate / c))), `http://127.0.0.1:${port}/`]);
+  const pct = (p) => Number(new RegExp(`${p}%+ in ([\\d.]+) secs`).exec(out)?.[1] ?? NaN) * 1000;
+  return { rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN), p50: pct(50), p99: pct(99), errors: /Error distribution:([\s\S]*)$/.exec(out)?.[1]?.trim() ?? '' };
+}
+
 export async function httpBench({ reps, seconds }) {
-  for (const b of ['wrk', 'haproxy', 'nginx', 'taskset']) need(b);
+  for (const b of ['wrk', 'hey', 'haproxy', 'nginx', 'caddy', 'taskset']) need(b);
   const dir = tmp('berth-bench-http-');
   const nginxPort = await freePort();
   const procs = [];
   try {
     procs.push(await startNginx(dir, nginxPort));
-    const kinds = ['direct', 'haproxy', 'nginx', 'berth', 'node-naive', 'berth-2w'];
+    const kinds = ['direct', 'haproxy', 'nginx', 'caddy', 'berth', 'node-naive', 'berth-2w'];
     const targets = { direct: { port: nginxPort, pid: 0 } };
     for (const k of kinds.slice(1)) {
       const port = await freePort();
@@ -145,18 +171,35 @@ export async function httpBench({ reps, seconds }) {
         await sleep(300);
       }
     }
-    return summarize(runs, kinds, { reps, seconds });
+    // Latency at fixed rates, the same for every proxy: half of HAProxy's maximum (the
+    // issue's measure), and half of berth's own (a load berth can carry: above its
+    // maximum the first measure times queueing, not proxying).
+    const rates = [Math.round(median(runs.haproxy.map((x) => x.rps)) / 2), Math.round(median(runs.berth.map((x) => x.rps)) / 2)];
+    const fixed = rates.map(() => Object.fromEntries(FIXED.map((k) => [k, []])));
+    for (let rep = 1; rep <= reps; rep++) {
+      for (const [i, rate] of rates.entries()) {
+        for (const k of FIXED) {
+          const r = await fixedRate(targets[k].port, seconds, rate);
+          fixed[i][k].push(r);
+          process.stderr.write(`rep ${rep} ${k} at ${rate}/s: got ${fmt(r.rps, 0)}/s p50 ${fmt(r.p50, 2)}ms p99 ${fmt(r.p99, 2)}ms ${r.errors}\n`);
+          await sleep(300);
+        }
+      }
+    }
+    return summarize(runs, kinds, { reps, seconds }, fixed, rates);
   } finally {
     for (const p of procs) p.kill('SIGKILL');
     await Promise.all(procs.map((p) => p.exited));
   }
 }
 
-function summarize(runs, kinds, params) {
+const FIXED = ['haproxy', 'nginx', 'caddy', 'berth', 'node-naive'];
+
+function summarize(runs, kinds, params, fixed, rates) {
   const med = (k, key) => median(runs[k].map((x) => x[key]));
   const busy = (k) => `${median(runs[k].map((x) => x.busy['0']))}/${median(runs[k].map((x) => x.busy['1']))}`;
   const hap = { rps: med('haproxy', 'rps'), p99: med('haproxy', 'p99') };
-  const label = { direct: 'direct (nginx)', haproxy: 'HAProxy 1 thread', nginx: 'nginx 1 worker (upstream keepalive)', berth: 'berth 1 process', 'node-naive': 'node:http + http.Agent proxy', 'berth-2w': 'berth --workers 2 (unpinned)' };
+  const label = { direct: 'direct (nginx)', haproxy: 'HAProxy 1 thread', nginx: 'nginx 1 worker (upstream keepalive)', caddy: 'Caddy (GOMAXPROCS=1)', berth: 'berth 1 process', 'node-naive': 'node:http + http.Agent proxy', 'berth-2w': 'berth --workers 2 (unpinned)' };
   const lines = kinds.map((k) => {
     const rps = med(k, 'rps');
     const p99 = med(k, 'p99');
@@ -164,6 +207,17 @@ function summarize(runs, kinds, params) {
   });
   const berthVsNaive = med('berth', 'rps') / med('node-naive', 'rps');
   const berthVsNginx = med('berth', 'rps') / med('nginx', 'rps');
+  const berthVsCaddy = med('berth', 'rps') / med('caddy', 'rps');
+  const fixedTable = (i, what) => {
+    const fmed = (k, key) => median(fixed[i][k].map((x) => x[key]));
+    return [
+      `Latency at a fixed rate of ${rates[i]} req/s (${what}; hey -c${CONNECTIONS}, ${params.seconds}s, medians of ${params.reps}; hey on one core may not reach it: see achieved):`,
+      '',
+      `| target | achieved req/s | p50 ms | p99 ms | p99 vs HAProxy |`,
+      `|---|---|---|---|---|`,
+      ...FIXED.map((k) => `| ${label[k]} | ${fmt(fmed(k, 'rps'), 0)} | ${fmt(fmed(k, 'p50'), 2)} | ${fmt(fmed(k, 'p99'), 2)} | **${fmt(fmed(k, 'p99') / fmed('haproxy', 'p99'), 2)}x** |`),
+    ];
+  };
   const table = [
     `wrk -t1 -c${CONNECTIONS} keep-alive, GET of a 24-byte body from nginx`,
     '',
@@ -171,7 +225,11 @@ function summarize(runs, kinds, params) {
     `|---|---|---|---|---|---|---|---|`,
     ...lines,
     '',
-    `berth / node:http proxy: **${fmt(berthVsNaive, 2)}x** req/s; berth / nginx: **${fmt(berthVsNginx, 2)}x** req/s`,
+    `berth / node:http proxy: **${fmt(berthVsNaive, 2)}x** req/s; berth / nginx: **${fmt(berthVsNginx, 2)}x** req/s; berth / Caddy: **${fmt(berthVsCaddy, 2)}x** req/s`,
+    '',
+    ...fixedTable(0, "half of HAProxy's maximum"),
+    '',
+    ...fixedTable(1, "half of berth's maximum"),
   ].join('\n');
   const errors = Object.fromEntries(kinds.map((k) => [k, runs[k].map((x) => x.errors + (x.non2xx ? ` non2xx=${x.non2xx}` : '')).filter(Boolean)]));
   return { table, errors, params, runs };
