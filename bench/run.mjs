@@ -34,7 +34,8 @@ for (const name of names) {
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   writeFileSync(`${outDir}/${name}-${stamp}.json`, JSON.stringify(r, null, 2));
   const how = name !== 'docker' ? `${params.reps} reps x ${params.seconds}s, medians` : `${params.iterations} iterations`;
-  console.log(`\n## ${name} (${how}) — ${new Date().toISOString()}\n`);
+  // berth starts through its shebang (`env node`): the node on PATH, which runs this too.
+  console.log(`\n## ${name} (${how}) — ${new Date().toISOString()} — node ${process.version}\n`);
   console.log(r.table);
   if (r.errors) console.log(`\nconnection errors reported by wrk: ${JSON.stringify(r.errors)}`);
 }
