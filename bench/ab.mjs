@@ -8,23 +8,10 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { fmt, freePort, measure, median, need, portOpen, runPinned, sleep, startPinned, tmp, write } from './lib.mjs';
+import { fmt, freePort, measure, median, need, portOpen, runPinned, sleep, startNginxEndpoint, startPinned, tmp, write } from './lib.mjs';
 
 const LOAD_CPU = 0;
 const PROXY_CPU = 1;
-
-async function startNginx(dir, port) {
-  const conf = write(
-    dir,
-    'nginx.conf',
-    `worker_processes 1; master_process off; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/nginx-error.log;
-events { worker_connections 20000; }
-http { access_log off; keepalive_requests 1000000; keepalive_timeout 60s;
-  server { listen 127.0.0.1:${port} backlog=4096; location / { return 200 "hello from the endpoint\\n"; } } }
-`,
-  );
-  return startPinned(LOAD_CPU, 'nginx', ['-c', conf, '-e', `${dir}/nginx-error.log`], { ready: () => portOpen(port) });
-}
 
 async function startBerth(main, dir, tag, tcpPort, httpPort, target) {
   const cfg = write(
@@ -54,7 +41,7 @@ export async function abBench({ reps, seconds, ref }) {
   const builds = { this: fileURLToPath(new URL('../dist/main.js', import.meta.url)), ref: refMain };
   const dir = tmp('berth-ab-');
   const nginxPort = await freePort();
-  const procs = [await startNginx(dir, nginxPort)];
+  const procs = [await startNginxEndpoint(dir, nginxPort, LOAD_CPU)];
   try {
     const targets = {};
     for (const [tag, main] of Object.entries(builds)) {

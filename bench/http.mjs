@@ -7,25 +7,12 @@
 // this 2-core machine the workers share the cores with wrk and nginx).
 // Then latency at a fixed rate: hey at half of HAProxy's maximum, p50/p99 per proxy.
 import { fileURLToPath } from 'node:url';
-import { fmt, freePort, measure, median, need, portOpen, runPinned, sleep, startPinned, tmp, write } from './lib.mjs';
+import { fmt, freePort, measure, median, need, portOpen, runPinned, sleep, startNginxEndpoint, startPinned, tmp, write } from './lib.mjs';
 
 const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
 const LOAD_CPU = 0;
 const PROXY_CPU = 1;
 const CONNECTIONS = 50;
-
-async function startNginx(dir, port) {
-  const conf = write(
-    dir,
-    'nginx.conf',
-    `worker_processes 1; master_process off; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/nginx-error.log;
-events { worker_connections 20000; }
-http { access_log off; keepalive_requests 1000000; keepalive_timeout 60s;
-  server { listen 127.0.0.1:${port} backlog=4096; location / { return 200 "hello from the endpoint\\n"; } } }
-`,
-  );
-  return startPinned(LOAD_CPU, 'nginx', ['-c', conf, '-e', `${dir}/nginx-error.log`], { ready: () => portOpen(port) });
-}
 
 const NAIVE = `
 const http = require('node:http');
@@ -150,7 +137,7 @@ export async function httpBench({ reps, seconds }) {
   const nginxPort = await freePort();
   const procs = [];
   try {
-    procs.push(await startNginx(dir, nginxPort));
+    procs.push(await startNginxEndpoint(dir, nginxPort, LOAD_CPU));
     const kinds = ['direct', 'haproxy', 'nginx', 'caddy', 'berth', 'node-naive', 'berth-2w'];
     const targets = { direct: { port: nginxPort, pid: 0 } };
     for (const k of kinds.slice(1)) {

@@ -171,3 +171,17 @@ export function jsonLines(stream, sink) {
     }
   });
 }
+
+/** nginx as the HTTP endpoint of the http benchmarks: one process pinned to `cpu`, keep-alive, a 24-byte body. */
+export async function startNginxEndpoint(dir, port, cpu) {
+  const conf = write(
+    dir,
+    'nginx.conf',
+    `worker_processes 1; master_process off; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/nginx-error.log;
+events { worker_connections 20000; }
+http { access_log off; keepalive_requests 1000000; keepalive_timeout 60s;
+  server { listen 127.0.0.1:${port} backlog=4096; location / { return 200 "hello from the endpoint\\n"; } } }
+`,
+  );
+  return startPinned(cpu, 'nginx', ['-c', conf, '-e', `${dir}/nginx-error.log`], { ready: () => portOpen(port) });
+}
