@@ -578,8 +578,6 @@ class Exchange implements Dispatcher.DispatchHandler {
   private attempts = 0;
   /** Requests that reached an endpoint and were sent again: these use up `retries` and the budget. */
   private resends = 0;
-  /** Connects that reached an endpoint (so a 502, not a 503, when they all fail). */
-  private reached = 0;
   private dispatchedAt = 0;
   /** undici began writing the request (a failure now may have reached the endpoint). */
   private sent = false;
@@ -688,7 +686,6 @@ class Exchange implements Dispatcher.DispatchHandler {
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.ctl = controller;
     this.sent = true;
-    this.reached++;
     this.listener.alarm.clear('upstream_connect');
     if (this.done) controller.abort(new Error('client gone'));
   }
