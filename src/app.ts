@@ -17,7 +17,7 @@ import { SwarmProvider } from './discovery/docker/swarm.js';
 import { HealthChecker, type CheckChange, type CheckTarget } from './health/checker.js';
 import { httpProbe, tcpProbe } from './health/probe.js';
 import { MetricsCollector } from './metrics/collect.js';
-import type { EndpointState } from './pool/endpoint.js';
+import { ownCounters, type CountersOf, type EndpointState } from './pool/endpoint.js';
 import type { DockerClient } from './discovery/docker/types.js';
 import { systemRandom } from './core/random.js';
 import { Flag, formatHostPort, type ProviderSnapshot } from './core/types.js';
@@ -56,6 +56,8 @@ export interface BerthOptions {
   readonly metricsText?: () => Promise<{ contentType: string; body: string }>;
   /** Primary: per-worker facts for /api/v1/services. */
   readonly workersView?: () => unknown[];
+  /** Primary: endpoint counters summed over the workers (a read-only view; the pool's own stay untouched). */
+  readonly countersOf?: CountersOf;
   /** Primary: an active-check verdict, to pass on to the workers. */
   readonly onHealth?: (h: HealthVerdict) => void;
 }
@@ -87,6 +89,8 @@ export class Berth {
   private admin: AdminServer | null = null;
   private adminKey = '';
   private readonly rates: RateSampler;
+  /** Where the admin API and the metrics read endpoint counters. */
+  private readonly countersOf: CountersOf;
   readonly role: 'single' | 'primary' | 'worker';
   /** Active checks (not in workers: checks run once per endpoint, in the primary). */
   readonly checker: HealthChecker | null;
@@ -117,10 +121,11 @@ export class Berth {
     this.log = opts.log;
     this.pool = opts.pool ?? new Pool();
     this.role = opts.role ?? 'single';
-    this.metrics = config.admin ? new MetricsCollector(this.pool, () => this.listenerViews()) : null;
+    this.countersOf = opts.countersOf ?? ownCounters;
+    this.metrics = config.admin ? new MetricsCollector(this.pool, () => this.listenerViews(), this.countersOf) : null;
     this.observer = opts.observer ?? this.metrics ?? nullObserver;
     this.discoveryObserver = opts.discoveryObserver ?? this.metrics ?? nullDiscoveryObserver;
-    this.rates = new RateSampler(this.pool);
+    this.rates = new RateSampler(this.pool, 5000, this.countersOf);
     this.checker = this.role === 'worker' ? null : new HealthChecker((c) => this.onCheck(c), systemRandom);
     this.pool.on((e) => {
       if (e.type === 'endpoint-added') {
@@ -561,7 +566,8 @@ export class Berth {
       version: this.opts.version ?? '',
       ...(this.opts.workersView ? { workers: this.opts.workersView } : {}),
       rates: this.rates,
-      services: () => servicesView(this.pool, listeners(), this.rates),
+      services: () => servicesView(this.pool, listeners(), this.rates, this.countersOf),
+      countersOf: this.countersOf,
       providers: () => this.providers(),
       readiness: () => this.readiness(),
       capOf: (e: EndpointState) => this.pool.service(e.service)?.capOf(e) ?? 0,

@@ -20,6 +20,7 @@ import { validateConfig } from './config/validate.js';
 import { ConfigError, formatIssue } from './core/errors.js';
 import type { EndpointSpec, ProviderSnapshot } from './core/types.js';
 import type { Logger } from './log.js';
+import type { EndpointCounters } from './pool/endpoint.js';
 import { aggregateMetrics, type MetricsJson } from './metrics/collect.js';
 
 type SnapshotMsg = { t: 'snapshot'; provider: string; services: [string, EndpointSpec[]][] };
@@ -32,6 +33,7 @@ interface EndpointStats {
   failures: number;
   latency: number;
 }
+const NO_COUNTERS: EndpointCounters = { active: 0, connections: 0, failures: 0, latency: 0 };
 type FromWorker =
   | { t: 'ready' }
   | { t: 'stats'; id: number; open: number; endpoints: EndpointStats[] }
@@ -191,10 +193,13 @@ export async function runPrimary(
     return (await Promise.all(answers)).filter((x) => x !== null) as T[];
   };
 
+  /** The workers' endpoint counters, summed; replaced whole on every poll. */
+  let workerCounters = new Map<string, EndpointStats>();
   const berth: Berth = new Berth(config, {
     log,
     version,
     role: 'primary',
+    countersOf: (e) => workerCounters.get(`${e.service}\0${e.id}`) ?? NO_COUNTERS,
     onHealth: (v) => broadcast({ t: 'health', v }),
     onProviderSnapshot: (snap) => broadcast(toMsg(snap)),
     metricsText: async () => {
@@ -205,7 +210,8 @@ export async function runPrimary(
     workersView: () => [...workers.values()].map((w) => ({ pid: w.worker.process.pid, ready: w.ready, connections: w.connections, open: w.open })),
   });
 
-  // Endpoint counters live in the workers; fold them into the primary's view.
+  // Endpoint counters live in the workers; the primary folds them into a view of its
+  // own, read by the admin API and the metrics, and never writes them into its pool.
   const poll = setInterval(() => {
     void ask<Extract<FromWorker, { t: 'stats' }>>((id) => ({ t: 'stats', id })).then((answers) => {
       const sum = new Map<string, EndpointStats>();
@@ -222,15 +228,7 @@ export async function runPrimary(
           }
         }
       }
-      for (const s of berth.pool.services.values()) {
-        for (const e of s.endpoints.values()) {
-          const t = sum.get(`${s.name}\0${e.id}`);
-          e.active = t?.active ?? 0;
-          e.connections = t?.connections ?? 0;
-          e.failures = t?.failures ?? 0;
-          e.latency = t?.latency ?? 0;
-        }
-      }
+      workerCounters = sum;
     });
   }, 1000);
   poll.unref();

@@ -7,7 +7,7 @@ import http from 'node:http';
 import { BerthError } from '../core/errors.js';
 import { formatHostPort, type HostPort } from '../core/types.js';
 import type { Logger } from '../log.js';
-import type { EndpointState } from '../pool/endpoint.js';
+import type { CountersOf, EndpointState } from '../pool/endpoint.js';
 import { statusPage } from './page.js';
 import { explainEndpoint, type ProviderView, type RateSampler, type Readiness, type ServiceView } from './view.js';
 
@@ -24,6 +24,8 @@ export interface AdminSource {
   workers?(): unknown[];
   /** The connection cap that applies to an endpoint (its own, else its service's). */
   capOf?(e: EndpointState): number;
+  /** Where traffic counters are read (with --workers: the sum over the workers). */
+  countersOf?: CountersOf;
 }
 
 export class AdminServer {
@@ -121,7 +123,7 @@ export class AdminServer {
       const found = this.source.findEndpoints(id, service);
       if (found.length === 0) return json(res, 404, { error: `no endpoint ${id}${service ? ` in service ${service}` : ''}` });
       if (found.length > 1) return json(res, 409, { error: `endpoint ${id} is in several services; add ?service=`, services: found.map((e) => e.service) });
-      return json(res, 200, explainEndpoint(found[0]!, this.source.rates, this.source.capOf?.(found[0]!)));
+      return json(res, 200, explainEndpoint(found[0]!, this.source.rates, this.source.capOf?.(found[0]!), this.source.countersOf));
     }
     if (path === '/') {
       const html = statusPage({

@@ -3,7 +3,7 @@
  * explanations, built on demand (never on the hot path).
  */
 import { describeFlags, Flag, flagNames, formatHostPort, type FlagBit } from '../core/types.js';
-import type { EndpointState } from '../pool/endpoint.js';
+import { ownCounters, type CountersOf, type EndpointState } from '../pool/endpoint.js';
 import type { Pool } from '../pool/pool.js';
 
 export interface EndpointView {
@@ -63,6 +63,7 @@ export class RateSampler {
   constructor(
     private readonly pool: Pool,
     private readonly everyMs = 5000,
+    private readonly countersOf: CountersOf = ownCounters,
   ) {}
 
   start(): void {
@@ -80,8 +81,9 @@ export class RateSampler {
     for (const s of this.pool.services.values()) {
       for (const e of s.endpoints.values()) {
         const p = this.prev.get(e);
-        if (p && now > p.at) this.rates.set(e, ((e.connections - p.total) * 1000) / (now - p.at));
-        next.set(e, { at: now, total: e.connections });
+        const total = this.countersOf(e).connections;
+        if (p && now > p.at) this.rates.set(e, ((total - p.total) * 1000) / (now - p.at));
+        next.set(e, { at: now, total });
       }
     }
     for (const e of this.rates.keys()) if (!next.has(e)) this.rates.delete(e);
@@ -93,8 +95,9 @@ export class RateSampler {
   }
 }
 
-export function endpointView(e: EndpointState, rates?: RateSampler, cap: number = e.spec.maxConnections ?? 0): EndpointView {
+export function endpointView(e: EndpointState, rates?: RateSampler, cap: number = e.spec.maxConnections ?? 0, countersOf: CountersOf = ownCounters): EndpointView {
   const out = e.outReasons;
+  const c = countersOf(e);
   return {
     id: e.id,
     service: e.service,
@@ -106,16 +109,16 @@ export function endpointView(e: EndpointState, rates?: RateSampler, cap: number 
     health: e.eligible ? 'up' : out.join(', '),
     outReasons: out,
     draining: (e.flags & Flag.Draining) !== 0,
-    activeConnections: e.active,
+    activeConnections: c.active,
     maxConnections: cap,
-    connectionsTotal: e.connections,
-    failuresTotal: e.failures,
-    latencyMs: Math.round(e.latency * 1000) / 1000,
+    connectionsTotal: c.connections,
+    failuresTotal: c.failures,
+    latencyMs: Math.round(c.latency * 1000) / 1000,
     connectionRate: Math.round((rates?.rate(e) ?? 0) * 100) / 100,
   };
 }
 
-export function servicesView(pool: Pool, listeners: readonly { readonly name: string; readonly service: string }[], rates?: RateSampler): ServiceView[] {
+export function servicesView(pool: Pool, listeners: readonly { readonly name: string; readonly service: string }[], rates?: RateSampler, countersOf: CountersOf = ownCounters): ServiceView[] {
   return [...pool.services.values()]
     .sort((a, b) => a.name.localeCompare(b.name))
     .map((s) => ({
@@ -124,12 +127,12 @@ export function servicesView(pool: Pool, listeners: readonly { readonly name: st
       listeners: listeners.filter((l) => l.service === s.name).map((l) => l.name),
       eligible: s.eligibleCount,
       panic: s.inPanic,
-      endpoints: [...s.endpoints.values()].sort((a, b) => a.id.localeCompare(b.id)).map((e) => endpointView(e, rates, s.capOf(e))),
+      endpoints: [...s.endpoints.values()].sort((a, b) => a.id.localeCompare(b.id)).map((e) => endpointView(e, rates, s.capOf(e), countersOf)),
     }));
 }
 
 /** The explanation of one endpoint: where it came from, each health input with its time, history, pick-set verdict. */
-export function explainEndpoint(e: EndpointState, rates?: RateSampler, cap: number = e.spec.maxConnections ?? 0) {
+export function explainEndpoint(e: EndpointState, rates?: RateSampler, cap: number = e.spec.maxConnections ?? 0, countersOf: CountersOf = ownCounters) {
   const inputs = Object.entries(flagNames).map(([bit, name]) => {
     const b = Number(bit) as FlagBit;
     const at = e.flagChangedAt.get(b);
@@ -137,15 +140,16 @@ export function explainEndpoint(e: EndpointState, rates?: RateSampler, cap: numb
   });
   const out = describeFlags(e.flags);
   if (e.weight <= 0) out.push('weight-0');
-  const atCap = cap > 0 && e.active >= cap;
+  const active = countersOf(e).active;
+  const atCap = cap > 0 && active >= cap;
   return {
-    ...endpointView(e, rates, cap),
+    ...endpointView(e, rates, cap, countersOf),
     address: formatHostPort(e),
     origin: [...e.sources.entries()].map(([provider, spec]) => ({ provider, address: formatHostPort(spec), weight: spec.weight, details: spec.labels ?? {} })),
     joined: new Date(e.addedAt).toISOString(),
     healthInputs: inputs,
     inPickSet: e.eligible,
-    why: e.eligible ? (atCap ? `in the pick set, but at its connection cap (${e.active}/${cap}): passed over until one closes` : 'in the pick set') : `out of the pick set: ${out.join(', ')}`,
+    why: e.eligible ? (atCap ? `in the pick set, but at its connection cap (${active}/${cap}): passed over until one closes` : 'in the pick set') : `out of the pick set: ${out.join(', ')}`,
     recentEvents: e.history.map((h) => ({ at: new Date(h.at).toISOString(), what: h.what })),
   };
 }

@@ -8,6 +8,7 @@ import { AggregatorRegistry, collectDefaultMetrics, Registry } from 'prom-client
 import type { DiscoveryObserver } from '../core/discovery.js';
 import type { ConnectResult, HttpRejectReason, LocalErrorSite, ProxyObserver } from '../core/observer.js';
 import type { HandshakeResult } from '../core/tls.js';
+import { ownCounters, type CountersOf } from '../pool/endpoint.js';
 import type { Pool } from '../pool/pool.js';
 import { declareMetrics, type Metrics } from './names.js';
 
@@ -54,7 +55,7 @@ export class MetricsCollector implements ProxyObserver, DiscoveryObserver {
   /** Earliest certificate expiry per TLS listener (ms since epoch). */
   private readonly certExpiry = new Map<string, number>();
 
-  constructor(pool: Pool, listeners: () => Iterable<ListenerView>) {
+  constructor(pool: Pool, listeners: () => Iterable<ListenerView>, countersOf: CountersOf = ownCounters) {
     // prom-client calls collect() once per mirrored gauge; the first call of a scrape fills all four.
     let lastRead = -1;
     this.m = declareMetrics(this.registry, () => {
@@ -70,7 +71,7 @@ export class MetricsCollector implements ProxyObserver, DiscoveryObserver {
           const labels = { service: s.name, endpoint: e.id };
           upstreamUp.set(labels, e.eligible ? 1 : 0);
           upstreamWeight.set(labels, e.weight);
-          upstreamActive.set(labels, e.active);
+          upstreamActive.set(labels, countersOf(e).active);
         }
       }
       listenerActive.reset();

@@ -14,6 +14,21 @@ const HISTORY = 16;
  * The runtime state of one endpoint of one service. Only the pool writes its
  * identity, weight and flags; the proxy moves `active` through Pool.acquire/release.
  */
+/** An endpoint's traffic counters, as the admin API and the metrics read them. */
+export interface EndpointCounters {
+  /** Open connections (http: requests in flight). */
+  readonly active: number;
+  /** Connections (or requests) since it joined. */
+  readonly connections: number;
+  readonly failures: number;
+  /** Peak-EWMA latency, ms. */
+  readonly latency: number;
+}
+
+/** Where counters are read from: the endpoint itself, or (a --workers primary) the sum over the workers. */
+export type CountersOf = (e: EndpointState) => EndpointCounters;
+export const ownCounters: CountersOf = (e) => e;
+
 export class EndpointState implements BalancerHost {
   readonly service: string;
   readonly id: string;

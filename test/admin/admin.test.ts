@@ -234,3 +234,18 @@ t.test('berth status shows control characters from labels as \\xNN, never raw', 
   t.match(out, /evil\\x1b\]0;pwned\\x07/);
   t.notMatch(out, /\nservice fake/, 'a newline in a value cannot fake a line');
 });
+
+t.test('--workers primary: the admin API and metrics read the workers\' counters through a view; the pool\'s own stay untouched', async (t) => {
+  const a = await nameServer('A');
+  t.teardown(() => a.close());
+  const config = validateConfig({ listeners: [{ name: 'front', bind: '127.0.0.1:0', service: 'web' }], services: { web: { endpoints: [`127.0.0.1:${a.port}`] } }, admin: { bind: '127.0.0.1:0' } });
+  const berth = new Berth(config, { log: silent, version: '9.9.9', countersOf: () => ({ active: 7, connections: 42, failures: 3, latency: 1.5 }) });
+  await berth.start();
+  t.teardown(() => berth.shutdown(0));
+  const admin = berth.adminAddress!.port;
+  const view = JSON.parse((await fetchText(admin, '/api/v1/services')).body) as { services: { endpoints: { activeConnections: number; connectionsTotal: number; failuresTotal: number }[] }[] };
+  t.match(view.services[0]!.endpoints[0], { activeConnections: 7, connectionsTotal: 42, failuresTotal: 3 });
+  t.match((await fetchText(admin, '/metrics')).body, /berth_upstream_active_connections\{service="web",endpoint="127\.0\.0\.1:\d+"\} 7/);
+  const e = [...berth.pool.service('web')!.endpoints.values()][0]!;
+  t.same([e.active, e.connections, e.failures], [0, 0, 0], 'nothing was written into the pool');
+});
