@@ -70,21 +70,21 @@ export function cgroupCpuQuota(root: string): number | null {
       return null;
     }
   };
+  // "max" (v2) and -1 (v1) both read as no quota.
+  const cpus = (quota: string | undefined, period: string | undefined): number | null => {
+    const q = Number(quota);
+    const p = Number(period);
+    return q > 0 && p > 0 ? q / p : null;
+  };
   const v2 = read('cpu.max');
   if (v2 !== null) {
     const [q, p] = v2.split(/\s+/);
-    if (q === undefined || q === 'max' || p === undefined) return null;
-    const quota = Number(q);
-    const period = Number(p);
-    return quota > 0 && period > 0 ? quota / period : null;
+    return cpus(q, p);
   }
   for (const dir of ['cpu', 'cpu,cpuacct']) {
     const q = read(`${dir}/cpu.cfs_quota_us`);
     const p = read(`${dir}/cpu.cfs_period_us`);
-    if (q === null || p === null) continue;
-    const quota = Number(q);
-    const period = Number(p);
-    return quota > 0 && period > 0 ? quota / period : null;
+    if (q !== null && p !== null) return cpus(q, p);
   }
   return null;
 }

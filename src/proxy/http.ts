@@ -433,11 +433,15 @@ export class HttpListener {
    * The one gate every request and every Upgrade passes: framing and head checks,
    * the client's identity, then the route.
    */
-  private admit(req: http.IncomingMessage): Admission {
+  private admit(req: http.IncomingMessage, upgrade: boolean): Admission {
     const facts = inspectRequest(req.rawHeaders, req.httpVersionMajor, req.httpVersionMinor);
     const method = req.method ?? 'GET';
     const target = facts.bad === null ? originForm(req.url ?? '', method) : null;
-    const bad = facts.bad ?? (target === null ? 'unsupported request target' : hasDotSegment(target.path) ? 'dot segment in path' : null);
+    // An Upgrade with a body: the tunnel would start after a body node has not framed
+    // for an Upgrade; refused rather than guessed at (WebSocket handshakes have none).
+    const bad =
+      facts.bad ??
+      (target === null ? 'unsupported request target' : hasDotSegment(target.path) ? 'dot segment in path' : upgrade && facts.hasBody ? 'an Upgrade request with a body' : null);
     if (bad !== null || target === null) return { ok: false, status: 400, why: bad ?? 'bad request' };
     if (!this.conn(req.socket).allowed) return { ok: false, status: 403, why: 'client certificate not allowed' };
     const rule = this.routes().match(normalizeHost(target.host ?? facts.host), target.path);
@@ -459,16 +463,12 @@ export class HttpListener {
    * here for the answers berth gives itself).
    */
   private handle(req: http.IncomingMessage, res: http.ServerResponse, upgrade: UpgradeParts | null, owed: ConnFacts | null): void {
-    const a = this.admit(req);
-    const refusal = !a.ok ? a : upgrade !== null && a.facts.hasBody ? ({ status: 400, why: 'an Upgrade request with a body' } as const) : null;
-    if (refusal !== null) {
-      // (An Upgrade with a body: the tunnel would start after a body node has not
-      // framed for an Upgrade; refused rather than guessed at. WebSocket handshakes have none.)
+    const a = this.admit(req, upgrade !== null);
+    if (!a.ok) {
       if (owed !== null) res.once('close', () => responseClosed(owed));
-      this.refuse(req, res, refusal.status, refusal.why);
+      this.refuse(req, res, a.status, a.why);
       return;
     }
-    if (!a.ok) return;
     if (this.closing) res.shouldKeepAlive = false;
     new Exchange(this, req, res, a.service, a.facts, a.path, a.host, upgrade, owed).start();
   }

@@ -11,7 +11,7 @@ import type { DiscoveryObserver } from '../../src/core/discovery.js';
 import { Flag } from '../../src/core/types.js';
 import { dnsmasq } from '../helpers/dns.js';
 import { docker, dockerReady, get, removeAll, RUN, runContainer } from '../helpers/docker.js';
-import { httpGet, startBerth, until } from '../helpers/net.js';
+import { httpGet, listenerPort, startBerth, until } from '../helpers/net.js';
 import { silent } from '../helpers/proxy.js';
 import { request } from '../helpers/http.js';
 
@@ -357,7 +357,7 @@ t.test('--workers 2 with docker and dns: every worker gets every provider\'s end
   const berth = await startBerth(['-c', file, '--workers', '2']);
   t.teardown(() => berth.kill('SIGKILL'));
   await until(() => berth.logs.filter((l) => l.msg === 'listening').length === 4, 10_000, 'both workers listening');
-  const portOf = (name: string) => Number(String(berth.logs.find((l) => l.msg === 'listening' && l['listener'] === name)?.['bind']).split(':').pop());
+  const portOf = (name: string) => listenerPort(berth, name);
   const served = new Map<string, number>();
   for (let i = 0; i < 40; i++) {
     for (const [l, port] of [['d', portOf('d')], ['n', portOf('n')]] as const) {

@@ -194,6 +194,12 @@ export async function startBerth(args: string[], opts: { env?: NodeJS.ProcessEnv
   return bp;
 }
 
+/** The port of listener `name` of a started berth, from its "listening" line (0 until it has one). */
+export function listenerPort(berth: BerthProcess, name: string): number {
+  const bind = berth.logs.find((l) => l.msg === 'listening' && l['listener'] === name)?.['bind'];
+  return bind === undefined ? 0 : Number(String(bind).split(':').pop());
+}
+
 /** Runs the CLI to completion. */
 export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {

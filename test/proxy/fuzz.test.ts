@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { seededRandom, type Random } from '../../src/core/random.js';
 import { createCa, issueCert } from '../../src/tls/certs.js';
-import { httpGet, startBerth, tcpServer, until } from '../helpers/net.js';
+import { httpGet, listenerPort, startBerth, tcpServer, until } from '../helpers/net.js';
 
 const seed = Number(process.env['BERTH_FUZZ_SEED'] ?? Math.floor(Math.random() * 2 ** 31));
 const BATCHES = 6;
@@ -141,7 +141,7 @@ t.test(`fuzz (seed ${seed}): berth stays up, answers, and leaks no descriptor`, 
     hostile.close();
     good.close();
   });
-  const portOf = (name: string) => Number(String(berth.logs.find((l) => l.msg === 'listening' && l['listener'] === name)?.['bind'] ?? '').split(':').pop());
+  const portOf = (name: string) => listenerPort(berth, name);
   await until(() => portOf('raw') > 0, 10_000, 'all listeners up');
   const web = portOf('web');
   const secure = portOf('secure');

@@ -9,7 +9,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { echoServer, nameServer, startBerth, until } from '../helpers/net.js';
+import { echoServer, listenerPort, nameServer, startBerth, until } from '../helpers/net.js';
 
 t.test('--workers 2: resetting clients on refused CONNECT/Upgrade kill no worker; other listeners carry on', async (t) => {
   const echo = await echoServer();
@@ -34,7 +34,7 @@ t.test('--workers 2: resetting clients on refused CONNECT/Upgrade kill no worker
   const berth = await startBerth(['-c', file, '--workers', '2']);
   t.teardown(() => berth.kill('SIGKILL'));
   await until(() => berth.logs.filter((l) => l.msg === 'listening').length === 4, 10_000, 'two listeners in each of two workers');
-  const portOf = (name: string) => Number(String(berth.logs.find((l) => l.msg === 'listening' && l['listener'] === name)?.['bind']).split(':').pop());
+  const portOf = (name: string) => listenerPort(berth, name);
   // A long-lived connection on the other listener, echoing before and after.
   const held = net.connect(portOf('other'), '127.0.0.1');
   let echoed = '';
