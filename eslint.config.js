@@ -3,13 +3,20 @@
 // core; metrics reads core and the pool; only the composition root (app.ts, main.ts,
 // cluster.ts) wires everything together; only metrics/ imports prom-client, only
 // discovery/docker/client.ts dockerode, only tls/certs.ts node-forge, only
-// proxy/http*.ts undici. Where Clock and Random are injected (balancer, proxy),
-// Date.now and Math.random are refused.
+// proxy/http*.ts undici; only src/pool imports the writable MutableEndpoint. Where
+// Clock and Random are injected (balancer, pool, proxy), Date.now, Math.random and
+// raw timers are refused.
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
-const restrict = (patterns, paths = []) => ({
-  'no-restricted-imports': ['error', { patterns, paths }],
+/** Endpoint state is written by the pool alone: its writable class stays inside src/pool. */
+const poolOnly = {
+  group: ['**/pool/endpoint.js'],
+  importNames: ['MutableEndpoint'],
+  message: 'only src/pool writes endpoint state: use the read-only EndpointState and the Pool methods',
+};
+const restrict = (patterns, paths = [], inPool = false) => ({
+  'no-restricted-imports': ['error', { patterns: inPool ? patterns : [...patterns, poolOnly], paths }],
 });
 const third = [
   { name: 'prom-client', message: 'only src/metrics imports prom-client' },
@@ -24,6 +31,11 @@ const noAmbientTimeOrRandom = {
     'error',
     { object: 'Date', property: 'now', message: 'use the injected Clock (pool.clock / deps.clock)' },
     { object: 'Math', property: 'random', message: 'use the injected Random' },
+  ],
+  // Timers run on the injected clock (Clock.after / cancel), so tests drive them.
+  'no-restricted-globals': [
+    'error',
+    ...['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval'].map((name) => ({ name, message: 'use the injected Clock (after / cancel)' })),
   ],
 };
 const onlyCore = () => ({
@@ -40,6 +52,7 @@ export default tseslint.config(
       globals: { fetch: 'readonly', process: 'readonly', console: 'readonly', setTimeout: 'readonly', clearTimeout: 'readonly', setInterval: 'readonly', clearInterval: 'readonly', setImmediate: 'readonly', Buffer: 'readonly', URL: 'readonly' },
     },
     rules: {
+      ...restrict([]),
       '@typescript-eslint/no-explicit-any': 'error',
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
       'no-console': 'off',
@@ -63,7 +76,7 @@ export default tseslint.config(
   },
   {
     files: ['src/pool/**/*.ts'],
-    rules: restrict([{ group: ['../*', '!../core', '!../balancer', '!../log.js'], message: 'pool imports core and balancer only' }], third),
+    rules: { ...restrict([{ group: ['../*', '!../core', '!../balancer', '!../log.js'], message: 'pool imports core and balancer only' }], third, true), ...noAmbientTimeOrRandom },
   },
   {
     files: ['src/proxy/**/*.ts'],

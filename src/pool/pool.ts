@@ -1,8 +1,16 @@
-import { createBalancer, NONE_FULL, type Balancer, type PickContext, type PickResult } from '../balancer/index.js';
-import { systemClock, type Clock } from '../core/clock.js';
+import type { PickContext, PickResult } from '../balancer/index.js';
+import { systemClock, type Clock, type Timer } from '../core/clock.js';
 import { systemRandom, type Random } from '../core/random.js';
-import { describeFlags, Flag, HEALTH_FLAGS, PROVIDER_FLAGS, specFlags, type BalanceAlgorithm, type EndpointSpec, type ProviderSnapshot } from '../core/types.js';
-import { EndpointState } from './endpoint.js';
+import { describeFlags, Flag, PROVIDER_FLAGS, specFlags, type BalanceAlgorithm, type EndpointSpec, type ProviderSnapshot } from '../core/types.js';
+import { Admission, type QueueSettings } from './admission.js';
+import { MutableEndpoint, type EndpointState } from './endpoint.js';
+import { OutlierDetector, type OutlierSettings } from './outlier.js';
+import { Picker } from './picker.js';
+import { SlowStart } from './slow-start.js';
+
+export type { OutlierSettings } from './outlier.js';
+export { STARTING_GRACE_MS } from './outlier.js';
+export { SLOW_START_FLOOR } from './slow-start.js';
 
 export type PoolEvent =
   | { readonly type: 'endpoint-added'; readonly endpoint: EndpointState }
@@ -13,15 +21,14 @@ export type PoolEvent =
 
 export type PoolListener = (e: PoolEvent) => void;
 
-/** A named pool of endpoints and the balancer over its eligible ones. */
-/** Passive outlier detection settings of a service (ms). */
-export interface OutlierSettings {
-  readonly consecutiveFailures: number;
-  readonly ejectFor: number;
-  readonly maxEjectFor: number;
-  /** Never eject more than this share (0–100) of a service's endpoints. */
-  readonly maxEjectedPercent: number;
-}
+/**
+ * What an attempt on an endpoint came to, as the proxy reports it (Pool.report):
+ * - connected: a tcp connect (and TLS handshake) completed in `ms`;
+ * - answered: an http endpoint's response head came after `ms`;
+ * - broken: it answered in `ms`, but 502/503/504 ("I am broken"): counts as a failure;
+ * - failed: the connect failed or timed out, or the answer was malformed or late.
+ */
+export type Outcome = 'connected' | 'answered' | 'broken' | 'failed';
 
 export interface ServiceSettings {
   readonly balance: BalanceAlgorithm;
@@ -33,120 +40,98 @@ export interface ServiceSettings {
   /** Cap on open connections per endpoint unless the endpoint has its own (0 = none). */
   readonly maxConnectionsPerEndpoint?: number;
   /** Clients that may wait when every endpoint is at its cap, and for how long (ms). */
-  readonly queue?: { readonly size: number; readonly timeout: number };
+  readonly queue?: QueueSettings;
   /** Clients waiting for an endpoint (connecting or queued) beyond which new ones are turned away (0 = none). */
   readonly maxPending?: number;
   /** tcp: replay held client bytes on another endpoint after an accepted connection reset. */
   readonly replay?: boolean;
 }
 
-/** A discovered endpoint is not ejected as an outlier in its first this many ms (it may still be starting). */
-export const STARTING_GRACE_MS = 10_000;
+/** A named pool of endpoints as everything outside the pool sees it: read-only, with the current picker. */
+export interface ServicePool {
+  readonly name: string;
+  readonly balance: BalanceAlgorithm;
+  readonly panic: 'fail' | 'spread';
+  readonly outlier: OutlierSettings | undefined;
+  /** Slow-start ramp, ms (0 = off). */
+  readonly slowStart: number;
+  readonly maxPerEndpoint: number;
+  readonly queue: QueueSettings;
+  readonly maxPending: number;
+  readonly replay: boolean;
+  /** Clients now waiting for an endpoint (connecting or queued): the circuit breaker's count. */
+  readonly pending: number;
+  /** Clients in the wait queue. */
+  readonly queued: number;
+  /** Endpoints whose weight is ramping up (slow start). */
+  readonly ramping: number;
+  readonly endpoints: ReadonlyMap<string, EndpointState>;
+  /** The current pick set: replaced, never changed, when the service changes. */
+  readonly picker: Picker;
+  /** Healthy endpoints in the pick set (0 in panic). */
+  readonly eligibleCount: number;
+  readonly inPanic: boolean;
+  /** Picks from the current picker. */
+  pick(ctx?: PickContext<EndpointState>): PickResult<EndpointState>;
+  /** An endpoint's own cap (maxConnections), else the service's maxConnectionsPerEndpoint. */
+  capOf(e: EndpointState): number;
+}
 
-/** Slow start begins at this share of the configured weight. */
-export const SLOW_START_FLOOR = 0.1;
-
-export class ServicePool {
+/** The pool's own, writable service. */
+class ServiceState implements ServicePool {
   readonly name: string;
   balance: BalanceAlgorithm;
   panic: 'fail' | 'spread' = 'fail';
   outlier: OutlierSettings | undefined = undefined;
-  slowStart = 0;
   maxPerEndpoint = 0;
-  queue: { size: number; timeout: number } = { size: 0, timeout: 0 };
-  maxPending = 0;
   replay = false;
-  /** Clients now waiting for an endpoint (connecting or queued): the circuit breaker's count. */
-  pending = 0;
-  /** Clients queued because every endpoint is at its cap; woken in order as connections close. */
-  readonly waiters: (() => void)[] = [];
-  /** Endpoints whose weight is ramping up. */
-  readonly ramping = new Set<EndpointState>();
-  /** True while nothing is healthy and panic: spread routes to unfit endpoints. */
-  inPanic = false;
-  readonly endpoints = new Map<string, EndpointState>();
-  /** Immutable between changes: rebuilt (not mutated) when the eligible set changes. */
-  private balancer: Balancer<EndpointState>;
-  /** Healthy endpoints in the pick set (0 in panic, when the pick set holds unfit ones). */
-  eligibleCount = 0;
+  readonly admission: Admission;
+  readonly slow = new SlowStart();
+  readonly endpoints = new Map<string, MutableEndpoint>();
+  picker: Picker;
 
-  constructor(name: string, balance: BalanceAlgorithm, random: Random) {
+  constructor(name: string, balance: BalanceAlgorithm, clock: Clock, random: Random) {
     this.name = name;
     this.balance = balance;
-    this.balancer = createBalancer(balance, [], { random });
+    this.admission = new Admission(clock);
+    this.picker = this.build(random);
   }
 
-  /** True when some eligible endpoint has a connection cap. */
-  private capped = false;
+  get slowStart(): number {
+    return this.slow.ms;
+  }
+  get queue(): QueueSettings {
+    return this.admission.queue;
+  }
+  get maxPending(): number {
+    return this.admission.maxPending;
+  }
+  get pending(): number {
+    return this.admission.pending;
+  }
+  get queued(): number {
+    return this.admission.queued;
+  }
+  get ramping(): number {
+    return this.slow.ramping.size;
+  }
+  get eligibleCount(): number {
+    return this.picker.eligibleCount;
+  }
+  get inPanic(): boolean {
+    return this.picker.inPanic;
+  }
 
-  /**
-   * Picks an endpoint. An endpoint at its connection cap (maxConnections) is
-   * passed over for the next choice of the balancer, like HAProxy's maxconn.
-   */
   pick(ctx?: PickContext<EndpointState>): PickResult<EndpointState> {
-    const r = this.balancer.pick(ctx);
-    if (!this.capped || r.type === 'none' || !this.atCap(r.host)) return r;
-    const exclude = new Set(ctx?.exclude);
-    exclude.add(r.host);
-    for (let i = 1; i < this.balancer.size; i++) {
-      const next = this.balancer.pick({ key: ctx?.key, exclude });
-      if (next.type === 'none') break;
-      if (!this.atCap(next.host)) return next;
-      exclude.add(next.host);
-    }
-    return NONE_FULL;
+    return this.picker.pick(ctx);
   }
 
-  /** An endpoint's own cap (maxConnections), else the service's maxConnectionsPerEndpoint. */
   capOf(e: EndpointState): number {
     return e.spec.maxConnections ?? this.maxPerEndpoint;
   }
 
-  atCap(e: EndpointState): boolean {
-    const max = this.capOf(e);
-    return max > 0 && e.active >= max;
-  }
-
-  /**
-   * Waits for a free slot: `wake` runs when a connection of this service closes, or
-   * `expire` after the queue timeout. Returns a cancel function, or null when the
-   * queue is full (or off).
-   */
-  enqueue(wake: () => void, expire: () => void): (() => void) | null {
-    if (this.waiters.length >= this.queue.size) return null;
-    const timer = setTimeout(() => {
-      const i = this.waiters.indexOf(entry);
-      if (i >= 0) this.waiters.splice(i, 1);
-      expire();
-    }, this.queue.timeout);
-    const entry = () => {
-      clearTimeout(timer);
-      wake();
-    };
-    this.waiters.push(entry);
-    return () => {
-      clearTimeout(timer);
-      const i = this.waiters.indexOf(entry);
-      if (i >= 0) this.waiters.splice(i, 1);
-    };
-  }
-
-  /** @internal the pool calls this after every change to the service. */
-  rebuild(random: Random): void {
-    let eligible: EndpointState[] = [];
-    for (const e of this.endpoints.values()) if (e.eligible) eligible.push(e);
-    this.inPanic = false;
-    if (eligible.length === 0 && this.panic === 'spread') {
-      // Panic: better an unfit endpoint than none, but never one that is leaving.
-      eligible = [...this.endpoints.values()].filter((e) => e.weight > 0 && (e.flags & ~HEALTH_FLAGS) === 0);
-      this.inPanic = eligible.length > 0;
-    }
-    // Stable order (by id) so that round-robin sequences and hash tables do not
-    // depend on the order providers happened to report endpoints in.
-    eligible.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-    this.balancer = createBalancer(this.balance, eligible, { random });
-    this.eligibleCount = this.inPanic ? 0 : eligible.length;
-    this.capped = eligible.some((e) => this.capOf(e) > 0);
+  build(random: Random): Picker {
+    return new Picker({ balance: this.balance, panic: this.panic, endpoints: this.endpoints.values(), capOf: (e) => this.capOf(e), random });
   }
 }
 
@@ -157,23 +142,41 @@ export interface PoolOptions {
   readonly providerOrder?: readonly string[];
 }
 
+/** Slow-start ramps advance this often (ms, on the pool's clock). */
+const RAMP_TICK_MS = 100;
+
+function onRampTick(pool: Pool): void {
+  pool.tickSlowStart();
+}
+
 /**
- * The single writer of endpoint state. Providers hand it full snapshots; it works
- * out the minimal change (added, updated, removed), drains removed endpoints that
- * still have connections, and swaps in a new balancer for each service it touched.
+ * The single writer of endpoint and service state. Providers hand it full
+ * snapshots; it works out the minimal change (added, updated, removed), drains
+ * removed endpoints that still have connections, and publishes a new Picker for
+ * each service it touched. The proxy reads pickers, takes and gives back slots
+ * (acquire/release), and reports what each attempt came to (report); nothing
+ * outside the pool writes an endpoint (the types it hands out are read-only).
  */
 export class Pool {
-  readonly services = new Map<string, ServicePool>();
+  private readonly state = new Map<string, ServiceState>();
   private readonly snapshots = new Map<string, ReadonlyMap<string, readonly EndpointSpec[]>>();
   private readonly listeners: PoolListener[] = [];
   private readonly random: Random;
   readonly clock: Clock;
   private readonly providerOrder: readonly string[];
+  private readonly outliers: OutlierDetector;
+  private rampTimer: Timer | null = null;
 
   constructor(opts: PoolOptions = {}) {
     this.random = opts.random ?? systemRandom;
     this.clock = opts.clock ?? systemClock;
     this.providerOrder = opts.providerOrder ?? ['static', 'docker', 'swarm', 'dns'];
+    this.outliers = new OutlierDetector(this.clock, { setOutlier: (e, on, why) => this.setFlag(e.service, e.id, Flag.Outlier, on, why) });
+  }
+
+  /** Every service, read-only. */
+  get services(): ReadonlyMap<string, ServicePool> {
+    return this.state;
   }
 
   on(listener: PoolListener): () => void {
@@ -188,34 +191,32 @@ export class Pool {
     for (const l of this.listeners) l(e);
   }
 
-  /** Creates the service if needed, and applies its settings (rebuilding on change). */
+  /** Creates the service if needed, and applies its settings (publishing on change). */
   configureService(name: string, settings: BalanceAlgorithm | ServiceSettings): ServicePool {
     const o: ServiceSettings = typeof settings === 'string' ? { balance: settings } : settings;
-    let s = this.services.get(name);
+    let s = this.state.get(name);
     if (!s) {
-      s = new ServicePool(name, o.balance, this.random);
-      this.services.set(name, s);
+      s = new ServiceState(name, o.balance, this.clock, this.random);
+      this.state.set(name, s);
     }
     s.outlier = o.outlier;
-    s.slowStart = o.slowStart ?? 0;
-    s.queue = o.queue ?? { size: 0, timeout: 0 };
-    s.maxPending = o.maxPending ?? 0;
+    s.slow.ms = o.slowStart ?? 0;
+    s.admission.queue = o.queue ?? { size: 0, timeout: 0 };
+    s.admission.maxPending = o.maxPending ?? 0;
     s.replay = o.replay ?? false;
-    if ((o.maxConnectionsPerEndpoint ?? 0) !== s.maxPerEndpoint) {
-      s.maxPerEndpoint = o.maxConnectionsPerEndpoint ?? 0;
-      this.publish(s);
-    }
     const panic = o.panic ?? 'fail';
-    if (s.balance !== o.balance || s.panic !== panic) {
+    const max = o.maxConnectionsPerEndpoint ?? 0;
+    if (s.balance !== o.balance || s.panic !== panic || s.maxPerEndpoint !== max) {
       s.balance = o.balance;
       s.panic = panic;
+      s.maxPerEndpoint = max;
       this.publish(s);
     }
     return s;
   }
 
   service(name: string): ServicePool | undefined {
-    return this.services.get(name);
+    return this.state.get(name);
   }
 
   private rank(provider: string): number {
@@ -225,7 +226,7 @@ export class Pool {
 
   /**
    * Applies a provider's full snapshot. Returns the number of endpoints that
-   * changed (0 for a duplicate snapshot, which rebuilds nothing).
+   * changed (0 for a duplicate snapshot, which publishes nothing).
    */
   applySnapshot(snap: ProviderSnapshot): number {
     const prev = this.snapshots.get(snap.provider) ?? new Map<string, readonly EndpointSpec[]>();
@@ -233,7 +234,7 @@ export class Pool {
     const touched = new Set<string>([...prev.keys(), ...snap.services.keys()]);
     let changes = 0;
     for (const serviceName of touched) {
-      const s = this.services.get(serviceName) ?? this.configureService(serviceName, 'least-conn');
+      const s = this.state.get(serviceName) ?? (this.configureService(serviceName, 'least-conn') as ServiceState);
       const n = this.reconcileService(s, snap.provider, snap.services.get(serviceName) ?? []);
       if (n > 0) {
         changes += n;
@@ -243,8 +244,9 @@ export class Pool {
     return changes;
   }
 
-  private reconcileService(s: ServicePool, provider: string, specs: readonly EndpointSpec[]): number {
+  private reconcileService(s: ServiceState, provider: string, specs: readonly EndpointSpec[]): number {
     let changes = 0;
+    const wall = this.clock.wall();
     const wanted = new Map<string, EndpointSpec>();
     for (const spec of specs) wanted.set(spec.id, spec);
     // Endpoints this provider no longer reports.
@@ -257,11 +259,10 @@ export class Pool {
     for (const spec of wanted.values()) {
       let e = s.endpoints.get(spec.id);
       if (!e) {
-        e = new EndpointState(s.name, spec);
-        e.joinedAt = this.clock.now();
-        e.setFlags(specFlags(spec));
+        e = new MutableEndpoint(s.name, spec, this.clock.now(), wall);
+        e.setFlags(specFlags(spec), wall);
         e.sources.set(provider, spec);
-        e.record(`${provider}: added ${e.address} weight ${spec.weight}${e.flags ? ` (out: ${describeFlags(e.flags).join(', ')})` : ''}`);
+        e.record(`${provider}: added ${e.address} weight ${spec.weight}${e.flags ? ` (out: ${describeFlags(e.flags).join(', ')})` : ''}`, wall);
         s.endpoints.set(e.id, e);
         this.emit({ type: 'endpoint-added', endpoint: e });
         changes++;
@@ -276,12 +277,13 @@ export class Pool {
   }
 
   /** Re-derives an endpoint from its remaining sources: update, drain or remove it. */
-  private settle(s: ServicePool, e: EndpointState, why: string): number {
+  private settle(s: ServiceState, e: MutableEndpoint, why: string): number {
+    const wall = this.clock.wall();
     if (e.sources.size === 0) {
       if (e.active > 0) {
         if (e.flags & Flag.Draining) return 0;
-        e.setFlags(e.flags | Flag.Draining);
-        e.record(`${why}; draining ${e.active} open connection(s)`);
+        e.setFlags(e.flags | Flag.Draining, wall);
+        e.record(`${why}; draining ${e.active} open connection(s)`, wall);
         this.emit({ type: 'endpoint-draining', endpoint: e });
         return 1;
       }
@@ -301,7 +303,7 @@ export class Pool {
     const spec = best!;
     const parts: string[] = [];
     if (e.flags & Flag.Draining) {
-      e.setFlags(e.flags & ~Flag.Draining);
+      e.setFlags(e.flags & ~Flag.Draining, wall);
       parts.push('back from draining');
     }
     if (spec.host !== e.host || spec.port !== e.port) {
@@ -317,7 +319,7 @@ export class Pool {
     const flags = (e.flags & ~PROVIDER_FLAGS) | specFlags(spec);
     if (flags !== e.flags) {
       const was = e.flags;
-      e.setFlags(flags);
+      e.setFlags(flags, wall);
       const on = describeFlags(flags & ~was);
       const off = describeFlags(was & ~flags);
       if (on.length) parts.push(`out: ${on.join(', ')}`);
@@ -330,172 +332,140 @@ export class Pool {
     e.spec = spec;
     if (parts.length === 0) return 0;
     const what = parts.join(', ');
-    e.record(`${why}: ${what}`);
+    e.record(`${why}: ${what}`, wall);
     this.emit({ type: 'endpoint-updated', endpoint: e, what });
     return 1;
   }
 
-  private remove(s: ServicePool, e: EndpointState, why: string): void {
+  private remove(s: ServiceState, e: MutableEndpoint, why: string): void {
     s.endpoints.delete(e.id);
-    s.ramping.delete(e);
-    if (e.ejectTimer) clearTimeout(e.ejectTimer);
-    e.record(`${why}; removed`);
+    s.slow.forget(e);
+    this.outliers.forget(e);
+    e.record(`${why}; removed`, this.clock.wall());
     this.emit({ type: 'endpoint-removed', endpoint: e });
   }
 
-  private publish(s: ServicePool): void {
-    const before = s.eligibleCount;
-    const panicBefore = s.inPanic;
-    this.startRamps(s);
-    s.rebuild(this.random);
-    if (before !== s.eligibleCount || panicBefore !== s.inPanic) {
+  /** Builds and publishes the service's new picker (slow start first: it sets the weights). */
+  private publish(s: ServiceState): void {
+    const before = s.picker;
+    s.slow.begin(s.endpoints.values(), this.clock.now(), this.clock.wall());
+    s.picker = s.build(this.random);
+    if (before.eligibleCount !== s.picker.eligibleCount || before.inPanic !== s.picker.inPanic) {
       this.emit({ type: 'picker-updated', service: s.name, eligible: s.eligibleCount, total: s.endpoints.size, panic: s.inPanic });
     }
+    if (s.slow.ramping.size > 0 && this.rampTimer === null) this.rampTimer = this.clock.after(RAMP_TICK_MS, onRampTick, this);
   }
 
-  /**
-   * Slow start: an endpoint that has just become eligible (new, or back from any
-   * exclusion) while others are serving starts at SLOW_START_FLOOR of its weight and
-   * ramps linearly to the full weight over `slowStart`. Endpoints of a service that
-   * had none serving start at full weight: there is nobody to spare them from.
-   */
-  private startRamps(s: ServicePool): void {
-    if (s.slowStart <= 0) return;
-    let serving = 0;
-    for (const e of s.endpoints.values()) if (e.eligible && e.wasEligible) serving++;
-    const now = this.clock.now();
-    for (const e of s.endpoints.values()) {
-      const eligible = e.flags === 0 && e.configuredWeight > 0;
-      if (eligible && !e.wasEligible && serving > 0 && e.rampStart === null) {
-        e.rampStart = now;
-        e.record(`slow start: ramping to weight ${e.configuredWeight} over ${s.slowStart}ms`);
-        s.ramping.add(e);
-      }
-      e.wasEligible = eligible;
-    }
-    this.applyRamps(s, now);
-    if (s.ramping.size > 0 && !this.rampTimer) {
-      this.rampTimer = setInterval(() => this.tickSlowStart(), 100);
-      this.rampTimer.unref();
-    }
-  }
-
-  private rampTimer: NodeJS.Timeout | null = null;
-
-  /** Sets ramping endpoints' weights for time `now`; returns whether any changed. */
-  private applyRamps(s: ServicePool, now: number): boolean {
-    let changed = false;
-    for (const e of s.ramping) {
-      const f = Math.min(1, SLOW_START_FLOOR + ((1 - SLOW_START_FLOOR) * (now - e.rampStart!)) / s.slowStart);
-      const w = f >= 1 ? e.configuredWeight : e.configuredWeight * f;
-      if (w !== e.weight) {
-        e.weight = w;
-        changed = true;
-      }
-      if (f >= 1 || !e.eligible) {
-        e.rampStart = null;
-        e.weight = e.configuredWeight;
-        s.ramping.delete(e);
-        if (f >= 1) e.record('slow start: full weight');
-      }
-    }
-    return changed;
-  }
-
-  /** Advances every slow-start ramp to the clock's now (a timer calls this; tests call it with a fake clock). */
+  /** Advances every slow-start ramp to the clock's now; the pool's ramp timer calls this. */
   tickSlowStart(): void {
+    this.clock.cancel(this.rampTimer);
+    this.rampTimer = null;
     const now = this.clock.now();
+    const wall = this.clock.wall();
     let any = false;
-    for (const s of this.services.values()) {
-      if (s.ramping.size === 0) continue;
-      any = true;
-      if (this.applyRamps(s, now)) s.rebuild(this.random);
+    for (const s of this.state.values()) {
+      if (s.slow.ramping.size === 0) continue;
+      if (s.slow.apply(now, wall)) s.picker = s.build(this.random);
+      if (s.slow.ramping.size > 0) any = true;
     }
-    if (!any && this.rampTimer) {
-      clearInterval(this.rampTimer);
-      this.rampTimer = null;
-    }
+    if (any) this.rampTimer = this.clock.after(RAMP_TICK_MS, onRampTick, this);
   }
 
   /** Sets or clears a health/lifecycle flag on an endpoint. */
   setFlag(service: string, id: string, flag: number, on: boolean, why: string): boolean {
-    const s = this.services.get(service);
+    const s = this.state.get(service);
     const e = s?.endpoints.get(id);
     if (!s || !e) return false;
     const next = on ? e.flags | flag : e.flags & ~flag;
     if (next === e.flags) return false;
-    e.setFlags(next);
-    e.record(why);
+    const wall = this.clock.wall();
+    e.setFlags(next, wall);
+    e.record(why, wall);
     this.emit({ type: 'endpoint-updated', endpoint: e, what: why });
     this.publish(s);
     return true;
   }
 
-  /** A connection to `e` opened. */
+  /** The pool's own object behind a read-only endpoint it handed out. */
+  private own(e: EndpointState): MutableEndpoint {
+    return e as MutableEndpoint;
+  }
+
+  /** A connection (http: a request) to `e` opened. */
   acquire(e: EndpointState): void {
-    e.active++;
-    e.connections++;
+    const m = this.own(e);
+    m.active++;
+    m.connections++;
   }
 
   /** A connection to `e` closed; a draining endpoint leaves when its last one does. */
   release(e: EndpointState): void {
-    e.active--;
-    const svc = this.services.get(e.service);
-    // A slot opened: the longest-waiting queued client tries again (after this call returns).
-    if (svc && svc.waiters.length > 0) queueMicrotask(() => svc.waiters.shift()?.());
-    if (e.active === 0 && e.flags & Flag.Draining && e.sources.size === 0) {
-      const s = this.services.get(e.service);
-      if (s && s.endpoints.get(e.id) === e) {
-        this.remove(s, e, 'drained');
-        this.publish(s);
-      }
+    const m = this.own(e);
+    m.active--;
+    const s = this.state.get(m.service);
+    if (s === undefined) return;
+    // A slot opened: the longest-waiting queued client tries again.
+    s.admission.slotFreed();
+    if (m.active === 0 && m.flags & Flag.Draining && m.sources.size === 0 && s.endpoints.get(m.id) === m) {
+      this.remove(s, m, 'drained');
+      this.publish(s);
     }
   }
 
   /**
-   * A connect to `e` failed. With outlier detection on, `consecutiveFailures` in a
-   * row eject it for ejectFor × times ejected (capped at maxEjectFor), unless that
-   * would eject more than maxEjectedPercent of the service (no ejection cascade).
+   * What an attempt on `e` came to (the proxy's one report): latency (connect time
+   * for tcp, response time for http, kept apart) and passive health for outlier
+   * detection. `ms` for connected, answered and broken.
    */
-  failed(e: EndpointState): void {
-    e.failures++;
-    e.consecutiveFailures++;
-    const s = this.services.get(e.service);
-    const o = s?.outlier;
-    if (!s || !o || e.flags & Flag.Outlier || e.consecutiveFailures < o.consecutiveFailures) return;
-    // A container discovery has just reported may still be starting to listen: its
-    // refusals are retried elsewhere all the same, but do not eject it yet.
-    if (!e.sources.has('static') && this.clock.now() - e.joinedAt < STARTING_GRACE_MS) return;
-    let ejected = 0;
-    for (const x of s.endpoints.values()) if (x.flags & Flag.Outlier) ejected++;
-    if (((ejected + 1) * 100) / s.endpoints.size > o.maxEjectedPercent) {
-      e.record(`outlier: ${e.consecutiveFailures} failures in a row, not ejected (would exceed ${o.maxEjectedPercent}% ejected)`);
-      return;
+  report(e: EndpointState, outcome: Outcome, ms = 0): void {
+    const m = this.own(e);
+    const s = this.state.get(m.service);
+    const now = this.clock.now();
+    switch (outcome) {
+      case 'connected':
+        m.connectEwma.observe(ms, now);
+        this.outliers.succeeded(m);
+        return;
+      case 'answered':
+        m.responseEwma.observe(ms, now);
+        this.outliers.succeeded(m);
+        return;
+      case 'broken':
+        m.responseEwma.observe(ms, now);
+        break;
+      case 'failed':
+        break;
     }
-    e.ejections++;
-    const ms = Math.min(o.maxEjectFor, o.ejectFor * e.ejections);
-    this.setFlag(s.name, e.id, Flag.Outlier, true, `outlier: ejected for ${ms}ms after ${e.consecutiveFailures} connect failures in a row (ejection ${e.ejections})`);
-    e.ejectTimer = setTimeout(() => this.endEjection(e, 'ejection time over'), ms);
-    e.ejectTimer.unref();
+    if (s !== undefined) this.outliers.failed(m, s.outlier, s.endpoints.values(), s.endpoints.size);
+    else m.failures++;
   }
 
-  /** A connect to `e` succeeded. */
-  succeeded(e: EndpointState): void {
-    e.consecutiveFailures = 0;
-  }
-
-  /** Ends an outlier ejection (its time is over, or an active check passed). */
+  /** Ends an outlier ejection early (an active check passed). */
   endEjection(e: EndpointState, why: string): void {
-    if (e.ejectTimer) clearTimeout(e.ejectTimer);
-    e.ejectTimer = null;
-    e.consecutiveFailures = 0;
-    this.setFlag(e.service, e.id, Flag.Outlier, false, `outlier: back (${why})`);
+    this.outliers.end(this.own(e), why);
+  }
+
+  /**
+   * A client starts waiting for an endpoint of `service`: false when its circuit
+   * breaker (maxPending) is open. Every true is matched by one `leave`.
+   */
+  enter(service: string): boolean {
+    return this.state.get(service)?.admission.enter() ?? true;
+  }
+
+  leave(service: string): void {
+    this.state.get(service)?.admission.leave();
+  }
+
+  /** Waits in the service's queue for a free slot (see Admission.enqueue); null when full or off. */
+  enqueue(service: string, wake: () => void, expire: () => void): (() => void) | null {
+    return this.state.get(service)?.admission.enqueue(wake, expire) ?? null;
   }
 
   /** Total open connections across every endpoint (drain progress on shutdown). */
   activeTotal(): number {
     let n = 0;
-    for (const s of this.services.values()) for (const e of s.endpoints.values()) n += e.active;
+    for (const s of this.state.values()) for (const e of s.endpoints.values()) n += e.active;
     return n;
   }
 }

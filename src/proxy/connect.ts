@@ -2,15 +2,48 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { UpstreamTls } from '../core/tls.js';
 
-/** Opens a connection to an endpoint (TLS when `upstreamTls`). Injectable so tests can simulate failures. */
+/**
+ * Opens a connection to an endpoint (TLS when `upstreamTls`): the one way berth
+ * connects to endpoints, for tcp sessions and for the http listeners' connection
+ * pools alike. Injectable so tests can simulate failures in every mode.
+ */
 export type ConnectFn = (host: string, port: number, upstreamTls?: UpstreamTls) => net.Socket;
+
+/** TLS sessions kept per endpoint for resumption, in each secure context (one per service). */
+const SESSIONS_PER_CONTEXT = 256;
+const sessions = new WeakMap<object, Map<string, Buffer>>();
+
+type SessionSocket = tls.TLSSocket & { [kSessionKey]?: string; [kSessionCtx]?: object };
+
+function onSession(this: SessionSocket, session: Buffer): void {
+  const ctx = this[kSessionCtx];
+  const key = this[kSessionKey];
+  if (ctx === undefined || key === undefined) return;
+  let m = sessions.get(ctx);
+  if (m === undefined) sessions.set(ctx, (m = new Map()));
+  m.delete(key);
+  m.set(key, session);
+  if (m.size > SESSIONS_PER_CONTEXT) m.delete(m.keys().next().value!);
+}
+const kSessionKey = Symbol('berth.tls.session-key');
+const kSessionCtx = Symbol('berth.tls.session-context');
 
 export const tcpConnect: ConnectFn = (host, port, upstreamTls) => {
   if (upstreamTls === undefined) return net.connect({ host, port, allowHalfOpen: true, noDelay: true });
   // SNI only for names (RFC 6066); an IP endpoint is checked against the certificate's IP SANs.
   const servername = upstreamTls.servername ?? (net.isIP(host) ? undefined : host);
-  const s = tls.connect({ host, port, ...upstreamTls, ...(servername !== undefined ? { servername } : {}) });
+  // Resumption within the same secure context only: another service's client
+  // certificate must never resume this one's session.
+  const key = `${servername ?? ''}|${host}|${port}`;
+  const ctx = upstreamTls.secureContext as object | undefined;
+  const session = ctx !== undefined ? sessions.get(ctx)?.get(key) : undefined;
+  const s = tls.connect({ host, port, ...upstreamTls, ...(servername !== undefined ? { servername } : {}), ...(session !== undefined ? { session } : {}) }) as SessionSocket;
   s.setNoDelay(true);
+  if (ctx !== undefined) {
+    s[kSessionCtx] = ctx;
+    s[kSessionKey] = key;
+    s.on('session', onSession);
+  }
   return s;
 };
 

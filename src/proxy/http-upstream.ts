@@ -4,12 +4,14 @@
  * closed gracefully when the endpoint leaves. Connects are timed and counted like
  * tcp listeners' (berth_upstream_connections_total, connect duration, bytes).
  */
-import { buildConnector, Pool as UndiciPool } from 'undici';
+import type { Socket } from 'node:net';
+import { Pool as UndiciPool } from 'undici';
+import type { Timer } from '../core/clock.js';
 import { nullObserver, type ProxyObserver } from '../core/observer.js';
 import type { UpstreamTls } from '../core/tls.js';
 import type { EndpointState } from '../pool/endpoint.js';
 import type { Pool } from '../pool/pool.js';
-import { connectResult } from './connect.js';
+import { connectResult, tcpConnect, type ConnectFn } from './connect.js';
 
 export interface UpstreamSettings {
   /** Connect timeout, ms (0 = none). */
@@ -53,6 +55,10 @@ export class RetryBudget {
   }
 }
 
+function onConnectTimeout(x: { readonly socket: Socket; readonly ms: number }): void {
+  x.socket.destroy(Object.assign(new Error(`connect timeout after ${x.ms}ms`), { code: 'UND_ERR_CONNECT_TIMEOUT' }));
+}
+
 export class Upstreams {
   private readonly agents = new Map<EndpointState, UndiciPool>();
   private settings: UpstreamSettings;
@@ -64,6 +70,8 @@ export class Upstreams {
     private readonly pool: Pool,
     private readonly observer: ProxyObserver = nullObserver,
     private readonly tlsFor: (service: string) => UpstreamTls | undefined = () => undefined,
+    /** The one connect berth uses towards endpoints (tests inject failures here). */
+    private readonly connectFn: ConnectFn = tcpConnect,
   ) {
     this.settings = settings;
     this.key = JSON.stringify(settings);
@@ -97,11 +105,9 @@ export class Upstreams {
   private create(ep: EndpointState): UndiciPool {
     const s = this.settings;
     const t = this.tlsFor(ep.service);
-    const base = buildConnector({ ...(s.connect > 0 ? { timeout: s.connect } : {}), noDelay: true, ...(t ?? {}) });
-    const { observer, pool } = this;
-    const service = ep.service;
-    const id = ep.id;
-    const origin = `${t ? 'https' : 'http'}://${ep.host.includes(':') ? `[${ep.host}]` : ep.host}:${ep.port}`;
+    const { observer, pool, connectFn } = this;
+    const { service, id, host, port } = ep;
+    const origin = `${t ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
     return new UndiciPool(origin, {
       ...(s.maxConnections > 0 ? { connections: s.maxConnections } : {}),
       pipelining: 1,
@@ -112,19 +118,34 @@ export class Upstreams {
       // berth applies its own per-request timeouts (headersTimeout/bodyTimeout per dispatch).
       headersTimeout: 0,
       bodyTimeout: 0,
-      connect: (opts, cb) => {
+      // Once per pooled connection, not per request: through the same connect as tcp.
+      connect: (_opts, cb) => {
         const t0 = pool.clock.now();
-        base(opts, (err, socket) => {
+        const socket = connectFn(host, port, t);
+        // undici reads a response framed by the close as whole at the endpoint's FIN:
+        // then this side ends too (a tcp session keeps half-open connections, undici does not).
+        socket.allowHalfOpen = false;
+        const ready = t ? 'secureConnect' : 'connect';
+        let timer: Timer | null = null;
+        const settle = (err: Error | null): void => {
+          pool.clock.cancel(timer);
+          socket.off(ready, onReady);
+          socket.off('error', settle);
           const seconds = (pool.clock.now() - t0) / 1000;
           if (err !== null) {
             observer.upstreamConnect(service, id, connectResult(err as NodeJS.ErrnoException), seconds);
+            socket.destroy();
             cb(err, null);
             return;
           }
           observer.upstreamConnect(service, id, 'ok', seconds);
           socket.once('close', () => observer.upstreamClosed(service, id, socket.bytesRead, socket.bytesWritten));
           cb(null, socket);
-        });
+        };
+        const onReady = (): void => settle(null);
+        socket.once(ready, onReady);
+        socket.once('error', settle);
+        if (s.connect > 0) timer = pool.clock.after(s.connect, onConnectTimeout, { socket, ms: s.connect });
       },
     });
   }

@@ -18,9 +18,10 @@ import type { PeerIdentity, TlsTerminator, UpstreamTls } from '../core/tls.js';
 import { nullObserver, type ProxyObserver } from '../core/observer.js';
 import type { Logger } from '../log.js';
 import type { EndpointState } from '../pool/endpoint.js';
-import type { Pool, ServicePool } from '../pool/pool.js';
-import { connectResult, guardSocket } from './connect.js';
-import { classifyHttpFailure, type HttpFailure } from './retry-policy.js';
+import type { Pool } from '../pool/pool.js';
+import { connectResult, guardSocket, tcpConnect, type ConnectFn } from './connect.js';
+import { classifyHttpFailure, httpBlames, httpRetry, type HttpFailure } from './retry-policy.js';
+import { UpstreamAttempt, type AttemptUser, type GiveUp } from './upstream-attempt.js';
 import {
   downstreamResponseHeaders,
   hasDotSegment,
@@ -86,6 +87,8 @@ export interface HttpListenerDeps {
   readonly tls?: TlsTerminator | null;
   /** TLS towards a service's endpoints, if it has any. */
   readonly upstreamTls?: (service: string) => UpstreamTls | undefined;
+  /** How endpoints are reached (the same ConnectFn as tcp listeners; tests inject failures). */
+  readonly connect?: ConnectFn;
 }
 
 const DEFAULT_SERVICE_LABEL = '-';
@@ -201,10 +204,10 @@ export class HttpListener {
 
   constructor(settings: HttpListenerSettings, deps: HttpListenerDeps) {
     this.settings = settings;
-    this.deps = { observer: nullObserver, tls: null, upstreamTls: () => undefined, ...deps };
+    this.deps = { observer: nullObserver, tls: null, upstreamTls: () => undefined, connect: tcpConnect, ...deps };
     this.alarm = new LocalErrorAlarm(this.deps.log, this.deps.observer);
     this.router = new Router([]);
-    this.upstreams = new Upstreams(upstreamSettings(settings), deps.pool, this.deps.observer, this.deps.upstreamTls);
+    this.upstreams = new Upstreams(upstreamSettings(settings), deps.pool, this.deps.observer, this.deps.upstreamTls, this.deps.connect);
     const t = this.deps.tls;
     const options: http.ServerOptions = {
       maxHeaderSize: settings.http.maxHeaderSize,
@@ -546,12 +549,6 @@ function onResClose(this: TaggedRes): void {
   this[kExchange] = undefined;
   x.resClose();
 }
-function onQueueWake(x: Exchange): void {
-  x.queued();
-}
-function onRetryRound(x: Exchange): void {
-  x.retryRound();
-}
 
 /** More 1xx responses than this before the final one: the endpoint is broken (502). */
 const MAX_INTERIM = 32;
@@ -564,21 +561,15 @@ type RawWriter = http.ServerResponse & { _writeRaw(data: string, encoding: Buffe
  * its own undici handler (no per-request closures). An Upgrade request is the same
  * exchange until the endpoint answers 101; then it hands both sockets to a Tunnel.
  */
-class Exchange implements Dispatcher.DispatchHandler {
+class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
   private readonly method: string;
   private readonly headers: string[];
   private readonly hasBody: boolean;
   private readonly t0: number;
-  private ep: EndpointState | null = null;
+  /** The one loop that picks, retries and queues (shared with tcp and tunnels). */
+  private readonly attempt: UpstreamAttempt;
   /** The last endpoint tried (for the access log). */
   private endpointId = '-';
-  private svc: ServicePool | undefined;
-  private tried: Set<EndpointState> | undefined;
-  /** Dispatches, connects that failed included (access log). */
-  private attempts = 0;
-  /** Requests that reached an endpoint and were sent again: these use up `retries` and the budget. */
-  private resends = 0;
-  private dispatchedAt = 0;
   /** undici began writing the request (a failure now may have reached the endpoint). */
   private sent = false;
   /** Response head passed to the client. */
@@ -586,9 +577,6 @@ class Exchange implements Dispatcher.DispatchHandler {
   private done = false;
   private status = 0;
   private ctl: Dispatcher.DispatchController | null = null;
-  private cancelQueue: (() => void) | null = null;
-  private rounds = 0;
-  private roundTimer: NodeJS.Timeout | null = null;
   /** 1xx responses seen, and whether the client has yet to take the last one written. */
   private interims = 0;
   private interimCongested = false;
@@ -606,10 +594,13 @@ class Exchange implements Dispatcher.DispatchHandler {
   ) {
     this.method = req.method ?? 'GET';
     this.hasBody = facts.hasBody;
-    this.t0 = listener.deps.pool.clock.now();
+    const { pool } = listener.deps;
+    this.t0 = pool.clock.now();
     const c = listener.conn(req.socket);
     // Connection/Upgrade are hop-by-hop; for an Upgrade undici writes its own pair.
     this.headers = upstreamRequestHeaders(req.rawHeaders, listener.forwarded(c, facts, hostOverride ?? facts.host), null, hostOverride);
+    const key = pool.service(service)?.balance === 'source-hash' ? c.ip : undefined;
+    this.attempt = new UpstreamAttempt(pool, service, listener.settings, key, this);
   }
 
   start(): void {
@@ -618,43 +609,13 @@ class Exchange implements Dispatcher.DispatchHandler {
     r.on('drain', onResDrain);
     r.on('close', onResClose);
     this.listener.budget(this.service).request();
-    this.attempt();
+    this.attempt.start();
   }
 
-  private attempt(): void {
-    const { pool } = this.listener.deps;
-    const svc = (this.svc ??= pool.service(this.service));
-    const picked = svc?.pick({ key: svc.balance === 'source-hash' ? this.listener.conn(this.req.socket).ip : undefined, exclude: this.tried });
-    if (picked === undefined || picked.type === 'none') {
-      const s = this.listener.settings;
-      if (picked?.reason === 'all-excluded' && this.rounds < s.retries && s.retryBackoff > 0) {
-        // Every endpoint failed once (an endpoint still starting, a restart): pause, then try them all again.
-        this.tried = undefined;
-        this.roundTimer = setTimeout(onRetryRound, s.retryBackoff * 2 ** this.rounds++, this);
-        return;
-      }
-      if (picked?.reason === 'at-capacity' && svc && svc.queue.size > 0 && this.cancelQueue === null) {
-        this.cancelQueue = svc.enqueue(
-          () => onQueueWake(this),
-          () => {
-            this.cancelQueue = null;
-            this.fail(503, `queue timeout (${svc.queue.timeout}ms)`);
-          },
-        );
-        if (this.cancelQueue !== null) return;
-      }
-      // Nothing usable at all: 503; every endpoint tried and failed: 502.
-      if (this.attempts === 0) this.fail(503, picked?.reason ?? 'no such service');
-      else this.fail(502, 'every endpoint failed');
-      return;
-    }
-    const ep = picked.host;
-    this.ep = ep;
+  /** The attempt picked `ep`: send the request there. */
+  connectTo(ep: EndpointState): void {
     this.endpointId = ep.id;
-    this.attempts++;
     this.sent = false;
-    pool.acquire(ep);
-    this.dispatchedAt = pool.clock.now();
     const t = this.listener.settings.timeouts;
     const u = this.upgrade;
     this.listener.upstreams.agent(ep).dispatch(
@@ -673,32 +634,24 @@ class Exchange implements Dispatcher.DispatchHandler {
     );
   }
 
-  queued(): void {
-    this.cancelQueue = null;
-    if (!this.done) this.attempt();
-  }
-
-  retryRound(): void {
-    this.roundTimer = null;
-    if (!this.done) this.attempt();
+  /** No endpoint will take the request: 503 when none could be tried, 502 when every one failed. */
+  giveUp(why: GiveUp, detail: string): void {
+    if (!this.done) this.fail(why === 'unavailable' ? 503 : 502, detail);
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.ctl = controller;
     this.sent = true;
+    // A connection to the endpoint is in hand: the client waits for an endpoint no more.
+    this.attempt.connected();
     this.listener.alarm.clear('upstream_connect');
     if (this.done) controller.abort(new Error('client gone'));
   }
 
   /** The endpoint answered (a final head or a 101): passive health and latency. */
   private answered(statusCode: number): void {
-    const { pool } = this.listener.deps;
-    const ep = this.ep!;
-    const now = pool.clock.now();
-    ep.observeLatency(now - this.dispatchedAt, now);
     // Outlier detection counts endpoints that answer "I am broken".
-    if (statusCode === 502 || statusCode === 503 || statusCode === 504) pool.failed(ep);
-    else pool.succeeded(ep);
+    this.attempt.report(statusCode === 502 || statusCode === 503 || statusCode === 504 ? 'broken' : 'answered');
     this.status = statusCode;
   }
 
@@ -775,9 +728,8 @@ class Exchange implements Dispatcher.DispatchHandler {
     }
     this.answered(statusCode);
     this.started = true;
-    const ep = this.ep!;
     // The tunnel owns the endpoint's slot and the client socket from here on.
-    this.ep = null;
+    const ep = this.attempt.detach()!;
     const client = u.socket;
     this.res.detachSocket(client);
     const l = this.listener;
@@ -804,12 +756,18 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
     if (this.done) return;
-    const { pool, observer, log } = this.listener.deps;
+    const { observer, log, pool } = this.listener.deps;
     const e = err as NodeJS.ErrnoException;
-    const ep = this.ep!;
-    this.release();
+    const ep = this.attempt.endpoint!;
     const failure: HttpFailure = classifyHttpFailure(e, this.sent, this.started, this.status);
     if (log.isLevelEnabled('debug')) log.debug({ endpoint: ep.id, err: e.code ?? e.message, failure }, 'upstream failure');
+    if (httpBlames(failure)) this.attempt.report('failed');
+    const kind = httpRetry(failure, { idempotent: idempotent(this.method), hasBody: this.hasBody, upgrade: this.upgrade !== null });
+    if (this.attempt.retry(kind, kind === 'resend' ? () => this.listener.budget(this.service).tryRetry(pool.clock.now()) : undefined)) {
+      observer.retry(ep.service, failure === 'connect' ? connectResult(e) : 'reset');
+      return;
+    }
+    this.attempt.release();
     switch (failure) {
       case 'complete':
         // A 204/304 whose Content-Length undici held against it: the answer is whole.
@@ -827,36 +785,12 @@ class Exchange implements Dispatcher.DispatchHandler {
         this.fail(503, `local error: ${e.code}`);
         return;
       case 'timeout':
-        pool.failed(ep);
         this.fail(504, `endpoint ${ep.id}: ${e.code}`);
         return;
-      case 'malformed':
-        // The endpoint answered, but not in HTTP berth can relay: sending it again would run it again.
-        pool.failed(ep);
+      default:
+        // Malformed (sending it again would run it again), or dropped and not safe to resend.
         this.fail(502, `endpoint ${ep.id}: ${e.code ?? e.message}`);
         return;
-      case 'connect':
-        // Nothing reached the endpoint: always safe elsewhere, and it uses up neither
-        // the retries nor the budget (the client gets an answer while any endpoint accepts).
-        pool.failed(ep);
-        observer.retry(ep.service, connectResult(e));
-        (this.tried ??= new Set()).add(ep);
-        this.attempt();
-        return;
-      case 'reset': {
-        // The endpoint took the request and dropped the connection without an answer:
-        // again only when repeating it is harmless (idempotent, no body to resend).
-        const s = this.listener.settings;
-        if (this.upgrade === null && idempotent(this.method) && !this.hasBody && this.resends < s.retries && this.listener.budget(this.service).tryRetry(pool.clock.now())) {
-          this.resends++;
-          observer.retry(ep.service, 'reset');
-          (this.tried ??= new Set()).add(ep);
-          this.attempt();
-          return;
-        }
-        this.fail(502, `endpoint ${ep.id}: ${e.code ?? e.message}`);
-        return;
-      }
     }
   }
 
@@ -868,7 +802,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   refuse(status: number): void {
     if (this.done) return;
     this.ctl?.abort(new Error('request refused'));
-    this.release();
+    this.attempt.release();
     this.status = status;
     reply(this.res, status, true);
     this.finish();
@@ -880,15 +814,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     if (this.done) return;
     if (!this.res.writableFinished) {
       this.ctl?.abort(new Error('client closed the connection'));
-      this.release();
       this.finish();
-    }
-  }
-
-  private release(): void {
-    if (this.ep !== null) {
-      this.listener.deps.pool.release(this.ep);
-      this.ep = null;
     }
   }
 
@@ -896,7 +822,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   private fail(status: number, why: string): void {
     const { log, observer } = this.listener.deps;
     if (status === 503) observer.noEndpoint(this.listener.settings.name, this.service);
-    if (log.isLevelEnabled('debug')) log.debug({ service: this.service, status, reason: why, attempts: this.attempts }, 'request failed');
+    if (log.isLevelEnabled('debug')) log.debug({ service: this.service, status, reason: why, attempts: this.attempt.attempts }, 'request failed');
     this.status = status;
     reply(this.res, status, false, status === 503 ? { 'retry-after': '1' } : undefined);
     this.finish();
@@ -905,15 +831,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   private finish(): void {
     if (this.done) return;
     this.done = true;
-    this.release();
-    if (this.roundTimer !== null) {
-      clearTimeout(this.roundTimer);
-      this.roundTimer = null;
-    }
-    if (this.cancelQueue !== null) {
-      this.cancelQueue();
-      this.cancelQueue = null;
-    }
+    this.attempt.end();
     const l = this.listener;
     const { observer, pool, log } = l.deps;
     const seconds = (pool.clock.now() - this.t0) / 1000;
@@ -921,7 +839,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     observer.httpRequest(l.settings.name, this.service, this.method, status, seconds);
     if (l.settings.http.accessLog) {
       log.info(
-        { client: l.conn(this.req.socket).ip, method: this.method, path: this.path, host: this.req.headers.host, status, ms: Math.round(seconds * 1e6) / 1e3, service: this.service, endpoint: this.endpointId, attempts: this.attempts },
+        { client: l.conn(this.req.socket).ip, method: this.method, path: this.path, host: this.req.headers.host, status, ms: Math.round(seconds * 1e6) / 1e3, service: this.service, endpoint: this.endpointId, attempts: this.attempt.attempts },
         'request',
       );
     }

@@ -17,6 +17,54 @@
 import { isLocalError } from './connect.js';
 
 /**
+ * The policy's verdict on a failed attempt, which the one upstream attempt loop
+ * (upstream-attempt.ts) carries out:
+ * - next: nothing reached the endpoint; always tried on another, using up neither
+ *   `retries` nor the retry budget;
+ * - resend: the endpoint took (part of) the request, but running it again is
+ *   harmless; tried elsewhere within `retries` (http: and the budget);
+ * - none: answered or cut here, never sent again.
+ */
+export type RetryKind = 'next' | 'resend' | 'none';
+
+/**
+ * tcp: `connecting`: the connect never completed. `replayable`: the service opted
+ * into replay (`replay: true`), the endpoint has sent nothing back and every byte
+ * the client sent is still held.
+ */
+export function tcpRetry(connecting: boolean, replayable: boolean): RetryKind {
+  if (connecting) return 'next';
+  return replayable ? 'resend' : 'none';
+}
+
+/** What an http request is, for its retry: an Upgrade is never resent (its bytes are a stream). */
+export interface RequestKind {
+  readonly idempotent: boolean;
+  readonly hasBody: boolean;
+  readonly upgrade: boolean;
+}
+
+export function httpRetry(failure: HttpFailure, req: RequestKind): RetryKind {
+  switch (failure) {
+    case 'connect':
+      return 'next';
+    case 'reset':
+      return req.idempotent && !req.hasBody && !req.upgrade ? 'resend' : 'none';
+    default:
+      return 'none';
+  }
+}
+
+/**
+ * Whether an http failure counts against the endpoint (outlier detection): it
+ * refused, timed out or answered something berth cannot relay. A dropped
+ * connection, a cut response or a local error blames it for nothing.
+ */
+export function httpBlames(failure: HttpFailure): boolean {
+  return failure === 'connect' || failure === 'timeout' || failure === 'malformed';
+}
+
+/**
  * How an http exchange with an endpoint failed:
  * - connect: the connection never completed (nothing was sent);
  * - reset: the endpoint took (part of) the request and closed without any answer;

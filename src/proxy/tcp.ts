@@ -1,15 +1,17 @@
 import net from 'node:net';
 import tls from 'node:tls';
-import type { PickContext } from '../balancer/index.js';
 import type { PeerIdentity, TlsTerminator, UpstreamTls } from '../core/tls.js';
 import { nullObserver, type ProxyObserver } from '../core/observer.js';
 import type { Logger } from '../log.js';
+import type { Timer } from '../core/clock.js';
 import type { EndpointState } from '../pool/endpoint.js';
-import type { Pool, ServicePool } from '../pool/pool.js';
+import type { Pool } from '../pool/pool.js';
 import { abortSocket, connectResult, isLocalError, tcpConnect, type ConnectFn } from './connect.js';
 import { ConnectionGate } from './gate.js';
 import { LocalErrorAlarm } from './local-errors.js';
 import { proxyHeader } from './proxy-protocol.js';
+import { tcpRetry } from './retry-policy.js';
+import { UpstreamAttempt, type AttemptUser, type GiveUp } from './upstream-attempt.js';
 
 /** What a tcp listener needs to know; a subset of config's ListenerConfig. */
 export interface TcpListenerSettings {
@@ -217,36 +219,29 @@ function onUpstreamClose(this: net.Socket): void {
 function onConnectTimeout(session: TcpSession): void {
   session.connectTimeout();
 }
-function onRetryRound(session: TcpSession): void {
-  session.retryRound();
-}
 function onLingerTimeout(this: net.Socket): void {
   this.destroy();
 }
 function noop(): void {}
 
 /**
- * One client connection and its upstream.
+ * One client connection and its upstream. The endpoint is found through the one
+ * upstream attempt loop (upstream-attempt.ts); this class connects, pipes and
+ * closes.
  *
  * Closing follows TCP: each side's FIN is passed on (half-close), and a socket
  * closes itself once it has both sent and received FIN, after flushing what it
  * holds. Only an error (passed on as a reset), an idle timeout or shutdown aborts
  * the other side. The session ends when both sockets are closed.
  */
-class TcpSession {
+class TcpSession implements AttemptUser {
   private readonly listener: TcpListener;
   private readonly client: net.Socket;
   private readonly settings: TcpListenerSettings;
+  private readonly attempt: UpstreamAttempt;
   private upstream: net.Socket | null = null;
-  private endpoint: EndpointState | null = null;
   private phase = Phase.Connecting;
-  private attempts = 0;
-  /** Replays after an accepted connection reset: these use up `retries`. */
-  private replays = 0;
-  private rounds = 0;
-  private tried: Set<EndpointState> | undefined = undefined;
-  private connectTimer: NodeJS.Timeout | null = null;
-  private connectStart = 0;
+  private connectTimer: Timer | null = null;
   /**
    * Client bytes sent upstream before the endpoint's first byte, kept for a replay
    * on another endpoint; undefined until the first chunk, null once past that point.
@@ -258,16 +253,17 @@ class TcpSession {
   private clientEnded = false;
   private clientClosed = false;
   private upstreamAnswered = false;
-  /** Counted in its service's pending clients (circuit breaker) until connected or gone. */
-  private pendingIn: ServicePool | null = null;
-  /** Leaves the service's wait queue. */
-  private cancelQueue: (() => void) | null = null;
 
   constructor(listener: TcpListener, client: net.Socket, identity: PeerIdentity | null) {
     this.listener = listener;
     this.client = client;
     this.settings = listener.settings;
     this.identity = identity;
+    const { pool } = listener.deps;
+    const service = this.settings.service;
+    // remoteAddress costs a getpeername() syscall: only source-hash needs it.
+    const key = pool.service(service)?.balance === 'source-hash' ? client.remoteAddress : undefined;
+    this.attempt = new UpstreamAttempt(pool, service, this.settings, key, this);
   }
 
   start(): void {
@@ -285,56 +281,14 @@ class TcpSession {
       c.on('timeout', onClientIdle);
       c.setTimeout(this.settings.timeouts.idle);
     }
-    this.tryConnect();
+    this.attempt.start();
   }
 
-  private tryConnect(): void {
-    const { pool } = this.listener.deps;
-    const service = pool.service(this.settings.service);
-    // First attempt only (a queued or retrying client is already counted pending).
-    if (this.attempts === 0 && this.pendingIn === null && service) {
-      // Circuit breaker: too many clients already waiting for this service's endpoints.
-      if (service.maxPending > 0 && service.pending >= service.maxPending) {
-        this.turnAway(`too many pending clients (${service.pending})`);
-        return;
-      }
-      service.pending++;
-      this.pendingIn = service;
-    }
-    // remoteAddress costs a getpeername() syscall: only source-hash needs it.
-    const ctx: PickContext<EndpointState> = { key: service?.balance === 'source-hash' ? this.client.remoteAddress : undefined, exclude: this.tried };
-    const picked = service ? service.pick(ctx) : undefined;
-    if (picked?.type === 'none' && picked.reason === 'all-excluded' && this.rounds < this.settings.retries && this.settings.retryBackoff > 0) {
-      // Every endpoint failed this round; the client is paused and its bytes held.
-      this.tried = undefined;
-      this.connectTimer = setTimeout(onRetryRound, this.settings.retryBackoff * 2 ** this.rounds++, this);
-      return;
-    }
-    if (picked?.type === 'none' && picked.reason === 'at-capacity' && service && service.queue.size > 0) {
-      // Every endpoint is at its cap: wait in line for a slot, bounded in length and time.
-      this.cancelQueue = service.enqueue(
-        () => {
-          this.cancelQueue = null;
-          if (!this.clientClosed) this.tryConnect();
-        },
-        () => {
-          this.cancelQueue = null;
-          this.turnAway(`queue timeout (${service.queue.timeout}ms)`);
-        },
-      );
-      if (this.cancelQueue !== null) return;
-    }
-    if (!picked || picked.type === 'none') {
-      this.turnAway(picked?.reason ?? 'no-service');
-      return;
-    }
-    const ep = picked.host;
-    this.attempts++;
-    this.endpoint = ep;
-    pool.acquire(ep);
-    this.connectStart = pool.clock.now();
-    const upTls = this.listener.deps.upstreamTls(ep.service);
-    const up = this.listener.deps.connect(ep.host, ep.port, upTls);
+  /** The attempt picked `ep`: connect to it. */
+  connectTo(ep: EndpointState): void {
+    const { deps } = this.listener;
+    const upTls = deps.upstreamTls(ep.service);
+    const up = deps.connect(ep.host, ep.port, upTls);
     (up as Tagged)[kSession] = this;
     this.upstream = up;
     // With TLS to the endpoint, "connected" means the handshake is done.
@@ -344,19 +298,12 @@ class TcpSession {
     up.on('drain', onUpstreamDrain);
     up.on('error', onUpstreamError);
     up.on('close', onUpstreamClose);
-    if (this.settings.timeouts.connect > 0) this.connectTimer = setTimeout(onConnectTimeout, this.settings.timeouts.connect, this);
+    if (this.settings.timeouts.connect > 0) this.connectTimer = deps.pool.clock.after(this.settings.timeouts.connect, onConnectTimeout, this);
   }
 
   private clearConnectTimer(): void {
-    if (this.connectTimer !== null) {
-      clearTimeout(this.connectTimer);
-      this.connectTimer = null;
-    }
-  }
-
-  retryRound(): void {
+    this.listener.deps.pool.clock.cancel(this.connectTimer);
     this.connectTimer = null;
-    if (!this.clientClosed) this.tryConnect();
   }
 
   connectTimeout(): void {
@@ -369,16 +316,14 @@ class TcpSession {
   upstreamConnect(): void {
     this.clearConnectTimer();
     const { pool, observer } = this.listener.deps;
-    const now = pool.clock.now();
-    const ms = now - this.connectStart;
-    const ep = this.endpoint!;
-    ep.observeLatency(ms, now);
-    pool.succeeded(ep);
+    const ep = this.attempt.endpoint!;
+    const ms = this.attempt.elapsed();
+    this.attempt.report('connected');
+    this.attempt.connected();
     this.listener.alarm.clear('upstream_connect');
     // Once the endpoint has accepted, what the client sends may do work there: held
     // for a replay elsewhere only where the service says that is harmless.
     if (this.replay !== null && pool.service(this.settings.service)?.replay !== true) this.replay = null;
-    this.donePending();
     observer.upstreamConnect(ep.service, ep.id, 'ok', ms / 1000);
     const up = this.upstream!;
     if (this.clientClosed) {
@@ -434,36 +379,42 @@ class TcpSession {
   }
 
   upstreamError(err: NodeJS.ErrnoException): void {
-    const { pool, observer, log } = this.listener.deps;
-    const ep = this.endpoint!;
+    const { observer, log } = this.listener.deps;
+    const ep = this.attempt.endpoint!;
     const up = this.upstream!;
     this.clearConnectTimer();
     const connecting = this.phase === Phase.Connecting;
     if (connecting && isLocalError(err)) {
       // Out of descriptors here: the endpoint is not to blame, and another would fail alike.
       this.listener.alarm.report('upstream_connect', err.code ?? 'error');
-      this.drop(up, ep);
-      this.turnAway(`local error ${err.code}`);
+      this.drop(up);
+      this.attempt.end();
+      this.giveUp('unavailable', `local error ${err.code}`);
       return;
     }
     if (connecting) {
-      pool.failed(ep);
-      observer.upstreamConnect(ep.service, ep.id, connectResult(err), (pool.clock.now() - this.connectStart) / 1000);
+      observer.upstreamConnect(ep.service, ep.id, connectResult(err), this.attempt.elapsed() / 1000);
+      this.attempt.report('failed');
     }
-    // A connect that never completed did no work: always tried elsewhere, without
-    // using up `retries`. After the endpoint accepted, only a replay the service
-    // opted into, while it has sent nothing back and every byte is still held.
-    const again = connecting || (!this.upstreamAnswered && this.replay !== null && this.replays < this.settings.retries);
-    if (again && !this.clientClosed) {
-      if (log.isLevelEnabled('debug')) log.debug({ endpoint: ep.id, err: err.code ?? err.message }, 'retrying on another endpoint');
-      observer.retry(ep.service, connecting ? connectResult(err) : 'reset');
-      if (!connecting) this.replays++;
-      this.drop(up, ep);
-      (this.tried ??= new Set()).add(ep);
+    if (!this.clientClosed) {
+      const kind = tcpRetry(connecting, !this.upstreamAnswered && this.replay !== null);
+      // The socket's events must no longer reach this session once another endpoint is tried.
+      (up as Tagged)[kSession] = undefined;
+      this.upstream = null;
       this.phase = Phase.Connecting;
       this.client.pause();
-      this.tryConnect();
-      return;
+      if (this.attempt.retry(kind)) {
+        observer.upstreamClosed(ep.service, ep.id, up.bytesRead, up.bytesWritten);
+        if (log.isLevelEnabled('debug')) log.debug({ endpoint: ep.id, err: err.code ?? err.message }, 'retrying on another endpoint');
+        observer.retry(ep.service, connecting ? connectResult(err) : 'reset');
+        up.removeAllListeners();
+        up.on('error', noop);
+        up.destroy();
+        return;
+      }
+      // Not retried: the socket is this session's again, to close.
+      (up as Tagged)[kSession] = this;
+      this.upstream = up;
     }
     if (log.isLevelEnabled('debug')) log.debug({ endpoint: ep.id, err: err.code ?? err.message }, 'upstream error');
     // Pass the failure on as a reset, so the client cannot take a cut stream for a whole one.
@@ -472,23 +423,20 @@ class TcpSession {
   }
 
   /** Lets go of a failed upstream socket (its events no longer reach this session). */
-  private drop(up: net.Socket, ep: EndpointState): void {
+  private drop(up: net.Socket): void {
     (up as Tagged)[kSession] = undefined;
     up.removeAllListeners();
     up.on('error', noop);
     up.destroy();
-    this.release(up, ep);
+    this.closed(up);
     this.upstream = null;
-    this.endpoint = null;
   }
 
   upstreamClose(): void {
     const up = this.upstream!;
-    const ep = this.endpoint!;
     this.clearConnectTimer();
-    this.release(up, ep);
+    this.closed(up);
     this.upstream = null;
-    this.endpoint = null;
     // Closed without finishing both directions (destroyed): nowhere for the client's bytes to go.
     if (!this.clientClosed && !(up.readableEnded && up.writableFinished) && !this.client.destroyed) {
       this.phase = Phase.Closed;
@@ -505,8 +453,12 @@ class TcpSession {
 
   clientClose(): void {
     this.clientClosed = true;
-    this.donePending();
-    if (this.upstream === null) this.clearConnectTimer();
+    // Connected or not, this client waits for nothing any more (its slot stays until the upstream closes).
+    this.attempt.connected();
+    if (this.upstream === null) {
+      this.clearConnectTimer();
+      this.attempt.end();
+    }
     const up = this.upstream;
     if (up !== null && !up.destroyed) {
       if (this.client.readableEnded && this.client.writableFinished && this.phase === Phase.Connected) {
@@ -524,35 +476,26 @@ class TcpSession {
     this.maybeEnded();
   }
 
-  private donePending(): void {
-    if (this.pendingIn !== null) {
-      this.pendingIn.pending--;
-      this.pendingIn = null;
-    }
-    if (this.cancelQueue !== null) {
-      this.cancelQueue();
-      this.cancelQueue = null;
-    }
-  }
-
   /** No endpoint will take this client: counted, logged at debug, closed at once. */
-  private turnAway(reason: string): void {
+  giveUp(_why: GiveUp, detail: string): void {
     const { log, observer } = this.listener.deps;
     observer.noEndpoint(this.settings.name, this.settings.service);
-    if (log.isLevelEnabled('debug')) log.debug({ service: this.settings.service, reason, attempts: this.attempts }, 'no usable endpoint');
-    this.donePending();
+    if (log.isLevelEnabled('debug')) log.debug({ service: this.settings.service, reason: detail, attempts: this.attempt.attempts }, 'no usable endpoint');
     this.phase = Phase.Closed;
     if (!this.client.destroyed) abortSocket(this.client);
   }
 
-  private release(up: net.Socket, ep: EndpointState): void {
-    this.listener.deps.observer.upstreamClosed(ep.service, ep.id, up.bytesRead, up.bytesWritten);
-    this.listener.deps.pool.release(ep);
+  /** The upstream socket closed: counted, and its endpoint's slot given back. */
+  private closed(up: net.Socket): void {
+    const ep = this.attempt.endpoint;
+    if (ep !== null) this.listener.deps.observer.upstreamClosed(ep.service, ep.id, up.bytesRead, up.bytesWritten);
+    this.attempt.release();
   }
 
   private maybeEnded(): void {
     if (this.clientClosed && this.upstream === null) {
       this.phase = Phase.Closed;
+      this.attempt.end();
       this.listener.ended(this);
     }
   }
@@ -560,8 +503,8 @@ class TcpSession {
   /** Closes both sides now (idle timeout, shutdown after the drain timeout). */
   destroy(): void {
     this.phase = Phase.Closed;
-    this.donePending();
     this.clearConnectTimer();
+    if (this.upstream === null) this.attempt.end();
     this.upstream?.destroy();
     this.client.destroy();
   }

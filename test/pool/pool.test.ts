@@ -2,7 +2,7 @@ import t from 'tap';
 import { seededRandom } from '../../src/core/random.js';
 import { Flag, type EndpointSpec, type ProviderSnapshot } from '../../src/core/types.js';
 import { Pool, type PoolEvent } from '../../src/pool/pool.js';
-import { until } from '../helpers/net.js';
+import { ManualClock } from '../helpers/clock.js';
 
 function ep(id: string, weight = 1, source: EndpointSpec['source'] = 'static'): EndpointSpec {
   const [host, port] = id.split(':');
@@ -97,14 +97,33 @@ t.test('balance change rebuilds the picker', async (t) => {
 });
 
 t.test('peak EWMA takes slow samples at once and decays toward fast ones', async (t) => {
-  const pool = new Pool();
+  const clock = new ManualClock();
+  const pool = new Pool({ clock });
   pool.applySnapshot(snap('static', { web: [ep('a:1')] }));
   const a = pool.service('web')!.endpoints.get('a:1')!;
-  a.observeLatency(10, 0);
-  a.observeLatency(100, 1000);
+  pool.report(a, 'answered', 10);
+  clock.set(1000);
+  pool.report(a, 'answered', 100);
   t.equal(a.latency, 100);
-  a.observeLatency(10, 11_000);
+  clock.set(11_000);
+  pool.report(a, 'answered', 10);
   t.ok(a.latency < 50 && a.latency > 10, `decayed to ${a.latency}`);
+});
+
+t.test('connect time (tcp) and response time (http) are two averages; balancing reads the response time where there is one', async (t) => {
+  const pool = new Pool({ clock: new ManualClock() });
+  pool.applySnapshot(snap('static', { web: [ep('a:1')] }));
+  const a = pool.service('web')!.endpoints.get('a:1')!;
+  pool.report(a, 'connected', 2);
+  t.equal(a.connectLatency, 2);
+  t.equal(a.responseLatency, 0);
+  t.equal(a.latency, 2, 'only a connect time known: that one');
+  pool.report(a, 'answered', 40);
+  t.equal(a.connectLatency, 2, 'a response time does not move the connect average');
+  t.equal(a.latency, 40);
+  pool.report(a, 'connected', 1);
+  t.equal(a.responseLatency, 40, 'a connect time does not move the response average');
+  t.equal(a.latency, 40);
 });
 
 t.test('maxConnections: an endpoint at its cap is passed over; all full is none', async (t) => {
@@ -166,34 +185,36 @@ t.test('panic: nothing healthy → fail turns clients away, spread uses every en
 });
 
 t.test('outlier detection: consecutive failures eject, time multiplies, no cascade past the max share', async (t) => {
-  const pool = new Pool({ random: seededRandom(1) });
+  const clock = new ManualClock();
+  const pool = new Pool({ random: seededRandom(1), clock });
   pool.configureService('web', { balance: 'round-robin', outlier: { consecutiveFailures: 3, ejectFor: 60, maxEjectFor: 100, maxEjectedPercent: 50 } });
   pool.applySnapshot(snap('static', { web: [ep('a:1'), ep('b:1'), ep('c:1'), ep('d:1')] }));
   const e = (id: string) => pool.service('web')!.endpoints.get(id)!;
-  pool.failed(e('a:1'));
-  pool.failed(e('a:1'));
-  pool.succeeded(e('a:1'));
-  pool.failed(e('a:1'));
-  pool.failed(e('a:1'));
+  pool.report(e('a:1'), 'failed');
+  pool.report(e('a:1'), 'failed');
+  pool.report(e('a:1'), 'connected', 1);
+  pool.report(e('a:1'), 'failed');
+  pool.report(e('a:1'), 'failed');
   t.equal(e('a:1').flags & Flag.Outlier, 0, 'a success resets the count');
-  pool.failed(e('a:1'));
+  pool.report(e('a:1'), 'failed');
   t.ok(e('a:1').flags & Flag.Outlier, 'three in a row eject');
   t.match(e('a:1').history.at(-1)!.what, /ejected for 60ms after 3 connect failures in a row \(ejection 1\)/);
   // Half the pool failing: only up to 50% may be ejected.
-  for (const id of ['b:1', 'c:1', 'd:1']) for (let i = 0; i < 3; i++) pool.failed(e(id));
+  for (const id of ['b:1', 'c:1', 'd:1']) for (let i = 0; i < 3; i++) pool.report(e(id), 'failed');
   const ejected = ['a:1', 'b:1', 'c:1', 'd:1'].filter((id) => e(id).flags & Flag.Outlier);
   t.equal(ejected.length, 2, `no cascade: ${ejected}`);
   t.match(e('d:1').history.at(-1)!.what, /not ejected \(would exceed 50% ejected\)/);
-  const t0 = Date.now();
-  await until(() => (e('a:1').flags & Flag.Outlier) === 0, 2000, 'ejection ends');
-  t.ok(Date.now() - t0 < 200);
-  for (let i = 0; i < 3; i++) pool.failed(e('a:1'));
+  clock.advance(59);
+  t.ok(e('a:1').flags & Flag.Outlier, 'still ejected at 59 ms');
+  clock.advance(1);
+  t.equal(e('a:1').flags & Flag.Outlier, 0, 'the ejection ends at 60 ms on the pool clock');
+  for (let i = 0; i < 3; i++) pool.report(e('a:1'), 'failed');
   t.match(e('a:1').history.at(-1)!.what, /ejected for 100ms .*ejection 2/, 'second ejection: 2 × 60 capped at 100');
 });
 
 t.test('slow start: a new endpoint ramps from 10% to its full share over slowStart (injected clock)', async (t) => {
-  let now = 0;
-  const pool = new Pool({ random: seededRandom(1), clock: { now: () => now } });
+  const clock = new ManualClock();
+  const pool = new Pool({ random: seededRandom(1), clock });
   pool.configureService('web', { balance: 'round-robin', slowStart: 10_000 });
   pool.applySnapshot(snap('static', { web: [ep('old:1')] }));
   t.equal(pool.service('web')!.endpoints.get('old:1')!.weight, 1, 'the first endpoint has nobody to spare: full weight');
@@ -204,16 +225,15 @@ t.test('slow start: a new endpoint ramps from 10% to its full share over slowSta
   };
   const s0 = share();
   t.ok(Math.abs(s0 - 0.1 / 1.1) < 0.02, `at 0 s: ${s0.toFixed(3)} (weight 0.1 vs 1)`);
-  now = 5000;
-  pool.tickSlowStart();
+  clock.advance(5000);
   t.equal(pool.service('web')!.endpoints.get('new:1')!.weight, 0.55);
   const s5 = share();
   t.ok(Math.abs(s5 - 0.55 / 1.55) < 0.02, `at 5 s: ${s5.toFixed(3)}`);
-  now = 10_000;
-  pool.tickSlowStart();
+  clock.advance(5000);
   const s10 = share();
   t.ok(Math.abs(s10 - 0.5) < 0.02, `at 10 s: ${s10.toFixed(3)}`);
-  t.equal(pool.service('web')!.ramping.size, 0, 'ramp over');
+  t.equal(pool.service('web')!.ramping, 0, 'ramp over');
+  t.equal(clock.pending, 0, 'no ramp timer left once every ramp is over');
   // Recovery ramps too.
   pool.setFlag('web', 'new:1', Flag.ActiveUnhealthy, true, 'down');
   pool.setFlag('web', 'new:1', Flag.ActiveUnhealthy, false, 'up');
@@ -232,23 +252,23 @@ function countPicks(pool: Pool, service: string, n: number): Record<string, numb
 }
 
 t.test('outlier detection spares a discovered endpoint for its first 10 s (it may still be starting); a static one is ejected at once', async (t) => {
-  let now = 0;
-  const pool = new Pool({ random: seededRandom(1), clock: { now: () => now } });
+  const clock = new ManualClock();
+  const pool = new Pool({ random: seededRandom(1), clock });
   pool.configureService('web', { balance: 'round-robin', outlier: { consecutiveFailures: 3, ejectFor: 1000, maxEjectFor: 30_000, maxEjectedPercent: 100 } });
   pool.applySnapshot(snap('static', { web: [ep('s:1')] }));
   pool.applySnapshot(snap('docker', { web: [ep('d:1'), ep('d:2')] }));
   const e = (id: string) => pool.service('web')!.endpoints.get(id)!;
   for (let i = 0; i < 5; i++) {
-    pool.failed(e('s:1'));
-    pool.failed(e('d:1'));
+    pool.report(e('s:1'), 'failed');
+    pool.report(e('d:1'), 'failed');
   }
   t.ok(e('s:1').flags & Flag.Outlier, 'the static endpoint is ejected');
   t.equal(e('d:1').flags & Flag.Outlier, 0, 'the container that just appeared is not (yet)');
-  now = 10_001;
-  pool.failed(e('d:1'));
+  clock.set(10_001);
+  pool.report(e('d:1'), 'failed');
   t.ok(e('d:1').flags & Flag.Outlier, 'still refusing after its first 10 s: ejected');
-  pool.failed(e('d:2'));
-  pool.succeeded(e('d:2'));
-  pool.failed(e('d:2'));
+  pool.report(e('d:2'), 'failed');
+  pool.report(e('d:2'), 'connected', 1);
+  pool.report(e('d:2'), 'failed');
   t.equal(e('d:2').flags & Flag.Outlier, 0, 'one that started answering has its count reset');
 });

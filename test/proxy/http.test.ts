@@ -4,6 +4,7 @@ import t from 'tap';
 import { countingObserver, endpoint } from '../helpers/proxy.js';
 import { exchange, freePort, tcpServer, until } from '../helpers/net.js';
 import { httpProxy, httpSettings, rawRequest, rawValues, recordingBackend, request } from '../helpers/http.js';
+import { ManualClock } from '../helpers/clock.js';
 import type { EndpointSpec } from '../../src/core/types.js';
 
 t.test('forwards requests and bodies; keeps Host; sets X-Forwarded-*', async (t) => {
@@ -500,14 +501,14 @@ t.test('routes: host (exact, wildcard), path prefix and labels, most specific wi
 t.test('p2c balances on response latency: a slow endpoint gets less traffic', async (t) => {
   // Response latency is read from the pool's clock; the slow endpoint moves that clock
   // 40 ms forward before it answers, the fast one not at all: no wall-clock timing.
-  let now = 0;
+  const clock = new ManualClock();
   const fast = await recordingBackend();
   const slow = await recordingBackend((_req, res) => {
-    now += 40;
+    clock.set(clock.now() + 40);
     res.end('slow');
     return true;
   });
-  const p = await httpProxy({ svc: [endpoint(fast.port), endpoint(slow.port)] }, {}, undefined, { now: () => now });
+  const p = await httpProxy({ svc: [endpoint(fast.port), endpoint(slow.port)] }, {}, undefined, clock);
   p.pool.configureService('svc', 'p2c');
   t.teardown(() => {
     p.close();

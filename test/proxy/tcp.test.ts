@@ -352,7 +352,7 @@ t.test('connection caps with a bounded queue: waits for a slot, then the queue t
   // Two more wait in the queue; a third is turned away at once.
   const q1 = openHeld(p.port);
   const q2 = openHeld(p.port);
-  await until(() => p.pool.service('svc')!.waiters.length === 2, 2000, 'two queued');
+  await until(() => p.pool.service('svc')!.queued === 2, 2000, 'two queued');
   const t0 = Date.now();
   const rejected = await openHeld(p.port);
   t.equal(rejected.got, '', 'queue full: closed');
