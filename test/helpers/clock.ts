@@ -46,6 +46,14 @@ export class ManualClock implements Clock {
     return this.timers.filter((p) => !p.cancelled).length;
   }
 
+  /** The time left (ms) until each pending timer, soonest first. */
+  dueIn(): number[] {
+    return this.timers
+      .filter((p) => !p.cancelled)
+      .map((p) => p.at - this.t)
+      .sort((a, b) => a - b);
+  }
+
   /** Moves time forward by `ms`, running the timers that fall due. */
   advance(ms: number): void {
     const end = this.t + ms;
