@@ -3,6 +3,7 @@
  * rise/fall thresholds. It knows nothing of the pool: the composition root tells it
  * which targets exist (sync) and turns its state changes into pool flags.
  */
+import { systemClock, type Clock, type Timer } from '../core/clock.js';
 import type { Random } from '../core/random.js';
 import type { ProbeResult } from './probe.js';
 
@@ -35,15 +36,20 @@ export interface CheckChange {
   readonly detail: string;
 }
 
-interface Running {
+/** @internal */
+export interface Running {
   target: CheckTarget;
   state: CheckState;
   passes: number;
   failures: number;
-  timer: NodeJS.Timeout | null;
+  timer: Timer | null;
   stopped: boolean;
   last: ProbeResult | null;
   lastAt: number;
+}
+
+function onDue(x: { readonly checker: HealthChecker; readonly r: Running }): void {
+  void x.checker.run(x.r);
 }
 
 export class HealthChecker {
@@ -52,6 +58,8 @@ export class HealthChecker {
   constructor(
     private readonly onChange: (c: CheckChange) => void,
     private readonly random: Random,
+    /** Probe intervals run on this clock. */
+    private readonly clock: Clock = systemClock,
   ) {}
 
   /** Starts checks for new targets, stops removed ones, restarts changed ones. */
@@ -78,7 +86,7 @@ export class HealthChecker {
     const r = this.running.get(key);
     if (!r) return;
     r.stopped = true;
-    if (r.timer) clearTimeout(r.timer);
+    this.clock.cancel(r.timer);
     this.running.delete(key);
   }
 
@@ -93,16 +101,16 @@ export class HealthChecker {
     if (r.stopped) return;
     const { intervalMs, jitter } = r.target;
     const delay = Math.max(1, intervalMs * (1 + jitter * (this.random.next() * 2 - 1)));
-    r.timer = setTimeout(() => void this.run(r), delay);
-    r.timer.unref();
+    r.timer = this.clock.after(delay, onDue, { checker: this, r });
   }
 
-  private async run(r: Running): Promise<void> {
+  /** @internal */
+  async run(r: Running): Promise<void> {
     r.timer = null;
     const result = await r.target.probe(r.target.host, r.target.port);
     if (r.stopped) return;
     r.last = result;
-    r.lastAt = Date.now();
+    r.lastAt = this.clock.wall();
     const from = r.state;
     if (result.ok) {
       r.passes++;

@@ -1,6 +1,7 @@
 import t from 'tap';
 import { seededRandom } from '../../src/core/random.js';
 import { HealthChecker, type CheckChange, type CheckTarget } from '../../src/health/checker.js';
+import { ManualClock } from '../helpers/clock.js';
 import { until } from '../helpers/net.js';
 
 /** A target whose probe answers from a script: true = pass. */
@@ -54,15 +55,18 @@ t.test('a pending endpoint that keeps failing becomes unhealthy after fall; init
 });
 
 t.test('sync stops removed targets and restarts changed ones', async (t) => {
-  const c = new HealthChecker(() => {}, seededRandom(1));
+  const clock = new ManualClock();
+  const c = new HealthChecker(() => {}, seededRandom(1), clock);
   t.teardown(() => c.stopAll());
   const a = scripted('a', [true]);
   c.sync([a]);
-  await until(() => a.calls >= 2, 2000, 'running');
+  await until(() => a.calls === 1 && clock.pending === 1, 2000, 'first probe done, the next one scheduled');
+  clock.advance(5);
+  await until(() => a.calls === 2 && clock.pending === 1, 2000, 'running');
   c.sync([]);
-  const stoppedAt = a.calls;
-  await new Promise((r) => setTimeout(r, 50));
-  t.ok(a.calls <= stoppedAt + 1, 'no more probes once removed');
+  t.equal(clock.pending, 0, 'its timer is cancelled');
+  clock.advance(1000);
+  t.equal(a.calls, 2, 'no more probes once removed');
   t.equal(c.state('a'), undefined);
   const b1 = scripted('b', [true], { settingsKey: 'v1' });
   c.sync([b1]);
@@ -72,15 +76,27 @@ t.test('sync stops removed targets and restarts changed ones', async (t) => {
   t.pass();
 });
 
-t.test('jitter spreads the interval within its bounds', async (t) => {
-  const c = new HealthChecker(() => {}, seededRandom(3));
-  t.teardown(() => c.stopAll());
-  const times: number[] = [];
-  const target = scripted('j', [true], { intervalMs: 40, jitter: 0.5 });
-  const probe = target.probe;
-  c.sync([{ ...target, probe: async (h, p) => (times.push(performance.now()), probe(h, p)) }]);
-  await until(() => times.length >= 8, 5000, 'eight probes');
-  const gaps = times.slice(1).map((x, i) => x - times[i]!);
-  t.ok(gaps.every((g) => g >= 18 && g < 120), `gaps within 20–60 ms (+ timer slack): ${gaps.map((g) => g.toFixed(0)).join(', ')}`);
-  t.ok(new Set(gaps.map((g) => Math.round(g / 5))).size > 1, 'not all the same');
+/** The delays a checker schedules between probes, on a ManualClock. */
+async function delays(jitter: number, n: number): Promise<number[]> {
+  const clock = new ManualClock();
+  const c = new HealthChecker(() => {}, seededRandom(3), clock);
+  const target = scripted('j', [true], { intervalMs: 40, jitter });
+  c.sync([target]);
+  const out: number[] = [];
+  for (let i = 1; out.length < n; i++) {
+    await until(() => target.calls === i && clock.pending === 1, 2000, `probe ${i} done and the next scheduled`);
+    const [d] = clock.dueIn();
+    out.push(d!);
+    clock.advance(d!);
+  }
+  c.stopAll();
+  return out;
+}
+
+t.test('jitter spreads the interval within its bounds; without jitter every interval is the same', async (t) => {
+  const spread = await delays(0.5, 20);
+  t.ok(spread.every((d) => d >= 20 && d <= 60), `within 40 ms ± 50%: ${spread.map((d) => d.toFixed(1)).join(', ')}`);
+  t.ok(new Set(spread.map((d) => Math.round(d))).size >= 10, 'spread over many values');
+  t.ok(spread.some((d) => d < 35) && spread.some((d) => d > 45), 'both shorter and longer than the interval');
+  t.same(await delays(0, 5), [40, 40, 40, 40, 40], 'jitter 0: exactly the interval');
 });
