@@ -199,8 +199,8 @@ export class Berth {
       const settings = JSON.stringify(h);
       for (const e of s.endpoints.values()) {
         if (e.sources.size === 0) continue;
-        // The berth.health.path label overrides the service's path for that container.
-        const path = e.spec.labels?.['health.path'] ?? h.path;
+        // An endpoint's own health path (label berth.health.path) overrides the service's.
+        const path = e.spec.healthPath ?? h.path;
         targets.push({
           key: `${s.name}\0${e.id}`,
           host: e.host,

@@ -10,6 +10,14 @@
 /** Where an endpoint came from. */
 export type SourceKind = 'static' | 'docker' | 'swarm' | 'dns';
 
+/** An http route an endpoint asks for (Docker labels berth.http.host / berth.http.pathPrefix): to its service. */
+export interface RouteSpec {
+  /** Lowercase exact host or "*.suffix"; absent: any host. */
+  readonly host?: string | undefined;
+  /** Starts with "/"; absent: "/". */
+  readonly pathPrefix?: string | undefined;
+}
+
 /** One endpoint as a provider describes it: the desired state, no runtime counters. */
 export interface EndpointSpec {
   /** Stable short name, unique within a service: container name, or host:port. */
@@ -20,8 +28,16 @@ export interface EndpointSpec {
   /** Relative weight, 0–1000. 0 means: no new connections. */
   readonly weight: number;
   readonly source: SourceKind;
-  /** Provider-specific facts kept for explanation (labels parsed, network chosen ...). */
+  /**
+   * Provider-specific facts kept for explanation only (labels parsed, network
+   * chosen ...): nothing reads behaviour from them; routes and the health path are
+   * the typed fields below.
+   */
   readonly labels?: Readonly<Record<string, string>>;
+  /** http routes to this endpoint's service that the endpoint asks for. */
+  readonly routes?: readonly RouteSpec[];
+  /** Path for this endpoint's active http checks, instead of the service's. */
+  readonly healthPath?: string;
   /** Per-endpoint cap on open connections; 0 or absent means unlimited. */
   readonly maxConnections?: number;
   /** Health the provider reports (Docker HEALTHCHECK); absent when it has none. */

@@ -1,7 +1,7 @@
 import type { PickContext, PickResult } from '../balancer/index.js';
 import { systemClock, type Clock, type Timer } from '../core/clock.js';
 import { systemRandom, type Random } from '../core/random.js';
-import { describeFlags, Flag, PROVIDER_FLAGS, specFlags, type BalanceAlgorithm, type EndpointSpec, type ProviderSnapshot } from '../core/types.js';
+import { describeFlags, Flag, PROVIDER_FLAGS, specFlags, type BalanceAlgorithm, type EndpointSpec, type ProviderSnapshot, type RouteSpec } from '../core/types.js';
 import { Admission, type QueueSettings } from './admission.js';
 import { MutableEndpoint, type EndpointState } from './endpoint.js';
 import { OutlierDetector, type OutlierSettings } from './outlier.js';
@@ -20,6 +20,11 @@ export type PoolEvent =
   | { readonly type: 'picker-updated'; readonly service: string; readonly eligible: number; readonly total: number; readonly panic: boolean };
 
 export type PoolListener = (e: PoolEvent) => void;
+
+/** An http route that an endpoint asked for, to its service. */
+export interface ServiceRoute extends RouteSpec {
+  readonly service: string;
+}
 
 /**
  * What an attempt on an endpoint came to, as the proxy reports it (Pool.report):
@@ -166,6 +171,8 @@ export class Pool {
   private readonly providerOrder: readonly string[];
   private readonly outliers: OutlierDetector;
   private rampTimer: Timer | null = null;
+  private routeTable: readonly ServiceRoute[] = Object.freeze([]);
+  private routesStale = false;
 
   constructor(opts: PoolOptions = {}) {
     this.random = opts.random ?? systemRandom;
@@ -179,6 +186,32 @@ export class Pool {
     return this.state;
   }
 
+  /**
+   * The http routes endpoints ask for, one per (host, path prefix, service):
+   * immutable, and replaced (a new array) only when one of them changes, so an http
+   * listener rebuilds its router when the reference differs, as a proxy reads a
+   * new picker.
+   */
+  get routes(): readonly ServiceRoute[] {
+    if (this.routesStale) {
+      this.routesStale = false;
+      const out: ServiceRoute[] = [];
+      const seen = new Set<string>();
+      for (const s of this.state.values()) {
+        for (const e of s.endpoints.values()) {
+          for (const r of e.spec.routes ?? []) {
+            const key = `${r.host ?? ''}\0${r.pathPrefix ?? ''}\0${s.name}`;
+            if (seen.has(key)) continue;
+            seen.add(key);
+            out.push(Object.freeze({ host: r.host, pathPrefix: r.pathPrefix, service: s.name }));
+          }
+        }
+      }
+      if (!sameServiceRoutes(out, this.routeTable)) this.routeTable = Object.freeze(out);
+    }
+    return this.routeTable;
+  }
+
   on(listener: PoolListener): () => void {
     this.listeners.push(listener);
     return () => {
@@ -188,6 +221,8 @@ export class Pool {
   }
 
   private emit(e: PoolEvent): void {
+    // Any endpoint coming, going or changing may change the route table (recomputed when read).
+    if (e.type !== 'picker-updated') this.routesStale = true;
     for (const l of this.listeners) l(e);
   }
 
@@ -325,9 +360,11 @@ export class Pool {
       if (on.length) parts.push(`out: ${on.join(', ')}`);
       if (off.length) parts.push(`no longer ${off.join(', ')}`);
     }
-    // Labels carry routes (berth.http.*) and health paths: a change there is a change
-    // that listeners and checks must hear of, even when nothing else moved.
-    if (!sameLabels(e.spec.labels, spec.labels)) parts.push('labels');
+    // Routes and the health path are behaviour: listeners and checks must hear of a
+    // change there even when nothing else moved. Labels are explanation, shown anew.
+    if (!sameRoutes(e.spec.routes, spec.routes)) parts.push(`routes ${describeRoutes(spec.routes)}`);
+    if (e.spec.healthPath !== spec.healthPath) parts.push(`health path ${spec.healthPath ?? 'unset'}`);
+    if (parts.length === 0 && !sameLabels(e.spec.labels, spec.labels)) parts.push('labels');
     if (spec.maxConnections !== e.spec.maxConnections) parts.push(`maxConnections ${spec.maxConnections ?? 'unset'}`);
     e.spec = spec;
     if (parts.length === 0) return 0;
@@ -479,8 +516,24 @@ function sameSpec(a: EndpointSpec, b: EndpointSpec): boolean {
     a.health === b.health &&
     a.stopping === b.stopping &&
     a.paused === b.paused &&
+    a.healthPath === b.healthPath &&
+    sameRoutes(a.routes, b.routes) &&
     sameLabels(a.labels, b.labels)
   );
+}
+
+function sameServiceRoutes(a: readonly ServiceRoute[], b: readonly ServiceRoute[]): boolean {
+  return a.length === b.length && a.every((r, i) => r.host === b[i]!.host && r.pathPrefix === b[i]!.pathPrefix && r.service === b[i]!.service);
+}
+
+function sameRoutes(a: readonly RouteSpec[] | undefined, b: readonly RouteSpec[] | undefined): boolean {
+  const x = a ?? [];
+  const y = b ?? [];
+  return x.length === y.length && x.every((r, i) => r.host === y[i]!.host && r.pathPrefix === y[i]!.pathPrefix);
+}
+
+function describeRoutes(r: readonly RouteSpec[] | undefined): string {
+  return r === undefined || r.length === 0 ? 'none' : r.map((x) => `${x.host ?? '*'}${x.pathPrefix ?? '/'}`).join(' ');
 }
 
 function sameLabels(a: Readonly<Record<string, string>> | undefined, b: Readonly<Record<string, string>> | undefined): boolean {

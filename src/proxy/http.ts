@@ -18,7 +18,7 @@ import type { PeerIdentity, TlsTerminator, UpstreamTls } from '../core/tls.js';
 import { nullObserver, type ProxyObserver } from '../core/observer.js';
 import type { Logger } from '../log.js';
 import type { EndpointState } from '../pool/endpoint.js';
-import type { Pool } from '../pool/pool.js';
+import type { Pool, ServiceRoute } from '../pool/pool.js';
 import { connectResult, guardSocket, tcpConnect, type ConnectFn } from './connect.js';
 import { classifyHttpFailure, httpBlames, httpRetry, type HttpFailure } from './retry-policy.js';
 import { UpstreamAttempt, type AttemptUser, type GiveUp } from './upstream-attempt.js';
@@ -195,10 +195,12 @@ export class HttpListener {
   /** Open upgrade tunnels: their endpoint side is berth's to close. */
   readonly tunnels = new Set<Tunnel>();
   private router: Router;
+  /** The pool's route table the router was built from. */
+  private published: readonly ServiceRoute[] | null = null;
+  /** The listener's own routes changed (reload). */
   private routesDirty = true;
   private trusted: net.BlockList | null = null;
   private readonly budgets = new Map<string, RetryBudget>();
-  private readonly unsubscribe: () => void;
   /** Set when the listener stops accepting: responses then close their connection. */
   closing = false;
 
@@ -253,9 +255,6 @@ export class HttpListener {
         server.emit('connection', socket);
         socket.resume();
       },
-    });
-    this.unsubscribe = deps.pool.on((e) => {
-      if (e.type === 'endpoint-added' || e.type === 'endpoint-removed' || e.type === 'endpoint-updated') this.routesDirty = true;
     });
   }
 
@@ -320,7 +319,6 @@ export class HttpListener {
     // Not listening itself: close() stops its timeout checks and closes idle connections.
     this.server.close();
     this.server.closeIdleConnections();
-    this.unsubscribe();
   }
 
   /** Closes every connection, tunnel and pooled upstream connection now. */
@@ -330,23 +328,14 @@ export class HttpListener {
     this.upstreams.destroy();
   }
 
-  /** The routing table: config routes, label routes from the pool, then the listener's service. */
+  /** The routing table: config routes, the routes endpoints ask for (published by the pool), then the listener's service. */
   routes(): Router {
-    if (!this.routesDirty) return this.router;
+    const published = this.deps.pool.routes;
+    if (published === this.published && !this.routesDirty) return this.router;
+    this.published = published;
     this.routesDirty = false;
     const rules: RouteRule[] = this.settings.routes.map((r) => ({ host: r.host, pathPrefix: r.pathPrefix, service: r.service, source: 'config' }));
-    const seen = new Set<string>();
-    for (const s of this.deps.pool.services.values()) {
-      for (const e of s.endpoints.values()) {
-        const host = e.spec.labels?.['http.host'];
-        const pathPrefix = e.spec.labels?.['http.pathPrefix'];
-        if (host === undefined && pathPrefix === undefined) continue;
-        const key = `${host ?? ''}\0${pathPrefix ?? ''}\0${s.name}`;
-        if (seen.has(key)) continue;
-        seen.add(key);
-        rules.push({ host, pathPrefix, service: s.name, source: 'label' });
-      }
-    }
+    for (const r of published) rules.push({ host: r.host, pathPrefix: r.pathPrefix, service: r.service, source: 'label' });
     if (this.settings.service !== undefined) rules.push({ service: this.settings.service, source: 'default' });
     this.router = new Router(rules);
     return this.router;

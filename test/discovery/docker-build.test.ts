@@ -2,7 +2,8 @@ import { readFileSync } from 'node:fs';
 import t from 'tap';
 import { buildDockerSnapshot, type DockerBuildOptions } from '../../src/discovery/docker/build.js';
 import { parseLabels } from '../../src/discovery/docker/labels.js';
-import type { ContainerInfo } from '../../src/discovery/docker/types.js';
+import { buildSwarmSnapshot } from '../../src/discovery/docker/swarm.js';
+import type { ContainerInfo, SwarmService, SwarmTask } from '../../src/discovery/docker/types.js';
 
 /** Inspect answers captured from a real engine (Docker 20.10), see test/fixtures/docker. */
 function fx(name: string): ContainerInfo {
@@ -95,4 +96,31 @@ t.test('exposedByDefault, stopping and paused marks', async (t) => {
   t.equal(buildDockerSnapshot([paused], opts).snapshot.services.get('web')![0]!.paused, true);
   const stopped: ContainerInfo = { ...fx('fx-web'), State: { ...fx('fx-web').State, Running: false } };
   t.equal(buildDockerSnapshot([stopped], opts).snapshot.services.size, 0);
+});
+
+t.test('containers and Swarm services: the same labels give the same typed routes, health path, weight and cap', async (t) => {
+  const labels = { 'berth.enable': 'true', 'berth.port': '8080', 'berth.weight': '7', 'berth.maxConnections': '12', 'berth.http.host': '*.Example.com', 'berth.http.pathPrefix': '/api', 'berth.health.path': '/ready' };
+  const base = fx('fx-web');
+  const container = { ...base, Config: { ...base.Config, Labels: labels } };
+  const fromDocker = buildDockerSnapshot([container], opts).snapshot.services.get('fx-web')![0]!;
+  const swarmSvc: SwarmService = { ID: 's1', Spec: { Name: 'fx-web', Labels: labels } };
+  const task: SwarmTask = { ID: 't1aaaaaaaaaaaa', ServiceID: 's1', Slot: 1, DesiredState: 'running', Status: { State: 'running' }, NetworksAttachments: [{ Network: { ID: 'n', Spec: { Name: 'front' } }, Addresses: ['10.0.1.1/24'] }] };
+  const fromSwarm = buildSwarmSnapshot([swarmSvc], [task], new Set(), { labelPrefix: 'berth', exposedByDefault: false, network: '', selfNetworks: ['front'] }).snapshot.services.get('fx-web')![0]!;
+  for (const [who, e] of [
+    ['container', fromDocker],
+    ['swarm', fromSwarm],
+  ] as const) {
+    t.same(e.routes, [{ host: '*.example.com', pathPrefix: '/api' }], `${who}: typed route`);
+    t.equal(e.healthPath, '/ready', `${who}: typed health path`);
+    t.equal(e.weight, 7);
+    t.equal(e.maxConnections, 12);
+    t.same(
+      ['weight', 'maxConnections', 'http.host', 'http.pathPrefix', 'health.path'].map((k) => e.labels?.[k]),
+      ['7', '12', '*.example.com', '/api', '/ready'],
+      `${who}: the labels stay as explanation`,
+    );
+  }
+  const plain = buildDockerSnapshot([{ ...base, Config: { ...base.Config, Labels: { 'berth.enable': 'true', 'berth.port': '8080' } } }], opts).snapshot.services.get('fx-web')![0]!;
+  t.equal(plain.routes, undefined, 'no route labels: no routes');
+  t.equal(plain.healthPath, undefined);
 });

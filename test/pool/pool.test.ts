@@ -272,3 +272,18 @@ t.test('outlier detection spares a discovered endpoint for its first 10 s (it ma
   pool.report(e('d:2'), 'failed');
   t.equal(e('d:2').flags & Flag.Outlier, 0, 'one that started answering has its count reset');
 });
+
+t.test('routes endpoints ask for are published as one immutable table, replaced only when a route changes', async (t) => {
+  const pool = new Pool({ random: seededRandom(1), clock: new ManualClock() });
+  const routed = (id: string, host: string): EndpointSpec => ({ ...ep(id), routes: [{ host, pathPrefix: '/x' }] });
+  pool.applySnapshot(snap('docker', { web: [routed('a:1', 'a.example'), routed('b:1', 'a.example')], api: [ep('c:1')] }));
+  const first = pool.routes;
+  t.same(first, [{ host: 'a.example', pathPrefix: '/x', service: 'web' }], 'one entry per host, prefix and service');
+  t.ok(Object.isFrozen(first));
+  pool.setFlag('web', 'a:1', Flag.ActiveUnhealthy, true, 'down');
+  pool.applySnapshot(snap('docker', { web: [routed('a:1', 'a.example'), routed('b:1', 'a.example')], api: [ep('c:1'), ep('d:1')] }));
+  t.equal(pool.routes, first, 'same table (same reference) while no route changed');
+  pool.applySnapshot(snap('docker', { web: [routed('a:1', 'a.example'), routed('b:1', 'b.example')], api: [ep('c:1')] }));
+  t.not(pool.routes, first, 'a new table when one did');
+  t.same(pool.routes.map((r) => r.host), ['a.example', 'b.example']);
+});

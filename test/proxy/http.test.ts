@@ -459,7 +459,7 @@ t.test('routes: host (exact, wildcard), path prefix and labels, most specific wi
   const backends = await Promise.all(names.map(() => recordingBackend()));
   const services: Record<string, EndpointSpec[]> = {};
   names.forEach((n, i) => (services[n] = [endpoint(backends[i]!.port)]));
-  services.labelled = [{ ...endpoint(backends[5]!.port), labels: { 'http.host': 'label.example', 'http.pathPrefix': '/l' } }];
+  services.labelled = [{ ...endpoint(backends[5]!.port), routes: [{ host: 'label.example', pathPrefix: '/l' }] }];
   const p = await httpProxy(services, {
     service: 'fallback',
     routes: [
@@ -552,9 +552,9 @@ t.test('a client that half-closes after its request still gets the answer', asyn
   t.match(r.data.toString(), /^HTTP\/1\.1 200 [^]*"url":"\/half"/);
 });
 
-t.test('a label-only change of an endpoint (berth.http.host a -> b) moves its route', async (t) => {
+t.test('a route-only change of an endpoint (berth.http.host a -> b) moves its route', async (t) => {
   const be = await recordingBackend();
-  const labelled = (host: string): EndpointSpec => ({ ...endpoint(be.port), labels: { 'http.host': host } });
+  const labelled = (host: string): EndpointSpec => ({ ...endpoint(be.port), routes: [{ host }], labels: { 'http.host': host } });
   const p = await httpProxy({ svc: [labelled('a.example')] }, { service: undefined });
   t.teardown(() => {
     p.close();
@@ -566,7 +566,7 @@ t.test('a label-only change of an endpoint (berth.http.host a -> b) moves its ro
     if (e.type === 'endpoint-updated') events.push(e.what);
   });
   p.pool.applySnapshot({ provider: 'static', services: new Map([['svc', [labelled('b.example')]]]) });
-  t.same(events, ['labels'], 'the pool says the labels changed');
+  t.same(events, ['routes b.example/'], 'the pool says the routes changed');
   t.equal((await request(p.port, { headers: { host: 'b.example' } })).status, 200, 'the new host routes');
   t.equal((await request(p.port, { headers: { host: 'a.example' } })).status, 404, 'the old one no longer does');
 });

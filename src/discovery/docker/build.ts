@@ -3,7 +3,7 @@
  * hands this the inspected containers; fixtures from a real engine test it.
  */
 import type { EndpointSpec, ProviderSnapshot } from '../../core/types.js';
-import { parseLabels } from './labels.js';
+import { endpointSpec, readLabels } from './endpoint-spec.js';
 import type { ContainerInfo } from './types.js';
 
 export interface DockerBuildOptions {
@@ -59,17 +59,11 @@ export function buildDockerSnapshot(containers: Iterable<ContainerInfo>, opts: D
   for (const c of containers) {
     const name = containerName(c);
     const skip = (reason: string) => skipped.push({ id: c.Id, name, reason });
-    const parsed = parseLabels(c.Config.Labels, prefix);
     const labelsAll = c.Config.Labels ?? {};
-    const enableRaw = labelsAll[`${prefix}.enable`];
-    if (!parsed.ok) {
-      // A container that is not enabled is none of our business, even with odd labels.
-      if (enableRaw === 'true' || (opts.exposedByDefault && enableRaw !== 'false')) skip(`bad labels: ${parsed.errors.join('; ')}`);
-      continue;
-    }
-    const l = parsed.labels;
-    const enabled = l.enable ?? opts.exposedByDefault;
-    if (!enabled) continue;
+    const verdict = readLabels(labelsAll, prefix, opts.exposedByDefault);
+    if (verdict.kind === 'skip') skip(verdict.reason);
+    if (verdict.kind !== 'route') continue;
+    const l = verdict.labels;
     if (!c.State.Running) continue;
 
     const networks = c.NetworkSettings.Networks ?? {};
@@ -134,25 +128,18 @@ export function buildDockerSnapshot(containers: Iterable<ContainerInfo>, opts: D
       service: `${service} (${serviceWhy})`,
       network: `${network} (${networkWhy})`,
       port: `${port} (${portWhy})`,
-      weight: String(l.weight),
     };
     if (health !== undefined && health !== 'none') explain['docker-health'] = health;
-    if (l.maxConnections !== undefined) explain['maxConnections'] = String(l.maxConnections);
-    if (l.httpHost !== undefined) explain['http.host'] = l.httpHost;
-    if (l.httpPathPrefix !== undefined) explain['http.pathPrefix'] = l.httpPathPrefix;
-    if (l.healthPath !== undefined) explain['health.path'] = l.healthPath;
-    const spec: EndpointSpec = {
+    const spec = endpointSpec(l, {
       id: name,
       host,
       port,
-      weight: l.weight,
       source: 'docker',
-      labels: explain,
-      ...(l.maxConnections !== undefined && l.maxConnections > 0 ? { maxConnections: l.maxConnections } : {}),
+      explain,
       ...(health !== undefined && health !== 'none' ? { health: health === 'healthy' ? 'healthy' : health === 'unhealthy' ? 'unhealthy' : 'starting' } : {}),
-      ...(marks.stopping.has(c.Id) ? { stopping: true } : {}),
-      ...(c.State.Paused ? { paused: true } : {}),
-    };
+      stopping: marks.stopping.has(c.Id),
+      paused: c.State.Paused === true,
+    });
     let list = services.get(service);
     if (!list) services.set(service, (list = []));
     list.push(spec);

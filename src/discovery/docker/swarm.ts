@@ -14,7 +14,7 @@ import { backoffDelay, nullDiscoveryObserver, type DiscoveryObserver } from '../
 import type { EndpointSpec, ProviderSnapshot } from '../../core/types.js';
 import type { Logger } from '../../log.js';
 import { onEventLines } from './events.js';
-import { parseLabels } from './labels.js';
+import { endpointSpec, readLabels } from './endpoint-spec.js';
 import { reportSkipped, selfContainerId } from './provider.js';
 import type { DockerClient, DockerEvent, SwarmService, SwarmTask } from './types.js';
 
@@ -46,14 +46,10 @@ export function buildSwarmSnapshot(services: readonly SwarmService[], tasks: rea
   for (const svc of services) {
     const name = svc.Spec.Name;
     const labels = svc.Spec.Labels ?? {};
-    const parsed = parseLabels(labels, prefix);
-    const enableRaw = labels[`${prefix}.enable`];
-    if (!parsed.ok) {
-      if (enableRaw === 'true' || (opts.exposedByDefault && enableRaw !== 'false')) skipped.push({ name, reason: `bad labels: ${parsed.errors.join('; ')}` });
-      continue;
-    }
-    const l = parsed.labels;
-    if (!(l.enable ?? opts.exposedByDefault)) continue;
+    const verdict = readLabels(labels, prefix, opts.exposedByDefault);
+    if (verdict.kind === 'skip') skipped.push({ name, reason: verdict.reason });
+    if (verdict.kind !== 'route') continue;
+    const l = verdict.labels;
     const tcpPorts = (svc.Spec.EndpointSpec?.Ports ?? []).filter((p) => (p.Protocol ?? 'tcp') === 'tcp' && p.TargetPort !== undefined);
     const port = l.port ?? (tcpPorts.length === 1 ? tcpPorts[0]!.TargetPort : undefined);
     if (port === undefined) {
@@ -84,24 +80,21 @@ export function buildSwarmSnapshot(services: readonly SwarmService[], tasks: rea
       }
       const host = att.Addresses![0]!.split('/')[0]!;
       const leaving = t.DesiredState !== 'running' || stopping.has(t.ID);
-      list.push({
-        id: taskName,
-        host,
-        port,
-        weight: l.weight,
-        source: 'swarm',
-        labels: {
-          task: t.ID.slice(0, 12),
-          service: `${service} (${l.service !== undefined ? `label ${prefix}.service` : 'swarm service name'})`,
-          network: att.Network.Spec.Name,
-          port: String(port),
-          ...(l.httpHost !== undefined ? { 'http.host': l.httpHost } : {}),
-          ...(l.httpPathPrefix !== undefined ? { 'http.pathPrefix': l.httpPathPrefix } : {}),
-          ...(l.healthPath !== undefined ? { 'health.path': l.healthPath } : {}),
-        },
-        ...(l.maxConnections !== undefined && l.maxConnections > 0 ? { maxConnections: l.maxConnections } : {}),
-        ...(leaving ? { stopping: true } : {}),
-      });
+      list.push(
+        endpointSpec(l, {
+          id: taskName,
+          host,
+          port,
+          source: 'swarm',
+          explain: {
+            task: t.ID.slice(0, 12),
+            service: `${service} (${l.service !== undefined ? `label ${prefix}.service` : 'swarm service name'})`,
+            network: att.Network.Spec.Name,
+            port: String(port),
+          },
+          stopping: leaving,
+        }),
+      );
     }
     out.set(service, list);
   }
