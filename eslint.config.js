@@ -99,6 +99,11 @@ export default tseslint.config(
     rules: restrict([{ group: ['../../*', '!../../core', '!../../log.js'], message: 'discovery/docker imports only src/core and the logger' }], third),
   },
   {
+    // The container provider's reconnect backoff runs on the injected clock and random.
+    files: ['src/discovery/docker/provider.ts'],
+    rules: { ...restrict([{ group: ['../../*', '!../../core', '!../../log.js'], message: 'discovery/docker imports only src/core and the logger' }], third), ...noAmbientTimeOrRandom },
+  },
+  {
     files: ['src/discovery/docker/client.ts'],
     rules: restrict([{ group: ['../../*', '!../../core', '!../../log.js'], message: 'discovery/docker imports only src/core and the logger' }], thirdBut('dockerode')),
   },

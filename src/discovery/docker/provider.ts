@@ -10,7 +10,9 @@
  *   return catches every event missed while away.
  */
 import { readFile } from 'node:fs/promises';
+import { systemClock, type Clock, type Timer } from '../../core/clock.js';
 import { backoffDelay, nullDiscoveryObserver, type DiscoveryObserver } from '../../core/discovery.js';
+import { systemRandom, type Random } from '../../core/random.js';
 import type { ProviderSnapshot } from '../../core/types.js';
 import type { Logger } from '../../log.js';
 import { onEventLines } from './events.js';
@@ -27,6 +29,13 @@ export interface DockerProviderOptions extends Omit<DockerBuildOptions, 'selfNet
   readonly backoffCapMs?: number;
   /** Override self-detection (tests): networks berth's own container is on. */
   readonly selfNetworks?: readonly string[];
+  /** Reconnect backoff runs on this clock, its jitter from this random (tests inject both). */
+  readonly clock?: Clock;
+  readonly random?: Random;
+}
+
+function onReconnectDue(p: DockerProvider): void {
+  p.reconnect();
 }
 
 /** Actions that change what a container should be in the pool. */
@@ -41,7 +50,9 @@ export class DockerProvider {
   private readonly stopping = new Set<string>();
   private selfNetworks: readonly string[] = [];
   private stream: NodeJS.ReadableStream | null = null;
-  private reconnectTimer: NodeJS.Timeout | null = null;
+  private reconnectTimer: Timer | null = null;
+  private readonly clock: Clock;
+  private readonly random: Random;
   private attempt = 0;
   private stopped = false;
   private emitScheduled = false;
@@ -62,6 +73,8 @@ export class DockerProvider {
     this.opts = opts;
     this.name = opts.provider ?? 'docker';
     this.observer = opts.observer ?? nullDiscoveryObserver;
+    this.clock = opts.clock ?? systemClock;
+    this.random = opts.random ?? systemRandom;
   }
 
   /**
@@ -75,7 +88,8 @@ export class DockerProvider {
 
   stop(): void {
     this.stopped = true;
-    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.clock.cancel(this.reconnectTimer);
+    this.reconnectTimer = null;
     this.closeStream();
   }
 
@@ -128,19 +142,23 @@ export class DockerProvider {
 
   private scheduleReconnect(): void {
     if (this.stopped || this.reconnectTimer) return;
-    const delay = backoffDelay(this.attempt++, this.opts.backoffBaseMs ?? 250, this.opts.backoffCapMs ?? 15_000, Math.random);
-    this.reconnectTimer = setTimeout(() => {
-      this.reconnectTimer = null;
-      this.connect().then(
-        () => this.opts.log.info({ containers: this.containers.size }, 'docker: engine connection restored; resynced'),
-        (err: unknown) => {
-          this.closeStream();
-          this.lastError = err instanceof Error ? err.message : String(err);
-          if (this.opts.log.isLevelEnabled('debug')) this.opts.log.debug({ err: this.lastError, attempt: this.attempt }, 'docker: reconnect failed');
-          this.scheduleReconnect();
-        },
-      );
-    }, delay);
+    const delay = backoffDelay(this.attempt++, this.opts.backoffBaseMs ?? 250, this.opts.backoffCapMs ?? 15_000, () => this.random.next());
+    this.reconnectTimer = this.clock.after(delay, onReconnectDue, this);
+  }
+
+  /** @internal the backoff is over: try the engine again. */
+  reconnect(): void {
+    this.reconnectTimer = null;
+    if (this.stopped) return;
+    this.connect().then(
+      () => this.opts.log.info({ containers: this.containers.size }, 'docker: engine connection restored; resynced'),
+      (err: unknown) => {
+        this.closeStream();
+        this.lastError = err instanceof Error ? err.message : String(err);
+        if (this.opts.log.isLevelEnabled('debug')) this.opts.log.debug({ err: this.lastError, attempt: this.attempt }, 'docker: reconnect failed');
+        this.scheduleReconnect();
+      },
+    );
   }
 
   /** Full resync: list every running container and inspect each. */
@@ -166,7 +184,7 @@ export class DockerProvider {
     for (const [id, c] of fresh) this.containers.set(id, c);
     for (const id of [...this.stopping]) if (!this.containers.has(id)) this.stopping.delete(id);
     this.synced = true;
-    this.lastSyncAt = Date.now();
+    this.lastSyncAt = this.clock.wall();
     this.observer.synced(this.name, this.lastSyncAt);
     this.emitNow();
   }
