@@ -62,6 +62,21 @@ export interface BerthOptions {
   readonly onHealth?: (h: HealthVerdict) => void;
 }
 
+/** What a reload changed. */
+export interface ReloadResult {
+  readonly added: number;
+  readonly removed: number;
+  readonly kept: number;
+}
+
+/** A reload whose fallible half is done (see Berth.prepareReload). */
+export interface PreparedReload {
+  /** Applies it; cannot fail. */
+  commit(): ReloadResult;
+  /** Undoes the prepared half (closes the listeners it bound). */
+  abort(): void;
+}
+
 /** An active-check verdict for one endpoint, as sent from the primary to workers. */
 export interface HealthVerdict {
   readonly service: string;
@@ -362,11 +377,11 @@ export class Berth {
         {
           listener: l.settings.name,
           bind: formatHostPort({ host: l.address.address, port: l.address.port }),
-          mode: l instanceof HttpListener ? 'http' : 'tcp',
+          mode: l.mode,
           service: svc,
           balance: s?.balance,
           endpoints: s?.endpoints.size ?? 0,
-          ...(l instanceof HttpListener ? { routes: l.routes().size } : {}),
+          ...l.describe(),
         },
         'listening',
       );
@@ -382,24 +397,25 @@ export class Berth {
         opened.set(listenerKey(c), l);
       }
     } catch (err) {
-      for (const l of opened.values()) l.stopAccepting();
+      this.closeOpened(opened);
       throw err;
     }
     return opened;
   }
 
   /**
-   * Swaps in a new, already validated config. Listeners on an unchanged address
-   * keep their socket and take the new settings for new connections; new
-   * addresses are bound before anything else changes, so a bind failure leaves the
-   * old config running untouched; removed listeners stop accepting and their
-   * connections finish.
+   * The first half of a reload: everything that can fail, nothing applied yet —
+   * the checks on bound listeners, the upstream TLS files, and the new addresses
+   * bound. `commit` then applies it (it cannot fail); `abort` closes what was
+   * bound. A --workers primary prepares every worker before it commits any, so a
+   * reload applies to all of them or to none.
    */
-  async reload(next: Config): Promise<{ added: number; removed: number; kept: number }> {
+  async prepareReload(next: Config): Promise<PreparedReload> {
     const nextKeys = new Map(next.listeners.map((l) => [listenerKey(l), l] as const));
-    for (const [k, l] of this.role === 'primary' ? [] : this.listeners) {
+    const own = this.role === 'primary' ? new Map<string, Listener>() : this.listeners;
+    for (const [k, l] of own) {
       const c = nextKeys.get(k);
-      if (c && (c.mode === 'http') !== l instanceof HttpListener) {
+      if (c && c.mode !== l.mode) {
         throw new BerthError('BERTH_ERR_RELOAD', `listener ${c.name}: changing the mode of a bound listener (${formatHostPort(c.bind)}) needs a restart; the running config stays`);
       }
       if (c && (c.tls !== undefined) !== this.terminators.has(k)) {
@@ -413,6 +429,66 @@ export class Berth {
     const upstreamTls = this.role === 'primary' ? this.upstreamTls : Berth.loadUpstreamTls(next);
     const toOpen = this.role === 'primary' ? [] : next.listeners.filter((l) => !this.listeners.has(listenerKey(l)));
     const opened = await this.openAll(toOpen);
+    let settled = false;
+    return {
+      abort: () => {
+        if (settled) return;
+        settled = true;
+        this.closeOpened(opened);
+      },
+      commit: () => {
+        if (settled) throw new Error('reload already committed or aborted');
+        settled = true;
+        let kept = 0;
+        let removed = 0;
+        for (const [k, l] of own) {
+          const c = nextKeys.get(k);
+          if (c) {
+            // The modes match (checked above); the narrowing tells the compiler.
+            if (l.mode === 'http' && c.mode === 'http') l.configure(c);
+            else if (l.mode === 'tcp' && c.mode === 'tcp') l.configure(c);
+            if (c.tls) this.terminators.get(k)?.configure(c.tls);
+            kept++;
+          } else {
+            this.listeners.delete(k);
+            this.retired.add(l);
+            removed++;
+            l.stopAccepting();
+            this.terminators.get(k)?.close();
+            this.terminators.delete(k);
+            this.log.info({ listener: l.settings.name, open: l.active }, 'listener closed by reload; its connections finish');
+          }
+        }
+        for (const [k, l] of opened) this.listeners.set(k, l);
+        this.upstreamTls = upstreamTls;
+        this.config = next;
+        this.applyServices(next);
+        this.metrics?.reload(true);
+        return { added: opened.size, removed, kept };
+      },
+    };
+  }
+
+  /** Listeners bound for a reload (or a start) that will not happen: closed, their TLS material dropped. */
+  private closeOpened(opened: ReadonlyMap<string, Listener>): void {
+    for (const [k, l] of opened) {
+      l.stopAccepting();
+      l.destroyAll();
+      this.terminators.get(k)?.close();
+      this.terminators.delete(k);
+    }
+  }
+
+  /**
+   * Swaps in a new, already validated config. Listeners on an unchanged address
+   * keep their socket and take the new settings for new connections; new
+   * addresses are bound before anything else changes, so a bind failure leaves the
+   * old config running untouched; removed listeners stop accepting and their
+   * connections finish. Discovery and the admin server (not in workers) change
+   * between the two halves: their failure also leaves the old config running.
+   */
+  async reload(next: Config): Promise<ReloadResult> {
+    const prepared = await this.prepareReload(next);
     try {
       if (this.role !== 'worker') {
         await this.applyDocker(next.discovery.docker);
@@ -421,34 +497,10 @@ export class Berth {
         await this.applyAdmin(next);
       }
     } catch (err) {
-      for (const l of opened.values()) l.stopAccepting();
+      prepared.abort();
       throw err;
     }
-    let kept = 0;
-    let removed = 0;
-    for (const [k, l] of this.role === 'primary' ? [] : this.listeners) {
-      const c = nextKeys.get(k);
-      if (c) {
-        if (l instanceof HttpListener && c.mode === 'http') l.configure(c);
-        else if (l instanceof TcpListener && c.mode === 'tcp') l.configure(c);
-        if (c.tls) this.terminators.get(k)?.configure(c.tls);
-        kept++;
-      } else {
-        this.listeners.delete(k);
-        this.retired.add(l);
-        removed++;
-        l.stopAccepting();
-        this.terminators.get(k)?.close();
-        this.terminators.delete(k);
-        this.log.info({ listener: l.settings.name, open: l.active }, 'listener closed by reload; its connections finish');
-      }
-    }
-    for (const [k, l] of opened) this.listeners.set(k, l);
-    this.upstreamTls = upstreamTls;
-    this.config = next;
-    this.applyServices(next);
-    this.metrics?.reload(true);
-    return { added: opened.size, removed, kept };
+    return prepared.commit();
   }
 
   /** Open client connections across all listeners. */

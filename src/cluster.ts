@@ -14,17 +14,33 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import cluster, { type Worker } from 'node:cluster';
-import { Berth, type HealthVerdict } from './app.js';
-import type { Config } from './config/schema.js';
+import { Berth, type HealthVerdict, type PreparedReload } from './app.js';
+import type { LoadedConfig } from './config/source.js';
 import { validateConfig } from './config/validate.js';
-import { ConfigError, formatIssue } from './core/errors.js';
+import { BerthError } from './core/errors.js';
+import { handleSignals } from './runtime/signals.js';
 import type { EndpointSpec, ProviderSnapshot } from './core/types.js';
 import type { Logger } from './log.js';
 import type { EndpointCounters } from './pool/endpoint.js';
 import { aggregateMetrics, type MetricsJson } from './metrics/collect.js';
 
 type SnapshotMsg = { t: 'snapshot'; provider: string; services: [string, EndpointSpec[]][] };
-type ToWorker = SnapshotMsg | { t: 'health'; v: HealthVerdict } | { t: 'reload'; raw: unknown } | { t: 'stats'; id: number } | { t: 'metrics'; id: number } | { t: 'shutdown'; drainMs: number };
+/**
+ * Primary → worker. A worker starts with `config` (the document the primary
+ * validated: workers never read the file). A reload is two-phase: `prepare` (a
+ * worker does everything that can fail and answers `prepared`), then `commit` to
+ * every worker once all answered ok, else `abort` to every worker.
+ */
+type ToWorker =
+  | SnapshotMsg
+  | { t: 'config'; raw: unknown }
+  | { t: 'health'; v: HealthVerdict }
+  | { t: 'prepare'; id: number; raw: unknown }
+  | { t: 'commit'; id: number }
+  | { t: 'abort'; id: number }
+  | { t: 'stats'; id: number }
+  | { t: 'metrics'; id: number }
+  | { t: 'shutdown'; drainMs: number };
 interface EndpointStats {
   service: string;
   id: string;
@@ -35,10 +51,14 @@ interface EndpointStats {
 }
 const NO_COUNTERS: EndpointCounters = { active: 0, connections: 0, failures: 0, latency: 0 };
 type FromWorker =
+  | { t: 'hello' }
   | { t: 'ready' }
   | { t: 'stats'; id: number; open: number; endpoints: EndpointStats[] }
   | { t: 'metrics'; id: number; json: MetricsJson }
-  | { t: 'reloaded'; ok: boolean; error?: string };
+  | { t: 'prepared'; id: number; ok: boolean; error?: string };
+
+/** How long a worker may take to prepare a reload (bind, read TLS files) before the reload is called off everywhere. */
+export const PREPARE_TIMEOUT_MS = 5000;
 
 function toMsg(snap: ProviderSnapshot): SnapshotMsg {
   return { t: 'snapshot', provider: snap.provider, services: [...snap.services].map(([k, v]) => [k, [...v]]) };
@@ -89,58 +109,98 @@ export function cgroupCpuQuota(root: string): number | null {
   return null;
 }
 
-/** Runs in each worker: proxies, takes snapshots and reloads from the primary. */
-export async function runWorker(config: Config, log: Logger, version: string): Promise<void> {
-  const berth = new Berth(config, { log, version, role: 'worker' });
+/** Runs in each worker: takes its config, snapshots and reloads from the primary, and proxies. */
+export async function runWorker(log: Logger, version: string): Promise<void> {
   const send = (m: FromWorker) => process.send?.(m);
   // Signals go to the primary, which tells workers what to do; a terminal's Ctrl-C
   // reaches the whole process group, so workers ignore it and wait for the primary.
   process.on('SIGINT', () => {});
   process.on('SIGTERM', () => {});
   process.on('SIGHUP', () => {});
+  let berth: Berth | null = null;
+  /** The reload this worker has prepared (or is preparing), by the primary's id. */
+  let prepared: { id: number; reload: Promise<PreparedReload | null>; aborted: boolean } | null = null;
+  const settle = (id: number, how: 'commit' | 'abort') => {
+    const p = prepared;
+    if (p === null || p.id !== id) return;
+    prepared = null;
+    if (how === 'abort') p.aborted = true;
+    void p.reload.then((r) => {
+      if (r === null) return;
+      if (how === 'commit') r.commit();
+      else r.abort();
+    });
+  };
   process.on('message', (raw: ToWorker) => {
+    if (raw.t === 'config') {
+      void startWorker(raw.raw);
+      return;
+    }
+    const b = berth;
+    if (b === null) return;
     switch (raw.t) {
       case 'snapshot':
-        berth.pool.applySnapshot({ provider: raw.provider, services: new Map(raw.services) });
+        b.pool.applySnapshot({ provider: raw.provider, services: new Map(raw.services) });
         return;
       case 'health':
-        berth.applyHealth(raw.v);
+        b.applyHealth(raw.v);
         return;
-      case 'reload':
-        try {
-          const next = validateConfig(raw.raw);
-          berth.reload(next).then(
-            () => send({ t: 'reloaded', ok: true }),
-            (err: unknown) => send({ t: 'reloaded', ok: false, error: err instanceof Error ? err.message : String(err) }),
-          );
-        } catch (err) {
-          send({ t: 'reloaded', ok: false, error: err instanceof Error ? err.message : String(err) });
-        }
+      case 'prepare': {
+        if (prepared !== null) settle(prepared.id, 'abort');
+        const entry = { id: raw.id, aborted: false, reload: Promise.resolve<PreparedReload | null>(null) };
+        entry.reload = (async () => {
+          try {
+            const r = await b.prepareReload(validateConfig(raw.raw));
+            // Called off while it was still binding: undo at once.
+            if (entry.aborted) {
+              r.abort();
+              return null;
+            }
+            send({ t: 'prepared', id: raw.id, ok: true });
+            return r;
+          } catch (err) {
+            send({ t: 'prepared', id: raw.id, ok: false, error: err instanceof Error ? err.message : String(err) });
+            return null;
+          }
+        })();
+        prepared = entry;
+        return;
+      }
+      case 'commit':
+        settle(raw.id, 'commit');
+        return;
+      case 'abort':
+        settle(raw.id, 'abort');
         return;
       case 'stats': {
         const endpoints: EndpointStats[] = [];
-        for (const s of berth.pool.services.values()) {
+        for (const s of b.pool.services.values()) {
           for (const e of s.endpoints.values()) endpoints.push({ service: s.name, id: e.id, active: e.active, connections: e.connections, failures: e.failures, latency: e.latency });
         }
-        send({ t: 'stats', id: raw.id, open: berth.openSessions(), endpoints });
+        send({ t: 'stats', id: raw.id, open: b.openSessions(), endpoints });
         return;
       }
       case 'metrics':
-        if (!berth.metrics) send({ t: 'metrics', id: raw.id, json: [] });
-        else void berth.metrics.registry.getMetricsAsJSON().then((json) => send({ t: 'metrics', id: raw.id, json }));
+        if (!b.metrics) send({ t: 'metrics', id: raw.id, json: [] });
+        else void b.metrics.registry.getMetricsAsJSON().then((json) => send({ t: 'metrics', id: raw.id, json }));
         return;
       case 'shutdown':
-        void berth.shutdown(raw.drainMs).then(() => process.exit(0));
+        void b.shutdown(raw.drainMs).then(() => process.exit(0));
         return;
     }
   });
-  try {
-    await berth.start();
-  } catch (err) {
-    log.fatal({ err }, err instanceof Error ? err.message : String(err));
-    process.exit(2);
-  }
-  send({ t: 'ready' });
+  const startWorker = async (raw: unknown): Promise<void> => {
+    if (berth !== null) return;
+    try {
+      berth = new Berth(validateConfig(raw), { log, version, role: 'worker' });
+      await berth.start();
+    } catch (err) {
+      log.fatal({ err }, err instanceof Error ? err.message : String(err));
+      process.exit(2);
+    }
+    send({ t: 'ready' });
+  };
+  send({ t: 'hello' });
 }
 
 interface WorkerState {
@@ -155,18 +215,17 @@ interface WorkerState {
  * Runs the primary: discovery, admin, N workers. Resolves once every worker
  * listens; rejects (exit 2 upstream) when a worker cannot start.
  */
-export async function runPrimary(
-  config: Config,
-  n: number,
-  log: Logger,
-  version: string,
-  reloadRaw: (() => Promise<unknown>) | null,
-): Promise<void> {
+export async function runPrimary(loaded: LoadedConfig, n: number, log: Logger, version: string, reloadConfig: (() => Promise<LoadedConfig>) | null): Promise<void> {
+  const config = loaded.config;
+  /** The running config's document: what a new or restarted worker starts with. */
+  let current = loaded.raw;
   cluster.schedulingPolicy = cluster.SCHED_NONE;
   const workers = new Map<number, WorkerState>();
   let stopping = false;
   let seq = 0;
   const pending = new Map<number, (m: FromWorker) => void>();
+  /** Reloads being prepared: the answer awaited from each worker, by "reload id:worker id". */
+  const preparing = new Map<string, (m: Extract<FromWorker, { t: 'prepared' }>) => void>();
 
   const broadcast = (m: ToWorker) => {
     for (const w of workers.values()) if (w.worker.isConnected()) w.worker.send(m);
@@ -243,6 +302,10 @@ export async function runPrimary(
     const state: WorkerState = { worker, ready: false, connections: 0, open: 0 };
     workers.set(worker.id, state);
     worker.on('message', (m: FromWorker) => {
+      if (m.t === 'hello') {
+        worker.send({ t: 'config', raw: current } satisfies ToWorker);
+        return;
+      }
       if (m.t === 'ready') {
         state.ready = true;
         // Every provider's last snapshot (docker, swarm, dns), not just the latest one seen.
@@ -251,8 +314,10 @@ export async function runPrimary(
         if ([...workers.values()].every((w) => w.ready)) startupDone();
         return;
       }
-      if (m.t === 'reloaded') {
-        if (!m.ok) log.error({ worker: worker.process.pid, error: m.error }, 'worker could not apply the reload');
+      if (m.t === 'prepared') {
+        const key = `${m.id}:${worker.id}`;
+        preparing.get(key)?.(m);
+        preparing.delete(key);
         return;
       }
       if (m.t === 'stats') {
@@ -290,6 +355,56 @@ export async function runPrimary(
   }
   log.info({ version, node: process.version, workers: n, listeners: config.listeners.length, services: config.services.size }, 'berth started');
 
+  /**
+   * A reload applies to every worker or to none: each worker prepares it (binds,
+   * reads TLS files) and says so; only when all did does the primary apply its own
+   * part (discovery, admin) and tell them to commit. Any refusal, or a worker that
+   * does not answer in PREPARE_TIMEOUT_MS, calls it off everywhere.
+   */
+  let reloadSeq = 0;
+  const reload = async (): Promise<object> => {
+    const next = await reloadConfig!();
+    const all = [...workers.values()];
+    const starting = all.filter((w) => !w.ready).map((w) => w.worker.process.pid);
+    if (starting.length > 0) throw new BerthError('BERTH_ERR_RELOAD', `worker(s) ${starting.join(', ')} still starting; send SIGHUP again once they listen`);
+    const id = ++reloadSeq;
+    const answers = await Promise.all(
+      all.map(
+        (w) =>
+          new Promise<{ pid: number | undefined; ok: boolean; error?: string | undefined }>((resolve) => {
+            const pid = w.worker.process.pid;
+            const key = `${id}:${w.worker.id}`;
+            const timer = setTimeout(() => {
+              preparing.delete(key);
+              resolve({ pid, ok: false, error: `no answer within ${PREPARE_TIMEOUT_MS}ms` });
+            }, PREPARE_TIMEOUT_MS);
+            preparing.set(key, (p) => {
+              clearTimeout(timer);
+              resolve({ pid, ok: p.ok, error: p.error });
+            });
+            if (w.worker.isConnected()) w.worker.send({ t: 'prepare', id, raw: next.raw } satisfies ToWorker);
+          }),
+      ),
+    );
+    const refused = answers.filter((a) => !a.ok);
+    const abort = () => {
+      for (const w of all) if (w.worker.isConnected()) w.worker.send({ t: 'abort', id } satisfies ToWorker);
+    };
+    if (refused.length > 0) {
+      abort();
+      throw new BerthError('BERTH_ERR_RELOAD', `not applied to any worker: ${refused.map((r) => `worker ${r.pid}: ${r.error}`).join('; ')}`);
+    }
+    try {
+      await berth.reload(next.config);
+    } catch (err) {
+      abort();
+      throw err;
+    }
+    for (const w of all) if (w.worker.isConnected()) w.worker.send({ t: 'commit', id } satisfies ToWorker);
+    current = next.raw;
+    return { workers: all.length };
+  };
+
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
@@ -310,26 +425,5 @@ export async function runPrimary(
       for (const w of workers.values()) w.worker.process.kill('SIGKILL');
     }, berth.config.drainTimeout + 5000).unref();
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
-  let reloading: Promise<void> = Promise.resolve();
-  process.on('SIGHUP', () => {
-    if (!reloadRaw) {
-      log.warn('SIGHUP: no config file to reload (started from flags)');
-      return;
-    }
-    reloading = reloading.then(async () => {
-      try {
-        const raw = await reloadRaw();
-        const next = validateConfig(raw);
-        await berth.reload(next);
-        broadcast({ t: 'reload', raw });
-        log.info({ workers: workers.size }, 'config reloaded');
-      } catch (err) {
-        berth.reloadFailed();
-        const errors = err instanceof ConfigError ? err.issues.map(formatIssue) : [err instanceof Error ? err.message : String(err)];
-        log.error({ errors }, 'config reload failed; keeping the running config');
-      }
-    });
-  });
+  handleSignals({ log, stop, reload: reloadConfig === null ? null : reload, reloadFailed: () => berth.reloadFailed() });
 }

@@ -23,10 +23,11 @@ import { status } from './cli/status.js';
 import { createCa, issueCert, parseSans } from './tls/certs.js';
 import { runPrimary, runWorker, usableCpus, workerCount } from './cluster.js';
 import { configFromFlags } from './config/flags.js';
-import { readRawConfig } from './config/raw.js';
 import { loadConfigFile } from './config/load.js';
 import type { Config, ListenerConfig } from './config/schema.js';
+import { loadConfig, reloadable, type ConfigSource } from './config/source.js';
 import { ConfigError, ExitCode, formatIssue, isBerthError } from './core/errors.js';
+import { handleSignals } from './runtime/signals.js';
 import { formatHostPort } from './core/types.js';
 import { createLogger, type LogFormat, type Logger } from './log.js';
 
@@ -53,12 +54,12 @@ function exitFor(err: unknown, log?: Logger): never {
   process.exit(ExitCode.Runtime);
 }
 
-async function loadRunConfig(a: RunArgs): Promise<Config> {
-  if (a.config !== undefined) return loadConfigFile(a.config, { balance: a.balance, admin: a.admin, adminTokenFile: a.adminTokenFile, docker: a.docker, dockerHost: a.dockerHost });
-  return configFromFlags(a);
+function sourceOf(a: RunArgs): ConfigSource {
+  if (a.config !== undefined) return { path: a.config, overrides: { balance: a.balance, admin: a.admin, adminTokenFile: a.adminTokenFile, docker: a.docker, dockerHost: a.dockerHost } };
+  return { flags: a };
 }
 
-/** Runs a Berth until SIGTERM/SIGINT; SIGHUP reloads `configPath` when given. */
+/** Runs a Berth until SIGTERM/SIGINT; SIGHUP reloads through `reloadConfig` when given. */
 async function serve(berth: Berth, log: Logger, reloadConfig: (() => Promise<Config>) | null): Promise<void> {
   try {
     await berth.start();
@@ -70,65 +71,47 @@ async function serve(berth: Berth, log: Logger, reloadConfig: (() => Promise<Con
     { version: pkg.version, node: process.version, listeners: c.listeners.length, services: c.services.size, admin: c.admin ? formatHostPort(c.admin) : 'off', drainTimeoutMs: c.drainTimeout },
     'berth started',
   );
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    const open = berth.openSessions();
-    // shutdown() stops accepting before it first waits: the line below is only
-    // written once new connections are refused.
-    const drained = berth.shutdown(berth.config.drainTimeout);
-    log.info({ signal, open, drainTimeoutMs: berth.config.drainTimeout }, 'stopping: no new connections, draining open ones');
-    void drained.then((cut) => {
-      log.info({ cut }, cut > 0 ? 'drain timeout reached; closed the remaining connections' : 'drained; bye');
-      process.exit(ExitCode.Ok);
-    });
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
-  let reloading: Promise<void> = Promise.resolve();
-  process.on('SIGHUP', () => {
-    if (reloadConfig === null) {
-      log.warn('SIGHUP: no config file to reload (started from flags)');
-      return;
-    }
-    // Reloads run one at a time, in signal order.
-    reloading = reloading.then(async () => {
-      try {
-        const next = await reloadConfig();
-        const r = await berth.reload(next);
-        log.info(r, 'config reloaded');
-      } catch (err) {
-        berth.reloadFailed();
-        const errors = err instanceof ConfigError ? err.issues.map(formatIssue) : [err instanceof Error ? err.message : String(err)];
-        log.error({ errors }, 'config reload failed; keeping the running config');
-      }
-    });
+  handleSignals({
+    log,
+    stop: (signal) => {
+      const open = berth.openSessions();
+      // shutdown() stops accepting before it first waits: the line below is only
+      // written once new connections are refused.
+      const drained = berth.shutdown(berth.config.drainTimeout);
+      log.info({ signal, open, drainTimeoutMs: berth.config.drainTimeout }, 'stopping: no new connections, draining open ones');
+      void drained.then((cut) => {
+        log.info({ cut }, cut > 0 ? 'drain timeout reached; closed the remaining connections' : 'drained; bye');
+        process.exit(ExitCode.Ok);
+      });
+    },
+    reload: reloadConfig === null ? null : async () => berth.reload(await reloadConfig()),
+    reloadFailed: () => berth.reloadFailed(),
   });
 }
 
 async function run(a: RunArgs): Promise<void> {
-  let config: Config;
+  const log = createLogger(a.logLevel as 'info', a.logFormat);
+  const workers = workerCount(a.workers, usableCpus(os.availableParallelism()));
+  // A worker takes its config from the primary (the one that loaded and validated it).
+  if (workers > 1 && cluster.isWorker) return runWorker(log.child({ worker: cluster.worker?.id }), pkg.version);
+  const source = sourceOf(a);
+  let loaded;
   try {
-    config = await loadRunConfig(a);
+    loaded = await loadConfig(source);
   } catch (err) {
     exitFor(err);
   }
-  const log = createLogger(a.logLevel as 'info', a.logFormat);
-  const workers = workerCount(a.workers, usableCpus(os.availableParallelism()));
+  const again = reloadable(source) ? () => loadConfig(source) : null;
   if (workers > 1) {
-    if (cluster.isWorker) return runWorker(config, log.child({ worker: cluster.worker?.id }), pkg.version);
-    const path = a.config;
-    const overrides = { balance: a.balance, admin: a.admin, adminTokenFile: a.adminTokenFile, docker: a.docker, dockerHost: a.dockerHost };
     try {
-      await runPrimary(config, workers, log, pkg.version, path !== undefined ? () => readRawConfig(path, overrides) : null);
+      await runPrimary(loaded, workers, log, pkg.version, again);
     } catch (err) {
       exitFor(err, log);
     }
     return;
   }
-  const berth = new Berth(config, { log, version: pkg.version });
-  await serve(berth, log, a.config !== undefined ? () => loadRunConfig(a) : null);
+  const berth = new Berth(loaded.config, { log, version: pkg.version });
+  await serve(berth, log, again === null ? null : async () => (await again()).config);
 }
 
 async function check(path: string): Promise<void> {

@@ -25,6 +25,11 @@ export const DEFAULT_SERVICE = 'default';
  * ("--backend[1]: expected host:port ..."), not a config path the user never wrote.
  */
 export function configFromFlags(f: FlagConfig): Config {
+  return loadedFromFlags(f).config;
+}
+
+/** The flags' config with the document it was validated from (a --workers primary hands that to its workers). */
+export function loadedFromFlags(f: FlagConfig): { readonly raw: unknown; readonly config: Config } {
   const issues: ConfigIssue[] = [];
   if (f.listen.length === 0) issues.push({ path: '--listen', message: 'at least one address to listen on is required (or use --config)' });
   if (f.backend.length === 0 && !f.docker) issues.push({ path: '--backend', message: 'at least one endpoint host:port is required (or --docker, or --config)' });
@@ -45,7 +50,7 @@ export function configFromFlags(f: FlagConfig): Config {
     ...(f.docker ? { discovery: { docker: f.dockerHost !== undefined ? { host: f.dockerHost } : {} } } : {}),
   };
   try {
-    return validateConfig(raw);
+    return { raw, config: validateConfig(raw) };
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     throw new ConfigError(err.issues.map((i) => ({ path: flagPath(i.path, f.listen.length > 1), message: i.message })));

@@ -37,6 +37,7 @@ import {
 } from './http-headers.js';
 import { RetryBudget, Upstreams, type UpstreamSettings } from './http-upstream.js';
 import { ConnectionGate } from './gate.js';
+import type { Listener } from './listener.js';
 import { LocalErrorAlarm } from './local-errors.js';
 import { normalizeHost, Router, type RouteRule } from './routes.js';
 
@@ -182,7 +183,8 @@ function responseClosed(c: ConnFacts): void {
   if (c.open === 0 && c.refusal !== 0) rawReply(c.socket, c.refusal);
 }
 
-export class HttpListener {
+export class HttpListener implements Listener<HttpListenerSettings> {
+  readonly mode = 'http';
   settings: HttpListenerSettings;
   /** node's http(s) server: parses; the gate owns the port and feeds it. */
   readonly server: http.Server;
@@ -310,6 +312,10 @@ export class HttpListener {
   /** Open client connections (an upgraded one counts once, as its client socket). */
   get active(): number {
     return this.sockets.size;
+  }
+
+  describe(): Record<string, unknown> {
+    return { routes: this.routes().size };
   }
 
   /** Stops accepting; idle keep-alive connections close now, busy ones after their response. */

@@ -8,6 +8,7 @@ import type { EndpointState } from '../pool/endpoint.js';
 import type { Pool } from '../pool/pool.js';
 import { abortSocket, connectResult, isLocalError, tcpConnect, type ConnectFn } from './connect.js';
 import { ConnectionGate } from './gate.js';
+import type { Listener } from './listener.js';
 import { LocalErrorAlarm } from './local-errors.js';
 import { proxyHeader } from './proxy-protocol.js';
 import { tcpRetry } from './retry-policy.js';
@@ -65,7 +66,8 @@ export const REPLAY_LIMIT = 64 * 1024;
  * bytes both ways with backpressure and half-close. Settings can be swapped in
  * place (reload) without closing the socket.
  */
-export class TcpListener {
+export class TcpListener implements Listener<TcpListenerSettings> {
+  readonly mode = 'tcp';
   settings: TcpListenerSettings;
   /** Owns the port; counts and caps connections. */
   readonly gate: ConnectionGate;
@@ -130,6 +132,10 @@ export class TcpListener {
   /** Open client connections. */
   get active(): number {
     return this.sessions.size;
+  }
+
+  describe(): Record<string, unknown> {
+    return {};
   }
 
   /**
