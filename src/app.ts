@@ -6,14 +6,15 @@
 import { readFile } from 'node:fs/promises';
 import { AdminServer } from './admin/server.js';
 import { RateSampler, servicesView, type ProviderView, type Readiness } from './admin/view.js';
-import type { Config, DnsDiscoveryConfig, DockerDiscoveryConfig, ListenerConfig } from './config/schema.js';
+import type { Config, ListenerConfig } from './config/schema.js';
 import { nullDiscoveryObserver, type DiscoveryObserver } from './core/discovery.js';
 import { BerthError } from './core/errors.js';
 import { nullObserver, type ProxyObserver } from './core/observer.js';
 import { dockerClient } from './discovery/docker/client.js';
-import { DockerProvider } from './discovery/docker/provider.js';
-import { DnsProvider } from './discovery/dns.js';
-import { SwarmProvider } from './discovery/docker/swarm.js';
+import type { DockerProvider } from './discovery/docker/provider.js';
+import type { DnsProvider } from './discovery/dns.js';
+import type { SwarmProvider } from './discovery/docker/swarm.js';
+import { discoveryRegistry, Providers } from './runtime/providers.js';
 import { HealthChecker, type CheckChange, type CheckTarget } from './health/checker.js';
 import { httpProbe, tcpProbe } from './health/probe.js';
 import { MetricsCollector } from './metrics/collect.js';
@@ -120,15 +121,6 @@ export class Berth {
   private readonly retired = new Set<Listener>();
   private stopping = false;
   private readonly opts: BerthOptions;
-  /** The running Docker provider and the settings it was built from. */
-  docker: DockerProvider | null = null;
-  private dockerKey = '';
-  /** The running Swarm provider and the settings it was built from. */
-  swarm: SwarmProvider | null = null;
-  private swarmKey = '';
-  /** The running DNS provider and the settings it was built from. */
-  dns: DnsProvider | null = null;
-  private dnsKey = '';
 
   constructor(config: Config, opts: BerthOptions) {
     this.config = config;
@@ -141,6 +133,14 @@ export class Berth {
     this.observer = opts.observer ?? this.metrics ?? nullObserver;
     this.discoveryObserver = opts.discoveryObserver ?? this.metrics ?? nullDiscoveryObserver;
     this.rates = new RateSampler(this.pool, 5000, this.countersOf);
+    this.discovery = new Providers(
+      discoveryRegistry({ log: this.log, observer: this.discoveryObserver, dockerClient: opts.dockerClient ?? dockerClient, dockerBackoff: opts.dockerBackoff }),
+      this.publishSnapshot,
+      (p, settings) => {
+        const host = (settings as { host?: unknown }).host;
+        this.log.info({ provider: p.name, ...(typeof host === 'string' ? { host } : {}), endpoints: countEndpoints(this.pool, p.name), skipped: p.skipped.length }, `${p.name} discovery synced`);
+      },
+    );
     this.checker = this.role === 'worker' ? null : new HealthChecker((c) => this.onCheck(c), systemRandom);
     this.pool.on((e) => {
       if (e.type === 'endpoint-added') {
@@ -294,73 +294,30 @@ export class Berth {
     return this.watcher.snapshots();
   }
 
-  /**
-   * Swaps a discovery provider: `next` (if any) must start before `old` stops, so a
-   * reload pointing at an unreachable engine keeps the running discovery; a provider
-   * removed without a successor takes its endpoints with it.
-   */
-  private async replaceProvider<P extends { readonly name: string; start(): Promise<void>; stop(): void }>(old: P | null, next: P | null, startError: (err: unknown) => Error): Promise<P | null> {
-    if (next) {
-      try {
-        await next.start();
-      } catch (err) {
-        next.stop();
-        throw startError(err);
-      }
-    }
-    if (old) {
-      old.stop();
-      if (!next) this.publishSnapshot({ provider: old.name, services: new Map() });
-    }
-    return next;
+  /** The running discovery providers, started, replaced and stopped through one registry. */
+  private readonly discovery: Providers;
+
+  /** The running providers (docker, swarm, dns), or null where that kind is off. */
+  get docker(): DockerProvider | null {
+    return this.discovery.get('docker') as DockerProvider | null;
+  }
+  get swarm(): SwarmProvider | null {
+    return this.discovery.get('swarm') as SwarmProvider | null;
+  }
+  get dns(): DnsProvider | null {
+    return this.discovery.get('dns') as DnsProvider | null;
   }
 
-  private dockerLike(d: DockerDiscoveryConfig, provider: string) {
-    return { ...d, client: (this.opts.dockerClient ?? dockerClient)(d.host), log: this.log.child({ module: 'discovery', provider }), observer: this.discoveryObserver, onSnapshot: this.publishSnapshot };
-  }
-
-  /** Starts, replaces or stops the Docker provider to match `d`. */
-  private async applyDocker(d: DockerDiscoveryConfig | null): Promise<void> {
-    const key = d ? JSON.stringify(d) : '';
-    if (key === this.dockerKey) return;
-    const next = d ? new DockerProvider({ ...this.dockerLike(d, 'docker'), ...(this.opts.dockerBackoff ? { backoffBaseMs: this.opts.dockerBackoff.baseMs, backoffCapMs: this.opts.dockerBackoff.capMs } : {}) }) : null;
-    this.docker = await this.replaceProvider(this.docker, next, (err) => new BerthError('BERTH_ERR_DOCKER', `cannot reach the Docker engine at ${d!.host}: ${err instanceof Error ? err.message : String(err)}`, { cause: err }));
-    this.dockerKey = key;
-    if (next) this.log.info({ provider: 'docker', host: d!.host, containers: countEndpoints(this.pool, 'docker'), skipped: next.skipped.length }, 'docker discovery synced');
-  }
-
-  /** Starts, replaces or stops the Swarm provider (a new one must read the services first). */
-  private async applySwarm(d: DockerDiscoveryConfig | null): Promise<void> {
-    const key = d ? JSON.stringify(d) : '';
-    if (key === this.swarmKey) return;
-    const next = d ? new SwarmProvider(this.dockerLike(d, 'swarm')) : null;
-    this.swarm = await this.replaceProvider(this.swarm, next, (err) => new BerthError('BERTH_ERR_DOCKER', `cannot read Swarm services from the engine at ${d!.host} (is it a swarm manager?): ${err instanceof Error ? err.message : String(err)}`, { cause: err }));
-    this.swarmKey = key;
-    if (next) this.log.info({ provider: 'swarm', host: d!.host, tasks: countEndpoints(this.pool, 'swarm'), skipped: next.skipped.length }, 'swarm discovery synced');
-  }
-
-  /**
-   * Starts, replaces or stops the DNS provider. Lookups that fail at start are
-   * logged and retried (a resolver that is down must not keep berth from serving
-   * its other services), so its start does not fail.
-   */
-  private async applyDns(entries: readonly DnsDiscoveryConfig[]): Promise<void> {
-    const key = JSON.stringify(entries);
-    if (key === this.dnsKey) return;
-    const next = entries.length > 0 ? new DnsProvider({ entries, log: this.log.child({ module: 'discovery', provider: 'dns' }), observer: this.discoveryObserver, onSnapshot: this.publishSnapshot }) : null;
-    this.dns = await this.replaceProvider(this.dns, next, (err) => (err instanceof Error ? err : new Error(String(err))));
-    this.dnsKey = key;
+  private applyDiscovery(config: Config): Promise<void> {
+    const d = config.discovery;
+    return this.discovery.apply({ docker: d.docker, swarm: d.swarm, dns: d.dns.length > 0 ? d.dns : null });
   }
 
   /** Binds every listener; on any failure closes what was bound and rejects (BERTH_ERR_LISTEN). */
   async start(): Promise<void> {
     this.upstreamTls = Berth.loadUpstreamTls(this.config);
     this.applyServices(this.config);
-    if (this.role !== 'worker') {
-      await this.applyDocker(this.config.discovery.docker);
-      await this.applySwarm(this.config.discovery.swarm);
-      await this.applyDns(this.config.discovery.dns);
-    }
+    if (this.role !== 'worker') await this.applyDiscovery(this.config);
     const opened = await this.openAll(this.role === 'primary' ? [] : this.config.listeners);
     for (const [k, l] of opened) this.listeners.set(k, l);
     try {
@@ -491,9 +448,7 @@ export class Berth {
     const prepared = await this.prepareReload(next);
     try {
       if (this.role !== 'worker') {
-        await this.applyDocker(next.discovery.docker);
-        await this.applySwarm(next.discovery.swarm);
-        await this.applyDns(next.discovery.dns);
+        await this.applyDiscovery(next);
         await this.applyAdmin(next);
       }
     } catch (err) {
@@ -518,9 +473,7 @@ export class Berth {
   async shutdown(drainMs: number): Promise<number> {
     if (this.stopping) return 0;
     this.stopping = true;
-    this.docker?.stop();
-    this.dns?.stop();
-    this.swarm?.stop();
+    this.discovery.stopAll();
     this.checker?.stopAll();
     this.rates.stop();
     const all = [...this.listeners.values(), ...this.retired];
@@ -577,9 +530,7 @@ export class Berth {
   /** Ready once discovery has synced and every listener's service has an endpoint in the pick set. */
   readiness(): Readiness {
     const reasons: string[] = [];
-    if (this.docker && !this.docker.synced) reasons.push('docker discovery has not synced yet');
-    if (this.swarm && !this.swarm.synced) reasons.push('swarm discovery has not synced yet');
-    if (this.dns && !this.dns.synced) reasons.push('dns discovery has not had an answer for every name yet');
+    reasons.push(...this.discovery.notSynced());
     for (const l of this.config.listeners) {
       for (const name of listenerServices(l)) {
         const s = this.pool.service(name);
@@ -594,22 +545,7 @@ export class Berth {
   }
 
   providers(): ProviderView[] {
-    const out: ProviderView[] = [];
-    const d = this.docker;
-    if (d) {
-      out.push({
-        name: d.name,
-        connected: d.connected,
-        synced: d.synced,
-        lastSync: d.lastSyncAt ? new Date(d.lastSyncAt).toISOString() : null,
-        skipped: d.skipped.map((k) => ({ container: k.name, reason: k.reason })),
-      });
-    }
-    const w = this.swarm;
-    if (w) out.push({ name: w.name, connected: w.connected, synced: w.synced, lastSync: w.lastSyncAt ? new Date(w.lastSyncAt).toISOString() : null, skipped: w.skipped.map((k) => ({ container: k.name, reason: k.reason })) });
-    const n = this.dns;
-    if (n) out.push({ name: n.name, connected: n.connected, synced: n.synced, lastSync: n.lastSyncAt ? new Date(n.lastSyncAt).toISOString() : null, skipped: [] });
-    return out;
+    return this.discovery.views();
   }
 
   private adminSource() {

@@ -83,6 +83,8 @@ export class DnsProvider {
 
   /** Wall time of the last published answer. */
   lastSyncAt = 0;
+  /** A name either resolves or is retried: nothing is skipped. */
+  readonly skipped: readonly { readonly name: string; readonly reason: string }[] = [];
 
   /** False while some name's lookups are failing. */
   get connected(): boolean {
