@@ -1,7 +1,7 @@
 // Lint rules, including the module dependency direction of ARCHITECTURE.md for every
 // folder: core <- balancer <- pool <- proxy; discovery, health, config and tls import
-// core; metrics reads core and the pool; only the composition root (app.ts, main.ts,
-// cluster.ts) wires everything together; only metrics/ imports prom-client, only
+// core; metrics reads core and the pool; only the composition root (main.ts, runtime/;
+// cluster/ wraps runtime/) wires everything together; only metrics/ imports prom-client, only
 // discovery/docker/client.ts dockerode, only tls/certs.ts node-forge, only
 // proxy/http*.ts undici; only src/pool imports the writable MutableEndpoint. Where
 // Clock and Random are injected (balancer, pool, proxy), Date.now, Math.random and
@@ -121,6 +121,16 @@ export default tseslint.config(
     // Metrics: reads core types and the pool; the only prom-client import.
     files: ['src/metrics/**/*.ts'],
     rules: restrict([{ group: ['../*', '!../core', '!../pool', '!../log.js'], message: 'metrics imports core and pool only' }], thirdBut('prom-client')),
+  },
+  {
+    // The runtime wires every layer, but never the cluster that wraps it.
+    files: ['src/runtime/**/*.ts'],
+    rules: restrict([{ group: ['../cluster/*'], message: 'runtime does not know about the cluster: cluster/ wraps runtime/' }], third),
+  },
+  {
+    // The cluster wraps the runtime: it starts Berth instances and passes messages, it does not proxy or discover itself.
+    files: ['src/cluster/**/*.ts'],
+    rules: restrict([{ group: ['../*', '!../runtime', '!../config', '!../core', '!../pool', '!../metrics', '!../log.js'], message: 'cluster imports runtime, config, core, pool and metrics only' }], third),
   },
   {
     files: ['src/admin/**/*.ts', 'src/cli/**/*.ts', 'src/log.ts'],

@@ -16,12 +16,14 @@
 import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
-import { Berth } from './app.js';
+import { Berth } from './runtime/runtime.js';
 import { parseArgs, type DemoArgs, type RunArgs } from './cli/args.js';
 import { startDemoBackend } from './cli/demo-backends.js';
 import { status } from './cli/status.js';
 import { createCa, issueCert, parseSans } from './tls/certs.js';
-import { runPrimary, runWorker, usableCpus, workerCount } from './cluster.js';
+import { usableCpus, workerCount } from './cluster/cpus.js';
+import { runPrimary } from './cluster/primary.js';
+import { runWorker } from './cluster/worker.js';
 import { configFromFlags } from './config/flags.js';
 import { loadConfigFile } from './config/load.js';
 import type { Config, ListenerConfig } from './config/schema.js';

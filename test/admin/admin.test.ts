@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { renderStatus, terminalSafe } from '../../src/cli/status.js';
-import { Berth } from '../../src/app.js';
+import { Berth } from '../../src/runtime/runtime.js';
 import { validateConfig } from '../../src/config/validate.js';
 import { Flag, type EndpointSpec } from '../../src/core/types.js';
 import { exchange, httpGet, nameServer, runCli } from '../helpers/net.js';

@@ -3,7 +3,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { cgroupCpuQuota, usableCpus } from '../../src/cluster.js';
+import { cgroupCpuQuota, usableCpus } from '../../src/cluster/cpus.js';
 import { exchange, nameServer, runCli, startBerth } from '../helpers/net.js';
 
 const dir = await mkdtemp(join(tmpdir(), 'berth-cli-'));

@@ -90,7 +90,7 @@ t.test('srvEndpoints: weight 0 becomes 1, weights capped at 1000, duplicates mer
 
 t.test('static and dns endpoints feed one service, each with its source', async (t) => {
   const d = await dnsmasq(t, '127.0.0.2 web.svc.test\n127.0.0.9 web.svc.test\n');
-  const { Berth } = await import('../../src/app.js');
+  const { Berth } = await import('../../src/runtime/runtime.js');
   const { validateConfig } = await import('../../src/config/validate.js');
   const config = validateConfig({
     listeners: [{ bind: '127.0.0.1:0', service: 'web' }],

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
-import { Berth } from '../../src/app.js';
+import { Berth } from '../../src/runtime/runtime.js';
 import { validateConfig } from '../../src/config/validate.js';
 import type { DiscoveryObserver } from '../../src/core/discovery.js';
 import { Flag } from '../../src/core/types.js';

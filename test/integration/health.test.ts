@@ -5,7 +5,7 @@ import { writeFile, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
-import { Berth } from '../../src/app.js';
+import { Berth } from '../../src/runtime/runtime.js';
 import { validateConfig } from '../../src/config/validate.js';
 import { Flag } from '../../src/core/types.js';
 import type { PoolEvent } from '../../src/pool/pool.js';

@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { Berth } from '../../src/app.js';
+import { Berth } from '../../src/runtime/runtime.js';
 import { validateConfig } from '../../src/config/validate.js';
 import { createCa, issueCert } from '../../src/tls/certs.js';
 import { ListenerTls, loadUpstreamTls } from '../../src/tls/terminate.js';

@@ -11,197 +11,19 @@
  * primary the bottleneck). Balancer counters (open connections) are per worker;
  * the primary polls them every second for the status view.
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import cluster, { type Worker } from 'node:cluster';
-import { Berth, type HealthVerdict, type PreparedReload } from './app.js';
-import type { LoadedConfig } from './config/source.js';
-import { validateConfig } from './config/validate.js';
-import { BerthError } from './core/errors.js';
-import { handleSignals } from './runtime/signals.js';
-import type { EndpointSpec, ProviderSnapshot } from './core/types.js';
-import type { Logger } from './log.js';
-import type { EndpointCounters } from './pool/endpoint.js';
-import { aggregateMetrics, type MetricsJson } from './metrics/collect.js';
+import { Berth } from '../runtime/runtime.js';
+import type { LoadedConfig } from '../config/source.js';
+import { BerthError } from '../core/errors.js';
+import { handleSignals } from '../runtime/signals.js';
+import type { Logger } from '../log.js';
+import type { EndpointCounters } from '../pool/endpoint.js';
+import { aggregateMetrics } from '../metrics/collect.js';
+import { PREPARE_TIMEOUT_MS, toMsg, type EndpointStats, type FromWorker, type ToWorker } from './protocol.js';
+import { statsKey, sumWorkerStats } from './stats.js';
 
-type SnapshotMsg = { t: 'snapshot'; provider: string; services: [string, EndpointSpec[]][] };
-/**
- * Primary → worker. A worker starts with `config` (the document the primary
- * validated: workers never read the file). A reload is two-phase: `prepare` (a
- * worker does everything that can fail and answers `prepared`), then `commit` to
- * every worker once all answered ok, else `abort` to every worker.
- */
-type ToWorker =
-  | SnapshotMsg
-  | { t: 'config'; raw: unknown }
-  | { t: 'health'; v: HealthVerdict }
-  | { t: 'prepare'; id: number; raw: unknown }
-  | { t: 'commit'; id: number }
-  | { t: 'abort'; id: number }
-  | { t: 'stats'; id: number }
-  | { t: 'metrics'; id: number }
-  | { t: 'shutdown'; drainMs: number };
-interface EndpointStats {
-  service: string;
-  id: string;
-  active: number;
-  connections: number;
-  failures: number;
-  latency: number;
-}
 const NO_COUNTERS: EndpointCounters = { active: 0, connections: 0, failures: 0, latency: 0 };
-type FromWorker =
-  | { t: 'hello' }
-  | { t: 'ready' }
-  | { t: 'stats'; id: number; open: number; endpoints: EndpointStats[] }
-  | { t: 'metrics'; id: number; json: MetricsJson }
-  | { t: 'prepared'; id: number; ok: boolean; error?: string };
 
-/** How long a worker may take to prepare a reload (bind, read TLS files) before the reload is called off everywhere. */
-export const PREPARE_TIMEOUT_MS = 5000;
-
-function toMsg(snap: ProviderSnapshot): SnapshotMsg {
-  return { t: 'snapshot', provider: snap.provider, services: [...snap.services].map(([k, v]) => [k, [...v]]) };
-}
-
-export function workerCount(spec: string | number | undefined, cores: number): number {
-  if (spec === undefined) return 1;
-  if (spec === 'auto') return Math.max(1, cores);
-  return Number(spec);
-}
-
-/**
- * CPUs this process may use: the cores it may run on (affinity), capped by a cgroup
- * CPU quota (`docker run --cpus 2`: cpu.max "200000 100000" in cgroup v2,
- * cfs_quota_us / cfs_period_us in v1), rounded up. Read here rather than trusted
- * to node: os.availableParallelism() ignores the quota before libuv 1.49.
- */
-export function usableCpus(cores: number, cgroupRoot = '/sys/fs/cgroup'): number {
-  const quota = cgroupCpuQuota(cgroupRoot);
-  return Math.max(1, quota === null ? cores : Math.min(cores, Math.ceil(quota)));
-}
-
-/** The cgroup's CPU quota in CPUs, or null when there is none (or no cgroup file to read). */
-export function cgroupCpuQuota(root: string): number | null {
-  const read = (path: string): string | null => {
-    try {
-      return readFileSync(join(root, path), 'utf8').trim();
-    } catch {
-      return null;
-    }
-  };
-  // "max" (v2) and -1 (v1) both read as no quota.
-  const cpus = (quota: string | undefined, period: string | undefined): number | null => {
-    const q = Number(quota);
-    const p = Number(period);
-    return q > 0 && p > 0 ? q / p : null;
-  };
-  const v2 = read('cpu.max');
-  if (v2 !== null) {
-    const [q, p] = v2.split(/\s+/);
-    return cpus(q, p);
-  }
-  for (const dir of ['cpu', 'cpu,cpuacct']) {
-    const q = read(`${dir}/cpu.cfs_quota_us`);
-    const p = read(`${dir}/cpu.cfs_period_us`);
-    if (q !== null && p !== null) return cpus(q, p);
-  }
-  return null;
-}
-
-/** Runs in each worker: takes its config, snapshots and reloads from the primary, and proxies. */
-export async function runWorker(log: Logger, version: string): Promise<void> {
-  const send = (m: FromWorker) => process.send?.(m);
-  // Signals go to the primary, which tells workers what to do; a terminal's Ctrl-C
-  // reaches the whole process group, so workers ignore it and wait for the primary.
-  process.on('SIGINT', () => {});
-  process.on('SIGTERM', () => {});
-  process.on('SIGHUP', () => {});
-  let berth: Berth | null = null;
-  /** The reload this worker has prepared (or is preparing), by the primary's id. */
-  let prepared: { id: number; reload: Promise<PreparedReload | null>; aborted: boolean } | null = null;
-  const settle = (id: number, how: 'commit' | 'abort') => {
-    const p = prepared;
-    if (p === null || p.id !== id) return;
-    prepared = null;
-    if (how === 'abort') p.aborted = true;
-    void p.reload.then((r) => {
-      if (r === null) return;
-      if (how === 'commit') r.commit();
-      else r.abort();
-    });
-  };
-  process.on('message', (raw: ToWorker) => {
-    if (raw.t === 'config') {
-      void startWorker(raw.raw);
-      return;
-    }
-    const b = berth;
-    if (b === null) return;
-    switch (raw.t) {
-      case 'snapshot':
-        b.pool.applySnapshot({ provider: raw.provider, services: new Map(raw.services) });
-        return;
-      case 'health':
-        b.applyHealth(raw.v);
-        return;
-      case 'prepare': {
-        if (prepared !== null) settle(prepared.id, 'abort');
-        const entry = { id: raw.id, aborted: false, reload: Promise.resolve<PreparedReload | null>(null) };
-        entry.reload = (async () => {
-          try {
-            const r = await b.prepareReload(validateConfig(raw.raw));
-            // Called off while it was still binding: undo at once.
-            if (entry.aborted) {
-              r.abort();
-              return null;
-            }
-            send({ t: 'prepared', id: raw.id, ok: true });
-            return r;
-          } catch (err) {
-            send({ t: 'prepared', id: raw.id, ok: false, error: err instanceof Error ? err.message : String(err) });
-            return null;
-          }
-        })();
-        prepared = entry;
-        return;
-      }
-      case 'commit':
-        settle(raw.id, 'commit');
-        return;
-      case 'abort':
-        settle(raw.id, 'abort');
-        return;
-      case 'stats': {
-        const endpoints: EndpointStats[] = [];
-        for (const s of b.pool.services.values()) {
-          for (const e of s.endpoints.values()) endpoints.push({ service: s.name, id: e.id, active: e.active, connections: e.connections, failures: e.failures, latency: e.latency });
-        }
-        send({ t: 'stats', id: raw.id, open: b.openSessions(), endpoints });
-        return;
-      }
-      case 'metrics':
-        if (!b.metrics) send({ t: 'metrics', id: raw.id, json: [] });
-        else void b.metrics.registry.getMetricsAsJSON().then((json) => send({ t: 'metrics', id: raw.id, json }));
-        return;
-      case 'shutdown':
-        void b.shutdown(raw.drainMs).then(() => process.exit(0));
-        return;
-    }
-  });
-  const startWorker = async (raw: unknown): Promise<void> => {
-    if (berth !== null) return;
-    try {
-      berth = new Berth(validateConfig(raw), { log, version, role: 'worker' });
-      await berth.start();
-    } catch (err) {
-      log.fatal({ err }, err instanceof Error ? err.message : String(err));
-      process.exit(2);
-    }
-    send({ t: 'ready' });
-  };
-  send({ t: 'hello' });
-}
 
 interface WorkerState {
   worker: Worker;
@@ -258,7 +80,7 @@ export async function runPrimary(loaded: LoadedConfig, n: number, log: Logger, v
     log,
     version,
     role: 'primary',
-    countersOf: (e) => workerCounters.get(`${e.service}\0${e.id}`) ?? NO_COUNTERS,
+    countersOf: (e) => workerCounters.get(statsKey(e.service, e.id)) ?? NO_COUNTERS,
     onHealth: (v) => broadcast({ t: 'health', v }),
     onProviderSnapshot: (snap) => broadcast(toMsg(snap)),
     metricsText: async () => {
@@ -273,21 +95,7 @@ export async function runPrimary(loaded: LoadedConfig, n: number, log: Logger, v
   // own, read by the admin API and the metrics, and never writes them into its pool.
   const poll = setInterval(() => {
     void ask<Extract<FromWorker, { t: 'stats' }>>((id) => ({ t: 'stats', id })).then((answers) => {
-      const sum = new Map<string, EndpointStats>();
-      for (const a of answers) {
-        for (const e of a.endpoints) {
-          const k = `${e.service}\0${e.id}`;
-          const t = sum.get(k);
-          if (!t) sum.set(k, { ...e });
-          else {
-            t.active += e.active;
-            t.connections += e.connections;
-            t.failures += e.failures;
-            t.latency = Math.max(t.latency, e.latency);
-          }
-        }
-      }
-      workerCounters = sum;
+      workerCounters = sumWorkerStats(answers);
     });
   }, 1000);
   poll.unref();
