@@ -456,7 +456,6 @@ export class Pool {
    */
   report(e: EndpointState, outcome: Outcome, ms = 0): void {
     const m = this.own(e);
-    const s = this.state.get(m.service);
     const now = this.clock.now();
     switch (outcome) {
       case 'connected':
@@ -473,6 +472,7 @@ export class Pool {
       case 'failed':
         break;
     }
+    const s = this.state.get(m.service);
     if (s !== undefined) this.outliers.failed(m, s.outlier, s.endpoints.values(), s.endpoints.size);
     else m.failures++;
   }

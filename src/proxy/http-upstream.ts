@@ -125,6 +125,9 @@ export class Upstreams {
         // undici reads a response framed by the close as whole at the endpoint's FIN:
         // then this side ends too (a tcp session keeps half-open connections, undici does not).
         socket.allowHalfOpen = false;
+        // A pooled connection may sit idle for a while: TCP keep-alive finds a peer
+        // that vanished (as undici's own connector does, after 60 s).
+        socket.setKeepAlive(true, 60_000);
         const ready = t ? 'secureConnect' : 'connect';
         let timer: Timer | null = null;
         const settle = (err: Error | null): void => {
