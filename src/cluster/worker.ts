@@ -15,6 +15,7 @@ export async function runWorker(log: Logger, version: string): Promise<void> {
   let berth: Berth | null = null;
   /** The reload this worker has prepared (or is preparing), by the primary's id. */
   let prepared: { id: number; reload: Promise<PreparedReload | null>; aborted: boolean } | null = null;
+  let lastPrepare: Promise<void> = Promise.resolve();
   const settle = (id: number, how: 'commit' | 'abort') => {
     const p = prepared;
     if (p === null || p.id !== id) return;
@@ -43,7 +44,11 @@ export async function runWorker(log: Logger, version: string): Promise<void> {
       case 'prepare': {
         if (prepared !== null) settle(prepared.id, 'abort');
         const entry = { id: raw.id, aborted: false, reload: Promise.resolve<PreparedReload | null>(null) };
+        // One at a time: an earlier prepare (of a reload called off while this worker
+        // could not answer) is undone before this one binds the same addresses.
+        const before = lastPrepare;
         entry.reload = (async () => {
+          await before;
           try {
             const r = await b.prepareReload(validateConfig(raw.raw));
             // Called off while it was still binding: undo at once.
@@ -59,6 +64,7 @@ export async function runWorker(log: Logger, version: string): Promise<void> {
           }
         })();
         prepared = entry;
+        lastPrepare = entry.reload.then(() => undefined);
         return;
       }
       case 'commit':

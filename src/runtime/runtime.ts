@@ -15,13 +15,12 @@ import type { DockerProvider } from '../discovery/docker/provider.js';
 import type { DnsProvider } from '../discovery/dns.js';
 import type { SwarmProvider } from '../discovery/docker/swarm.js';
 import { discoveryRegistry, Providers } from './providers.js';
-import { HealthChecker, type CheckChange, type CheckTarget } from '../health/checker.js';
-import { httpProbe, tcpProbe } from '../health/probe.js';
+import type { HealthChecker } from '../health/checker.js';
+import { HealthWiring, type HealthVerdict } from './health-wiring.js';
 import { MetricsCollector } from '../metrics/collect.js';
 import { ownCounters, type CountersOf, type EndpointState } from '../pool/endpoint.js';
 import type { DockerClient } from '../discovery/docker/types.js';
-import { systemRandom } from '../core/random.js';
-import { Flag, formatHostPort, type ProviderSnapshot } from '../core/types.js';
+import { formatHostPort, type ProviderSnapshot } from '../core/types.js';
 import { staticSnapshot } from '../discovery/static.js';
 import { SnapshotWatcher } from '../discovery/watcher.js';
 import type { Logger } from '../log.js';
@@ -78,16 +77,8 @@ export interface PreparedReload {
   abort(): void;
 }
 
-/** An active-check verdict for one endpoint, as sent from the primary to workers. */
-export interface HealthVerdict {
-  readonly service: string;
-  readonly id: string;
-  readonly pending: boolean;
-  readonly unhealthy: boolean;
-  readonly why: string;
-}
+export type { HealthVerdict } from './health-wiring.js';
 
-const ACTIVE = Flag.ActivePending | Flag.ActiveUnhealthy;
 
 /** Listeners that bind a fixed port are matched across reloads by address, so they keep their socket. */
 function listenerKey(l: ListenerConfig): string {
@@ -108,9 +99,8 @@ export class Berth {
   /** Where the admin API and the metrics read endpoint counters. */
   private readonly countersOf: CountersOf;
   readonly role: 'single' | 'primary' | 'worker';
-  /** Active checks (not in workers: checks run once per endpoint, in the primary). */
-  readonly checker: HealthChecker | null;
-  private checkSyncQueued = false;
+  /** Active checks and their verdicts in the pool. */
+  private readonly health: HealthWiring;
   /** Active listeners by listenerKey. */
   readonly listeners = new Map<string, Listener>();
   /** TLS termination per listener (by listenerKey). */
@@ -141,15 +131,7 @@ export class Berth {
         this.log.info({ provider: p.name, ...(typeof host === 'string' ? { host } : {}), endpoints: countEndpoints(this.pool, p.name), skipped: p.skipped.length }, `${p.name} discovery synced`);
       },
     );
-    this.checker = this.role === 'worker' ? null : new HealthChecker((c) => this.onCheck(c), systemRandom);
-    this.pool.on((e) => {
-      if (e.type === 'endpoint-added') {
-        // With checks configured, a new endpoint waits for its first pass (same in every process).
-        const h = this.config.services.get(e.endpoint.service)?.health;
-        if (h && h.initial === 'pending') this.pool.setFlag(e.endpoint.service, e.endpoint.id, Flag.ActivePending, true, 'active check: waiting for the first pass');
-      }
-      if (e.type === 'endpoint-added' || e.type === 'endpoint-removed' || e.type === 'endpoint-updated') this.queueCheckSync();
-    });
+    this.health = new HealthWiring(this.pool, () => this.config, this.role !== 'worker', (v) => this.opts.onHealth?.(v));
     this.pool.on((e) => {
       const log = this.log;
       switch (e.type) {
@@ -187,81 +169,22 @@ export class Berth {
       });
     }
     this.pool.applySnapshot(staticSnapshot(config.services.values()));
-    // Services whose checks were removed: their endpoints are no longer held by them.
-    for (const s of this.pool.services.values()) {
-      if (config.services.get(s.name)?.health) continue;
-      for (const e of s.endpoints.values()) if (e.flags & ACTIVE) this.pool.setFlag(s.name, e.id, ACTIVE, false, 'active checks removed from the config');
-    }
-    this.queueCheckSync();
-  }
-
-  private queueCheckSync(): void {
-    if (!this.checker || this.checkSyncQueued) return;
-    this.checkSyncQueued = true;
-    setImmediate(() => {
-      this.checkSyncQueued = false;
-      if (!this.stopping) this.syncChecks();
-    });
-  }
-
-  /** One check loop per endpoint of every service that has `health` configured. */
-  private syncChecks(): void {
-    const targets: CheckTarget[] = [];
-    for (const s of this.pool.services.values()) {
-      const h = this.config.services.get(s.name)?.health;
-      if (!h) continue;
-      const inRange = (code: number) => h.expect.ranges.some(([lo, hi]) => code >= lo && code <= hi);
-      const settings = JSON.stringify(h);
-      for (const e of s.endpoints.values()) {
-        if (e.sources.size === 0) continue;
-        // An endpoint's own health path (label berth.health.path) overrides the service's.
-        const path = e.spec.healthPath ?? h.path;
-        targets.push({
-          key: `${s.name}\0${e.id}`,
-          host: e.host,
-          port: e.port,
-          probe: h.type === 'http' ? (host, port) => httpProbe(host, port, h.timeout, { path, host: h.host, expect: inRange }) : (host, port) => tcpProbe(host, port, h.timeout),
-          intervalMs: h.interval,
-          jitter: h.jitter,
-          rise: h.rise,
-          fall: h.fall,
-          initial: h.initial,
-          settingsKey: `${settings} ${path}`,
-        });
-      }
-    }
-    this.checker!.sync(targets);
-  }
-
-  private onCheck(c: CheckChange): void {
-    const [service, id] = c.key.split('\0') as [string, string];
-    const h = this.config.services.get(service)?.health;
-    const why = `active ${h?.type ?? ''} check: ${c.to === 'healthy' ? 'passed' : 'failed'} (${c.detail})`;
-    const verdict: HealthVerdict = { service, id, pending: false, unhealthy: c.to === 'unhealthy', why };
-    this.applyHealth(verdict);
-    this.opts.onHealth?.(verdict);
+    this.health.configChanged(config);
   }
 
   /** Applies an active-check verdict (from this process's checker, or from the primary). */
   applyHealth(v: HealthVerdict): void {
-    this.pool.setFlag(v.service, v.id, Flag.ActivePending, v.pending, v.why);
-    this.pool.setFlag(v.service, v.id, Flag.ActiveUnhealthy, v.unhealthy, v.why);
-    const e = this.pool.service(v.service)?.endpoints.get(v.id);
-    if (e && e.flags & Flag.Outlier && !v.pending && !v.unhealthy && this.config.services.get(v.service)?.outlier?.endEarlyOnActivePass) {
-      this.pool.endEjection(e, 'active check passed');
-    }
+    this.health.apply(v);
   }
 
   /** Current active-check verdicts, for a worker that has just started. */
   healthVerdicts(): HealthVerdict[] {
-    const out: HealthVerdict[] = [];
-    for (const s of this.pool.services.values()) {
-      if (!this.config.services.get(s.name)?.health) continue;
-      for (const e of s.endpoints.values()) {
-        out.push({ service: s.name, id: e.id, pending: (e.flags & Flag.ActivePending) !== 0, unhealthy: (e.flags & Flag.ActiveUnhealthy) !== 0, why: 'active check state from the primary' });
-      }
-    }
-    return out;
+    return this.health.verdicts();
+  }
+
+  /** The active checks (null in a worker: checks run once per endpoint, in the primary). */
+  get checker(): HealthChecker | null {
+    return this.health.checker;
   }
 
   private newListener(l: ListenerConfig): Listener {
@@ -474,7 +397,7 @@ export class Berth {
     if (this.stopping) return 0;
     this.stopping = true;
     this.discovery.stopAll();
-    this.checker?.stopAll();
+    this.health.stop();
     this.rates.stop();
     const all = [...this.listeners.values(), ...this.retired];
     for (const l of all) l.stopAccepting();
