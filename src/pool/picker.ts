@@ -49,10 +49,6 @@ export class Picker {
     this.capped = eligible.some((e) => input.capOf(e) > 0);
   }
 
-  get size(): number {
-    return this.balancer.size;
-  }
-
   /**
    * Picks an endpoint. One at its connection cap is passed over for the balancer's
    * next choice, like HAProxy's maxconn; all at their caps: 'at-capacity'.

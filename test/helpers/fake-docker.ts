@@ -17,14 +17,12 @@ export function gate(): Gate {
  * An in-memory Docker engine for provider unit tests: containers to list and
  * inspect, an event stream the test writes to (one JSON line per event, as the
  * engine sends them), and the ways an engine fails: `down` (every call rejects),
- * `dropStream()` (the event stream ends), and gates that hold `listRunning` or
- * `inspect` open so a test can interleave events with a resync.
+ * `dropStream()` (the event stream ends), and gates that hold an `inspect` answer
+ * (taken at the call, delivered late) so a test can interleave events with a resync.
  */
 export class FakeDocker implements DockerClient {
   readonly containers = new Map<string, ContainerInfo>();
   down = false;
-  /** While set, listRunning waits for it (after taking its answer: a stale list). */
-  holdList: Gate | null = null;
   /** While set, inspect of these ids waits for the gate. */
   readonly holdInspect = new Map<string, Gate>();
   readonly calls: string[] = [];
@@ -37,9 +35,7 @@ export class FakeDocker implements DockerClient {
 
   async listRunning(): Promise<string[]> {
     this.check('list');
-    const ids = [...this.containers.values()].filter((c) => c.State.Running).map((c) => c.Id);
-    if (this.holdList !== null) await this.holdList.promise;
-    return ids;
+    return [...this.containers.values()].filter((c) => c.State.Running).map((c) => c.Id);
   }
 
   async inspect(id: string): Promise<ContainerInfo | null> {
