@@ -106,7 +106,7 @@ async function run(a: RunArgs): Promise<void> {
   const again = reloadable(source) ? () => loadConfig(source) : null;
   if (workers > 1) {
     try {
-      await runPrimary(loaded, workers, log, pkg.version, again);
+      await runPrimary(loaded, workers, log, pkg.version, again, a.reusePort);
     } catch (err) {
       exitFor(err, log);
     }

@@ -17,6 +17,8 @@ export interface RunArgs {
   readonly dockerHost?: string | undefined;
   /** Worker processes: a number or "auto" (one per core). */
   readonly workers?: number | 'auto' | undefined;
+  /** --workers: one listening socket per worker (SO_REUSEPORT): auto, on or off. */
+  readonly reusePort: 'auto' | 'on' | 'off';
   readonly logLevel: string;
   readonly logFormat: LogFormat;
 }
@@ -80,6 +82,7 @@ const COMMAND_FLAGS: Readonly<Record<string, readonly { name: string; kind: 'str
     { name: 'docker', kind: 'boolean' },
     { name: 'docker-host', kind: 'string' },
     { name: 'workers', kind: 'string' },
+    { name: 'reuse-port', kind: 'string' },
     { name: 'log-level', kind: 'string' },
     { name: 'log-format', kind: 'string' },
   ],
@@ -154,10 +157,16 @@ export async function parseArgs(argv: string[], version: string): Promise<Comman
           .option('docker', { type: 'boolean', describe: 'discover endpoints from the Docker engine (containers labelled berth.enable=true)' })
           .option('docker-host', { type: 'string', describe: 'Docker engine: unix:///var/run/docker.sock (default) or tcp://host:port' })
           .option('workers', { type: 'string', describe: 'worker processes sharing the listeners: N or "auto" (one per core); default 1' })
+          .option('reuse-port', {
+            type: 'string',
+            default: 'auto',
+            describe: 'with --workers, a listening socket per worker (SO_REUSEPORT): auto (where the kernel hands a dying worker\'s waiting connections to the others), on, off',
+          })
           .check((a) => {
             if (a.workers !== undefined && a.workers !== 'auto' && !/^([1-9]|[1-5][0-9]|6[0-4])$/.test(String(a.workers))) {
               throw new Error(`--workers: expected a number from 1 to 64 or "auto", got "${a.workers}"`);
             }
+            if (!['auto', 'on', 'off'].includes(String(a['reuse-port']))) throw new Error(`--reuse-port: expected auto, on or off, got "${String(a['reuse-port'])}"`);
             if (a.config !== undefined) {
               const clash = ['listen', 'backend', 'mode', 'service'].filter((k) => a[k] !== undefined);
               if (clash.length > 0) throw new Error(`--${clash[0]} cannot be combined with --config: describe listeners and services in the file`);
@@ -180,6 +189,7 @@ export async function parseArgs(argv: string[], version: string): Promise<Comman
             docker: a.docker === true || a['docker-host'] !== undefined,
             dockerHost: str(a['docker-host']),
             workers: a.workers === undefined ? undefined : a.workers === 'auto' ? 'auto' : Number(a.workers),
+            reusePort: String(a['reuse-port']) as 'auto' | 'on' | 'off',
             logLevel: String(a['log-level']),
             logFormat: a['log-format'] as LogFormat,
           },

@@ -5,10 +5,10 @@
  * is one engine connection, one view of endpoint health and one /metrics; workers
  * only proxy. The primary sends each discovery snapshot to every worker, which
  * applies it through the same pool reconcile path as a single process — so all
- * workers pick from the same endpoint set. Listening sockets are shared with
- * SCHED_NONE: the kernel hands each new connection to a worker directly, instead of
- * the primary accepting every connection and passing it on (which would make the
- * primary the bottleneck). Balancer counters (open connections) are per worker;
+ * workers pick from the same endpoint set. The primary never accepts traffic: either
+ * every worker has a listening socket of its own (SO_REUSEPORT, where
+ * reuse-port.ts says so) or they share one with SCHED_NONE; either way the kernel
+ * hands each new connection to a worker directly. Balancer counters (open connections) are per worker;
  * the primary polls them every second for the status view.
  */
 import cluster, { type Worker } from 'node:cluster';
@@ -20,6 +20,7 @@ import type { Logger } from '../log.js';
 import type { EndpointCounters } from '../pool/endpoint.js';
 import { aggregateMetrics } from '../metrics/collect.js';
 import { PREPARE_TIMEOUT_MS, toMsg, type EndpointStats, type FromWorker, type ToWorker } from './protocol.js';
+import { decideReusePort, reusePortFacts, type ReusePortMode } from './reuse-port.js';
 import { statsKey, sumWorkerStats } from './stats.js';
 
 const NO_COUNTERS: EndpointCounters = { active: 0, connections: 0, failures: 0, latency: 0 };
@@ -37,7 +38,18 @@ interface WorkerState {
  * Runs the primary: discovery, admin, N workers. Resolves once every worker
  * listens; rejects (exit 2 upstream) when a worker cannot start.
  */
-export async function runPrimary(loaded: LoadedConfig, n: number, log: Logger, version: string, reloadConfig: (() => Promise<LoadedConfig>) | null): Promise<void> {
+export async function runPrimary(
+  loaded: LoadedConfig,
+  n: number,
+  log: Logger,
+  version: string,
+  reloadConfig: (() => Promise<LoadedConfig>) | null,
+  reusePortMode: ReusePortMode = 'auto',
+): Promise<void> {
+  const socketPlan = decideReusePort(reusePortMode, reusePortFacts());
+  // One line, once: which listening sockets the workers use, and why (what is missing).
+  if (socketPlan.perWorker) (socketPlan.warn ? log.warn.bind(log) : log.info.bind(log))({ reusePort: true, why: socketPlan.why }, 'each worker listens on a socket of its own (SO_REUSEPORT); port-0 listeners share one');
+  else (socketPlan.warn ? log.warn.bind(log) : log.info.bind(log))({ reusePort: false, why: socketPlan.why }, 'the workers share one listening socket per listener');
   const config = loaded.config;
   /** The running config's document: what a new or restarted worker starts with. */
   let current = loaded.raw;
@@ -111,7 +123,7 @@ export async function runPrimary(loaded: LoadedConfig, n: number, log: Logger, v
     workers.set(worker.id, state);
     worker.on('message', (m: FromWorker) => {
       if (m.t === 'hello') {
-        worker.send({ t: 'config', raw: current } satisfies ToWorker);
+        worker.send({ t: 'config', raw: current, reusePort: socketPlan.perWorker } satisfies ToWorker);
         return;
       }
       if (m.t === 'ready') {

@@ -15,7 +15,7 @@ export type SnapshotMsg = { t: 'snapshot'; provider: string; services: [string, 
  */
 export type ToWorker =
   | SnapshotMsg
-  | { t: 'config'; raw: unknown }
+  | { t: 'config'; raw: unknown; reusePort: boolean }
   | { t: 'health'; v: HealthVerdict }
   | { t: 'prepare'; id: number; raw: unknown }
   | { t: 'commit'; id: number }

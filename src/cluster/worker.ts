@@ -29,7 +29,7 @@ export async function runWorker(log: Logger, version: string): Promise<void> {
   };
   process.on('message', (raw: ToWorker) => {
     if (raw.t === 'config') {
-      void startWorker(raw.raw);
+      void startWorker(raw.raw, raw.reusePort);
       return;
     }
     const b = berth;
@@ -90,10 +90,10 @@ export async function runWorker(log: Logger, version: string): Promise<void> {
         return;
     }
   });
-  const startWorker = async (raw: unknown): Promise<void> => {
+  const startWorker = async (raw: unknown, reusePort: boolean): Promise<void> => {
     if (berth !== null) return;
     try {
-      berth = new Berth(validateConfig(raw), { log, version, role: 'worker' });
+      berth = new Berth(validateConfig(raw), { log, version, role: 'worker', reusePort });
       await berth.start();
     } catch (err) {
       log.fatal({ err }, err instanceof Error ? err.message : String(err));

@@ -44,10 +44,17 @@ export class ConnectionGate {
     this.server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true, noDelay: true }, (s) => this.accepted(s));
   }
 
-  listen(bind: HostPort): Promise<net.AddressInfo> {
-    return listenOn(this.server, this.name, bind, this.deps.log, (err) => {
-      this.deps.alarm.report('accept', err.code ?? 'error');
-    });
+  listen(bind: HostPort, reusePort = false): Promise<net.AddressInfo> {
+    return listenOn(
+      this.server,
+      this.name,
+      bind,
+      this.deps.log,
+      (err) => {
+        this.deps.alarm.report('accept', err.code ?? 'error');
+      },
+      reusePort,
+    );
   }
 
   /** Connections accepted and waiting for a slot under the cap. */

@@ -90,6 +90,8 @@ export interface HttpListenerDeps {
   readonly upstreamTls?: (service: string) => UpstreamTls | undefined;
   /** How endpoints are reached (the same ConnectFn as tcp listeners; tests inject failures). */
   readonly connect?: ConnectFn;
+  /** A --workers worker: bind a listening socket of its own (SO_REUSEPORT). */
+  readonly reusePort?: boolean;
 }
 
 const DEFAULT_SERVICE_LABEL = '-';
@@ -208,7 +210,7 @@ export class HttpListener implements Listener<HttpListenerSettings> {
 
   constructor(settings: HttpListenerSettings, deps: HttpListenerDeps) {
     this.settings = settings;
-    this.deps = { observer: nullObserver, tls: null, upstreamTls: () => undefined, connect: tcpConnect, ...deps };
+    this.deps = { observer: nullObserver, tls: null, upstreamTls: () => undefined, connect: tcpConnect, reusePort: false, ...deps };
     this.alarm = new LocalErrorAlarm(this.deps.log, this.deps.observer);
     this.router = new Router([]);
     this.upstreams = new Upstreams(upstreamSettings(settings), deps.pool, this.deps.observer, this.deps.upstreamTls, this.deps.connect);
@@ -298,7 +300,7 @@ export class HttpListener implements Listener<HttpListenerSettings> {
 
   /** Binds the listener. Rejects with BERTH_ERR_LISTEN when the address cannot be bound. */
   async listen(): Promise<net.AddressInfo> {
-    const a = await this.gate.listen(this.settings.bind);
+    const a = await this.gate.listen(this.settings.bind, this.deps.reusePort);
     // node's server starts checking header timeouts and tracking idle connections on
     // 'listening'; the gate listens in its place.
     this.server.emit('listening');

@@ -52,6 +52,8 @@ export interface TcpListenerDeps {
   readonly tls?: TlsTerminator | null;
   /** TLS towards a service's endpoints, if it has any. */
   readonly upstreamTls?: (service: string) => UpstreamTls | undefined;
+  /** A --workers worker: bind a listening socket of its own (SO_REUSEPORT). */
+  readonly reusePort?: boolean;
 }
 
 /**
@@ -77,7 +79,7 @@ export class TcpListener implements Listener<TcpListenerSettings> {
 
   constructor(settings: TcpListenerSettings, deps: TcpListenerDeps) {
     this.settings = settings;
-    this.deps = { observer: nullObserver, connect: tcpConnect, tls: null, upstreamTls: () => undefined, ...deps };
+    this.deps = { observer: nullObserver, connect: tcpConnect, tls: null, upstreamTls: () => undefined, reusePort: false, ...deps };
     this.alarm = new LocalErrorAlarm(this.deps.log, this.deps.observer);
     const t = this.deps.tls;
     let admit: (socket: net.Socket) => void;
@@ -122,7 +124,7 @@ export class TcpListener implements Listener<TcpListenerSettings> {
 
   /** Binds the listener. Rejects with BERTH_ERR_LISTEN when the address cannot be bound. */
   listen(): Promise<net.AddressInfo> {
-    return this.gate.listen(this.settings.bind);
+    return this.gate.listen(this.settings.bind, this.deps.reusePort);
   }
 
   get address(): net.AddressInfo {

@@ -60,6 +60,8 @@ export interface BerthOptions {
   readonly countersOf?: CountersOf;
   /** Primary: an active-check verdict, to pass on to the workers. */
   readonly onHealth?: (h: HealthVerdict) => void;
+  /** Worker: listeners on a fixed port bind a socket of their own (SO_REUSEPORT). */
+  readonly reusePort?: boolean;
 }
 
 /** What a reload changed. */
@@ -191,7 +193,7 @@ export class Berth {
     const log = this.log.child({ module: 'proxy', listener: l.name });
     const tls = l.tls ? new ListenerTls(l.name, l.tls, log, this.metrics ?? { tlsMaterial: () => {} }, l.mode === 'http') : null;
     if (tls) this.terminators.set(listenerKey(l), tls);
-    const deps = { pool: this.pool, log, observer: this.observer, tls, upstreamTls: (service: string) => this.upstreamTls.get(service) };
+    const deps = { pool: this.pool, log, observer: this.observer, tls, upstreamTls: (service: string) => this.upstreamTls.get(service), reusePort: this.opts.reusePort ?? false };
     return l.mode === 'http' ? new HttpListener(l, deps) : new TcpListener(l, deps);
   }
 
