@@ -58,31 +58,29 @@ export async function runPrimary(
   let stopping = false;
   let seq = 0;
   const pending = new Map<number, (m: FromWorker) => void>();
-  /** Reloads being prepared: the answer awaited from each worker, by "reload id:worker id". */
-  const preparing = new Map<string, (m: Extract<FromWorker, { t: 'prepared' }>) => void>();
 
   const broadcast = (m: ToWorker) => {
     for (const w of workers.values()) if (w.worker.isConnected()) w.worker.send(m);
   };
+  /** One request to one worker (a fresh id): its answer, or null after `timeoutMs` (or when it is gone). */
+  const request = <T extends FromWorker>(w: WorkerState, make: (id: number) => ToWorker, timeoutMs: number): { id: number; answer: Promise<T | null> } => {
+    const id = ++seq;
+    const answer = new Promise<T | null>((resolve) => {
+      const timer = setTimeout(() => {
+        pending.delete(id);
+        resolve(null);
+      }, timeoutMs);
+      pending.set(id, (m) => {
+        clearTimeout(timer);
+        resolve(m as T);
+      });
+      if (w.worker.isConnected()) w.worker.send(make(id));
+    });
+    return { id, answer };
+  };
   /** Asks every ready worker; answers that take over 1 s are left out. */
   const ask = async <T extends FromWorker>(make: (id: number) => ToWorker): Promise<T[]> => {
-    const answers = [...workers.values()]
-      .filter((w) => w.ready && w.worker.isConnected())
-      .map(
-        (w) =>
-          new Promise<T | null>((resolve) => {
-            const id = ++seq;
-            const timer = setTimeout(() => {
-              pending.delete(id);
-              resolve(null);
-            }, 1000);
-            pending.set(id, (m) => {
-              clearTimeout(timer);
-              resolve(m as T);
-            });
-            w.worker.send(make(id));
-          }),
-      );
+    const answers = [...workers.values()].filter((w) => w.ready && w.worker.isConnected()).map((w) => request<T>(w, make, 1000).answer);
     return (await Promise.all(answers)).filter((x) => x !== null) as T[];
   };
 
@@ -134,12 +132,6 @@ export async function runPrimary(
         if ([...workers.values()].every((w) => w.ready)) startupDone();
         return;
       }
-      if (m.t === 'prepared') {
-        const key = `${m.id}:${worker.id}`;
-        preparing.get(key)?.(m);
-        preparing.delete(key);
-        return;
-      }
       if (m.t === 'stats') {
         state.connections = m.endpoints.reduce((n, e) => n + e.connections, 0);
         state.open = m.open;
@@ -181,46 +173,33 @@ export async function runPrimary(
    * part (discovery, admin) and tell them to commit. Any refusal, or a worker that
    * does not answer in PREPARE_TIMEOUT_MS, calls it off everywhere.
    */
-  let reloadSeq = 0;
   const reload = async (): Promise<object> => {
     const next = await reloadConfig!();
     const all = [...workers.values()];
     const starting = all.filter((w) => !w.ready).map((w) => w.worker.process.pid);
     if (starting.length > 0) throw new BerthError('BERTH_ERR_RELOAD', `worker(s) ${starting.join(', ')} still starting; send SIGHUP again once they listen`);
-    const id = ++reloadSeq;
-    const answers = await Promise.all(
-      all.map(
-        (w) =>
-          new Promise<{ pid: number | undefined; ok: boolean; error?: string | undefined }>((resolve) => {
-            const pid = w.worker.process.pid;
-            const key = `${id}:${w.worker.id}`;
-            const timer = setTimeout(() => {
-              preparing.delete(key);
-              resolve({ pid, ok: false, error: `no answer within ${PREPARE_TIMEOUT_MS}ms` });
-            }, PREPARE_TIMEOUT_MS);
-            preparing.set(key, (p) => {
-              clearTimeout(timer);
-              resolve({ pid, ok: p.ok, error: p.error });
-            });
-            if (w.worker.isConnected()) w.worker.send({ t: 'prepare', id, raw: next.raw } satisfies ToWorker);
-          }),
-      ),
-    );
-    const refused = answers.filter((a) => !a.ok);
-    const abort = () => {
-      for (const w of all) if (w.worker.isConnected()) w.worker.send({ t: 'abort', id } satisfies ToWorker);
+    // Each worker's prepare has its own request id, which its commit or abort names.
+    const asked = all.map((w) => ({ w, ...request<Extract<FromWorker, { t: 'prepared' }>>(w, (id) => ({ t: 'prepare', id, raw: next.raw }), PREPARE_TIMEOUT_MS) }));
+    const refused: string[] = [];
+    for (const { w, answer } of asked) {
+      const m = await answer;
+      if (m === null) refused.push(`worker ${w.worker.process.pid}: no answer within ${PREPARE_TIMEOUT_MS}ms`);
+      else if (!m.ok) refused.push(`worker ${w.worker.process.pid}: ${m.error}`);
+    }
+    const tell = (t: 'commit' | 'abort') => {
+      for (const { w, id } of asked) if (w.worker.isConnected()) w.worker.send({ t, id } satisfies ToWorker);
     };
     if (refused.length > 0) {
-      abort();
-      throw new BerthError('BERTH_ERR_RELOAD', `not applied to any worker: ${refused.map((r) => `worker ${r.pid}: ${r.error}`).join('; ')}`);
+      tell('abort');
+      throw new BerthError('BERTH_ERR_RELOAD', `not applied to any worker: ${refused.join('; ')}`);
     }
     try {
       await berth.reload(next.config);
     } catch (err) {
-      abort();
+      tell('abort');
       throw err;
     }
-    for (const w of all) if (w.worker.isConnected()) w.worker.send({ t: 'commit', id } satisfies ToWorker);
+    tell('commit');
     current = next.raw;
     return { workers: all.length };
   };

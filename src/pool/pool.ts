@@ -228,6 +228,10 @@ export class Pool {
 
   /** Creates the service if needed, and applies its settings (publishing on change). */
   configureService(name: string, settings: BalanceAlgorithm | ServiceSettings): ServicePool {
+    return this.configure(name, settings);
+  }
+
+  private configure(name: string, settings: BalanceAlgorithm | ServiceSettings): ServiceState {
     const o: ServiceSettings = typeof settings === 'string' ? { balance: settings } : settings;
     let s = this.state.get(name);
     if (!s) {
@@ -269,7 +273,7 @@ export class Pool {
     const touched = new Set<string>([...prev.keys(), ...snap.services.keys()]);
     let changes = 0;
     for (const serviceName of touched) {
-      const s = this.state.get(serviceName) ?? (this.configureService(serviceName, 'least-conn') as ServiceState);
+      const s = this.state.get(serviceName) ?? this.configure(serviceName, 'least-conn');
       const n = this.reconcileService(s, snap.provider, snap.services.get(serviceName) ?? []);
       if (n > 0) {
         changes += n;

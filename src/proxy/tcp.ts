@@ -404,25 +404,15 @@ class TcpSession implements AttemptUser {
       observer.upstreamConnect(ep.service, ep.id, connectResult(err), this.attempt.elapsed() / 1000);
       this.attempt.report('failed');
     }
-    if (!this.clientClosed) {
-      const kind = tcpRetry(connecting, !this.upstreamAnswered && this.replay !== null);
-      // The socket's events must no longer reach this session once another endpoint is tried.
-      (up as Tagged)[kSession] = undefined;
-      this.upstream = null;
+    const kind = tcpRetry(connecting, !this.upstreamAnswered && this.replay !== null);
+    if (!this.clientClosed && this.attempt.mayRetry(kind)) {
+      if (log.isLevelEnabled('debug')) log.debug({ endpoint: ep.id, err: err.code ?? err.message }, 'retrying on another endpoint');
+      observer.retry(ep.service, connecting ? connectResult(err) : 'reset');
+      this.drop(up);
       this.phase = Phase.Connecting;
       this.client.pause();
-      if (this.attempt.retry(kind)) {
-        observer.upstreamClosed(ep.service, ep.id, up.bytesRead, up.bytesWritten);
-        if (log.isLevelEnabled('debug')) log.debug({ endpoint: ep.id, err: err.code ?? err.message }, 'retrying on another endpoint');
-        observer.retry(ep.service, connecting ? connectResult(err) : 'reset');
-        up.removeAllListeners();
-        up.on('error', noop);
-        up.destroy();
-        return;
-      }
-      // Not retried: the socket is this session's again, to close.
-      (up as Tagged)[kSession] = this;
-      this.upstream = up;
+      this.attempt.retry(kind);
+      return;
     }
     if (log.isLevelEnabled('debug')) log.debug({ endpoint: ep.id, err: err.code ?? err.message }, 'upstream error');
     // Pass the failure on as a reset, so the client cannot take a cut stream for a whole one.
@@ -430,13 +420,17 @@ class TcpSession implements AttemptUser {
     if (!this.client.destroyed) abortSocket(this.client);
   }
 
-  /** Lets go of a failed upstream socket (its events no longer reach this session). */
+  /**
+   * Lets go of a failed upstream socket: its events no longer reach this session,
+   * its bytes are counted; the endpoint's slot stays with the attempt (which gives
+   * it back when it retries or ends).
+   */
   private drop(up: net.Socket): void {
     (up as Tagged)[kSession] = undefined;
     up.removeAllListeners();
     up.on('error', noop);
     up.destroy();
-    this.closed(up);
+    this.count(up);
     this.upstream = null;
   }
 
@@ -495,9 +489,14 @@ class TcpSession implements AttemptUser {
 
   /** The upstream socket closed: counted, and its endpoint's slot given back. */
   private closed(up: net.Socket): void {
+    this.count(up);
+    this.attempt.release();
+  }
+
+  /** An upstream socket's bytes, counted for its endpoint. */
+  private count(up: net.Socket): void {
     const ep = this.attempt.endpoint;
     if (ep !== null) this.listener.deps.observer.upstreamClosed(ep.service, ep.id, up.bytesRead, up.bytesWritten);
-    this.attempt.release();
   }
 
   private maybeEnded(): void {

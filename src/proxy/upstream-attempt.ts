@@ -149,15 +149,21 @@ export class UpstreamAttempt {
    */
   retry(kind: RetryKind, budget?: () => boolean): boolean {
     const ep = this.endpoint;
-    if (ep === null || this.ended || kind === 'none') return false;
+    if (ep === null || !this.mayRetry(kind)) return false;
     if (kind === 'resend') {
-      if (this.resends >= this.settings.retries || (budget !== undefined && !budget())) return false;
+      if (budget !== undefined && !budget()) return false;
       this.resends++;
     }
     (this.tried ??= new Set()).add(ep);
     this.release();
     this.next();
     return true;
+  }
+
+  /** Whether `retry(kind)` would try another endpoint (a budget aside): a mode can let go of its socket first. */
+  mayRetry(kind: RetryKind): boolean {
+    if (this.ended || kind === 'none') return false;
+    return kind === 'next' || this.resends < this.settings.retries;
   }
 
   /** Gives back the current endpoint's slot (its connection closed, or the tunnel took it). */
