@@ -25,7 +25,6 @@ import { usableCpus, workerCount } from './cluster/cpus.js';
 import { runPrimary } from './cluster/primary.js';
 import { runWorker } from './cluster/worker.js';
 import { configFromFlags } from './config/flags.js';
-import { loadConfigFile } from './config/load.js';
 import type { Config, ListenerConfig } from './config/schema.js';
 import { loadConfig, reloadable, type ConfigSource } from './config/source.js';
 import { ConfigError, ExitCode, formatIssue, isBerthError } from './core/errors.js';
@@ -118,7 +117,7 @@ async function run(a: RunArgs): Promise<void> {
 
 async function check(path: string): Promise<void> {
   try {
-    const c = await loadConfigFile(path);
+    const { config: c } = await loadConfig({ path, overrides: {} });
     let endpoints = 0;
     for (const s of c.services.values()) endpoints += s.endpoints.length;
     process.stdout.write(`${path}: ok (${c.listeners.length} listener(s), ${c.services.size} service(s), ${endpoints} static endpoint(s))\n`);

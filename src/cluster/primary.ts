@@ -48,8 +48,10 @@ export async function runPrimary(
 ): Promise<void> {
   const socketPlan = decideReusePort(reusePortMode, reusePortFacts());
   // One line, once: which listening sockets the workers use, and why (what is missing).
-  if (socketPlan.perWorker) (socketPlan.warn ? log.warn.bind(log) : log.info.bind(log))({ reusePort: true, why: socketPlan.why }, 'each worker listens on a socket of its own (SO_REUSEPORT); port-0 listeners share one');
-  else (socketPlan.warn ? log.warn.bind(log) : log.info.bind(log))({ reusePort: false, why: socketPlan.why }, 'the workers share one listening socket per listener');
+  log[socketPlan.warn ? 'warn' : 'info'](
+    { reusePort: socketPlan.perWorker, why: socketPlan.why },
+    socketPlan.perWorker ? 'each worker listens on a socket of its own (SO_REUSEPORT); port-0 listeners share one' : 'the workers share one listening socket per listener',
+  );
   const config = loaded.config;
   /** The running config's document: what a new or restarted worker starts with. */
   let current = loaded.raw;

@@ -1,8 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { parseDocument } from 'yaml';
 import { BerthError, ConfigError } from '../core/errors.js';
-import type { Config } from './schema.js';
-import { validateConfig } from './validate.js';
 
 /** Reads and parses a YAML or JSON file (JSON is YAML) without validating it. */
 export async function readConfigFile(path: string): Promise<unknown> {
@@ -64,8 +62,4 @@ export function applyOverrides(raw: unknown, o: ConfigOverrides): unknown {
     doc['services'] = services;
   }
   return doc;
-}
-
-export async function loadConfigFile(path: string, overrides: ConfigOverrides = {}): Promise<Config> {
-  return validateConfig(applyOverrides(await readConfigFile(path), overrides));
 }

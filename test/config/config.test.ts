@@ -3,7 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { configFromFlags } from '../../src/config/flags.js';
-import { loadConfigFile } from '../../src/config/load.js';
+import { loadConfig } from '../../src/config/source.js';
+
+const loadConfigFile = async (path: string, overrides = {}) => (await loadConfig({ path, overrides })).config;
 import { parseDuration, parseEndpoint, parseHostPort } from '../../src/config/parse.js';
 import { validateConfig } from '../../src/config/validate.js';
 import { ConfigError } from '../../src/core/errors.js';
