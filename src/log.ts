@@ -1,7 +1,11 @@
 import { pino, type Logger, type LevelWithSilent } from 'pino';
-import pretty from 'pino-pretty';
+import type pinoPretty from 'pino-pretty';
+import { lazy } from './core/lazy.js';
 
 export type { Logger } from 'pino';
+
+/** pino-pretty only for --log-format pretty. */
+const pretty = lazy<typeof pinoPretty>('pino-pretty');
 export type LogFormat = 'json' | 'pretty';
 export const logLevels: readonly LevelWithSilent[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
@@ -11,6 +15,6 @@ export const logLevels: readonly LevelWithSilent[] = ['fatal', 'error', 'warn', 
  */
 export function createLogger(level: LevelWithSilent = 'info', format: LogFormat = 'json'): Logger {
   const opts = { level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime };
-  if (format === 'pretty') return pino(opts, pretty({ colorize: process.stdout.isTTY === true, sync: true, ignore: 'pid,hostname' }));
+  if (format === 'pretty') return pino(opts, pretty()({ colorize: process.stdout.isTTY === true, sync: true, ignore: 'pid,hostname' }));
   return pino(opts);
 }

@@ -20,7 +20,6 @@ import { Berth } from './runtime/runtime.js';
 import { parseArgs, type DemoArgs, type RunArgs } from './cli/args.js';
 import { startDemoBackend } from './cli/demo-backends.js';
 import { status } from './cli/status.js';
-import { createCa, issueCert, parseSans } from './tls/certs.js';
 import { usableCpus, workerCount } from './cluster/cpus.js';
 import { runPrimary } from './cluster/primary.js';
 import { runWorker } from './cluster/worker.js';
@@ -186,6 +185,8 @@ async function main(): Promise<void> {
       return demo(cmd.args);
     case 'certs-ca':
       try {
+        // node-forge (~2 MB of heap) only for the certificate commands, never in a running proxy.
+        const { createCa } = await import('./tls/certs.js');
         const r = await createCa({ out: cmd.out, cn: cmd.cn, days: cmd.days, force: cmd.force });
         process.stdout.write(`wrote ${r.cert} and ${r.key} (mode 0600)\n`);
       } catch (err) {
@@ -193,6 +194,7 @@ async function main(): Promise<void> {
       }
       return;
     case 'certs-issue': {
+      const { issueCert, parseSans } = await import('./tls/certs.js');
       const sans = parseSans(cmd.san);
       if (!sans.ok) {
         process.stderr.write(`berth: --san: ${sans.message}\n`);

@@ -5,7 +5,8 @@
  * tcp listeners' (berth_upstream_connections_total, connect duration, bytes).
  */
 import type { Socket } from 'node:net';
-import { Pool as UndiciPool } from 'undici';
+import type { Pool as UndiciPool } from 'undici';
+import { lazy } from '../core/lazy.js';
 import type { Timer } from '../core/clock.js';
 import { nullObserver, type ProxyObserver } from '../core/observer.js';
 import type { UpstreamTls } from '../core/tls.js';
@@ -59,6 +60,9 @@ function onConnectTimeout(x: { readonly socket: Socket; readonly ms: number }): 
   x.socket.destroy(Object.assign(new Error(`connect timeout after ${x.ms}ms`), { code: 'UND_ERR_CONNECT_TIMEOUT' }));
 }
 
+/** undici only where an http listener exists: loaded when the first one is built. */
+const undici = lazy<typeof import('undici')>('undici');
+
 export class Upstreams {
   private readonly agents = new Map<EndpointState, UndiciPool>();
   private settings: UpstreamSettings;
@@ -73,6 +77,7 @@ export class Upstreams {
     /** The one connect berth uses towards endpoints (tests inject failures here). */
     private readonly connectFn: ConnectFn = tcpConnect,
   ) {
+    undici();
     this.settings = settings;
     this.key = JSON.stringify(settings);
     this.unsubscribe = pool.on((e) => {
@@ -108,7 +113,7 @@ export class Upstreams {
     const { observer, pool, connectFn } = this;
     const { service, id, host, port } = ep;
     const origin = `${t ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
-    return new UndiciPool(origin, {
+    return new (undici().Pool)(origin, {
       ...(s.maxConnections > 0 ? { connections: s.maxConnections } : {}),
       pipelining: 1,
       keepAliveTimeout: s.keepAlive,

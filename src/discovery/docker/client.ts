@@ -3,8 +3,12 @@
  * requests and reads the event stream, nothing else (berth never changes the
  * engine's state, so the socket can be mounted read-only and filtered).
  */
-import Docker from 'dockerode';
+import type Docker from 'dockerode';
+import { lazy } from '../../core/lazy.js';
 import type { ContainerInfo, DockerClient, SwarmService, SwarmTask } from './types.js';
+
+/** dockerode (and its request stack) only where Docker or Swarm discovery is configured. */
+const dockerode = lazy<typeof Docker>('dockerode');
 
 /** dockerode options for "unix:///path", "tcp://host:port" or "http://host:port". */
 export function dockerOptions(url: string): Docker.DockerOptions {
@@ -23,7 +27,8 @@ function statusCode(err: unknown): number | undefined {
 }
 
 export function dockerClient(url: string): DockerClient {
-  const docker = new Docker(dockerOptions(url));
+  const DockerCtor = dockerode();
+  const docker = new DockerCtor(dockerOptions(url));
   return {
     async listRunning() {
       const list = await docker.listContainers({ filters: JSON.stringify({ status: ['running', 'paused'] }) });
