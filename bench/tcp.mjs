@@ -80,8 +80,10 @@ async function startProxy(kind, dir, listeners) {
   return startPinned(PROXY_CPU, cmd[0], [...cmd.slice(1), '-c', cfg, '--log-level', 'warn'], { ready: () => portOpen(listeners[0].port) });
 }
 
-async function iperf(port, seconds, streams) {
-  const out = await runPinned(LOAD_CPU, 'iperf3', ['-c', '127.0.0.1', '-p', String(port), '-t', String(seconds), '-P', String(streams), '-J']);
+async function iperf(port, seconds, streams, reverse = false) {
+  // reverse (-R): the endpoint sends, so the proxy reads its upstream leg (where berth
+  // reads into reused buffers); forward: the proxy reads the accepted leg.
+  const out = await runPinned(LOAD_CPU, 'iperf3', ['-c', '127.0.0.1', '-p', String(port), '-t', String(seconds), '-P', String(streams), '-J', ...(reverse ? ['-R'] : [])]);
   const j = JSON.parse(out);
   return { bitsPerSecond: j.end.sum_received.bits_per_second, bytes: j.end.sum_received.bytes };
 }
@@ -164,14 +166,14 @@ export async function tcpBench({ reps, seconds, rssConnections }) {
     }
     targets.direct = { iperf: iperfPort, http: nginxPort, pid: 0 };
     const kinds = ['direct', ...PROXIES];
-    const runs = { tput1: {}, tput8: {}, conns: {} };
+    const runs = { tput1: {}, tput1r: {}, tput8: {}, conns: {} };
     for (const k of kinds) for (const r of Object.values(runs)) r[k] = [];
 
     for (let rep = 1; rep <= reps; rep++) {
       for (const k of kinds) {
         const t = targets[k];
-        for (const [name, streams] of [['tput1', 1], ['tput8', 8]]) {
-          const m = await measure(t.pid, () => iperf(t.iperf, seconds, streams));
+        for (const [name, streams, reverse] of [['tput1', 1, false], ['tput1r', 1, true], ['tput8', 8, false]]) {
+          const m = await measure(t.pid, () => iperf(t.iperf, seconds, streams, reverse));
           const gbit = m.result.bitsPerSecond / 1e9;
           runs[name][k].push({ gbit, busy: m.busy, cpuMsPerGB: t.pid ? (m.proxyCpuSeconds * 1000) / (m.result.bytes / 1e9) : NaN });
           process.stderr.write(`rep ${rep} ${k} ${name}: ${fmt(gbit, 2)} Gbit/s busy ${JSON.stringify(m.busy)}\n`);
@@ -208,7 +210,8 @@ function summarize(runs, rss, params) {
     };
   };
   const rows = [
-    row('throughput, 1 stream', 'tput1', 'gbit', 'Gbit/s', 2, 'cpuMsPerGB', 'CPU-ms/GB'),
+    row('throughput, 1 stream, client → endpoint', 'tput1', 'gbit', 'Gbit/s', 2, 'cpuMsPerGB', 'CPU-ms/GB'),
+    row('throughput, 1 stream, endpoint → client (-R)', 'tput1r', 'gbit', 'Gbit/s', 2, 'cpuMsPerGB', 'CPU-ms/GB'),
     row('throughput, 8 streams', 'tput8', 'gbit', 'Gbit/s', 2, 'cpuMsPerGB', 'CPU-ms/GB'),
     row('new connections', 'conns', 'rps', 'conn/s', 0, 'usPerConn', 'µs/conn'),
   ];

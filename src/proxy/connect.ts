@@ -6,8 +6,10 @@ import type { UpstreamTls } from '../core/tls.js';
  * Opens a connection to an endpoint (TLS when `upstreamTls`): the one way berth
  * connects to endpoints, for tcp sessions and for the http listeners' connection
  * pools alike. Injectable so tests can simulate failures in every mode.
+ * `reads`: node's `onread` (plain TCP only; a tcp session's reused read buffers,
+ * read-buffer.ts). A connect that ignores it still works: the session also reads 'data'.
  */
-export type ConnectFn = (host: string, port: number, upstreamTls?: UpstreamTls) => net.Socket;
+export type ConnectFn = (host: string, port: number, upstreamTls?: UpstreamTls, reads?: net.OnReadOpts) => net.Socket;
 
 /** TLS sessions kept per endpoint for resumption, in each secure context (one per service). */
 const SESSIONS_PER_CONTEXT = 256;
@@ -28,8 +30,8 @@ function onSession(this: SessionSocket, session: Buffer): void {
 const kSessionKey = Symbol('berth.tls.session-key');
 const kSessionCtx = Symbol('berth.tls.session-context');
 
-export const tcpConnect: ConnectFn = (host, port, upstreamTls) => {
-  if (upstreamTls === undefined) return net.connect({ host, port, allowHalfOpen: true, noDelay: true });
+export const tcpConnect: ConnectFn = (host, port, upstreamTls, reads) => {
+  if (upstreamTls === undefined) return net.connect(reads === undefined ? { host, port, allowHalfOpen: true, noDelay: true } : { host, port, allowHalfOpen: true, noDelay: true, onread: reads });
   // SNI only for names (RFC 6066); an IP endpoint is checked against the certificate's IP SANs.
   const servername = upstreamTls.servername ?? (net.isIP(host) ? undefined : host);
   // Resumption within the same secure context only: another service's client

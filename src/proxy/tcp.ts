@@ -6,6 +6,7 @@ import type { Logger } from '../log.js';
 import type { Timer } from '../core/clock.js';
 import type { EndpointState } from '../pool/endpoint.js';
 import type { Pool } from '../pool/pool.js';
+import { readRelayed, relayedReads, takeRead } from './read-buffer.js';
 import { abortSocket, connectResult, isLocalError, tcpConnect, type ConnectFn } from './connect.js';
 import { ConnectionGate } from './gate.js';
 import type { Listener } from './listener.js';
@@ -212,6 +213,15 @@ function onUpstreamConnect(this: net.Socket): void {
 function onUpstreamData(this: net.Socket, chunk: Buffer): void {
   sessionOf(this)?.upstreamData(chunk);
 }
+/** A read on the upstream leg, into a reused buffer (read-buffer.ts). */
+function onUpstreamRead(this: net.Socket, n: number, buf: Uint8Array): boolean {
+  const chunk = takeRead(buf, n);
+  const s = sessionOf(this);
+  if (s === undefined) return false;
+  s.upstreamRead(chunk);
+  return true;
+}
+const upstreamReads = relayedReads(onUpstreamRead);
 function onUpstreamEnd(this: net.Socket): void {
   sessionOf(this)?.upstreamEnd();
 }
@@ -296,11 +306,13 @@ class TcpSession implements AttemptUser {
   connectTo(ep: EndpointState): void {
     const { deps } = this.listener;
     const upTls = deps.upstreamTls(ep.service);
-    const up = deps.connect(ep.host, ep.port, upTls);
+    // A plain TCP endpoint is read into reused buffers (a TLS one through node's TLS wrap).
+    const up = upTls ? deps.connect(ep.host, ep.port, upTls) : deps.connect(ep.host, ep.port, undefined, upstreamReads);
     (up as Tagged)[kSession] = this;
     this.upstream = up;
     // With TLS to the endpoint, "connected" means the handshake is done.
     up.on(upTls ? 'secureConnect' : 'connect', onUpstreamConnect);
+    // 'data' where the socket reads without `onread` (TLS; a connect that tests inject).
     up.on('data', onUpstreamData);
     up.on('end', onUpstreamEnd);
     up.on('drain', onUpstreamDrain);
@@ -364,6 +376,12 @@ class TcpSession implements AttemptUser {
       this.replay = null;
     }
     if (!this.client.write(chunk)) this.upstream!.pause();
+  }
+
+  /** What `onread` read from the endpoint; then the socket's next read buffer is chosen. */
+  upstreamRead(chunk: Buffer): void {
+    this.upstreamData(chunk);
+    readRelayed(chunk, this.client);
   }
 
   upstreamDrain(): void {
