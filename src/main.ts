@@ -8,11 +8,14 @@
 // young-generation scavenges free them instead: one TCP stream 5.5 -> 8.4 Gbit/s,
 // idle RSS and RSS per held connection unchanged (bench/RESULTS.md).
 // Both apply when berth is run as `berth` or ./dist/main.js (and in the image).
+// On node 24 that initial heap no longer stops them; runtime/gc.ts (imported first)
+// sets the V8 flag that does.
 /**
  * berth's entry point: parses the command line, builds the config, starts the
  * proxy and handles signals. Exit codes: 0 ok, 1 invalid config or arguments,
  * 2 runtime failure (INTERFACE.md).
  */
+import { gcTuning } from './runtime/gc.js';
 import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
@@ -94,6 +97,7 @@ async function run(a: RunArgs): Promise<void> {
   const workers = workerCount(a.workers, usableCpus(os.availableParallelism()));
   // A worker takes its config from the primary (the one that loaded and validated it).
   if (workers > 1 && cluster.isWorker) return runWorker(log.child({ worker: cluster.worker?.id }), pkg.version);
+  if (gcTuning.why !== '') log.info(gcTuning.why);
   const source = sourceOf(a);
   let loaded;
   try {
