@@ -83,9 +83,14 @@ async function startProxy(kind, dir, listeners) {
 async function iperf(port, seconds, streams, reverse = false) {
   // reverse (-R): the endpoint sends, so the proxy reads its upstream leg (where berth
   // reads into reused buffers); forward: the proxy reads the accepted leg.
-  const out = await runPinned(LOAD_CPU, 'iperf3', ['-c', '127.0.0.1', '-p', String(port), '-t', String(seconds), '-P', String(streams), '-J', ...(reverse ? ['-R'] : [])]);
-  const j = JSON.parse(out);
-  return { bitsPerSecond: j.end.sum_received.bits_per_second, bytes: j.end.sum_received.bytes };
+  for (let attempt = 1; ; attempt++) {
+    const out = await runPinned(LOAD_CPU, 'iperf3', ['-c', '127.0.0.1', '-p', String(port), '-t', String(seconds), '-P', String(streams), '-J', ...(reverse ? ['-R'] : [])]);
+    const j = JSON.parse(out);
+    if (j.end?.sum_received) return { bitsPerSecond: j.end.sum_received.bits_per_second, bytes: j.end.sum_received.bytes };
+    // iperf3 -s runs one test at a time: "the server is busy" right after the last one.
+    if (attempt === 3) throw new Error(`iperf3: ${j.error ?? out.slice(0, 300)}`);
+    await sleep(1000);
+  }
 }
 
 async function wrkClose(port, seconds) {
