@@ -113,9 +113,9 @@ for (const sig of ['SIGTERM', 'SIGINT'] as const) {
   });
 }
 
-export async function startBerth(args: string[], opts: { env?: NodeJS.ProcessEnv; waitStarted?: boolean } = {}): Promise<BerthProcess> {
+export async function startBerth(args: string[], opts: { env?: NodeJS.ProcessEnv; waitStarted?: boolean; nodeArgs?: string[] } = {}): Promise<BerthProcess> {
   // Its own process group, so the whole group (the primary and its workers) can be killed.
-  const proc = spawn(process.execPath, [MAIN, ...args], { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const proc = spawn(process.execPath, [...(opts.nodeArgs ?? []), MAIN, ...args], { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   const pid = proc.pid!;
   groups.add(pid);
   proc.once('exit', () => {
