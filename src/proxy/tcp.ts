@@ -306,8 +306,8 @@ class TcpSession implements AttemptUser {
   connectTo(ep: EndpointState): void {
     const { deps } = this.listener;
     const upTls = deps.upstreamTls(ep.service);
-    // A plain TCP endpoint is read into reused buffers (a TLS one through node's TLS wrap).
-    const up = upTls ? deps.connect(ep.host, ep.port, upTls) : deps.connect(ep.host, ep.port, undefined, upstreamReads);
+    // A plain TCP endpoint is read into reused buffers (the connect ignores them for TLS).
+    const up = deps.connect(ep.host, ep.port, upTls, upstreamReads);
     (up as Tagged)[kSession] = this;
     this.upstream = up;
     // With TLS to the endpoint, "connected" means the handshake is done.
