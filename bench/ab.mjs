@@ -9,7 +9,7 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { fmt, freePort, measure, median, need, portOpen, runPinned, sleep, startNginxEndpoint, startPinned, tmp, write } from './lib.mjs';
+import { fmt, freePort, iperf, measure, median, need, parseWrk, portOpen, runPinned, sleep, startNginxEndpoint, startPinned, tmp, write } from './lib.mjs';
 
 const LOAD_CPU = 0;
 const PROXY_CPU = 1;
@@ -31,14 +31,8 @@ admin: { bind: "off" }
   return startPinned(PROXY_CPU, main, ['-c', cfg, '--log-level', 'warn'], { ready: async () => (await portOpen(tcpPort)) && (await portOpen(httpPort)) && portOpen(bulkPort) });
 }
 
-async function iperf(port, seconds, reverse) {
-  const j = JSON.parse(await runPinned(LOAD_CPU, 'iperf3', ['-c', '127.0.0.1', '-p', String(port), '-t', String(seconds), '-J', ...(reverse ? ['-R'] : [])]));
-  return { gbit: j.end.sum_received.bits_per_second / 1e9, bytes: j.end.sum_received.bytes };
-}
-
 async function wrk(port, seconds, extra) {
-  const out = await runPinned(LOAD_CPU, 'wrk', ['-t1', `-d${seconds}s`, ...extra, `http://127.0.0.1:${port}/`]);
-  return { rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN), total: Number(/(\d+) requests in/.exec(out)?.[1] ?? NaN) };
+  return parseWrk(await runPinned(LOAD_CPU, 'wrk', ['-t1', `-d${seconds}s`, ...extra, `http://127.0.0.1:${port}/`]));
 }
 
 export async function abBench({ reps, seconds, ref }) {
@@ -68,8 +62,8 @@ export async function abBench({ reps, seconds, ref }) {
       for (const tag of order) {
         const t = targets[tag];
         for (const [name, reverse] of [['up', false], ['down', true]]) {
-          const b = await measure(t.pid, () => iperf(t.bulk, seconds, reverse));
-          runs[name][tag].push({ rate: b.result.gbit, cpu: (b.proxyCpuSeconds * 1000) / (b.result.bytes / 1e9) });
+          const b = await measure(t.pid, () => iperf(LOAD_CPU, t.bulk, seconds, { reverse }));
+          runs[name][tag].push({ rate: b.result.bitsPerSecond / 1e9, cpu: (b.proxyCpuSeconds * 1000) / (b.result.bytes / 1e9) });
         }
         const c = await measure(t.pid, () => wrk(t.tcp, seconds, ['-c32', '-H', 'Connection: close']));
         runs.conns[tag].push({ rate: c.result.rps, cpu: (c.proxyCpuSeconds * 1e6) / c.result.total });

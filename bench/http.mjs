@@ -7,7 +7,7 @@
 // this 2-core machine the workers share the cores with wrk and nginx).
 // Then latency at a fixed rate: hey at half of HAProxy's maximum, p50/p99 per proxy.
 import { fileURLToPath } from 'node:url';
-import { fmt, freePort, measure, median, need, portOpen, runPinned, sleep, startNginxEndpoint, startPinned, tmp, write } from './lib.mjs';
+import { fmt, freePort, measure, median, need, parseWrk, portOpen, runPinned, sleep, startNginxEndpoint, startPinned, tmp, write } from './lib.mjs';
 
 const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
 const LOAD_CPU = 0;
@@ -107,20 +107,7 @@ admin: { bind: "off" }
 
 /** wrk keep-alive run; latency percentiles from --latency. */
 async function wrk(port, seconds) {
-  const out = await runPinned(LOAD_CPU, 'wrk', ['-t1', `-c${CONNECTIONS}`, `-d${seconds}s`, '--latency', `http://127.0.0.1:${port}/`]);
-  const ms = (label) => {
-    const m = new RegExp(`${label}%\\s+([\\d.]+)(us|ms|s)`).exec(out);
-    if (!m) return NaN;
-    return Number(m[1]) * (m[2] === 'us' ? 0.001 : m[2] === 's' ? 1000 : 1);
-  };
-  return {
-    rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN),
-    total: Number(/(\d+) requests in/.exec(out)?.[1] ?? NaN),
-    p50: ms('50'),
-    p99: ms('99'),
-    errors: /Socket errors: (.*)/.exec(out)?.[1] ?? '',
-    non2xx: Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0),
-  };
+  return parseWrk(await runPinned(LOAD_CPU, 'wrk', ['-t1', `-c${CONNECTIONS}`, `-d${seconds}s`, '--latency', `http://127.0.0.1:${port}/`]));
 }
 
 /** A fixed request rate (hey: -c connections, each at rate/c per second); latency percentiles in ms. */

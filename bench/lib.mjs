@@ -139,6 +139,39 @@ export function runPinned(cpu, cmd, args, timeoutMs = 120_000) {
   });
 }
 
+/**
+ * One iperf3 client run from `cpu` (`reverse`: -R, the server sends). iperf3 -s runs
+ * one test at a time and says "the server is busy" right after the last one: retried.
+ */
+export async function iperf(cpu, port, seconds, { streams = 1, reverse = false } = {}) {
+  for (let attempt = 1; ; attempt++) {
+    const out = await runPinned(cpu, 'iperf3', ['-c', '127.0.0.1', '-p', String(port), '-t', String(seconds), '-P', String(streams), '-J', ...(reverse ? ['-R'] : [])]);
+    const j = JSON.parse(out);
+    if (j.end?.sum_received) return { bitsPerSecond: j.end.sum_received.bits_per_second, bytes: j.end.sum_received.bytes };
+    if (attempt === 3) throw new Error(`iperf3: ${j.error ?? out.slice(0, 300)}`);
+    await sleep(1000);
+  }
+}
+
+/** What wrk printed: requests/s and in all, latency percentiles (with --latency), transfer rate, errors. */
+export function parseWrk(out) {
+  const ms = (label) => {
+    const m = new RegExp(`${label}%\\s+([\\d.]+)(us|ms|s)`).exec(out);
+    if (!m) return NaN;
+    return Number(m[1]) * (m[2] === 'us' ? 0.001 : m[2] === 's' ? 1000 : 1);
+  };
+  const rate = /Transfer\/sec:\s+([\d.]+)(\w+)/.exec(out);
+  return {
+    rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN),
+    total: Number(/(\d+) requests in/.exec(out)?.[1] ?? NaN),
+    p50: ms('50'),
+    p99: ms('99'),
+    bytesPerSec: rate ? Number(rate[1]) * ({ B: 1, KB: 1024, MB: 1048576, GB: 1073741824 }[rate[2]] ?? 1) : NaN,
+    errors: /Socket errors: (.*)/.exec(out)?.[1] ?? '',
+    non2xx: Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0),
+  };
+}
+
 /** Measures a workload: per-CPU busy % and the CPU seconds `pid` used while `fn` ran. */
 export async function measure(pid, fn) {
   const c0 = cpuTimes();

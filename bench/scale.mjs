@@ -10,7 +10,7 @@
 // package registry.)
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { fmt, freePort, median, need, portOpen, runPinned, sleep, startPinned, tmp, write } from './lib.mjs';
+import { fmt, freePort, median, need, parseWrk, portOpen, runPinned, sleep, startPinned, tmp, write } from './lib.mjs';
 
 const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
 const range = (from, to) => (from === to ? `${from}` : `${from}-${to}`);
@@ -52,8 +52,7 @@ admin: { bind: "off" }
 }
 
 async function wrk(cpus, threads, conns, seconds, port, extra = []) {
-  const out = await runPinned(cpus, 'wrk', [`-t${threads}`, `-c${conns}`, `-d${seconds}s`, ...extra, `http://127.0.0.1:${port}/`]);
-  return Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
+  return parseWrk(await runPinned(cpus, 'wrk', [`-t${threads}`, `-c${conns}`, `-d${seconds}s`, ...extra, `http://127.0.0.1:${port}/`])).rps;
 }
 
 export async function scaleBench({ reps, seconds }) {

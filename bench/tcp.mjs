@@ -4,7 +4,7 @@
 import { existsSync } from 'node:fs';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { fmt, freePort, measure, median, need, portOpen, rssBytes, runPinned, sleep, startPinned, tmp, write } from './lib.mjs';
+import { fmt, freePort, iperf, measure, median, need, parseWrk, portOpen, rssBytes, runPinned, sleep, startPinned, tmp, write } from './lib.mjs';
 
 const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
 const LOAD_CPU = 0;
@@ -80,26 +80,8 @@ async function startProxy(kind, dir, listeners) {
   return startPinned(PROXY_CPU, cmd[0], [...cmd.slice(1), '-c', cfg, '--log-level', 'warn'], { ready: () => portOpen(listeners[0].port) });
 }
 
-async function iperf(port, seconds, streams, reverse = false) {
-  // reverse (-R): the endpoint sends, so the proxy reads its upstream leg (where berth
-  // reads into reused buffers); forward: the proxy reads the accepted leg.
-  for (let attempt = 1; ; attempt++) {
-    const out = await runPinned(LOAD_CPU, 'iperf3', ['-c', '127.0.0.1', '-p', String(port), '-t', String(seconds), '-P', String(streams), '-J', ...(reverse ? ['-R'] : [])]);
-    const j = JSON.parse(out);
-    if (j.end?.sum_received) return { bitsPerSecond: j.end.sum_received.bits_per_second, bytes: j.end.sum_received.bytes };
-    // iperf3 -s runs one test at a time: "the server is busy" right after the last one.
-    if (attempt === 3) throw new Error(`iperf3: ${j.error ?? out.slice(0, 300)}`);
-    await sleep(1000);
-  }
-}
-
 async function wrkClose(port, seconds) {
-  const out = await runPinned(LOAD_CPU, 'wrk', ['-t1', '-c32', `-d${seconds}s`, '-H', 'Connection: close', `http://127.0.0.1:${port}/`]);
-  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
-  const total = Number(/(\d+) requests in/.exec(out)?.[1] ?? NaN);
-  const errors = /Socket errors: (.*)/.exec(out)?.[1] ?? '';
-  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
-  return { rps, total, errors, non2xx };
+  return parseWrk(await runPinned(LOAD_CPU, 'wrk', ['-t1', '-c32', `-d${seconds}s`, '-H', 'Connection: close', `http://127.0.0.1:${port}/`]));
 }
 
 /** RSS growth per proxied connection: a fresh proxy, N connections held open through it. */
@@ -178,7 +160,9 @@ export async function tcpBench({ reps, seconds, rssConnections }) {
       for (const k of kinds) {
         const t = targets[k];
         for (const [name, streams, reverse] of [['tput1', 1, false], ['tput1r', 1, true], ['tput8', 8, false]]) {
-          const m = await measure(t.pid, () => iperf(t.iperf, seconds, streams, reverse));
+          // reverse (-R): the endpoint sends, so the proxy reads its upstream leg (where berth
+          // reads into reused buffers); forward: the proxy reads the accepted leg.
+          const m = await measure(t.pid, () => iperf(LOAD_CPU, t.iperf, seconds, { streams, reverse }));
           const gbit = m.result.bitsPerSecond / 1e9;
           runs[name][k].push({ gbit, busy: m.busy, cpuMsPerGB: t.pid ? (m.proxyCpuSeconds * 1000) / (m.result.bytes / 1e9) : NaN });
           process.stderr.write(`rep ${rep} ${k} ${name}: ${fmt(gbit, 2)} Gbit/s busy ${JSON.stringify(m.busy)}\n`);

@@ -10,7 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { fmt, freePort, measure, median, need, portOpen, runPinned, sleep, startPinned, tmp, write } from './lib.mjs';
+import { fmt, freePort, measure, median, need, parseWrk, portOpen, runPinned, sleep, startPinned, tmp, write } from './lib.mjs';
 
 const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
 const LOAD_CPU = 0;
@@ -112,13 +112,7 @@ admin: { bind: "off" }
 
 async function wrk(url, seconds, close) {
   const args = ['-t1', '-c32', `-d${seconds}s`, ...(close ? ['-H', 'Connection: close'] : []), url];
-  const out = await runPinned(LOAD_CPU, 'wrk', args);
-  const rate = (s) => {
-    const m = /Transfer\/sec:\s+([\d.]+)(\w+)/.exec(s);
-    if (!m) return NaN;
-    return Number(m[1]) * ({ B: 1, KB: 1024, MB: 1048576, GB: 1073741824 }[m[2]] ?? 1);
-  };
-  return { rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN), bytesPerSec: rate(out), errors: /Socket errors: (.*)/.exec(out)?.[1] ?? '' };
+  return parseWrk(await runPinned(LOAD_CPU, 'wrk', args));
 }
 
 const CLIENTS = 8;
