@@ -220,10 +220,18 @@ function withoutFraming(list: string[]): string[] {
 
 /** obs-text and visible ASCII, as node writes them; anything else (undici's U+FFFD for bytes it could not decode) is not sent on. */
 const REASON_RE = /^[\t\x20-\x7e\x80-\xff]*$/;
+const ASCII_REASON_RE = /^[\t\x20-\x7e]*$/;
 
 /** The reason phrase to send: the endpoint's when node can write it, else the standard one. */
 export function reasonPhrase(status: number, message: string | undefined): string {
-  if (message === 'OK' || (message !== undefined && message !== '' && REASON_RE.test(message))) return message;
+  if (message === 'OK' || (message !== undefined && message !== '' && ASCII_REASON_RE.test(message))) return message;
+  if (message !== undefined && message !== '' && !message.includes('\uFFFD')) {
+    // undici decodes the phrase as UTF-8: where that was lossless, these are the
+    // endpoint's own bytes again, as the latin1 characters node writes one byte each.
+    const bytes = Buffer.from(message, 'utf8').toString('latin1');
+    if (REASON_RE.test(bytes)) return bytes;
+  }
+  // Bytes that did not survive decoding: the standard phrase, never a third form.
   return STATUS_CODES[status] ?? '';
 }
 

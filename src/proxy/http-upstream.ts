@@ -13,6 +13,7 @@ import type { UpstreamTls } from '../core/tls.js';
 import type { EndpointState } from '../pool/endpoint.js';
 import type { Pool } from '../pool/pool.js';
 import { connectResult, tcpConnect, type ConnectFn } from './connect.js';
+import { scrubInterimClose } from './interim-close.js';
 
 export interface UpstreamSettings {
   /** Connect timeout, ms (0 = none). */
@@ -147,6 +148,7 @@ export class Upstreams {
             return;
           }
           observer.upstreamConnect(service, id, 'ok', seconds);
+          scrubInterimClose(socket);
           socket.once('close', () => observer.upstreamClosed(service, id, socket.bytesRead, socket.bytesWritten));
           cb(null, socket);
         };

@@ -131,18 +131,21 @@ function rawReply(socket: net.Socket, status: number, extra = ''): void {
 
 /**
  * Makes a request target origin-form. Absolute-form ("http://host/path", RFC 9112
- * §3.2.2) gives the host (which then replaces Host); anything else but "*" for
- * OPTIONS is refused.
+ * §3.2.2) gives the host (which then replaces Host); userinfo in it is an error
+ * (RFC 9110 §4.2.4, as from HAProxy and nginx); anything else but "*" for OPTIONS is
+ * refused. Returns why, when refused.
  */
-function originForm(url: string, method: string): { path: string; host: string | null } | null {
+function originForm(url: string, method: string): { path: string; host: string | null } | string {
   if (url.charCodeAt(0) === 47 /* / */) return { path: url, host: null };
   if (url === '*' && method === 'OPTIONS') return { path: url, host: null };
-  if (!/^https?:\/\//i.test(url)) return null;
+  if (!/^https?:\/\//i.test(url)) return 'unsupported request target';
+  const authority = url.slice(url.indexOf('//') + 2).split(/[/?#]/, 1)[0]!;
+  if (authority.includes('@')) return 'userinfo in the request target';
   try {
     const u = new URL(url);
     return { path: `${u.pathname}${u.search}`, host: u.host };
   } catch {
-    return null;
+    return 'unsupported request target';
   }
 }
 
@@ -441,8 +444,14 @@ export class HttpListener implements Listener<HttpListenerSettings> {
     // for an Upgrade; refused rather than guessed at (WebSocket handshakes have none).
     const bad =
       facts.bad ??
-      (target === null ? 'unsupported request target' : hasDotSegment(target.path) ? 'dot segment in path' : upgrade && facts.hasBody ? 'an Upgrade request with a body' : null);
-    if (bad !== null || target === null) return { ok: false, status: 400, why: bad ?? 'bad request' };
+      (target === null || typeof target === 'string'
+        ? (target ?? 'bad request')
+        : hasDotSegment(target.path)
+          ? 'dot segment in path'
+          : upgrade && facts.hasBody
+            ? 'an Upgrade request with a body'
+            : null);
+    if (bad !== null || target === null || typeof target === 'string') return { ok: false, status: 400, why: bad ?? 'bad request' };
     if (!this.conn(req.socket).allowed) return { ok: false, status: 403, why: 'client certificate not allowed' };
     const rule = this.routes().match(normalizeHost(target.host ?? facts.host), target.path);
     if (rule === undefined) return { ok: false, status: 404, why: 'no route' };
@@ -547,6 +556,11 @@ function onResClose(this: TaggedRes): void {
   x.resClose();
 }
 
+/** The error berth aborts an upstream request with when the client ended it. */
+function clientEndedError(why: string): Error {
+  return Object.assign(new Error(why), { code: 'BERTH_ERR_CLIENT_ENDED' });
+}
+
 /** More 1xx responses than this before the final one: the endpoint is broken (502). */
 const MAX_INTERIM = 32;
 
@@ -642,7 +656,7 @@ class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
     // A connection to the endpoint is in hand: the client waits for an endpoint no more.
     this.attempt.connected();
     this.listener.alarm.clear('upstream_connect');
-    if (this.done) controller.abort(new Error('client gone'));
+    if (this.done) controller.abort(clientEndedError('client gone'));
   }
 
   /** The endpoint answered (a final head or a 101): passive health and latency. */
@@ -654,6 +668,11 @@ class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
 
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: http.IncomingHttpHeaders, statusMessage?: string): void {
     if (this.done) return;
+    if (statusCode < 100 || statusCode > 599) {
+      // Not a status (RFC 9110 §15): the endpoint is broken; nothing of it reaches the client.
+      controller.abort(Object.assign(new Error(`invalid status code ${statusCode}`), { code: 'BERTH_ERR_BAD_STATUS' }));
+      return;
+    }
     if (statusCode < 200) {
       this.interim(controller, statusCode, headers, statusMessage);
       return;
@@ -755,6 +774,11 @@ class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
     if (this.done) return;
     const { observer, log, pool } = this.listener.deps;
     const e = err as NodeJS.ErrnoException;
+    if (this.clientFailed()) {
+      // undici saw the client's side fail first (its request body broke off): the client's doing.
+      this.endByClient(null, e.code ?? e.message);
+      return;
+    }
     const ep = this.attempt.endpoint!;
     const failure: HttpFailure = classifyHttpFailure(e, this.sent, this.started, this.status);
     if (log.isLevelEnabled('debug')) log.debug({ endpoint: ep.id, err: e.code ?? e.message, failure }, 'upstream failure');
@@ -797,22 +821,41 @@ class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
 
   /** The client's own request turned out malformed (its body): answered with `status`, and the connection closes. */
   refuse(status: number): void {
-    if (this.done) return;
-    this.ctl?.abort(new Error('request refused'));
-    this.attempt.release();
-    this.status = status;
-    reply(this.res, status, true);
-    this.finish();
+    if (!this.done) this.endByClient(status, 'malformed request body');
+    // (Ended already when undici saw the body break first: the answer is still owed.)
+    else if (!this.res.headersSent) reply(this.res, status, true);
   }
 
   /** The response closed (sent, or the client left): abandon the upstream request if it is still going. */
   resClose(): void {
     if (this.owed !== null) responseClosed(this.owed);
-    if (this.done) return;
-    if (!this.res.writableFinished) {
-      this.ctl?.abort(new Error('client closed the connection'));
-      this.finish();
+    if (!this.done && !this.res.writableFinished) this.endByClient(null, 'client closed the connection');
+  }
+
+  /** The client's side has failed: its request body broke off, or its connection is gone. */
+  private clientFailed(): boolean {
+    const req = this.req;
+    return req.errored !== null || (req.destroyed && !req.complete) || (this.res.destroyed && !this.res.writableFinished);
+  }
+
+  /**
+   * The one way an exchange ends on the client's account (it closed, reset, went
+   * idle or botched its body): the attempt learns it first, so nothing that breaks
+   * after — the upstream request berth now aborts — counts against the endpoint.
+   * `status`: the answer still owed to the client (400), or null when it is gone.
+   */
+  private endByClient(status: number | null, why: string): void {
+    this.attempt.clientEnded();
+    const { log } = this.listener.deps;
+    if (log.isLevelEnabled('debug')) log.debug({ service: this.service, endpoint: this.endpointId, reason: why }, 'client ended the request');
+    const ctl = this.ctl;
+    if (status !== null) {
+      this.status = status;
+      reply(this.res, status, true);
     }
+    this.finish();
+    // finish() has let go of the endpoint: undici's answer to the abort finds the exchange done.
+    ctl?.abort(clientEndedError(why));
   }
 
   /** berth answers itself: 502/503/504. */

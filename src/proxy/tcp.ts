@@ -466,6 +466,8 @@ class TcpSession implements AttemptUser {
   }
 
   clientError(): void {
+    // The client's doing: whatever the upstream socket does after this blames no endpoint.
+    this.attempt.clientEnded();
     this.phase = Phase.Closed;
     const up = this.upstream;
     if (up !== null && !up.destroyed) abortSocket(up);
@@ -473,6 +475,7 @@ class TcpSession implements AttemptUser {
 
   clientClose(): void {
     this.clientClosed = true;
+    if (this.phase !== Phase.Connected || !this.client.readableEnded) this.attempt.clientEnded();
     // Connected or not, this client waits for nothing any more (its slot stays until the upstream closes).
     this.attempt.connected();
     if (this.upstream === null) {

@@ -58,6 +58,13 @@ export class UpstreamAttempt {
   private ended = false;
   /** When the current endpoint was picked (pool clock, ms). */
   private t0 = 0;
+  /**
+   * Which side ended this client's attempt, once one did: 'client' (it closed,
+   * reset, timed out or botched its request; berth then cut the upstream side
+   * short) or 'endpoint' (a failure reported against it). After the client has
+   * ended it, nothing that fails counts against an endpoint.
+   */
+  endedBy: 'client' | 'endpoint' | null = null;
 
   constructor(
     private readonly pool: Pool,
@@ -136,9 +143,26 @@ export class UpstreamAttempt {
     this.leavePending();
   }
 
-  /** Reports what the attempt on the current endpoint came to, timed from its pick. */
+  /**
+   * Reports what the attempt on the current endpoint came to, timed from its pick.
+   * A failure reaches the pool only while the client is still there: once the
+   * client has ended its side, what breaks after is berth cutting the attempt short.
+   */
   report(outcome: Outcome): void {
-    if (this.endpoint !== null) this.pool.report(this.endpoint, outcome, this.elapsed());
+    if (this.endpoint === null) return;
+    if (outcome === 'failed' || outcome === 'broken') {
+      if (this.endedBy === 'client') return;
+      this.endedBy = 'endpoint';
+    }
+    this.pool.report(this.endpoint, outcome, this.elapsed());
+  }
+
+  /**
+   * The client ended its side (closed, reset, went idle, sent a malformed body):
+   * from here on no failure is reported against an endpoint, in any mode.
+   */
+  clientEnded(): void {
+    if (!this.ended) this.endedBy = 'client';
   }
 
   /**

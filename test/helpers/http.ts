@@ -1,12 +1,13 @@
 import http from 'node:http';
 import net from 'node:net';
-import { Pool } from '../../src/pool/pool.js';
+import { Pool, type ServiceSettings } from '../../src/pool/pool.js';
 import { HttpListener, type HttpListenerSettings } from '../../src/proxy/http.js';
 import type { ProxyObserver } from '../../src/core/observer.js';
 import { seededRandom } from '../../src/core/random.js';
 import type { Clock } from '../../src/core/clock.js';
 import type { EndpointSpec } from '../../src/core/types.js';
 import { silent } from './proxy.js';
+import { tcpServer } from './net.js';
 
 export interface Seen {
   method: string;
@@ -73,9 +74,10 @@ export async function httpProxy(
   over: Partial<HttpListenerSettings> = {},
   observer?: ProxyObserver,
   clock?: Clock,
+  service: ServiceSettings = { balance: 'round-robin' },
 ): Promise<{ listener: HttpListener; pool: Pool; port: number; close: () => void }> {
   const pool = new Pool({ random: seededRandom(1), ...(clock ? { clock } : {}) });
-  for (const name of Object.keys(services)) pool.configureService(name, 'round-robin');
+  for (const name of Object.keys(services)) pool.configureService(name, service);
   pool.applySnapshot({ provider: 'static', services: new Map(Object.entries(services)) });
   const listener = new HttpListener(httpSettings(over), { pool, log: silent, ...(observer ? { observer } : {}) });
   const addr = await listener.listen();
@@ -136,3 +138,39 @@ export function rawValues(raw: readonly string[], name: string): string[] {
   for (let i = 0; i < raw.length; i += 2) if (raw[i]!.toLowerCase() === name) out.push(raw[i + 1]!);
   return out;
 }
+
+/** An endpoint that answers each request head it reads with `answer(head, n)` (raw bytes), recording every byte. */
+export async function rawEndpoint(answer: (head: string, n: number, s: net.Socket) => string | Buffer | null) {
+  const heads: string[] = [];
+  let all = '';
+  const sockets = new Set<net.Socket>();
+  const server = await tcpServer((s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    s.on('end', () => s.end());
+    let buf = '';
+    s.on('data', (d: Buffer) => {
+      const text = d.toString('latin1');
+      all += text;
+      buf += text;
+      let i: number;
+      while ((i = buf.indexOf('\r\n\r\n')) >= 0) {
+        const head = buf.slice(0, i);
+        buf = buf.slice(i + 4);
+        heads.push(head);
+        const a = answer(head, heads.length, s);
+        if (a !== null) s.write(typeof a === 'string' ? Buffer.from(a, 'latin1') : a);
+      }
+    });
+  });
+  return {
+    port: server.port,
+    heads,
+    all: () => all,
+    close: () => {
+      for (const s of sockets) s.destroy();
+      server.close();
+    },
+  };
+}
+

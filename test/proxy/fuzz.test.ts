@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { seededRandom, type Random } from '../../src/core/random.js';
 import { createCa, issueCert } from '../../src/tls/certs.js';
-import { httpGet, listenerPort, startBerth, tcpServer, until } from '../helpers/net.js';
+import { freePort, httpGet, listenerPort, startBerth, tcpServer, until } from '../helpers/net.js';
 
 const seed = Number(process.env['BERTH_FUZZ_SEED'] ?? Math.floor(Math.random() * 2 ** 31));
 const BATCHES = 6;
@@ -50,6 +50,13 @@ const ANSWERS: readonly ((s: net.Socket, r: Random) => void)[] = [
 const GOOD_REQUEST = 'GET /fuzz HTTP/1.1\r\nHost: a.example\r\nUser-Agent: fuzz\r\nConnection: close\r\n\r\n';
 const UPGRADE = 'GET /ws HTTP/1.1\r\nHost: a.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n';
 const POST = 'POST /p HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n';
+
+/** Uploads to the well-behaved 'sink' service, which answers only once it has the whole body. */
+const UPLOAD_BODY = 'u'.repeat(40);
+const UPLOADS: readonly { head: string; body: string }[] = [
+  { head: `POST /upload HTTP/1.1\r\nHost: a.example\r\nContent-Length: ${UPLOAD_BODY.length}\r\n\r\n`, body: UPLOAD_BODY },
+  { head: 'POST /upload HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n\r\n', body: `${(UPLOAD_BODY.length / 2).toString(16)}\r\n${UPLOAD_BODY.slice(20)}\r\n14\r\n${UPLOAD_BODY.slice(20)}\r\n0\r\n\r\n` },
+];
 
 /** A request with a few bytes flipped, dropped, doubled or replaced by CR, LF, NUL, space or colon. */
 function mutate(r: Random, base: string): Buffer {
@@ -119,18 +126,56 @@ t.test(`fuzz (seed ${seed}): berth stays up, answers, and leaks no descriptor`, 
       }
     });
   });
+  // Two endpoints that take an upload and answer only once it is whole: whatever a
+  // client does to its upload must never count against them.
+  const sink = () =>
+    tcpServer((s) => {
+      endpointSockets.add(s);
+      s.on('close', () => endpointSockets.delete(s));
+      let buf = '';
+      s.on('data', (d: Buffer) => {
+        buf += d.toString('latin1');
+        const i = buf.indexOf('\r\n\r\n');
+        if (i < 0) return;
+        const head = buf.slice(0, i);
+        const rest = buf.slice(i + 4);
+        const cl = /content-length: (\d+)/i.exec(head);
+        if (cl ? rest.length >= Number(cl[1]) : rest.endsWith('0\r\n\r\n')) {
+          buf = '';
+          s.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+        }
+      });
+    });
+  const sinks = [await sink(), await sink()];
+  const adminPort = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'berth-fuzz-'));
   await createCa({ out: dir, cn: 'fuzz ca', days: 2, bits: 2048 });
   await issueCert({ ca: dir, out: dir, name: 'server', sans: [{ type: 'DNS', value: 'localhost' }], usage: 'server', days: 2, bits: 2048 });
   const timeouts = { connect: '1s', headers: '1s', response: '1s', idle: '5s', keepAlive: '2s', handshake: '500ms' };
   const config = {
     listeners: [
-      { name: 'web', bind: '127.0.0.1:0', mode: 'http', service: 'hostile', routes: [{ pathPrefix: '/control', service: 'good' }], timeouts, retries: 2 },
+      {
+        name: 'web',
+        bind: '127.0.0.1:0',
+        mode: 'http',
+        service: 'hostile',
+        routes: [
+          { pathPrefix: '/control', service: 'good' },
+          { pathPrefix: '/upload', service: 'sink' },
+        ],
+        timeouts,
+        retries: 2,
+      },
       { name: 'secure', bind: '127.0.0.1:0', mode: 'http', service: 'good', tls: { cert: join(dir, 'server.pem'), key: join(dir, 'server-key.pem') }, timeouts },
       { name: 'raw', bind: '127.0.0.1:0', mode: 'tcp', service: 'hostile', timeouts, maxConnections: 50 },
     ],
-    services: { hostile: { endpoints: [`127.0.0.1:${hostile.port}`], outlier: 'off' }, good: { endpoints: [`127.0.0.1:${good.port}`] } },
-    admin: { bind: 'off' },
+    services: {
+      hostile: { endpoints: [`127.0.0.1:${hostile.port}`], outlier: 'off' },
+      good: { endpoints: [`127.0.0.1:${good.port}`] },
+      // Default outlier detection: an endpoint blamed for a client's doing would be ejected.
+      sink: { endpoints: sinks.map((x) => `127.0.0.1:${x.port}`) },
+    },
+    admin: { bind: `127.0.0.1:${adminPort}` },
   };
   const file = join(dir, 'berth.json');
   writeFileSync(file, JSON.stringify(config));
@@ -140,7 +185,13 @@ t.test(`fuzz (seed ${seed}): berth stays up, answers, and leaks no descriptor`, 
     for (const s of endpointSockets) s.destroy();
     hostile.close();
     good.close();
+    for (const x of sinks) x.close();
   });
+  /** The sink endpoints' failure counts, as the admin API shows them. */
+  const sinkFailures = async () => {
+    const { services } = JSON.parse((await httpGet(`http://127.0.0.1:${adminPort}/api/v1/services`)).body) as { services: { name: string; endpoints: { id: string; failuresTotal: number; health: string }[] }[] };
+    return services.find((x) => x.name === 'sink')!.endpoints.map((e) => ({ id: e.id, failures: e.failuresTotal, health: e.health }));
+  };
   const portOf = (name: string) => listenerPort(berth, name);
   await until(() => portOf('raw') > 0, 10_000, 'all listeners up');
   const web = portOf('web');
@@ -152,6 +203,21 @@ t.test(`fuzz (seed ${seed}): berth stays up, answers, and leaks no descriptor`, 
   for (const s of endpointSockets) s.destroy();
   await until(() => endpointSockets.size === 0, 10_000, 'endpoint side idle');
   const baseline = openFds(berth.proc.pid!);
+  const sinkBefore = await sinkFailures();
+  t.same(
+    sinkBefore.map((e) => e.failures),
+    [0, 0],
+  );
+
+  // Every body offset of both framings, cut with a reset or a half-close: a client's
+  // abandoned upload is its own business (half-closed ones are answered 400).
+  const cuts: Promise<boolean>[] = [];
+  for (const u of UPLOADS) {
+    for (let at = 0; at < u.body.length; at++) {
+      for (const how of ['reset-after', 'end'] as const) cuts.push(send(web, Buffer.from(u.head + u.body.slice(0, at), 'latin1'), how));
+    }
+  }
+  t.ok((await Promise.all(cuts)).every(Boolean), 'every cut upload ended');
 
   const actions: readonly ((r: Random) => Promise<boolean>)[] = [
     // A valid request (the endpoint's answer is the hostile part).
@@ -173,6 +239,13 @@ t.test(`fuzz (seed ${seed}): berth stays up, answers, and leaks no descriptor`, 
     async (r) => send(web, Buffer.concat([Buffer.from(GOOD_REQUEST.replace('Connection: close\r\n', ''), 'latin1'), mutate(r, GOOD_REQUEST)])),
     // A TLS handshake that stalls after a random part of a ClientHello-like record.
     async (r) => send(secure, Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, ...Array.from({ length: int(r, 0, 40) }, () => int(r, 0, 255))])),
+    // An upload to the sink cut at a random body offset, or botched (a chunk longer than its size line).
+    async (r) => {
+      const u = pick(r, UPLOADS);
+      const botch = r.next() < 0.25;
+      const body = botch ? `${u.body.slice(0, int(r, 0, u.body.length - 1))}5\r\nhelloEXTRA\r\n` : u.body.slice(0, int(r, 0, u.body.length - 1));
+      return send(web, Buffer.from(u.head + body, 'latin1'), botch ? 'wait' : pick(r, ['reset-after', 'end'] as const));
+    },
     // Raw tcp: bytes then a reset or a half-close.
     async (r) => send(raw, Buffer.from(GOOD_REQUEST, 'latin1'), r.next() < 0.5 ? 'reset' : 'end'),
   ];
@@ -193,6 +266,7 @@ t.test(`fuzz (seed ${seed}): berth stays up, answers, and leaks no descriptor`, 
     t.equal(await control(), 200, `seed ${seed}: control request answered after batch ${batch + 1}`);
   }
   t.equal(hung, 0, `seed ${seed}: every connection was ended by berth or the client (none left hanging)`);
+  t.same(await sinkFailures(), sinkBefore, `seed ${seed}: no client abort counted against an endpoint, nobody ejected`);
   for (const s of endpointSockets) s.destroy();
   await until(() => openFds(berth.proc.pid!) <= baseline, 20_000, `seed ${seed}: berth back to ${baseline} descriptors (has ${openFds(berth.proc.pid!)})`, 50);
   t.pass(`no descriptor left open (${baseline})`);
@@ -201,14 +275,19 @@ t.test(`fuzz (seed ${seed}): berth stays up, answers, and leaks no descriptor`, 
 
 /**
  * One client connection: write `payload`, then wait for berth to close it ('wait'),
- * reset it at once ('reset'), reset on the first byte back ('reset-on-data'),
+ * reset it at once ('reset') or once the bytes have left ('reset-after'), reset on the first byte back ('reset-on-data'),
  * end it on the first byte back ('end-on-data'), or half-close and wait ('end').
  */
-async function send(port: number, payload: Buffer, how: 'wait' | 'reset' | 'reset-on-data' | 'end-on-data' | 'end' = 'wait'): Promise<boolean> {
+async function send(port: number, payload: Buffer, how: 'wait' | 'reset' | 'reset-after' | 'reset-on-data' | 'end-on-data' | 'end' = 'wait'): Promise<boolean> {
   const s = net.connect(port, '127.0.0.1');
   s.on('error', () => {});
   const done = closed(s);
   s.once('connect', () => {
+    if (how === 'reset-after') {
+      // The reset after the bytes have left (the write's callback), so berth has read them.
+      s.write(payload, () => s.resetAndDestroy());
+      return;
+    }
     s.write(payload);
     if (how === 'reset') s.resetAndDestroy();
     else if (how === 'end') s.end();

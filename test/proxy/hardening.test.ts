@@ -16,44 +16,9 @@ import t from 'tap';
 import { createCa, issueCert } from '../../src/tls/certs.js';
 import { ListenerTls, type ListenerTlsConfig } from '../../src/tls/terminate.js';
 import { countingObserver, endpoint, proxyFor, silent } from '../helpers/proxy.js';
-import { echoServer, exchange, freePort, tcpServer, until } from '../helpers/net.js';
-import { httpProxy, httpSettings, rawRequest, recordingBackend, request } from '../helpers/http.js';
+import { echoServer, exchange, freePort, until } from '../helpers/net.js';
+import { httpProxy, httpSettings, rawEndpoint, rawRequest, recordingBackend, request } from '../helpers/http.js';
 import type { ConnectFn } from '../../src/proxy/connect.js';
-
-/** An endpoint that answers each request head it reads with `answer(head, n)` (raw bytes), recording every byte. */
-async function rawEndpoint(answer: (head: string, n: number, s: net.Socket) => string | Buffer | null) {
-  const heads: string[] = [];
-  let all = '';
-  const sockets = new Set<net.Socket>();
-  const server = await tcpServer((s) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-    s.on('end', () => s.end());
-    let buf = '';
-    s.on('data', (d: Buffer) => {
-      const text = d.toString('latin1');
-      all += text;
-      buf += text;
-      let i: number;
-      while ((i = buf.indexOf('\r\n\r\n')) >= 0) {
-        const head = buf.slice(0, i);
-        buf = buf.slice(i + 4);
-        heads.push(head);
-        const a = answer(head, heads.length, s);
-        if (a !== null) s.write(typeof a === 'string' ? Buffer.from(a, 'latin1') : a);
-      }
-    });
-  });
-  return {
-    port: server.port,
-    heads,
-    all: () => all,
-    close: () => {
-      for (const s of sockets) s.destroy();
-      server.close();
-    },
-  };
-}
 
 /** Connects, writes `payload`, and resets the connection at once (RST, not FIN). */
 async function writeAndReset(port: number, payload: string): Promise<void> {
