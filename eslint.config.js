@@ -3,7 +3,7 @@
 // core; metrics reads core and the pool; only the composition root (main.ts, runtime/;
 // cluster/ wraps runtime/) wires everything together; only metrics/ imports prom-client, only
 // discovery/docker/client.ts dockerode, only tls/certs.ts node-forge, only
-// proxy/http*.ts undici; only src/pool imports the writable MutableEndpoint. Where
+// proxy/http/ undici; only src/pool imports the writable MutableEndpoint. Where
 // Clock and Random are injected (balancer, pool, proxy), Date.now, Math.random and
 // raw timers are refused.
 import js from '@eslint/js';
@@ -22,7 +22,7 @@ const third = [
   { name: 'prom-client', message: 'only src/metrics imports prom-client' },
   { name: 'dockerode', message: 'only src/discovery/docker imports dockerode' },
   { name: 'node-forge', message: 'only src/tls/certs.ts imports node-forge' },
-  { name: 'undici', message: 'only src/proxy/http*.ts imports undici' },
+  { name: 'undici', message: 'only src/proxy/http/ imports undici' },
 ];
 const thirdBut = (name) => third.filter((t) => t.name !== name);
 /** Time and randomness are injected here (Clock, Random): the real ones are not called directly. */
@@ -84,13 +84,18 @@ export default tseslint.config(
     rules: { ...restrict([{ group: ['../*', '!../core', '!../balancer', '!../log.js'], message: 'pool imports core and balancer only' }], third, true), ...noAmbientTimeOrRandom },
   },
   {
-    files: ['src/proxy/**/*.ts'],
-    ignores: ['src/proxy/http*.ts'],
+    files: ['src/proxy/*.ts'],
     rules: { ...restrict([{ group: ['../*', '!../core', '!../balancer', '!../pool', '!../log.js'], message: 'proxy imports core, balancer and pool only' }], third), ...noAmbientTimeOrRandom },
   },
   {
-    files: ['src/proxy/http*.ts'],
-    rules: { ...restrict([{ group: ['../*', '!../core', '!../balancer', '!../pool', '!../log.js'], message: 'proxy imports core, balancer and pool only' }], thirdBut('undici')), ...noAmbientTimeOrRandom },
+    // A mode's folder (proxy/tcp, later udp ...): the proxy modules beside it, core, balancer and pool.
+    files: ['src/proxy/*/**/*.ts'],
+    ignores: ['src/proxy/http/**/*.ts'],
+    rules: { ...restrict([{ group: ['../../*', '!../../core', '!../../balancer', '!../../pool', '!../../log.js'], message: 'proxy imports core, balancer and pool only' }], third), ...noAmbientTimeOrRandom },
+  },
+  {
+    files: ['src/proxy/http/**/*.ts'],
+    rules: { ...restrict([{ group: ['../../*', '!../../core', '!../../balancer', '!../../pool', '!../../log.js'], message: 'proxy imports core, balancer and pool only' }], thirdBut('undici')), ...noAmbientTimeOrRandom },
   },
   {
     // Docker discovery: core, the logger and the discovery helpers beside it; dockerode only in client.ts.

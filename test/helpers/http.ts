@@ -1,7 +1,7 @@
 import http from 'node:http';
 import net from 'node:net';
 import { Pool, type ServiceSettings } from '../../src/pool/pool.js';
-import { HttpListener, type HttpListenerSettings } from '../../src/proxy/http.js';
+import { HttpListener, type HttpListenerSettings } from '../../src/proxy/http/listener.js';
 import type { ProxyObserver } from '../../src/core/observer.js';
 import { seededRandom } from '../../src/core/random.js';
 import type { Clock } from '../../src/core/clock.js';

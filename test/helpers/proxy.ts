@@ -1,7 +1,7 @@
 import { pino } from 'pino';
 import type { Logger } from '../../src/log.js';
 import type { TlsTerminator } from '../../src/core/tls.js';
-import { TcpListener, type TcpListenerSettings } from '../../src/proxy/tcp.js';
+import { TcpListener, type TcpListenerSettings } from '../../src/proxy/tcp/listener.js';
 import { Pool } from '../../src/pool/pool.js';
 import type { ConnectFn } from '../../src/proxy/connect.js';
 import type { ProxyObserver } from '../../src/core/observer.js';

@@ -5,7 +5,7 @@
 import { Duplex } from 'node:stream';
 import t from 'tap';
 import { seededRandom } from '../../src/core/random.js';
-import { scrub, scrubInterimClose } from '../../src/proxy/interim-close.js';
+import { scrub, scrubInterimClose } from '../../src/proxy/http/interim-close.js';
 
 /** Feeds `input` in pieces cut at `cuts`, armed as after a request head; returns what passes. */
 function run(input: string, cuts: number[]): { out: string; armed: boolean } {

@@ -2,8 +2,8 @@
  * HTTP/1.1 reverse proxy listener.
  *
  * Downstream: node's http server (llhttp in strict mode) parses client requests,
- * with berth's extra framing checks on top (http-headers.ts). Upstream: one
- * undici Pool per endpoint (http-upstream.ts), driven through the low-level
+ * with berth's extra framing checks on top (headers.ts). Upstream: one
+ * undici Pool per endpoint (upstream.ts), driven through the low-level
  * dispatch API: no intermediate streams or objects per request beyond undici's
  * own, and response bytes are written to the client as they arrive, with
  * backpressure both ways.
@@ -13,32 +13,19 @@ import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
-import type { Dispatcher } from 'undici';
-import type { PeerIdentity, TlsTerminator, UpstreamTls } from '../core/tls.js';
-import { nullObserver, type ProxyObserver } from '../core/observer.js';
-import type { Logger } from '../log.js';
-import type { EndpointState } from '../pool/endpoint.js';
-import type { Pool, ServiceRoute } from '../pool/pool.js';
-import { connectResult, guardSocket, tcpConnect, type ConnectFn } from './connect.js';
-import { classifyHttpFailure, httpBlames, httpRetry, type HttpFailure } from './retry-policy.js';
-import { UpstreamAttempt, type AttemptUser, type GiveUp } from './upstream-attempt.js';
-import {
-  downstreamResponseHeaders,
-  hasDotSegment,
-  idempotent,
-  interimHead,
-  reasonPhrase,
-  inspectRequest,
-  plainAddress,
-  trailerList,
-  upstreamRequestHeaders,
-  type Forwarded,
-  type RequestFacts,
-} from './http-headers.js';
-import { RetryBudget, Upstreams, type UpstreamSettings } from './http-upstream.js';
-import { ConnectionGate } from './gate.js';
-import type { Listener } from './listener.js';
-import { LocalErrorAlarm } from './local-errors.js';
+import type { PeerIdentity, TlsTerminator, UpstreamTls } from '../../core/tls.js';
+import { nullObserver, type ProxyObserver } from '../../core/observer.js';
+import type { Logger } from '../../log.js';
+import type { Pool, ServiceRoute } from '../../pool/pool.js';
+import { guardSocket, tcpConnect, type ConnectFn } from '../connect.js';
+import { ConnectionGate } from '../gate.js';
+import type { Listener } from '../listener.js';
+import { LocalErrorAlarm } from '../local-errors.js';
+import { rawReply, reply, responseClosed, type ConnFacts, type UpgradeParts } from './connection.js';
+import { Exchange, exchangeOf } from './exchange.js';
+import { hasDotSegment, inspectRequest, plainAddress, type Forwarded, type RequestFacts } from './headers.js';
+import type { Tunnel } from './tunnel.js';
+import { RetryBudget, Upstreams, type UpstreamSettings } from './upstream.js';
 import { normalizeHost, Router, type RouteRule } from './routes.js';
 
 export interface HttpSettings {
@@ -96,39 +83,6 @@ export interface HttpListenerDeps {
 
 const DEFAULT_SERVICE_LABEL = '-';
 
-/** Short bodies for answers berth makes itself. */
-const REASONS: Record<number, string> = {
-  400: 'bad request',
-  403: 'forbidden: this client certificate is not allowed',
-  404: 'no route for this host and path',
-  405: 'method not allowed',
-  408: 'request head timeout',
-  431: 'request header fields too large',
-  502: 'bad gateway: no endpoint answered',
-  503: 'service unavailable: no usable endpoint',
-  504: 'gateway timeout: the endpoint did not answer in time',
-};
-
-function reply(res: http.ServerResponse, status: number, close: boolean, extra?: Record<string, string>): void {
-  const body = `${REASONS[status] ?? http.STATUS_CODES[status] ?? ''}\n`;
-  if (res.headersSent) {
-    res.destroy();
-    return;
-  }
-  if (close) res.shouldKeepAlive = false;
-  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': String(Buffer.byteLength(body)), 'cache-control': 'no-store', ...extra });
-  res.end(body);
-}
-
-function rawReply(socket: net.Socket, status: number, extra = ''): void {
-  guardSocket(socket);
-  const body = `${REASONS[status] ?? http.STATUS_CODES[status] ?? ''}\n`;
-  if (socket.writable) {
-    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}connection: close\r\n\r\n${body}`);
-  }
-  socket.destroySoon();
-}
-
 /**
  * Makes a request target origin-form. Absolute-form ("http://host/path", RFC 9112
  * §3.2.2) gives the host (which then replaces Host); userinfo in it is an error
@@ -149,24 +103,6 @@ function originForm(url: string, method: string): { path: string; host: string |
   }
 }
 
-/** A client connection's facts, computed once per connection. */
-interface ConnFacts {
-  readonly ip: string;
-  readonly trusted: boolean;
-  /** mTLS: the verified client is on the allow-list (always true without mTLS). */
-  allowed: boolean;
-  /** mTLS: the client's identity as an XFCC value. */
-  clientCert: string | undefined;
-  /** Requests of this connection whose response has not ended yet. */
-  open: number;
-  /** A refusal (400/408/431) waiting for the responses before it, so answers stay in order. */
-  refusal: number;
-  /** The parser failed on this connection: nothing more is read or answered but what is owed. */
-  errored: boolean;
-  /** The latest request's response (its body may still be arriving). */
-  last: http.ServerResponse | null;
-  readonly socket: net.Socket;
-}
 const kConn = Symbol('berth.http.conn');
 type TaggedSocket = net.Socket & { [kConn]?: ConnFacts };
 
@@ -174,19 +110,6 @@ type TaggedSocket = net.Socket & { [kConn]?: ConnFacts };
 type Admission =
   | { readonly ok: true; readonly service: string; readonly facts: RequestFacts; readonly path: string; readonly host: string | null }
   | { readonly ok: false; readonly status: 400 | 403 | 404; readonly why: string };
-
-/** An Upgrade request's own parts: the client socket node handed over and the bytes it read past the head. */
-interface UpgradeParts {
-  readonly protocol: string;
-  readonly socket: net.Socket;
-  readonly early: Buffer;
-}
-
-/** A response of a request has ended (or its connection closed): a refusal waiting for it goes out. */
-function responseClosed(c: ConnFacts): void {
-  c.open--;
-  if (c.open === 0 && c.refusal !== 0) rawReply(c.socket, c.refusal);
-}
 
 export class HttpListener implements Listener<HttpListenerSettings> {
   readonly mode = 'http';
@@ -421,7 +344,7 @@ export class HttpListener implements Listener<HttpListenerSettings> {
     const last = c.last;
     if (last !== null && !last.req.complete && !last.writableFinished) {
       // The error is in the body of the request being read: that request is answered with it.
-      const x = (last as TaggedRes)[kExchange];
+      const x = exchangeOf(last);
       if (x !== undefined) x.refuse(status);
       else reply(last, status, true);
       return;
@@ -541,397 +464,4 @@ function xfccOf(id: PeerIdentity): string {
 
 function upstreamSettings(s: HttpListenerSettings): UpstreamSettings {
   return { connect: s.timeouts.connect, keepAlive: s.http.upstreamKeepAlive, maxConnections: 0 };
-}
-
-const kExchange = Symbol('berth.http.exchange');
-type TaggedRes = http.ServerResponse & { [kExchange]?: Exchange | undefined };
-
-function onResDrain(this: TaggedRes): void {
-  this[kExchange]?.resDrain();
-}
-function onResClose(this: TaggedRes): void {
-  const x = this[kExchange];
-  if (x === undefined) return;
-  this[kExchange] = undefined;
-  x.resClose();
-}
-
-/** The error berth aborts an upstream request with when the client ended it. */
-function clientEndedError(why: string): Error {
-  return Object.assign(new Error(why), { code: 'BERTH_ERR_CLIENT_ENDED' });
-}
-
-/** More 1xx responses than this before the final one: the endpoint is broken (502). */
-const MAX_INTERIM = 32;
-
-/** Writes an interim (1xx) response ahead of the final one, through node's queue for this response. */
-type RawWriter = http.ServerResponse & { _writeRaw(data: string, encoding: BufferEncoding, cb?: () => void): boolean };
-
-/**
- * One request: pick an endpoint, dispatch, stream the answer back. The object is
- * its own undici handler (no per-request closures). An Upgrade request is the same
- * exchange until the endpoint answers 101; then it hands both sockets to a Tunnel.
- */
-class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
-  private readonly method: string;
-  private readonly headers: string[];
-  private readonly hasBody: boolean;
-  private readonly t0: number;
-  /** The one loop that picks, retries and queues (shared with tcp and tunnels). */
-  private readonly attempt: UpstreamAttempt;
-  /** The last endpoint tried (for the access log). */
-  private endpointId = '-';
-  /** undici began writing the request (a failure now may have reached the endpoint). */
-  private sent = false;
-  /** Response head passed to the client. */
-  private started = false;
-  private done = false;
-  private status = 0;
-  private ctl: Dispatcher.DispatchController | null = null;
-  /** 1xx responses seen, and whether the client has yet to take the last one written. */
-  private interims = 0;
-  private interimCongested = false;
-
-  constructor(
-    private readonly listener: HttpListener,
-    private readonly req: http.IncomingMessage,
-    private readonly res: http.ServerResponse,
-    private readonly service: string,
-    facts: RequestFacts,
-    private readonly path: string,
-    hostOverride: string | null,
-    private readonly upgrade: UpgradeParts | null,
-    private readonly owed: ConnFacts | null,
-  ) {
-    this.method = req.method ?? 'GET';
-    this.hasBody = facts.hasBody;
-    const { pool } = listener.deps;
-    this.t0 = pool.clock.now();
-    const c = listener.conn(req.socket);
-    // Connection/Upgrade are hop-by-hop; for an Upgrade undici writes its own pair.
-    this.headers = upstreamRequestHeaders(req.rawHeaders, listener.forwarded(c, facts, hostOverride ?? facts.host), null, hostOverride);
-    const key = pool.service(service)?.balance === 'source-hash' ? c.ip : undefined;
-    this.attempt = new UpstreamAttempt(pool, service, listener.settings, key, this);
-  }
-
-  start(): void {
-    const r = this.res as TaggedRes;
-    r[kExchange] = this;
-    r.on('drain', onResDrain);
-    r.on('close', onResClose);
-    this.listener.budget(this.service).request();
-    this.attempt.start();
-  }
-
-  /** The attempt picked `ep`: send the request there. */
-  connectTo(ep: EndpointState): void {
-    this.endpointId = ep.id;
-    this.sent = false;
-    const t = this.listener.settings.timeouts;
-    const u = this.upgrade;
-    this.listener.upstreams.agent(ep).dispatch(
-      {
-        path: this.path,
-        method: this.method,
-        headers: this.headers,
-        body: this.hasBody && u === null ? this.req : null,
-        headersTimeout: t.response,
-        bodyTimeout: t.idle,
-        idempotent: false,
-        // A plain literal (no spread): one object shape per request on the hot path.
-        upgrade: u !== null ? u.protocol : null,
-      },
-      this,
-    );
-  }
-
-  /** No endpoint will take the request: 503 when none could be tried, 502 when every one failed. */
-  giveUp(why: GiveUp, detail: string): void {
-    if (!this.done) this.fail(why === 'unavailable' ? 503 : 502, detail);
-  }
-
-  onRequestStart(controller: Dispatcher.DispatchController): void {
-    this.ctl = controller;
-    this.sent = true;
-    // A connection to the endpoint is in hand: the client waits for an endpoint no more.
-    this.attempt.connected();
-    this.listener.alarm.clear('upstream_connect');
-    if (this.done) controller.abort(clientEndedError('client gone'));
-  }
-
-  /** The endpoint answered (a final head or a 101): passive health and latency. */
-  private answered(statusCode: number): void {
-    // Outlier detection counts endpoints that answer "I am broken".
-    this.attempt.report(statusCode === 502 || statusCode === 503 || statusCode === 504 ? 'broken' : 'answered');
-    this.status = statusCode;
-  }
-
-  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: http.IncomingHttpHeaders, statusMessage?: string): void {
-    if (this.done) return;
-    if (statusCode < 100 || statusCode > 599) {
-      // Not a status (RFC 9110 §15): the endpoint is broken; nothing of it reaches the client.
-      controller.abort(Object.assign(new Error(`invalid status code ${statusCode}`), { code: 'BERTH_ERR_BAD_STATUS' }));
-      return;
-    }
-    if (statusCode < 200) {
-      this.interim(controller, statusCode, headers, statusMessage);
-      return;
-    }
-    const res = this.res;
-    let list: string[];
-    try {
-      list = downstreamResponseHeaders(headers, statusCode, this.req.httpVersionMinor === 0);
-    } catch (err) {
-      controller.abort(err as Error);
-      return;
-    }
-    this.answered(statusCode);
-    this.started = true;
-    if (this.listener.closing) res.shouldKeepAlive = false;
-    try {
-      res.writeHead(statusCode, reasonPhrase(statusCode, statusMessage), list);
-    } catch (err) {
-      // A header value node will not write (a control character): the response cannot be relayed.
-      this.started = false;
-      controller.abort(err as Error);
-    }
-  }
-
-  /**
-   * 1xx before the final answer (RFC 9110 §15.2): forwarded to HTTP/1.1 clients with
-   * hop-by-hop fields removed and under the same backpressure as a body. 100 is not
-   * forwarded: berth strips Expect and node answers it itself.
-   */
-  private interim(controller: Dispatcher.DispatchController, statusCode: number, headers: http.IncomingHttpHeaders, statusMessage: string | undefined): void {
-    if (statusCode === 100 || statusCode === 101 || this.req.httpVersionMinor === 0) return;
-    // undici keeps parsing past a 1xx even when asked to pause, so the bound is here:
-    // while the client has not taken the last one, more are dropped, and an endpoint
-    // that sends more than MAX_INTERIM is broken.
-    if (++this.interims > MAX_INTERIM) {
-      controller.abort(Object.assign(new Error(`more than ${MAX_INTERIM} interim responses`), { code: 'BERTH_ERR_INTERIM_FLOOD' }));
-      return;
-    }
-    const res = this.res as RawWriter;
-    if (res.headersSent || this.interimCongested) return;
-    let head: string;
-    try {
-      head = interimHead(statusCode, reasonPhrase(statusCode, statusMessage), headers);
-    } catch (err) {
-      controller.abort(err as Error);
-      return;
-    }
-    if (!res._writeRaw(head, 'latin1') && res.socket !== null) {
-      this.interimCongested = true;
-      res.socket.once('drain', () => (this.interimCongested = false));
-    }
-  }
-
-  onRequestUpgrade(_controller: Dispatcher.DispatchController, statusCode: number, headers: http.IncomingHttpHeaders, socket: Duplex): void {
-    const up = socket as net.Socket;
-    guardSocket(up);
-    const u = this.upgrade;
-    if (this.done || u === null) {
-      up.destroy();
-      return;
-    }
-    let head: string;
-    try {
-      head = interimHead(statusCode, reasonPhrase(statusCode, 'Switching Protocols'), headers, headers.upgrade ?? u.protocol);
-    } catch (err) {
-      up.destroy();
-      this.onResponseError(_controller, err as Error);
-      return;
-    }
-    this.answered(statusCode);
-    this.started = true;
-    // The tunnel owns the endpoint's slot and the client socket from here on.
-    const ep = this.attempt.detach()!;
-    const client = u.socket;
-    this.res.detachSocket(client);
-    const l = this.listener;
-    l.deps.observer.httpUpgrade(l.settings.name, this.service);
-    const tunnel = new Tunnel(l, client, up, ep);
-    l.tunnels.add(tunnel);
-    client.write(head);
-    if (u.early.length > 0) up.write(u.early);
-    tunnel.start();
-    this.finish();
-  }
-
-  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    if (!this.done && !this.res.write(chunk)) controller.pause();
-  }
-
-  onResponseEnd(_controller: Dispatcher.DispatchController, trailers: http.IncomingHttpHeaders): void {
-    if (this.done) return;
-    const t = trailerList(trailers);
-    if (t !== null && this.res.chunkedEncoding) this.res.addTrailers(t);
-    this.res.end();
-    this.finish();
-  }
-
-  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
-    if (this.done) return;
-    const { observer, log, pool } = this.listener.deps;
-    const e = err as NodeJS.ErrnoException;
-    if (this.clientFailed()) {
-      // undici saw the client's side fail first (its request body broke off): the client's doing.
-      this.endByClient(null, e.code ?? e.message);
-      return;
-    }
-    const ep = this.attempt.endpoint!;
-    const failure: HttpFailure = classifyHttpFailure(e, this.sent, this.started, this.status);
-    if (log.isLevelEnabled('debug')) log.debug({ endpoint: ep.id, err: e.code ?? e.message, failure }, 'upstream failure');
-    if (httpBlames(failure)) this.attempt.report('failed');
-    const kind = httpRetry(failure, { idempotent: idempotent(this.method), hasBody: this.hasBody, upgrade: this.upgrade !== null });
-    if (this.attempt.retry(kind, kind === 'resend' ? () => this.listener.budget(this.service).tryRetry(pool.clock.now()) : undefined)) {
-      observer.retry(ep.service, failure === 'connect' ? connectResult(e) : 'reset');
-      return;
-    }
-    this.attempt.release();
-    switch (failure) {
-      case 'complete':
-        // A 204/304 whose Content-Length undici held against it: the answer is whole.
-        this.res.end();
-        this.finish();
-        return;
-      case 'cut':
-        // Cut mid-response: the client must see a cut, not a short body it could take for whole.
-        this.res.destroy();
-        this.finish();
-        return;
-      case 'local':
-        // Out of descriptors or memory here: the endpoint is not to blame, and another would fail alike.
-        this.listener.alarm.report('upstream_connect', e.code ?? 'error');
-        this.fail(503, `local error: ${e.code}`);
-        return;
-      case 'timeout':
-        this.fail(504, `endpoint ${ep.id}: ${e.code}`);
-        return;
-      default:
-        // Malformed (sending it again would run it again), or dropped and not safe to resend.
-        this.fail(502, `endpoint ${ep.id}: ${e.code ?? e.message}`);
-        return;
-    }
-  }
-
-  resDrain(): void {
-    if (!this.done) this.ctl?.resume();
-  }
-
-  /** The client's own request turned out malformed (its body): answered with `status`, and the connection closes. */
-  refuse(status: number): void {
-    if (!this.done) this.endByClient(status, 'malformed request body');
-    // (Ended already when undici saw the body break first: the answer is still owed.)
-    else if (!this.res.headersSent) reply(this.res, status, true);
-  }
-
-  /** The response closed (sent, or the client left): abandon the upstream request if it is still going. */
-  resClose(): void {
-    if (this.owed !== null) responseClosed(this.owed);
-    if (!this.done && !this.res.writableFinished) this.endByClient(null, 'client closed the connection');
-  }
-
-  /** The client's side has failed: its request body broke off, or its connection is gone. */
-  private clientFailed(): boolean {
-    const req = this.req;
-    return req.errored !== null || (req.destroyed && !req.complete) || (this.res.destroyed && !this.res.writableFinished);
-  }
-
-  /**
-   * The one way an exchange ends on the client's account (it closed, reset, went
-   * idle or botched its body): the attempt learns it first, so nothing that breaks
-   * after — the upstream request berth now aborts — counts against the endpoint.
-   * `status`: the answer still owed to the client (400), or null when it is gone.
-   */
-  private endByClient(status: number | null, why: string): void {
-    this.attempt.clientEnded();
-    const { log } = this.listener.deps;
-    if (log.isLevelEnabled('debug')) log.debug({ service: this.service, endpoint: this.endpointId, reason: why }, 'client ended the request');
-    const ctl = this.ctl;
-    if (status !== null) {
-      this.status = status;
-      reply(this.res, status, true);
-    }
-    this.finish();
-    // finish() has let go of the endpoint: undici's answer to the abort finds the exchange done.
-    ctl?.abort(clientEndedError(why));
-  }
-
-  /** berth answers itself: 502/503/504. */
-  private fail(status: number, why: string): void {
-    const { log, observer } = this.listener.deps;
-    if (status === 503) observer.noEndpoint(this.listener.settings.name, this.service);
-    if (log.isLevelEnabled('debug')) log.debug({ service: this.service, status, reason: why, attempts: this.attempt.attempts }, 'request failed');
-    this.status = status;
-    reply(this.res, status, false, status === 503 ? { 'retry-after': '1' } : undefined);
-    this.finish();
-  }
-
-  private finish(): void {
-    if (this.done) return;
-    this.done = true;
-    this.attempt.end();
-    const l = this.listener;
-    const { observer, pool, log } = l.deps;
-    const seconds = (pool.clock.now() - this.t0) / 1000;
-    const status = this.status === 0 ? 499 : this.status;
-    observer.httpRequest(l.settings.name, this.service, this.method, status, seconds);
-    if (l.settings.http.accessLog) {
-      log.info(
-        { client: l.conn(this.req.socket).ip, method: this.method, path: this.path, host: this.req.headers.host, status, ms: Math.round(seconds * 1e6) / 1e3, service: this.service, endpoint: this.endpointId, attempts: this.attempt.attempts },
-        'request',
-      );
-    }
-    // (The response keeps this exchange until it closes: its 'close' settles `owed`.)
-  }
-}
-
-const kTunnel = Symbol('berth.http.tunnel');
-type TunnelSocket = net.Socket & { [kTunnel]?: Tunnel };
-function onTunnelEnd(this: TunnelSocket): void {
-  this[kTunnel]?.destroy();
-}
-
-/**
- * An upgraded connection (WebSocket and others), after the endpoint's 101: bytes
- * both ways with backpressure, bounded by the idle timeout; either side closing
- * or failing closes both.
- */
-class Tunnel {
-  private closed = false;
-
-  constructor(
-    private readonly listener: HttpListener,
-    private readonly client: net.Socket,
-    private readonly up: net.Socket,
-    private readonly ep: EndpointState,
-  ) {}
-
-  start(): void {
-    const c = this.client as TunnelSocket;
-    const u = this.up as TunnelSocket;
-    c[kTunnel] = this;
-    u[kTunnel] = this;
-    c.on('close', onTunnelEnd);
-    u.on('close', onTunnelEnd);
-    c.on('error', onTunnelEnd);
-    u.on('error', onTunnelEnd);
-    const idle = this.listener.settings.timeouts.idle;
-    c.setTimeout(idle > 0 ? idle : 0);
-    if (idle > 0) c.on('timeout', onTunnelEnd);
-    c.pipe(u);
-    u.pipe(c);
-    c.resume();
-  }
-
-  destroy(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.client.destroy();
-    this.up.destroy();
-    // (The endpoint socket's bytes are counted by Upstreams when it closes.)
-    this.listener.deps.pool.release(this.ep);
-    this.listener.tunnels.delete(this);
-  }
 }

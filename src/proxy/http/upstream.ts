@@ -6,13 +6,13 @@
  */
 import type { Socket } from 'node:net';
 import type { Pool as UndiciPool } from 'undici';
-import { lazy } from '../core/lazy.js';
-import type { Timer } from '../core/clock.js';
-import { nullObserver, type ProxyObserver } from '../core/observer.js';
-import type { UpstreamTls } from '../core/tls.js';
-import type { EndpointState } from '../pool/endpoint.js';
-import type { Pool } from '../pool/pool.js';
-import { connectResult, tcpConnect, type ConnectFn } from './connect.js';
+import { lazy } from '../../core/lazy.js';
+import type { Timer } from '../../core/clock.js';
+import { nullObserver, type ProxyObserver } from '../../core/observer.js';
+import type { UpstreamTls } from '../../core/tls.js';
+import type { EndpointState } from '../../pool/endpoint.js';
+import type { Pool } from '../../pool/pool.js';
+import { connectResult, tcpConnect, type ConnectFn } from '../connect.js';
 import { scrubInterimClose } from './interim-close.js';
 
 export interface UpstreamSettings {

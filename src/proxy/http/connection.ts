@@ -1,0 +1,71 @@
+/**
+ * What an http listener keeps per client connection, and the answers berth writes
+ * itself (on a response, or raw on a socket node has let go of).
+ */
+import http from 'node:http';
+import type net from 'node:net';
+import { guardSocket } from '../connect.js';
+
+/** Short bodies for answers berth makes itself. */
+const REASONS: Record<number, string> = {
+  400: 'bad request',
+  403: 'forbidden: this client certificate is not allowed',
+  404: 'no route for this host and path',
+  405: 'method not allowed',
+  408: 'request head timeout',
+  431: 'request header fields too large',
+  502: 'bad gateway: no endpoint answered',
+  503: 'service unavailable: no usable endpoint',
+  504: 'gateway timeout: the endpoint did not answer in time',
+};
+
+export function reply(res: http.ServerResponse, status: number, close: boolean, extra?: Record<string, string>): void {
+  const body = `${REASONS[status] ?? http.STATUS_CODES[status] ?? ''}\n`;
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  if (close) res.shouldKeepAlive = false;
+  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': String(Buffer.byteLength(body)), 'cache-control': 'no-store', ...extra });
+  res.end(body);
+}
+
+export function rawReply(socket: net.Socket, status: number, extra = ''): void {
+  guardSocket(socket);
+  const body = `${REASONS[status] ?? http.STATUS_CODES[status] ?? ''}\n`;
+  if (socket.writable) {
+    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}connection: close\r\n\r\n${body}`);
+  }
+  socket.destroySoon();
+}
+
+/** A client connection's facts, computed once per connection. */
+export interface ConnFacts {
+  readonly ip: string;
+  readonly trusted: boolean;
+  /** mTLS: the verified client is on the allow-list (always true without mTLS). */
+  allowed: boolean;
+  /** mTLS: the client's identity as an XFCC value. */
+  clientCert: string | undefined;
+  /** Requests of this connection whose response has not ended yet. */
+  open: number;
+  /** A refusal (400/408/431) waiting for the responses before it, so answers stay in order. */
+  refusal: number;
+  /** The parser failed on this connection: nothing more is read or answered but what is owed. */
+  errored: boolean;
+  /** The latest request's response (its body may still be arriving). */
+  last: http.ServerResponse | null;
+  readonly socket: net.Socket;
+}
+/** An Upgrade request's own parts: the client socket node handed over and the bytes it read past the head. */
+export interface UpgradeParts {
+  readonly protocol: string;
+  readonly socket: net.Socket;
+  readonly early: Buffer;
+}
+
+/** A response of a request has ended (or its connection closed): a refusal waiting for it goes out. */
+export function responseClosed(c: ConnFacts): void {
+  c.open--;
+  if (c.open === 0 && c.refusal !== 0) rawReply(c.socket, c.refusal);
+}
