@@ -34,6 +34,8 @@ const timeouts = z.strictObject({
   keepAlive: duration.default(60_000),
   /** tls: the whole handshake must finish within this, counted from accept (default: the headers timeout). */
   handshake: duration.optional(),
+  /** What is read before an endpoint is picked (a PROXY header, the TLS ClientHello) within this, from accept. */
+  preread: duration.default(5000),
 });
 
 const hostRule = z
@@ -43,8 +45,14 @@ const hostRule = z
 const pathPrefix = z.string().regex(/^\/[^?#\s]*$/, 'expected a path starting with / (no query)');
 
 const route = z.strictObject({
+  /** http: the Host this route is for. */
   host: hostRule.optional(),
+  /** http: the path prefix (whole segments). */
   pathPrefix: pathPrefix.optional(),
+  /** tcp: the TLS server name (exact or "*.suffix") this route passes through, unterminated. */
+  sni: hostRule.optional(),
+  /** tcp: with sni, only a hello that offers one of these ALPN protocols. */
+  alpn: z.array(z.string().min(1).max(255)).min(1, 'expected at least one protocol').optional(),
   service: name,
 });
 
@@ -114,7 +122,7 @@ const listener = z.strictObject({
   service: name.optional(),
   /** http: Host / path prefix rules to services; the most specific wins. */
   routes: z.array(route).default([]),
-  timeouts: timeouts.default({ connect: 5000, headers: 10_000, response: 60_000, keepAlive: 60_000 }),
+  timeouts: timeouts.default({ connect: 5000, headers: 10_000, response: 60_000, keepAlive: 60_000, preread: 5000 }),
   /** Further connect attempts after the first (other endpoints first, then rounds with backoff). */
   retries: z.number().int().min(0).max(10).default(3),
   /** Pause before trying every endpoint again, doubling per round; 0 = no second round. */
@@ -127,6 +135,11 @@ const listener = z.strictObject({
    * again at most; then they are closed).
    */
   maxConnections: z.number().int().min(0).max(1_000_000).default(0),
+  /**
+   * PROXY protocol from a front balancer: from a trusted peer a v1 or v2 header is
+   * required; any other peer is refused (or, with untrusted: ignore, served as it is).
+   */
+  acceptProxy: z.strictObject({ trusted: z.array(cidr).min(1, 'expected at least one address or CIDR'), untrusted: z.enum(['refuse', 'ignore'], { error: () => 'expected refuse or ignore' }).default('refuse') }).optional(),
   /** tcp: send a PROXY protocol header to the endpoint (client address; v2 also TLS facts). */
   proxyProtocol: z.enum(['off', 'v1', 'v2'], { error: () => 'expected off, v1 or v2' }).default('off'),
 });
@@ -262,7 +275,7 @@ interface ListenerBase {
   readonly bind: HostPort;
   readonly mode: ListenerMode;
   readonly routes: readonly RouteConfig[];
-  readonly timeouts: { readonly connect: number; readonly idle: number; readonly headers: number; readonly response: number; readonly keepAlive: number; readonly handshake: number };
+  readonly timeouts: { readonly connect: number; readonly idle: number; readonly headers: number; readonly response: number; readonly keepAlive: number; readonly handshake: number; readonly preread: number };
   /** Extra attempts on another endpoint after a failed connect. */
   readonly retries: number;
   /** First pause before a new round over all endpoints, ms. */
@@ -270,6 +283,8 @@ interface ListenerBase {
   readonly http: HttpOptions;
   readonly tls: TlsConfig | undefined;
   readonly proxyProtocol: 'off' | 'v1' | 'v2';
+  /** PROXY protocol in: trusted peers (addresses/CIDRs) must send a header; null: none is read. */
+  readonly acceptProxy: { readonly trusted: readonly string[]; readonly untrusted: 'refuse' | 'ignore' } | null;
   /** 0 = no cap. */
   readonly maxConnections: number;
 }
@@ -279,6 +294,7 @@ export type UpstreamTlsConfig = z.output<typeof upstreamTls>;
 
 export interface TcpListenerConfig extends ListenerBase {
   readonly mode: 'tcp';
+  /** The service for connections no SNI route takes ("" when only routes name services). */
   readonly service: string;
 }
 

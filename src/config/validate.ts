@@ -52,20 +52,34 @@ export function validateConfig(raw: unknown): Config {
     // With discovery on, services also come from the engine: an unknown name is not an error.
     const known = (svc: string) => svc in doc.services || doc.discovery.docker !== undefined || doc.discovery.swarm !== undefined || doc.discovery.dns.some((d) => d.service === svc);
     if (l.mode === 'tcp') {
-      if (l.service === undefined) issues.push({ path: `listeners[${i}].service`, message: 'a tcp listener needs a service' });
-      if (l.routes.length > 0) issues.push({ path: `listeners[${i}].routes`, message: 'routes are for http listeners (mode: http)' });
+      if (l.service === undefined && l.routes.length === 0) issues.push({ path: `listeners[${i}].service`, message: 'a tcp listener needs a service (or routes by sni)' });
+      l.routes.forEach((r, j) => {
+        if (r.host !== undefined || r.pathPrefix !== undefined) issues.push({ path: `listeners[${i}].routes[${j}]`, message: 'host and pathPrefix are for http listeners; a tcp route takes sni (and alpn)' });
+        if (r.alpn !== undefined && r.sni === undefined) issues.push({ path: `listeners[${i}].routes[${j}].alpn`, message: 'alpn goes with sni' });
+      });
+      if (l.tls !== undefined && l.routes.some((r) => r.sni !== undefined)) {
+        issues.push({ path: `listeners[${i}].routes`, message: 'sni routes pass TLS through unterminated; a listener with tls terminates it (route by SNI with tls.sni certificates instead)' });
+      }
     } else if (l.service === undefined && l.routes.length === 0 && !doc.discovery.docker && !doc.discovery.swarm) {
       issues.push({ path: `listeners[${i}].service`, message: 'an http listener needs a service, routes, or docker discovery (berth.http.* labels)' });
     }
     if (l.service !== undefined && !known(l.service)) {
       issues.push({ path: `listeners[${i}].service`, message: `unknown service "${l.service}"; define it under services (or enable discovery)` });
     }
+    if (l.mode === 'http') {
+      l.routes.forEach((r, j) => {
+        if (r.sni !== undefined || r.alpn !== undefined) issues.push({ path: `listeners[${i}].routes[${j}]`, message: 'sni and alpn are for tcp listeners (TLS passthrough); an http route takes host and pathPrefix' });
+      });
+    }
+    if (l.acceptProxy !== undefined && l.tls !== undefined) {
+      issues.push({ path: `listeners[${i}].acceptProxy`, message: 'PROXY protocol in is taken on plain tcp and http listeners; in front of TLS termination, terminate at the front balancer or pass TLS through with sni routes' });
+    }
     l.routes.forEach((r, j) => {
       if (!known(r.service)) issues.push({ path: `listeners[${i}].routes[${j}].service`, message: `unknown service "${r.service}"; define it under services (or enable discovery)` });
     });
     const idle = l.timeouts.idle ?? (l.mode === 'tcp' ? 3_600_000 : 60_000);
     if (l.proxyProtocol !== 'off' && l.mode === 'http') issues.push({ path: `listeners[${i}].proxyProtocol`, message: 'PROXY protocol is for tcp listeners (http listeners send X-Forwarded-*)' });
-    const common = { name, bind: l.bind, routes: l.routes, timeouts: { ...l.timeouts, idle, handshake: l.timeouts.handshake ?? l.timeouts.headers }, retries: l.retries, retryBackoff: l.retryBackoff, http: l.http, tls: l.tls, proxyProtocol: l.proxyProtocol, maxConnections: l.maxConnections };
+    const common = { name, bind: l.bind, routes: l.routes, timeouts: { ...l.timeouts, idle, handshake: l.timeouts.handshake ?? l.timeouts.headers }, retries: l.retries, retryBackoff: l.retryBackoff, http: l.http, tls: l.tls, proxyProtocol: l.proxyProtocol, acceptProxy: l.acceptProxy ?? null, maxConnections: l.maxConnections };
     listeners.push(l.mode === 'tcp' ? { ...common, mode: 'tcp', service: l.service ?? '' } : { ...common, mode: 'http', service: l.service });
   });
 

@@ -33,7 +33,14 @@ export interface ProxyObserver {
    * accepting a client or connecting to an endpoint: no endpoint is to blame.
    */
   localError(where: LocalErrorSite, code: string): void;
+  /** A tcp listener's read of the ClientHello came to `result` (routed by SNI, the catch-all, or why not). */
+  preread(listener: string, result: PrereadResult): void;
+  /** A PROXY protocol header from a front balancer: ok, or why the connection was refused. */
+  proxyProtocol(listener: string, result: ProxyProtocolResult): void;
 }
+
+export type PrereadResult = 'routed' | 'fallback' | 'no_sni' | 'no_route' | 'timeout' | 'malformed' | 'too_large';
+export type ProxyProtocolResult = 'ok' | 'missing' | 'malformed' | 'untrusted' | 'timeout';
 
 export type LocalErrorSite = 'accept' | 'upstream_connect';
 
@@ -51,4 +58,6 @@ export const nullObserver: ProxyObserver = {
   httpUpgrade() {},
   tlsHandshake() {},
   localError() {},
+  preread() {},
+  proxyProtocol() {},
 };

@@ -6,7 +6,7 @@
  */
 import { AggregatorRegistry, collectDefaultMetrics, Registry } from 'prom-client';
 import type { DiscoveryObserver } from '../core/discovery.js';
-import type { ConnectResult, HttpRejectReason, LocalErrorSite, ProxyObserver } from '../core/observer.js';
+import type { ConnectResult, HttpRejectReason, LocalErrorSite, PrereadResult, ProxyObserver, ProxyProtocolResult } from '../core/observer.js';
 import type { HandshakeResult } from '../core/tls.js';
 import { ownCounters, type CountersOf } from '../pool/endpoint.js';
 import type { Pool } from '../pool/pool.js';
@@ -169,6 +169,12 @@ export class MetricsCollector implements ProxyObserver, DiscoveryObserver {
   }
   localError(where: LocalErrorSite, code: string): void {
     this.m.localErrors.inc({ where, code });
+  }
+  preread(listener: string, result: PrereadResult): void {
+    this.m.preread.inc({ listener, result });
+  }
+  proxyProtocol(listener: string, result: ProxyProtocolResult): void {
+    this.m.proxyProtocol.inc({ listener, result });
   }
   tlsMaterial(listener: string, ok: boolean, notAfterMs: number | null): void {
     this.m.tlsReloads.inc({ listener, result: ok ? 'ok' : 'error' });

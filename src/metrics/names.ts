@@ -94,6 +94,18 @@ export function declareMetrics(registry: Registry, scrape: () => void = () => {}
       labelNames: ['where', 'code'] as const,
       registers,
     }),
+    preread: new Counter({
+      name: 'berth_preread_total',
+      help: 'tcp listeners that route by SNI: what the read of the ClientHello came to (routed, fallback, no_sni, no_route, timeout, malformed, too_large)',
+      labelNames: ['listener', 'result'] as const,
+      registers,
+    }),
+    proxyProtocol: new Counter({
+      name: 'berth_proxy_protocol_total',
+      help: 'PROXY protocol headers from front balancers: ok, or why the connection was refused (missing, malformed, untrusted, timeout)',
+      labelNames: ['listener', 'result'] as const,
+      registers,
+    }),
     configReloads: new Counter({ name: 'berth_config_reloads_total', help: 'Config reloads by result', labelNames: ['result'] as const, registers }),
   };
 }

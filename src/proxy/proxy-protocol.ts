@@ -35,15 +35,28 @@ export interface TlsFacts {
   readonly identity: PeerIdentity | null;
 }
 
+/** A client's source and the address it connected to (its own, or what a front balancer's PROXY header said). */
+export interface ClientAddresses {
+  readonly source: string | undefined;
+  readonly sourcePort: number | undefined;
+  readonly destination: string | undefined;
+  readonly destinationPort: number | undefined;
+}
+
+/** A socket's own addresses. */
+export function socketAddresses(s: net.Socket): ClientAddresses {
+  return { source: s.remoteAddress, sourcePort: s.remotePort, destination: s.localAddress, destinationPort: s.localPort };
+}
+
 /**
- * The header for `client` (its source and the address it connected to), or an
+ * The header for a client (its source and the address it connected to), or an
  * UNKNOWN/LOCAL header when the addresses are not both IPv4 or both IPv6.
  */
-export function proxyHeader(version: 'v1' | 'v2', client: net.Socket, tlsFacts: TlsFacts | null): Buffer {
-  const src = unmapped(client.remoteAddress);
-  const dst = unmapped(client.localAddress);
-  const sport = client.remotePort ?? 0;
-  const dport = client.localPort ?? 0;
+export function proxyHeader(version: 'v1' | 'v2', client: ClientAddresses, tlsFacts: TlsFacts | null): Buffer {
+  const src = unmapped(client.source);
+  const dst = unmapped(client.destination);
+  const sport = client.sourcePort ?? 0;
+  const dport = client.destinationPort ?? 0;
   const fam = src && dst && net.isIPv4(src) && net.isIPv4(dst) ? 4 : src && dst && net.isIPv6(src) && net.isIPv6(dst) ? 6 : 0;
   if (version === 'v1') {
     if (fam === 0) return Buffer.from('PROXY UNKNOWN\r\n', 'latin1');

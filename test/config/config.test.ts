@@ -150,9 +150,73 @@ t.test('http listeners: routes, timeouts, limits and their checks', async (t) =>
   const cross = issues(() => validateConfig({ listeners: [{ bind: '1', mode: 'http' }, { bind: '2', routes: [{ service: 'x' }] }, { bind: '4', mode: 'http', routes: [{ service: 'ghost' }] }], services: { x: {} } }));
   t.same(cross, [
     'listeners[0].service: an http listener needs a service, routes, or docker discovery (berth.http.* labels)',
-    'listeners[1].service: a tcp listener needs a service',
-    'listeners[1].routes: routes are for http listeners (mode: http)',
     'listeners[2].routes[0].service: unknown service "ghost"; define it under services (or enable discovery)',
+  ]);
+});
+
+t.test('Layer 4: tcp routes by sni (and alpn), acceptProxy, the preread timeout; each misuse named', async (t) => {
+  const c = validateConfig({
+    listeners: [
+      {
+        name: 'edge',
+        bind: '5432',
+        routes: [{ sni: 'DB1.example.com', service: 'db1' }, { sni: '*.example.com', alpn: ['postgresql'], service: 'db2' }, { service: 'fallback' }],
+        timeouts: { preread: '2s' },
+        acceptProxy: { trusted: ['127.0.0.1/32'] },
+      },
+      { name: 'web', bind: '80', mode: 'http', service: 'db1', acceptProxy: { trusted: ['10.0.0.0/8'], untrusted: 'ignore' } },
+    ],
+    services: { db1: {}, db2: {}, fallback: {} },
+  });
+  const edge = c.listeners[0]!;
+  t.equal(edge.mode, 'tcp');
+  t.equal(edge.service, '', 'no listener service: the routes name them');
+  t.same(edge.routes.map((r) => [r.sni, r.alpn, r.service]), [['db1.example.com', undefined, 'db1'], ['*.example.com', ['postgresql'], 'db2'], [undefined, undefined, 'fallback']]);
+  t.equal(edge.timeouts.preread, 2000);
+  t.same(edge.acceptProxy, { trusted: ['127.0.0.1/32'], untrusted: 'refuse' });
+  t.same(c.listeners[1]!.acceptProxy, { trusted: ['10.0.0.0/8'], untrusted: 'ignore' });
+  t.equal(c.listeners[1]!.timeouts.preread, 5000, 'default 5s');
+  t.equal(c.services.get('db2')!.balance, 'least-conn', 'a service an sni route names takes the tcp default');
+  const errs = issues(() =>
+    validateConfig({
+      listeners: [
+        { bind: '1', mode: 'tcp' },
+        { bind: '2', routes: [{ host: 'a.example', service: 'x' }, { alpn: ['h2'], service: 'x' }] },
+        { bind: '3', mode: 'http', routes: [{ sni: 'a.example', service: 'x' }] },
+        { bind: '4', routes: [{ sni: 'a.example', service: 'x' }], tls: { cert: '/c', key: '/k' } },
+        { bind: '5', service: 'x', acceptProxy: { trusted: [] } },
+        { bind: '6', service: 'x', acceptProxy: { trusted: ['nope'], untrusted: 'maybe' } },
+        { bind: '7', service: 'x', acceptProxy: { trusted: ['10.0.0.0/8'] }, tls: { cert: '/c', key: '/k' } },
+        { bind: '8', routes: [{ sni: 'bad name', service: 'x' }] },
+      ],
+      services: { x: {} },
+    }),
+  );
+  t.same(errs, [
+    'listeners[4].acceptProxy.trusted: expected at least one address or CIDR',
+    'listeners[5].acceptProxy.trusted[0]: expected an IP address or CIDR such as 10.0.0.0/8',
+    'listeners[5].acceptProxy.untrusted: expected refuse or ignore',
+    'listeners[7].routes[0].sni: expected a host name, "*.suffix" or [ipv6]',
+  ]);
+  const cross = issues(() =>
+    validateConfig({
+      listeners: [
+        { bind: '1', mode: 'tcp' },
+        { bind: '2', routes: [{ host: 'a.example', service: 'x' }, { alpn: ['h2'], service: 'x' }] },
+        { bind: '3', mode: 'http', routes: [{ sni: 'a.example', service: 'x' }] },
+        { bind: '4', routes: [{ sni: 'a.example', service: 'x' }], tls: { cert: '/c', key: '/k' } },
+        { bind: '7', service: 'x', acceptProxy: { trusted: ['10.0.0.0/8'] }, tls: { cert: '/c', key: '/k' } },
+      ],
+      services: { x: {} },
+    }),
+  );
+  t.same(cross, [
+    'listeners[0].service: a tcp listener needs a service (or routes by sni)',
+    'listeners[1].routes[0]: host and pathPrefix are for http listeners; a tcp route takes sni (and alpn)',
+    'listeners[1].routes[1].alpn: alpn goes with sni',
+    'listeners[2].routes[0]: sni and alpn are for tcp listeners (TLS passthrough); an http route takes host and pathPrefix',
+    'listeners[3].routes: sni routes pass TLS through unterminated; a listener with tls terminates it (route by SNI with tls.sni certificates instead)',
+    'listeners[4].acceptProxy: PROXY protocol in is taken on plain tcp and http listeners; in front of TLS termination, terminate at the front balancer or pass TLS through with sni routes',
   ]);
 });
 

@@ -38,6 +38,8 @@ export function countingObserver(): ProxyObserver & { counts: Record<string, num
     httpUpgrade: () => inc('upgrade'),
     tlsHandshake: (_l, result) => inc(`tls.${result}`),
     localError: (where, code) => inc(`local.${where}.${code}`),
+    preread: (_l, result) => inc(`preread.${result}`),
+    proxyProtocol: (_l, result) => inc(`proxy.${result}`),
   };
 }
 

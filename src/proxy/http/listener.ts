@@ -27,6 +27,8 @@ import { hasDotSegment, inspectRequest, plainAddress, type Forwarded, type Reque
 import type { Tunnel } from './tunnel.js';
 import { RetryBudget, Upstreams, type UpstreamSettings } from './upstream.js';
 import { normalizeHost, Router, type RouteRule } from './routes.js';
+import { PrereadReader, type AcceptProxy } from '../preread/chain.js';
+import { PeerLogLimit, trustList } from '../preread/trust.js';
 
 export interface HttpSettings {
   /** Request head size limit in bytes (431 beyond). */
@@ -58,7 +60,11 @@ export interface HttpListenerSettings {
     readonly keepAlive: number;
     /** tls: the whole handshake within this long (from accept); default: the headers timeout. */
     readonly handshake?: number | undefined;
+    /** A PROXY header within this long (from accept); default 5 s. */
+    readonly preread?: number | undefined;
   };
+  /** PROXY protocol in: these peers must send a header; others are refused or served as they are. */
+  readonly acceptProxy?: { readonly trusted: readonly string[]; readonly untrusted: 'refuse' | 'ignore' } | null;
   /** Cap on open client connections, TLS handshakes included (0 = none). */
   readonly maxConnections?: number;
   readonly retries: number;
@@ -104,7 +110,9 @@ function originForm(url: string, method: string): { path: string; host: string |
 }
 
 const kConn = Symbol('berth.http.conn');
-type TaggedSocket = net.Socket & { [kConn]?: ConnFacts };
+/** The client address a PROXY header gave for this connection. */
+const kProxied = Symbol('berth.http.proxied');
+type TaggedSocket = net.Socket & { [kConn]?: ConnFacts; [kProxied]?: string };
 
 /** The request gate's verdict: where a request (or an Upgrade) goes, or why it is refused. */
 type Admission =
@@ -130,6 +138,10 @@ export class HttpListener implements Listener<HttpListenerSettings> {
   /** The listener's own routes changed (reload). */
   private routesDirty = true;
   private trusted: net.BlockList | null = null;
+  /** PROXY protocol in (null: none is read). */
+  private acceptProxy: AcceptProxy | null = null;
+  /** Violations of the PROXY protocol are logged once per peer per minute. */
+  private readonly proxyLog = new PeerLogLimit(60_000);
   private readonly budgets = new Map<string, RetryBudget>();
   /** Set when the listener stops accepting: responses then close their connection. */
   closing = false;
@@ -177,15 +189,54 @@ export class HttpListener implements Listener<HttpListenerSettings> {
     });
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.clientError(err, socket as net.Socket));
     this.configureTrust();
+    this.configureProxy();
     const server = this.server;
     this.gate = new ConnectionGate(settings.name, settings.maxConnections ?? 0, {
       log: this.deps.log,
       alarm: this.alarm,
       admit: (socket) => {
-        server.emit('connection', socket);
+        if (this.acceptProxy === null) {
+          server.emit('connection', socket);
+          socket.resume();
+        } else this.readProxyHeader(socket, this.acceptProxy);
+      },
+    });
+  }
+
+  /**
+   * PROXY protocol in: the header is read (and checked) before node's parser sees a
+   * byte; the client address it gives is the one this connection goes by (access
+   * log, X-Forwarded-For, source-hash). Bytes past it go back in front of the parser.
+   */
+  private readProxyHeader(socket: net.Socket, ap: AcceptProxy): void {
+    const peer = plainAddress(socket.remoteAddress);
+    let handed = false;
+    socket.once('close', () => {
+      // Handed to node's server, the connection is counted closed there (accept's listener).
+      if (!handed) {
+        reader.abort();
+        this.deps.observer.listenerClosed(this.settings.name);
+        this.gate.closed();
+      }
+    });
+    this.deps.observer.listenerAccepted(this.settings.name);
+    const reader = new PrereadReader(socket, { acceptProxy: ap, hello: false, timeout: this.settings.timeouts.preread ?? 5000, max: 0 }, this.deps.pool.clock, {
+      proxyResult: (result, why) => {
+        this.deps.observer.proxyProtocol(this.settings.name, result);
+        if (result !== 'ok' && this.proxyLog.take(peer, this.deps.pool.clock.now())) this.deps.log.warn({ peer, result, reason: why }, 'PROXY protocol: connection refused');
+      },
+      refused: () => socket.destroy(),
+      ready: (p) => {
+        handed = true;
+        // (accept() counts it again as it opens.)
+        this.deps.observer.listenerClosed(this.settings.name);
+        if (p.proxied !== null) (socket as TaggedSocket)[kProxied] = p.proxied.source;
+        if (p.held.length > 0) socket.unshift(p.held);
+        this.server.emit('connection', socket);
         socket.resume();
       },
     });
+    reader.start(peer, net.isIPv6(peer) ? 'ipv6' : 'ipv4');
   }
 
   /** Reload: new settings for new requests; open connections and tunnels go on. */
@@ -193,6 +244,7 @@ export class HttpListener implements Listener<HttpListenerSettings> {
     this.settings = settings;
     this.applyServerSettings();
     this.configureTrust();
+    this.configureProxy();
     this.upstreams.configure(upstreamSettings(settings), true);
     this.routesDirty = true;
     this.budgets.clear();
@@ -214,14 +266,12 @@ export class HttpListener implements Listener<HttpListenerSettings> {
       this.trusted = null;
       return;
     }
-    const b = new net.BlockList();
-    for (const entry of list) {
-      const [addr, bits] = entry.split('/') as [string, string | undefined];
-      const type = net.isIPv6(addr) ? 'ipv6' : 'ipv4';
-      if (bits === undefined) b.addAddress(addr, type);
-      else b.addSubnet(addr, Number(bits), type);
-    }
-    this.trusted = b;
+    this.trusted = trustList(list);
+  }
+
+  private configureProxy(): void {
+    const ap = this.settings.acceptProxy ?? null;
+    this.acceptProxy = ap === null ? null : { trusted: trustList(ap.trusted), untrusted: ap.untrusted };
   }
 
   /** Binds the listener. Rejects with BERTH_ERR_LISTEN when the address cannot be bound. */
@@ -299,7 +349,9 @@ export class HttpListener implements Listener<HttpListenerSettings> {
     const t = socket as TaggedSocket;
     let c = t[kConn];
     if (c === undefined) {
-      const raw = socket.remoteAddress;
+      // The client a front balancer's PROXY header named, else the socket's peer.
+      const proxied = t[kProxied];
+      const raw = proxied ?? socket.remoteAddress;
       const ip = plainAddress(raw);
       const trusted = this.trusted !== null && raw !== undefined && this.trusted.check(ip, net.isIPv6(ip) ? 'ipv6' : 'ipv4');
       t[kConn] = c = { ip, trusted, allowed: true, clientCert: undefined, open: 0, refusal: 0, errored: false, last: null, socket };

@@ -5,14 +5,19 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import type { PeerIdentity, TlsTerminator, UpstreamTls } from '../../core/tls.js';
-import { nullObserver, type ProxyObserver } from '../../core/observer.js';
+import { nullObserver, type PrereadResult, type ProxyObserver } from '../../core/observer.js';
 import type { Logger } from '../../log.js';
 import type { Pool } from '../../pool/pool.js';
 import { tcpConnect, type ConnectFn } from '../connect.js';
 import { ConnectionGate } from '../gate.js';
 import type { Listener } from '../listener.js';
 import { LocalErrorAlarm } from '../local-errors.js';
+import { PrereadReader, prereads, type Preread, type PrereadSettings, type PrereadUser, type ProxyResult } from '../preread/chain.js';
+import type { ProxiedAddresses } from '../preread/proxy-header.js';
+import type { ClientAddresses } from '../proxy-protocol.js';
+import { PeerLogLimit, trustList } from '../preread/trust.js';
 import { TcpSession } from './session.js';
+import { SniRouter, type SniRouteSpec } from './sni-router.js';
 
 /** What a tcp listener needs to know; a subset of config's ListenerConfig. */
 export interface TcpListenerSettings {
@@ -24,7 +29,13 @@ export interface TcpListenerSettings {
     readonly idle: number;
     /** tls: the whole handshake within this (ms, from accept); default 10 s. */
     readonly handshake?: number | undefined;
+    /** A PROXY header and the ClientHello within this (ms, from accept); default 5 s. */
+    readonly preread?: number | undefined;
   };
+  /** Routes by the TLS ClientHello (passthrough); one without sni is the catch-all. */
+  readonly routes?: readonly SniRouteSpec[];
+  /** PROXY protocol in: these peers must send a header; others are refused or served as they are. */
+  readonly acceptProxy?: { readonly trusted: readonly string[]; readonly untrusted: 'refuse' | 'ignore' } | null;
   /**
    * Rounds over the endpoints after every one has failed to connect (with
    * retryBackoff), and replays after an accepted connection reset (services with
@@ -69,6 +80,12 @@ export class TcpListener implements Listener<TcpListenerSettings> {
   readonly sessions = new Set<TcpSession>();
   readonly deps: Required<TcpListenerDeps>;
   readonly alarm: LocalErrorAlarm;
+  /** Connections still being read before a pick (a PROXY header, the ClientHello). */
+  readonly prereading = new Set<PrereadConn>();
+  private router!: SniRouter;
+  private preread!: PrereadSettings;
+  /** Violations of the PROXY protocol are logged once per peer per minute. */
+  private readonly proxyLog = new PeerLogLimit(60_000);
 
   constructor(settings: TcpListenerSettings, deps: TcpListenerDeps) {
     this.settings = settings;
@@ -91,12 +108,21 @@ export class TcpListener implements Listener<TcpListenerSettings> {
       admit = (socket) => this.accept(socket, null);
     }
     this.gate = new ConnectionGate(settings.name, settings.maxConnections ?? 0, { log: this.deps.log, alarm: this.alarm, admit });
+    this.applyRoutes();
   }
 
   /** Reload: new settings for new connections (the socket type cannot change). */
   configure(settings: TcpListenerSettings): void {
     this.settings = settings;
     this.gate.maxConnections = settings.maxConnections ?? 0;
+    this.applyRoutes();
+  }
+
+  private applyRoutes(): void {
+    const s = this.settings;
+    this.router = new SniRouter(s.routes ?? [], s.service !== '' ? s.service : undefined);
+    const ap = s.acceptProxy ?? null;
+    this.preread = { acceptProxy: ap === null ? null : { trusted: trustList(ap.trusted), untrusted: ap.untrusted }, hello: this.router.readsHello, timeout: s.timeouts.preread ?? 5000, max: 65_536 };
   }
 
   /** A completed handshake: a verified client not on the allow-list is closed here. */
@@ -126,7 +152,7 @@ export class TcpListener implements Listener<TcpListenerSettings> {
 
   /** Open client connections. */
   get active(): number {
-    return this.sessions.size;
+    return this.sessions.size + this.prereading.size;
   }
 
   describe(): Record<string, unknown> {
@@ -145,11 +171,24 @@ export class TcpListener implements Listener<TcpListenerSettings> {
   /** Closes every open session at once. */
   destroyAll(): void {
     for (const s of this.sessions) s.destroy();
+    for (const p of this.prereading) p.client.destroy();
   }
 
   private accept(client: net.Socket, identity: PeerIdentity | null): void {
     this.deps.observer.listenerAccepted(this.settings.name);
-    const session = new TcpSession(this, client, identity);
+    // (A TLS-terminating listener takes neither: the config refuses both with tls.)
+    if (identity === null && this.deps.tls === null && prereads(this.preread)) {
+      const p = new PrereadConn(this, client, this.preread, this.router);
+      this.prereading.add(p);
+      p.start();
+      return;
+    }
+    this.open(client, identity, { service: this.settings.service, held: null, peer: null });
+  }
+
+  /** @internal a session for `client`, to `route.service`. */
+  open(client: net.Socket, identity: PeerIdentity | null, route: { readonly service: string; readonly held: Buffer | null; readonly peer: ClientAddresses | null }): void {
+    const session = new TcpSession(this, client, identity, route);
     this.sessions.add(session);
     session.start();
   }
@@ -157,8 +196,120 @@ export class TcpListener implements Listener<TcpListenerSettings> {
   /** @internal */
   ended(session: TcpSession): void {
     if (!this.sessions.delete(session)) return;
+    this.closedOne();
+  }
+
+  /** @internal a connection refused while it was read. */
+  prereadEnded(p: PrereadConn): void {
+    if (this.prereading.delete(p)) this.closedOne();
+  }
+
+  private closedOne(): void {
     this.deps.observer.listenerClosed(this.settings.name);
     // (tls: the gate counts the raw socket, which has a close of its own.)
     if (this.deps.tls === null) this.gate.closed();
   }
+
+  /** @internal a PROXY protocol result: counted, and a violation logged once per peer per minute. */
+  proxyResult(peer: string, result: ProxyResult, why: string): void {
+    this.deps.observer.proxyProtocol(this.settings.name, result);
+    if (result !== 'ok' && this.proxyLog.take(peer, this.deps.pool.clock.now())) this.deps.log.warn({ peer, result, reason: why }, 'PROXY protocol: connection refused');
+  }
+}
+
+function onPrereadClose(this: net.Socket & { [kConn]?: PrereadConn | undefined }): void {
+  this[kConn]?.closed();
+}
+const kConn = Symbol('berth.tcp.preread');
+
+/**
+ * A connection being read before its pick: the PROXY header from a trusted front
+ * balancer, then the ClientHello the SNI routes look at.
+ */
+class PrereadConn implements PrereadUser {
+  private readonly reader: PrereadReader;
+  private readonly peer: string;
+  private done = false;
+
+  constructor(
+    private readonly listener: TcpListener,
+    readonly client: net.Socket,
+    settings: PrereadSettings,
+    private readonly router: SniRouter,
+  ) {
+    this.reader = new PrereadReader(client, settings, listener.deps.pool.clock, this);
+    this.peer = plain(client.remoteAddress ?? '');
+  }
+
+  start(): void {
+    const c = this.client as net.Socket & { [kConn]?: PrereadConn | undefined };
+    c[kConn] = this;
+    c.once('close', onPrereadClose);
+    this.reader.start(this.peer, net.isIPv6(this.peer) ? 'ipv6' : 'ipv4');
+  }
+
+  proxyResult(result: ProxyResult, why: string): void {
+    this.listener.proxyResult(this.peer, result, why);
+  }
+
+  refused(): void {
+    this.end();
+    this.client.destroy();
+  }
+
+  /** @internal the client closed while it was read. */
+  closed(): void {
+    this.reader.abort();
+    this.end();
+  }
+
+  ready(p: Preread): void {
+    const l = this.listener;
+    const { observer, log } = l.deps;
+    let service: string | undefined;
+    const h = p.hello;
+    if (h !== null) {
+      let result: PrereadResult;
+      if (h.kind === 'hello') {
+        const m = this.router.match(h.sni, h.alpn);
+        service = m?.service;
+        result = m === undefined ? (h.sni === null ? 'no_sni' : 'no_route') : m.routed ? 'routed' : h.sni === null ? 'no_sni' : 'fallback';
+      } else if (h.kind === 'malformed') {
+        // A broken hello goes nowhere: it would break at the endpoint too.
+        result = 'malformed';
+      } else {
+        service = this.router.fallback;
+        result = h.kind === 'not-tls' ? (service === undefined ? 'no_sni' : 'fallback') : h.kind === 'too-large' ? 'too_large' : h.kind === 'timeout' ? 'timeout' : 'malformed';
+      }
+      observer.preread(l.settings.name, result);
+      if (service === undefined) {
+        if (log.isLevelEnabled('debug')) log.debug({ client: this.peer, result, reason: h.kind === 'malformed' ? h.why : undefined, sni: h.kind === 'hello' ? h.sni : undefined }, 'no route for this connection');
+        this.refused();
+        return;
+      }
+    } else {
+      service = l.settings.service;
+    }
+    // Handed to a session: still open, no longer being read.
+    this.done = true;
+    l.prereading.delete(this);
+    const c = this.client as net.Socket & { [kConn]?: PrereadConn | undefined };
+    c[kConn] = undefined;
+    c.off('close', onPrereadClose);
+    l.open(this.client, null, { service, held: p.held.length > 0 ? p.held : null, peer: p.proxied === null ? null : addressesOf(p.proxied) });
+  }
+
+  private end(): void {
+    if (this.done) return;
+    this.done = true;
+    this.listener.prereadEnded(this);
+  }
+}
+
+function addressesOf(p: ProxiedAddresses): ClientAddresses {
+  return { source: p.source, sourcePort: p.sourcePort, destination: p.destination, destinationPort: p.destinationPort };
+}
+
+function plain(a: string): string {
+  return a.startsWith('::ffff:') && net.isIPv4(a.slice(7)) ? a.slice(7) : a;
 }

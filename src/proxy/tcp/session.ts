@@ -9,7 +9,7 @@ import type { PeerIdentity } from '../../core/tls.js';
 import type { Timer } from '../../core/clock.js';
 import type { EndpointState } from '../../pool/endpoint.js';
 import { abortSocket, connectResult, isLocalError } from '../connect.js';
-import { proxyHeader } from '../proxy-protocol.js';
+import { proxyHeader, socketAddresses, type ClientAddresses } from '../proxy-protocol.js';
 import { readRelayed, relayedReads, takeRead } from '../read-buffer.js';
 import { tcpRetry } from '../retry-policy.js';
 import { UpstreamAttempt, type AttemptUser, type GiveUp } from '../upstream-attempt.js';
@@ -26,6 +26,13 @@ const enum Phase {
   Connecting,
   Connected,
   Closed,
+}
+
+/** Where a session goes and what was read before: decided by the listener (its service, or the preread and SNI route). */
+export interface SessionRoute {
+  readonly service: string;
+  readonly held: Buffer | null;
+  readonly peer: ClientAddresses | null;
 }
 
 /**
@@ -119,19 +126,28 @@ export class TcpSession implements AttemptUser {
   private replayBytes = 0;
   /** The verified client identity (mTLS), for PROXY v2. */
   private readonly identity: PeerIdentity | null;
+  /** The service this connection goes to (the listener's, or its SNI route's). */
+  private readonly service: string;
+  /** Bytes read before the pick (the ClientHello), written first to every endpoint tried. */
+  private readonly held: Buffer | null;
+  /** The client as a front balancer's PROXY header gave it (null: the socket's own addresses). */
+  private readonly peer: ClientAddresses | null;
   private clientEnded = false;
   private clientClosed = false;
   private upstreamAnswered = false;
 
-  constructor(listener: TcpListener, client: net.Socket, identity: PeerIdentity | null) {
+  constructor(listener: TcpListener, client: net.Socket, identity: PeerIdentity | null, route: SessionRoute) {
     this.listener = listener;
     this.client = client;
     this.settings = listener.settings;
+    this.service = route.service;
+    this.held = route.held;
+    this.peer = route.peer;
     this.identity = identity;
     const { pool } = listener.deps;
-    const service = this.settings.service;
+    const service = this.service;
     // remoteAddress costs a getpeername() syscall: only source-hash needs it.
-    const key = pool.service(service)?.balance === 'source-hash' ? client.remoteAddress : undefined;
+    const key = pool.service(service)?.balance === 'source-hash' ? (route.peer?.source ?? client.remoteAddress) : undefined;
     this.attempt = new UpstreamAttempt(pool, service, this.settings, key, this);
   }
 
@@ -194,7 +210,7 @@ export class TcpSession implements AttemptUser {
     this.listener.alarm.clear('upstream_connect');
     // Once the endpoint has accepted, what the client sends may do work there: held
     // for a replay elsewhere only where the service says that is harmless.
-    if (this.replay !== null && pool.service(this.settings.service)?.replay !== true) this.replay = null;
+    if (this.replay !== null && pool.service(this.service)?.replay !== true) this.replay = null;
     observer.upstreamConnect(ep.service, ep.id, 'ok', ms / 1000);
     const up = this.upstream!;
     if (this.clientClosed) {
@@ -203,7 +219,9 @@ export class TcpSession implements AttemptUser {
     }
     this.phase = Phase.Connected;
     const pp = this.settings.proxyProtocol;
-    if (pp === 'v1' || pp === 'v2') up.write(proxyHeader(pp, this.client, this.client instanceof tls.TLSSocket ? { socket: this.client, identity: this.identity } : null));
+    if (pp === 'v1' || pp === 'v2') up.write(proxyHeader(pp, this.peer ?? socketAddresses(this.client), this.client instanceof tls.TLSSocket ? { socket: this.client, identity: this.identity } : null));
+    // What was read before the pick (a ClientHello): first, on every endpoint tried.
+    if (this.held !== null) up.write(this.held);
     // After a retry: replay what the client already sent, then its half-close.
     if (this.replay) for (const chunk of this.replay) up.write(chunk);
     if (this.clientEnded) up.end();
@@ -353,8 +371,8 @@ export class TcpSession implements AttemptUser {
   /** No endpoint will take this client: counted, logged at debug, closed at once. */
   giveUp(_why: GiveUp, detail: string): void {
     const { log, observer } = this.listener.deps;
-    observer.noEndpoint(this.settings.name, this.settings.service);
-    if (log.isLevelEnabled('debug')) log.debug({ service: this.settings.service, reason: detail, attempts: this.attempt.attempts }, 'no usable endpoint');
+    observer.noEndpoint(this.settings.name, this.service);
+    if (log.isLevelEnabled('debug')) log.debug({ service: this.service, reason: detail, attempts: this.attempt.attempts }, 'no usable endpoint');
     this.phase = Phase.Closed;
     if (!this.client.destroyed) abortSocket(this.client);
   }

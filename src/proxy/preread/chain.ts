@@ -1,0 +1,217 @@
+/**
+ * What a listener reads from a client before it picks an endpoint, in the order the
+ * bytes come: a PROXY header from a trusted front balancer, then (a tcp listener
+ * that routes by SNI) the TLS ClientHello. One timer bounds it all; every byte read
+ * past the PROXY header is held and relayed unchanged to the endpoint.
+ *
+ * A listener that needs none of it never reads before connecting (server-speaks-first
+ * protocols — SMTP, MySQL — would hang behind a proxy that waits for the client).
+ */
+import type net from 'node:net';
+import type { Clock, Timer } from '../../core/clock.js';
+import type { ProxyProtocolResult } from '../../core/observer.js';
+import { HelloReader, type HelloVerdict } from './client-hello.js';
+import { parseProxyHeader, V2_MAX, type ProxiedAddresses, type ProxyTlvs } from './proxy-header.js';
+
+/** PROXY protocol from a front balancer: who must send a header, and what to do with the rest. */
+export interface AcceptProxy {
+  /** Peers that must send a header (a v1 or v2 header is required from them). */
+  readonly trusted: net.BlockList;
+  /** Any other peer: refused and counted, or served as it is, without a header. */
+  readonly untrusted: 'refuse' | 'ignore';
+}
+
+export interface PrereadSettings {
+  readonly acceptProxy: AcceptProxy | null;
+  /** Read the ClientHello (the listener routes by SNI). */
+  readonly hello: boolean;
+  /** Everything read within this (ms, from accept). */
+  readonly timeout: number;
+  /** The most bytes held (past it: the hello is too large). */
+  readonly max: number;
+}
+
+/** berth_proxy_protocol_total's results. */
+export type ProxyResult = ProxyProtocolResult;
+
+/** What was read: the client as the front balancer saw it, the hello, and the bytes to relay. */
+export interface Preread {
+  /** From a PROXY header (null: the connection's own addresses stand). */
+  readonly proxied: ProxiedAddresses | null;
+  readonly tlvs: ProxyTlvs | null;
+  /**
+   * The ClientHello's verdict when one was read: 'hello', 'not-tls', or why reading
+   * stopped ('timeout', 'too-large', 'malformed'; the client may still go to a catch-all).
+   */
+  readonly hello: HelloVerdict | { readonly kind: 'timeout' } | null;
+  /** Bytes the client sent past the PROXY header: relayed first. */
+  readonly held: Buffer;
+}
+
+export interface PrereadUser {
+  /** The PROXY stage's result (once per connection that had one). */
+  proxyResult(result: ProxyResult, why: string): void;
+  /** Read: route and connect. */
+  ready(p: Preread): void;
+  /** Refused (bad PROXY header, untrusted peer, a timeout before the header): close the client. */
+  refused(): void;
+}
+
+const kPreread = Symbol('berth.preread');
+type Tagged = net.Socket & { [kPreread]?: PrereadReader | undefined };
+
+function onData(this: Tagged, chunk: Buffer): void {
+  this[kPreread]?.data(chunk);
+}
+function onEnd(this: Tagged): void {
+  this[kPreread]?.ended();
+}
+function onError(this: Tagged): void {
+  this[kPreread]?.failed();
+}
+function onTimeout(r: PrereadReader): void {
+  r.timedOut();
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/** Whether a listener with these settings reads anything before connecting. */
+export function prereads(s: PrereadSettings): boolean {
+  return s.acceptProxy !== null || s.hello;
+}
+
+/**
+ * Reads the preread stages from `socket` (paused, as the gate accepted it) and
+ * tells `user`; the socket is paused again and its listeners removed before
+ * `ready` or `refused`.
+ */
+export class PrereadReader {
+  private buf: Buffer = EMPTY;
+  private stage: 'proxy' | 'hello' | 'done' = 'proxy';
+  private proxied: ProxiedAddresses | null = null;
+  private tlvs: ProxyTlvs | null = null;
+  private reader: HelloReader | null = null;
+  private timer: Timer | null = null;
+
+  constructor(
+    private readonly socket: net.Socket,
+    private readonly settings: PrereadSettings,
+    private readonly clock: Clock,
+    private readonly user: PrereadUser,
+  ) {}
+
+  /** `peer`: the connection's source address (who must send a PROXY header). */
+  start(peer: string, family: 'ipv4' | 'ipv6'): void {
+    const ap = this.settings.acceptProxy;
+    const trusted = ap !== null && ap.trusted.check(peer, family);
+    if (ap !== null && !trusted && ap.untrusted === 'refuse') {
+      this.stage = 'done';
+      this.user.proxyResult('untrusted', `${peer} is not a trusted proxy`);
+      this.user.refused();
+      return;
+    }
+    this.stage = trusted ? 'proxy' : 'hello';
+    if (this.stage === 'hello') {
+      if (!this.settings.hello) {
+        this.finish();
+        return;
+      }
+      this.reader = new HelloReader(this.settings.max);
+    }
+    const s = this.socket as Tagged;
+    s[kPreread] = this;
+    s.on('data', onData);
+    s.on('end', onEnd);
+    s.on('error', onError);
+    if (this.settings.timeout > 0) this.timer = this.clock.after(this.settings.timeout, onTimeout, this);
+    s.resume();
+  }
+
+  /** @internal the client reset (or the socket failed) before the stages were read. */
+  failed(): void {
+    if (this.stage === 'done') return;
+    this.detach();
+    this.user.refused();
+  }
+
+  /** @internal */
+  data(chunk: Buffer): void {
+    if (this.stage === 'proxy') {
+      this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+      const v = parseProxyHeader(this.buf);
+      switch (v.kind) {
+        case 'more':
+          if (this.buf.length > V2_MAX) this.refuse('malformed', 'header too long');
+          return;
+        case 'missing':
+          this.refuse('missing', 'no PROXY header from a trusted peer');
+          return;
+        case 'malformed':
+          this.refuse('malformed', v.why);
+          return;
+        case 'header': {
+          this.proxied = v.addresses;
+          this.tlvs = v.tlvs;
+          this.user.proxyResult('ok', `v${v.version}`);
+          const rest = this.buf.subarray(v.length);
+          this.buf = EMPTY;
+          if (!this.settings.hello) {
+            this.buf = rest;
+            this.finish();
+            return;
+          }
+          this.stage = 'hello';
+          this.reader = new HelloReader(this.settings.max);
+          if (rest.length > 0) this.data(rest);
+          return;
+        }
+      }
+    }
+    if (this.stage !== 'hello') return;
+    const v = this.reader!.push(chunk);
+    if (v.kind !== 'more') this.finish(v);
+  }
+
+  /** @internal the client half-closed before the stages were read. */
+  ended(): void {
+    if (this.stage === 'proxy') this.refuse('malformed', 'closed before the header was whole');
+    else if (this.stage === 'hello') this.finish({ kind: 'malformed', why: 'closed before the hello was whole' });
+  }
+
+  /** @internal */
+  timedOut(): void {
+    this.timer = null;
+    if (this.stage === 'proxy') this.refuse('timeout', `no PROXY header within ${this.settings.timeout}ms`);
+    else if (this.stage === 'hello') this.finish({ kind: 'timeout' });
+  }
+
+  /** Stops reading (the client went away, or the listener is closing). */
+  abort(): void {
+    this.detach();
+  }
+
+  private refuse(result: ProxyResult, why: string): void {
+    this.user.proxyResult(result, why);
+    this.detach();
+    this.user.refused();
+  }
+
+  private finish(hello?: HelloVerdict | { readonly kind: 'timeout' }): void {
+    const held = this.reader !== null ? this.reader.held() : this.buf;
+    this.detach();
+    this.user.ready({ proxied: this.proxied, tlvs: this.tlvs, hello: hello ?? null, held });
+  }
+
+  private detach(): void {
+    this.stage = 'done';
+    this.clock.cancel(this.timer);
+    this.timer = null;
+    const s = this.socket as Tagged;
+    if (s[kPreread] !== this) return;
+    s[kPreread] = undefined;
+    s.off('data', onData);
+    s.off('end', onEnd);
+    s.off('error', onError);
+    s.pause();
+  }
+}
