@@ -140,6 +140,8 @@ const listener = z.strictObject({
    * required; any other peer is refused (or, with untrusted: ignore, served as it is).
    */
   acceptProxy: z.strictObject({ trusted: z.array(cidr).min(1, 'expected at least one address or CIDR'), untrusted: z.enum(['refuse', 'ignore'], { error: () => 'expected refuse or ignore' }).default('refuse') }).optional(),
+  /** tcp: PostgreSQL in front of TLS: a client's SSLRequest is answered 'S' and its ClientHello routed by SNI; each endpoint is sent an SSLRequest and must answer 'S'. */
+  postgres: z.boolean().default(false),
   /** tcp: send a PROXY protocol header to the endpoint (client address; v2 also TLS facts). */
   proxyProtocol: z.enum(['off', 'v1', 'v2'], { error: () => 'expected off, v1 or v2' }).default('off'),
 });
@@ -283,6 +285,8 @@ interface ListenerBase {
   readonly http: HttpOptions;
   readonly tls: TlsConfig | undefined;
   readonly proxyProtocol: 'off' | 'v1' | 'v2';
+  /** tcp: PostgreSQL SSLRequest handling before the ClientHello. */
+  readonly postgres: boolean;
   /** PROXY protocol in: trusted peers (addresses/CIDRs) must send a header; null: none is read. */
   readonly acceptProxy: { readonly trusted: readonly string[]; readonly untrusted: 'refuse' | 'ignore' } | null;
   /** 0 = no cap. */

@@ -71,6 +71,8 @@ export function validateConfig(raw: unknown): Config {
         if (r.sni !== undefined || r.alpn !== undefined) issues.push({ path: `listeners[${i}].routes[${j}]`, message: 'sni and alpn are for tcp listeners (TLS passthrough); an http route takes host and pathPrefix' });
       });
     }
+    if (l.postgres && l.mode !== 'tcp') issues.push({ path: `listeners[${i}].postgres`, message: 'postgres is for tcp listeners (TLS passthrough of PostgreSQL)' });
+    if (l.postgres && l.tls !== undefined) issues.push({ path: `listeners[${i}].postgres`, message: 'postgres passes TLS through; a listener with tls terminates it' });
     if (l.acceptProxy !== undefined && l.tls !== undefined) {
       issues.push({ path: `listeners[${i}].acceptProxy`, message: 'PROXY protocol in is taken on plain tcp and http listeners; in front of TLS termination, terminate at the front balancer or pass TLS through with sni routes' });
     }
@@ -79,7 +81,7 @@ export function validateConfig(raw: unknown): Config {
     });
     const idle = l.timeouts.idle ?? (l.mode === 'tcp' ? 3_600_000 : 60_000);
     if (l.proxyProtocol !== 'off' && l.mode === 'http') issues.push({ path: `listeners[${i}].proxyProtocol`, message: 'PROXY protocol is for tcp listeners (http listeners send X-Forwarded-*)' });
-    const common = { name, bind: l.bind, routes: l.routes, timeouts: { ...l.timeouts, idle, handshake: l.timeouts.handshake ?? l.timeouts.headers }, retries: l.retries, retryBackoff: l.retryBackoff, http: l.http, tls: l.tls, proxyProtocol: l.proxyProtocol, acceptProxy: l.acceptProxy ?? null, maxConnections: l.maxConnections };
+    const common = { name, bind: l.bind, routes: l.routes, timeouts: { ...l.timeouts, idle, handshake: l.timeouts.handshake ?? l.timeouts.headers }, retries: l.retries, retryBackoff: l.retryBackoff, http: l.http, tls: l.tls, proxyProtocol: l.proxyProtocol, postgres: l.postgres, acceptProxy: l.acceptProxy ?? null, maxConnections: l.maxConnections };
     listeners.push(l.mode === 'tcp' ? { ...common, mode: 'tcp', service: l.service ?? '' } : { ...common, mode: 'http', service: l.service });
   });
 

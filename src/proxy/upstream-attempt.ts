@@ -186,7 +186,8 @@ export class UpstreamAttempt {
 
   /** Whether `retry(kind)` would try another endpoint (a budget aside): a mode can let go of its socket first. */
   mayRetry(kind: RetryKind): boolean {
-    if (this.ended || kind === 'none') return false;
+    // A client that has ended its side is tried on no other endpoint.
+    if (this.ended || kind === 'none' || this.endedBy === 'client') return false;
     return kind === 'next' || this.resends < this.settings.retries;
   }
 

@@ -13,7 +13,7 @@ import t from 'tap';
 import { Flag } from '../../src/core/types.js';
 import type { Pool, ServiceSettings } from '../../src/pool/pool.js';
 import { countingObserver, endpoint, proxyFor } from '../helpers/proxy.js';
-import { echoServer, until } from '../helpers/net.js';
+import { echoServer, tcpServer, until } from '../helpers/net.js';
 import { httpProxy, rawEndpoint, rawRequest, recordingBackend } from '../helpers/http.js';
 
 /** Default outlier detection, as a user gets it (static endpoints: no starting grace). */
@@ -112,6 +112,56 @@ t.test('1. http: the same with one endpoint: its failure count does not climb', 
   t.same(health(p.pool), untouched(p.pool));
 });
 
+t.test('1. the other way round: an endpoint that hangs is still its own fault, whatever the client idle timeout', async (t) => {
+  // A whole request the endpoint never answers: the client connection's idle timer
+  // (shorter here than the response timeout) does not end the wait; the response
+  // timeout does (504), counted against the endpoint.
+  const a = await recordingBackend(() => true);
+  const obs = countingObserver();
+  const p = await httpProxy({ svc: [endpoint(a.port)] }, { timeouts: { connect: 1000, idle: 150, headers: 2000, response: 400, keepAlive: 5000 } }, obs, undefined, SERVICE);
+  t.teardown(() => {
+    p.close();
+    a.close();
+  });
+  const reply = await rawRequest(p.port, 'GET /slow HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n', 10_000);
+  t.match(reply, /^HTTP\/1\.1 504 /, 'the response timeout answers');
+  t.equal(health(p.pool)[0]!.failures, 1, 'counted against the endpoint');
+
+  // An upload the endpoint stops reading: berth stops reading the client for it, and
+  // when the client connection goes idle that is the endpoint's timeout.
+  // (Reads nothing at all: the kernel buffers fill, then undici pauses the upload.)
+  const sink = await tcpServer((c) => c.pause());
+  const qobs = countingObserver();
+  const q = await httpProxy({ svc: [endpoint(sink.port)] }, { timeouts: { connect: 1000, idle: 1500, headers: 2000, response: 30_000, keepAlive: 5000 } }, qobs, undefined, SERVICE);
+  t.teardown(() => {
+    q.close();
+    sink.close();
+  });
+  const size = 64 * 1024 * 1024;
+  const s = net.connect(q.port, '127.0.0.1');
+  s.on('error', () => {});
+  s.resume();
+  await once(s, 'connect');
+  s.write(`POST /upload HTTP/1.1\r\nHost: a.example\r\nContent-Length: ${size}\r\n\r\n`);
+  // The client writes whenever it can: only the endpoint, which reads nothing, stalls the
+  // upload. (The idle timeout is long enough that a busy test machine never starves the
+  // client for it: the outcome, not a duration, is what is checked.)
+  const chunk = Buffer.alloc(1024 * 1024, 0x61);
+  let sent = 0;
+  const pump = (): void => {
+    while (sent < size && !s.destroyed) {
+      sent += chunk.length;
+      if (!s.write(chunk)) return;
+    }
+  };
+  s.on('drain', pump);
+  pump();
+  // (The 504 is best effort: with the upload in flight the connection is reset after it.)
+  if (!s.destroyed) await new Promise((r) => s.on('close', r));
+  t.equal(health(q.pool)[0]!.failures, 1, 'counted against the endpoint that stopped reading');
+  t.equal(qobs.counts['http.504'], 1, 'logged and counted as the 504 it is');
+});
+
 t.test('1. upgrade: a client that resets before the 101 blames nobody', async (t) => {
   const be = await rawEndpoint(() => null);
   const obs = countingObserver();
@@ -207,7 +257,7 @@ t.test('4. an absolute-form target with userinfo is refused (RFC 9110 §4.2.4)',
 
 t.test('5. a reason phrase is relayed byte for byte, or replaced by the standard one — never re-encoded', async (t) => {
   const cases: { name: string; reason: Buffer; want: Buffer[] }[] = [
-    { name: 'UTF-8', reason: Buffer.from('été', 'utf8'), want: [Buffer.from('été', 'utf8'), Buffer.from('OK')] },
+    { name: 'UTF-8: byte for byte', reason: Buffer.from('été', 'utf8'), want: [Buffer.from('été', 'utf8')] },
     { name: 'latin-1 obs-text', reason: Buffer.from([0xe9, 0x74, 0xe9]), want: [Buffer.from([0xe9, 0x74, 0xe9]), Buffer.from('OK')] },
     { name: 'ASCII', reason: Buffer.from('Fine Thanks'), want: [Buffer.from('Fine Thanks')] },
   ];

@@ -9,6 +9,7 @@ import type { BalanceAlgorithm } from '../../src/core/types.js';
 import { Pool, type ServiceSettings } from '../../src/pool/pool.js';
 import { tcpConnect, type ConnectFn } from '../../src/proxy/connect.js';
 import { HttpListener } from '../../src/proxy/http/listener.js';
+import { UpstreamAttempt } from '../../src/proxy/upstream-attempt.js';
 import { TcpListener } from '../../src/proxy/tcp/listener.js';
 import { ManualClock } from '../helpers/clock.js';
 import { httpSettings } from '../helpers/http.js';
@@ -255,3 +256,30 @@ for (const mode of MODES) {
     t.equal(r.connects.length, 5);
   });
 }
+
+t.test('once the client has ended its side, no failure reaches the pool and no other endpoint is tried', async (t) => {
+  const pool = new Pool({ random: seededRandom(1), clock: new ManualClock() });
+  pool.configureService('svc', { balance: 'round-robin', outlier: { consecutiveFailures: 1, ejectFor: 1000, maxEjectFor: 1000, maxEjectedPercent: 100 } });
+  pool.applySnapshot({ provider: 'static', services: new Map([['svc', [endpoint(1), endpoint(2)]]]) });
+  const picked: string[] = [];
+  const user = { connectTo: (ep: { id: string }) => picked.push(ep.id), giveUp: () => picked.push('gave up') };
+  const a = new UpstreamAttempt(pool, 'svc', { retries: 2, retryBackoff: 0 }, undefined, user);
+  a.start();
+  t.equal(a.endedBy, null);
+  a.clientEnded();
+  t.equal(a.endedBy, 'client');
+  a.report('failed');
+  a.report('broken');
+  t.same([...pool.service('svc')!.endpoints.values()].map((e) => e.failures), [0, 0], 'nothing counted against the endpoint berth cut short');
+  t.notOk(a.mayRetry('next'), 'not even a connect that never completed is tried elsewhere');
+  t.notOk(a.retry('next'));
+  t.same(picked, ['127.0.0.1:1'], 'one endpoint picked, no other');
+  a.end();
+  // The same failure while the client is still there counts.
+  const b = new UpstreamAttempt(pool, 'svc', { retries: 2, retryBackoff: 0 }, undefined, user);
+  b.start();
+  b.report('failed');
+  t.equal(b.endedBy, 'endpoint');
+  t.equal([...pool.service('svc')!.endpoints.values()].reduce((n, e) => n + e.failures, 0), 1, "the endpoint's own failure is counted");
+  b.end();
+});

@@ -26,6 +26,11 @@ export function exchangeOf(res: http.ServerResponse): Exchange | undefined {
 function onResDrain(this: TaggedRes): void {
   this[kExchange]?.resDrain();
 }
+/** The client connection's idle timer fired (node asks the response before it destroys the socket). */
+function onResTimeout(this: TaggedRes): void {
+  const x = this[kExchange];
+  if (x === undefined || !x.idle()) this.socket?.destroy();
+}
 function onResClose(this: TaggedRes): void {
   const x = this[kExchange];
   if (x === undefined) return;
@@ -68,6 +73,8 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
   /** 1xx responses seen, and whether the client has yet to take the last one written. */
   private interims = 0;
   private interimCongested = false;
+  /** The error berth aborted the upstream request with, for the endpoint's fault. */
+  private fault: Error | null = null;
 
   constructor(
     private readonly listener: HttpListener,
@@ -96,6 +103,7 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
     r[kExchange] = this;
     r.on('drain', onResDrain);
     r.on('close', onResClose);
+    r.on('timeout', onResTimeout);
     this.listener.budget(this.service).request();
     this.attempt.start();
   }
@@ -147,7 +155,7 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
     if (this.done) return;
     if (statusCode < 100 || statusCode > 599) {
       // Not a status (RFC 9110 §15): the endpoint is broken; nothing of it reaches the client.
-      controller.abort(Object.assign(new Error(`invalid status code ${statusCode}`), { code: 'BERTH_ERR_BAD_STATUS' }));
+      this.endpointFault(controller, Object.assign(new Error(`invalid status code ${statusCode}`), { code: 'BERTH_ERR_BAD_STATUS' }));
       return;
     }
     if (statusCode < 200) {
@@ -159,7 +167,7 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
     try {
       list = downstreamResponseHeaders(headers, statusCode, this.req.httpVersionMinor === 0);
     } catch (err) {
-      controller.abort(err as Error);
+      this.endpointFault(controller, err as Error);
       return;
     }
     this.answered(statusCode);
@@ -170,7 +178,7 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
     } catch (err) {
       // A header value node will not write (a control character): the response cannot be relayed.
       this.started = false;
-      controller.abort(err as Error);
+      this.endpointFault(controller, err as Error);
     }
   }
 
@@ -185,7 +193,7 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
     // while the client has not taken the last one, more are dropped, and an endpoint
     // that sends more than MAX_INTERIM is broken.
     if (++this.interims > MAX_INTERIM) {
-      controller.abort(Object.assign(new Error(`more than ${MAX_INTERIM} interim responses`), { code: 'BERTH_ERR_INTERIM_FLOOD' }));
+      this.endpointFault(controller, Object.assign(new Error(`more than ${MAX_INTERIM} interim responses`), { code: 'BERTH_ERR_INTERIM_FLOOD' }));
       return;
     }
     const res = this.res as RawWriter;
@@ -194,7 +202,7 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
     try {
       head = interimHead(statusCode, reasonPhrase(statusCode, statusMessage), headers);
     } catch (err) {
-      controller.abort(err as Error);
+      this.endpointFault(controller, err as Error);
       return;
     }
     if (!res._writeRaw(head, 'latin1') && res.socket !== null) {
@@ -251,7 +259,7 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
     if (this.done) return;
     const { observer, log, pool } = this.listener.deps;
     const e = err as NodeJS.ErrnoException;
-    if (this.clientFailed()) {
+    if (err !== this.fault && this.clientFailed()) {
       // undici saw the client's side fail first (its request body broke off): the client's doing.
       this.endByClient(null, e.code ?? e.message);
       return;
@@ -307,6 +315,39 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
   resClose(): void {
     if (this.owed !== null) responseClosed(this.owed);
     if (!this.done && !this.res.writableFinished) this.endByClient(null, 'client closed the connection');
+  }
+
+  /**
+   * The client connection has been idle for `timeouts.idle`. While berth waits for
+   * the endpoint, the endpoint is the slow side (as HAProxy's client timeout does not
+   * run while it waits for the server): a whole request waits on for the response
+   * timeout (undici's, 504), and an upload the endpoint stopped reading (berth paused
+   * the client for it) is the endpoint's timeout now. Anything else is the client's
+   * idleness: false, and the connection closes. Returns whether it stays open.
+   */
+  idle(): boolean {
+    if (this.done || !this.sent || this.started) return false;
+    if (this.req.complete) return true;
+    if (!this.req.isPaused()) return false;
+    // The endpoint's timeout: counted against it and answered 504, best effort — the
+    // upload still in flight means the connection is reset right after (aborting
+    // undici's request destroys the request body, and with it the client socket).
+    this.attempt.report('failed');
+    const ctl = this.ctl;
+    this.res.shouldKeepAlive = false;
+    this.fail(504, 'the endpoint stopped reading the request body');
+    ctl?.abort(Object.assign(new Error('the endpoint stopped reading the request body'), { code: 'BERTH_ERR_UPLOAD_STALLED' }));
+    return true;
+  }
+
+  /**
+   * berth aborts the upstream request for the endpoint's fault (a status or header it
+   * cannot relay, a flood of 1xx, an upload it stopped reading). undici then destroys
+   * the request body with this error, which must not read as the client's doing.
+   */
+  private endpointFault(controller: Dispatcher.DispatchController, err: Error): void {
+    this.fault = err;
+    controller.abort(err);
   }
 
   /** The client's side has failed: its request body broke off, or its connection is gone. */

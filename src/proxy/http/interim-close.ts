@@ -16,8 +16,8 @@
  */
 import type { Duplex } from 'node:stream';
 
-/** A 1xx head longer than this is not held for scrubbing (undici refuses it anyway). */
-const MAX_HELD = 64 * 1024;
+/** A 1xx head longer than this is not held for scrubbing (undici's own head limit: it refuses longer ones). */
+const MAX_HELD = 16 * 1024;
 
 const kScrub = Symbol('berth.interim-close');
 
@@ -80,6 +80,17 @@ export function scrub(st: { armed: boolean; held: Buffer | null }, chunk: Buffer
       st.armed = false;
       break;
     }
+    if (buf.length - pos >= 12) {
+      // A 101 ends HTTP on this connection: what follows is the tunnel's.
+      if (buf[pos + 10] === 0x30 && buf[pos + 11] === 0x31) {
+        st.armed = false;
+        break;
+      }
+    } else {
+      st.held = buf.subarray(pos);
+      pos = buf.length;
+      break;
+    }
     const end = headEnd(buf, pos);
     if (end === -2) {
       // Bare LF or anything else: not scrubbed; undici judges it.
@@ -121,12 +132,13 @@ function headEnd(buf: Buffer, pos: number): number {
   return -1;
 }
 
-const CONNECTION_RE = /^connection[ \t]*:/i;
+/** Only a well-formed field name (no space before the colon): a malformed one is left for undici to refuse. */
+const CONNECTION_RE = /^connection:/i;
 
 /** An interim head with "close" taken out of its Connection fields (a field left empty goes). */
 function withoutClose(head: Buffer): Buffer {
   const text = head.toString('latin1');
-  if (!/connection[ \t]*:[^\r]*close/i.test(text)) return head;
+  if (!/\nconnection:[^\r]*close/i.test(text)) return head;
   const lines = text.split('\r\n');
   const kept: string[] = [];
   for (const line of lines) {

@@ -236,7 +236,9 @@ export class HttpListener implements Listener<HttpListenerSettings> {
         socket.resume();
       },
     });
-    reader.start(peer, net.isIPv6(peer) ? 'ipv6' : 'ipv4');
+    // No peer address: the connection is already gone (a reset before accept was done).
+    if (socket.remoteAddress === undefined) socket.destroy();
+    else reader.start(peer, net.isIPv6(peer) ? 'ipv6' : 'ipv4');
   }
 
   /** Reload: new settings for new requests; open connections and tunnels go on. */

@@ -25,6 +25,8 @@ export interface PrereadSettings {
   readonly acceptProxy: AcceptProxy | null;
   /** Read the ClientHello (the listener routes by SNI). */
   readonly hello: boolean;
+  /** PostgreSQL in front of the hello: an SSLRequest is answered 'S' (a GSSENCRequest 'N'). */
+  readonly postgres?: boolean;
   /** Everything read within this (ms, from accept). */
   readonly timeout: number;
   /** The most bytes held (past it: the hello is too large). */
@@ -44,8 +46,10 @@ export interface Preread {
    * stopped ('timeout', 'too-large', 'malformed'; the client may still go to a catch-all).
    */
   readonly hello: HelloVerdict | { readonly kind: 'timeout' } | null;
-  /** Bytes the client sent past the PROXY header: relayed first. */
+  /** Bytes the client sent past the PROXY header (and the SSLRequest berth answered): relayed first. */
   readonly held: Buffer;
+  /** The client asked for TLS with a PostgreSQL SSLRequest, which berth answered: the endpoint is asked the same. */
+  readonly sslRequest: boolean;
 }
 
 export interface PrereadUser {
@@ -77,7 +81,7 @@ const EMPTY = Buffer.alloc(0);
 
 /** Whether a listener with these settings reads anything before connecting. */
 export function prereads(s: PrereadSettings): boolean {
-  return s.acceptProxy !== null || s.hello;
+  return s.acceptProxy !== null || s.hello || s.postgres === true;
 }
 
 /**
@@ -87,7 +91,9 @@ export function prereads(s: PrereadSettings): boolean {
  */
 export class PrereadReader {
   private buf: Buffer = EMPTY;
-  private stage: 'proxy' | 'hello' | 'done' = 'proxy';
+  private stage: 'proxy' | 'postgres' | 'hello' | 'done' = 'proxy';
+  private sslRequest = false;
+  private gssRequests = 0;
   private proxied: ProxiedAddresses | null = null;
   private tlvs: ProxyTlvs | null = null;
   private reader: HelloReader | null = null;
@@ -110,14 +116,8 @@ export class PrereadReader {
       this.user.refused();
       return;
     }
-    this.stage = trusted ? 'proxy' : 'hello';
-    if (this.stage === 'hello') {
-      if (!this.settings.hello) {
-        this.finish();
-        return;
-      }
-      this.reader = new HelloReader(this.settings.max);
-    }
+    if (trusted) this.stage = 'proxy';
+    else if (!this.afterProxy()) return;
     const s = this.socket as Tagged;
     s[kPreread] = this;
     s.on('data', onData);
@@ -153,36 +153,92 @@ export class PrereadReader {
           this.proxied = v.addresses;
           this.tlvs = v.tlvs;
           this.user.proxyResult('ok', `v${v.version}`);
-          const rest = this.buf.subarray(v.length);
-          this.buf = EMPTY;
-          if (!this.settings.hello) {
-            this.buf = rest;
-            this.finish();
-            return;
-          }
-          this.stage = 'hello';
-          this.reader = new HelloReader(this.settings.max);
-          if (rest.length > 0) this.data(rest);
+          this.buf = this.buf.subarray(v.length);
+          this.afterProxy();
           return;
         }
       }
+    }
+    if (this.stage === 'postgres') {
+      this.postgres(chunk);
+      return;
     }
     if (this.stage !== 'hello') return;
     const v = this.reader!.push(chunk);
     if (v.kind !== 'more') this.finish(v);
   }
 
+  /**
+   * The next stage after the PROXY header (or without one), fed what is already in
+   * `buf`; false when the read is over.
+   */
+  private afterProxy(): boolean {
+    if (this.settings.postgres === true) {
+      this.stage = 'postgres';
+      return this.feed();
+    }
+    return this.toHello();
+  }
+
+  /** On to the ClientHello (fed what is in `buf`), or done where the listener routes by none. */
+  private toHello(): boolean {
+    if (!this.settings.hello) {
+      this.finish();
+      return false;
+    }
+    this.stage = 'hello';
+    this.reader = new HelloReader(this.settings.max);
+    return this.feed();
+  }
+
+  /** The bytes in `buf`, read again by the stage now current. */
+  private feed(): boolean {
+    const b = this.buf;
+    this.buf = EMPTY;
+    if (b.length > 0) this.data(b);
+    return this.stage !== 'done';
+  }
+
+  /**
+   * PostgreSQL's start (protocol 3, §55.2.10-11): an SSLRequest is answered 'S' and the
+   * ClientHello follows; a GSSENCRequest is answered 'N' (the client then asks for SSL
+   * or starts in the clear); anything else (a CancelRequest, a StartupMessage in the
+   * clear) has no TLS and no SNI: the catch-all, with its bytes.
+   */
+  private postgres(chunk: Buffer): void {
+    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+    const b = this.buf;
+    if (b[0] === 0x16) {
+      // Direct TLS (PostgreSQL 17 sslnegotiation=direct): a hello like any other.
+      this.toHello();
+      return;
+    }
+    if (b.length < 8) return;
+    const kind = postgresRequest(b);
+    if (kind === 'ssl' || (kind === 'gss' && this.gssRequests++ === 0)) {
+      this.socket.write(kind === 'ssl' ? 'S' : 'N');
+      this.buf = b.subarray(8);
+      if (kind === 'ssl') {
+        this.sslRequest = true;
+        this.toHello();
+      } else this.feed();
+      return;
+    }
+    // No TLS coming: what the client sent goes to the catch-all as it is.
+    this.finish({ kind: 'not-tls' });
+  }
+
   /** @internal the client half-closed before the stages were read. */
   ended(): void {
     if (this.stage === 'proxy') this.refuse('malformed', 'closed before the header was whole');
-    else if (this.stage === 'hello') this.finish({ kind: 'malformed', why: 'closed before the hello was whole' });
+    else if (this.stage === 'hello' || this.stage === 'postgres') this.finish({ kind: 'malformed', why: 'closed before the hello was whole' });
   }
 
   /** @internal */
   timedOut(): void {
     this.timer = null;
     if (this.stage === 'proxy') this.refuse('timeout', `no PROXY header within ${this.settings.timeout}ms`);
-    else if (this.stage === 'hello') this.finish({ kind: 'timeout' });
+    else if (this.stage === 'hello' || this.stage === 'postgres') this.finish({ kind: 'timeout' });
   }
 
   /** Stops reading (the client went away, or the listener is closing). */
@@ -199,7 +255,7 @@ export class PrereadReader {
   private finish(hello?: HelloVerdict | { readonly kind: 'timeout' }): void {
     const held = this.reader !== null ? this.reader.held() : this.buf;
     this.detach();
-    this.user.ready({ proxied: this.proxied, tlvs: this.tlvs, hello: hello ?? null, held });
+    this.user.ready({ proxied: this.proxied, tlvs: this.tlvs, hello: hello ?? null, held, sslRequest: this.sslRequest });
   }
 
   private detach(): void {
@@ -215,3 +271,17 @@ export class PrereadReader {
     s.pause();
   }
 }
+
+/** PostgreSQL's request codes (the protocol's own "version" numbers for them). */
+const SSL_REQUEST = 80_877_103;
+const GSSENC_REQUEST = 80_877_104;
+
+/** What the first 8 bytes of a PostgreSQL connection ask for. */
+export function postgresRequest(b: Buffer): 'ssl' | 'gss' | 'other' {
+  if (b.length < 8 || b.readInt32BE(0) !== 8) return 'other';
+  const code = b.readInt32BE(4);
+  return code === SSL_REQUEST ? 'ssl' : code === GSSENC_REQUEST ? 'gss' : 'other';
+}
+
+/** The SSLRequest berth sends an endpoint for a client that asked for TLS. */
+export const SSL_REQUEST_BYTES = Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]);

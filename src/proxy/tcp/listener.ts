@@ -16,7 +16,7 @@ import { PrereadReader, prereads, type Preread, type PrereadSettings, type Prere
 import type { ProxiedAddresses } from '../preread/proxy-header.js';
 import type { ClientAddresses } from '../proxy-protocol.js';
 import { PeerLogLimit, trustList } from '../preread/trust.js';
-import { TcpSession } from './session.js';
+import { TcpSession, type SessionRoute } from './session.js';
 import { SniRouter, type SniRouteSpec } from './sni-router.js';
 
 /** What a tcp listener needs to know; a subset of config's ListenerConfig. */
@@ -34,6 +34,8 @@ export interface TcpListenerSettings {
   };
   /** Routes by the TLS ClientHello (passthrough); one without sni is the catch-all. */
   readonly routes?: readonly SniRouteSpec[];
+  /** PostgreSQL: a client's SSLRequest is answered 'S' and its ClientHello routed; each endpoint is sent one. */
+  readonly postgres?: boolean;
   /** PROXY protocol in: these peers must send a header; others are refused or served as they are. */
   readonly acceptProxy?: { readonly trusted: readonly string[]; readonly untrusted: 'refuse' | 'ignore' } | null;
   /**
@@ -122,7 +124,7 @@ export class TcpListener implements Listener<TcpListenerSettings> {
     const s = this.settings;
     this.router = new SniRouter(s.routes ?? [], s.service !== '' ? s.service : undefined);
     const ap = s.acceptProxy ?? null;
-    this.preread = { acceptProxy: ap === null ? null : { trusted: trustList(ap.trusted), untrusted: ap.untrusted }, hello: this.router.readsHello, timeout: s.timeouts.preread ?? 5000, max: 65_536 };
+    this.preread = { acceptProxy: ap === null ? null : { trusted: trustList(ap.trusted), untrusted: ap.untrusted }, hello: this.router.readsHello, postgres: s.postgres === true, timeout: s.timeouts.preread ?? 5000, max: 65_536 };
   }
 
   /** A completed handshake: a verified client not on the allow-list is closed here. */
@@ -187,7 +189,7 @@ export class TcpListener implements Listener<TcpListenerSettings> {
   }
 
   /** @internal a session for `client`, to `route.service`. */
-  open(client: net.Socket, identity: PeerIdentity | null, route: { readonly service: string; readonly held: Buffer | null; readonly peer: ClientAddresses | null }): void {
+  open(client: net.Socket, identity: PeerIdentity | null, route: SessionRoute): void {
     const session = new TcpSession(this, client, identity, route);
     this.sessions.add(session);
     session.start();
@@ -208,6 +210,11 @@ export class TcpListener implements Listener<TcpListenerSettings> {
     this.deps.observer.listenerClosed(this.settings.name);
     // (tls: the gate counts the raw socket, which has a close of its own.)
     if (this.deps.tls === null) this.gate.closed();
+  }
+
+  /** @internal an endpoint that did not answer berth's PostgreSQL SSLRequest with 'S': the client is closed; logged once per endpoint per minute. */
+  postgresRefused(endpoint: string, answer: string): void {
+    if (this.proxyLog.take(`postgres ${endpoint}`, this.deps.pool.clock.now())) this.deps.log.warn({ endpoint, answer }, 'PostgreSQL endpoint refused TLS: client closed');
   }
 
   /** @internal a PROXY protocol result: counted, and a violation logged once per peer per minute. */
@@ -245,7 +252,9 @@ class PrereadConn implements PrereadUser {
     const c = this.client as net.Socket & { [kConn]?: PrereadConn | undefined };
     c[kConn] = this;
     c.once('close', onPrereadClose);
-    this.reader.start(this.peer, net.isIPv6(this.peer) ? 'ipv6' : 'ipv4');
+    // No peer address: the connection is already gone (a reset before accept was done).
+    if (this.peer === '') this.refused();
+    else this.reader.start(this.peer, net.isIPv6(this.peer) ? 'ipv6' : 'ipv4');
   }
 
   proxyResult(result: ProxyResult, why: string): void {
@@ -296,7 +305,7 @@ class PrereadConn implements PrereadUser {
     const c = this.client as net.Socket & { [kConn]?: PrereadConn | undefined };
     c[kConn] = undefined;
     c.off('close', onPrereadClose);
-    l.open(this.client, null, { service, held: p.held.length > 0 ? p.held : null, peer: p.proxied === null ? null : addressesOf(p.proxied) });
+    l.open(this.client, null, { service, held: p.held.length > 0 ? p.held : null, peer: p.proxied === null ? null : addressesOf(p.proxied), sslRequest: p.sslRequest });
   }
 
   private end(): void {

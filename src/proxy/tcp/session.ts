@@ -10,6 +10,7 @@ import type { Timer } from '../../core/clock.js';
 import type { EndpointState } from '../../pool/endpoint.js';
 import { abortSocket, connectResult, isLocalError } from '../connect.js';
 import { proxyHeader, socketAddresses, type ClientAddresses } from '../proxy-protocol.js';
+import { SSL_REQUEST_BYTES } from '../preread/chain.js';
 import { readRelayed, relayedReads, takeRead } from '../read-buffer.js';
 import { tcpRetry } from '../retry-policy.js';
 import { UpstreamAttempt, type AttemptUser, type GiveUp } from '../upstream-attempt.js';
@@ -33,6 +34,8 @@ export interface SessionRoute {
   readonly service: string;
   readonly held: Buffer | null;
   readonly peer: ClientAddresses | null;
+  /** PostgreSQL: the client's SSLRequest was answered; each endpoint gets one first. */
+  readonly sslRequest?: boolean;
 }
 
 /**
@@ -132,6 +135,10 @@ export class TcpSession implements AttemptUser {
   private readonly held: Buffer | null;
   /** The client as a front balancer's PROXY header gave it (null: the socket's own addresses). */
   private readonly peer: ClientAddresses | null;
+  /** PostgreSQL: berth answered the client's SSLRequest, so each endpoint is sent one first. */
+  private readonly sslRequest: boolean;
+  /** Waiting for the endpoint's 'S'. */
+  private awaitingS = false;
   private clientEnded = false;
   private clientClosed = false;
   private upstreamAnswered = false;
@@ -143,6 +150,7 @@ export class TcpSession implements AttemptUser {
     this.service = route.service;
     this.held = route.held;
     this.peer = route.peer;
+    this.sslRequest = route.sslRequest === true;
     this.identity = identity;
     const { pool } = listener.deps;
     const service = this.service;
@@ -217,9 +225,22 @@ export class TcpSession implements AttemptUser {
       up.destroy();
       return;
     }
-    this.phase = Phase.Connected;
     const pp = this.settings.proxyProtocol;
     if (pp === 'v1' || pp === 'v2') up.write(proxyHeader(pp, this.peer ?? socketAddresses(this.client), this.client instanceof tls.TLSSocket ? { socket: this.client, identity: this.identity } : null));
+    if (this.sslRequest) {
+      // The client's SSLRequest was answered by berth: the endpoint is asked the same,
+      // and must say exactly 'S' before the client's hello goes to it. Still
+      // "connecting" until then: nothing of the client's has reached it.
+      this.awaitingS = true;
+      up.write(SSL_REQUEST_BYTES);
+      return;
+    }
+    this.begin(up);
+  }
+
+  /** The endpoint is ready for the client's bytes: what was read before, any replay, then the pipe. */
+  private begin(up: net.Socket): void {
+    this.phase = Phase.Connected;
     // What was read before the pick (a ClientHello): first, on every endpoint tried.
     if (this.held !== null) up.write(this.held);
     // After a retry: replay what the client already sent, then its half-close.
@@ -240,11 +261,31 @@ export class TcpSession implements AttemptUser {
   }
 
   upstreamData(chunk: Buffer): void {
+    if (this.awaitingS) {
+      this.postgresAnswer(chunk);
+      return;
+    }
     if (!this.upstreamAnswered) {
       this.upstreamAnswered = true;
       this.replay = null;
     }
     if (!this.client.write(chunk)) this.upstream!.pause();
+  }
+
+  /** The endpoint's answer to berth's SSLRequest: exactly 'S', or the client is closed. */
+  private postgresAnswer(chunk: Buffer): void {
+    this.awaitingS = false;
+    const up = this.upstream!;
+    if (chunk.length === 1 && chunk[0] === 0x53 /* S */) {
+      this.begin(up);
+      return;
+    }
+    const ep = this.attempt.endpoint!;
+    const answer = chunk[0] === 0x4e /* N */ && chunk.length === 1 ? 'N (no TLS there)' : `${chunk.length} bytes, not 'S'`;
+    this.listener.postgresRefused(ep.id, answer);
+    this.phase = Phase.Closed;
+    up.destroy();
+    if (!this.client.destroyed) abortSocket(this.client);
   }
 
   /** What `onread` read from the endpoint; then the socket's next read buffer is chosen. */
@@ -288,7 +329,8 @@ export class TcpSession implements AttemptUser {
       return;
     }
     if (connecting) {
-      observer.upstreamConnect(ep.service, ep.id, connectResult(err), this.attempt.elapsed() / 1000);
+      // (Waiting for a PostgreSQL 'S', the connect itself was counted ok already.)
+      if (!this.awaitingS) observer.upstreamConnect(ep.service, ep.id, connectResult(err), this.attempt.elapsed() / 1000);
       this.attempt.report('failed');
     }
     const kind = tcpRetry(connecting, !this.upstreamAnswered && this.replay !== null);
@@ -313,6 +355,7 @@ export class TcpSession implements AttemptUser {
    * it back when it retries or ends).
    */
   private drop(up: net.Socket): void {
+    this.awaitingS = false;
     (up as Tagged)[kSession] = undefined;
     up.removeAllListeners();
     up.on('error', noop);
