@@ -147,7 +147,7 @@ export async function parseArgs(argv: string[], version: string): Promise<Comman
         logOptions(y)
           .option('config', { alias: 'c', type: 'string', describe: 'YAML or JSON config file; flags override it' })
           .option('listen', { alias: 'l', type: 'string', array: true, describe: '[host:]port to accept on; repeatable (without --config)' })
-          .option('mode', { type: 'string', choices: ['tcp', 'http'], describe: 'listener mode: tcp or http (without --config; default tcp)' })
+          .option('mode', { type: 'string', choices: ['tcp', 'http', 'udp'], describe: 'listener mode: tcp, http or udp (without --config; default tcp)' })
           .option('backend', { type: 'string', array: true, describe: 'static endpoint host:port[,weight=N]; repeatable (without --config)' })
           .option('balance', { type: 'string', choices: balanceAlgorithms as string[], describe: 'balancing algorithm (default least-conn for tcp, p2c for http)' })
           .option('service', { type: 'string', describe: 'service name of the --backend endpoints (default "default")' })

@@ -117,7 +117,7 @@ const upstreamTls = z.strictObject({
 const listener = z.strictObject({
   name: name.optional(),
   bind: listenAddress,
-  mode: z.enum(['tcp', 'http'], { error: () => 'expected tcp or http' }).default('tcp'),
+  mode: z.enum(['tcp', 'http', 'udp'], { error: () => 'expected tcp, http or udp' }).default('tcp'),
   /** The service to send to (http: the one for requests no route matches). */
   service: name.optional(),
   /** http: Host / path prefix rules to services; the most specific wins. */
@@ -128,6 +128,19 @@ const listener = z.strictObject({
   /** Pause before trying every endpoint again, doubling per round; 0 = no second round. */
   retryBackoff: duration.default(50),
   http: httpOptions.default(httpDefaults),
+  /** udp: sessions (a client's address and port) and their bounds. */
+  udp: z
+    .strictObject({
+      /** A session with no datagram either way for this long ends (Envoy's default; VPN and DTLS need it long). */
+      idleTimeout: duration.default(60_000),
+      /** Sessions at once (per worker); past it a new client's datagram is dropped and counted. */
+      maxSessions: z.number().int().min(1).max(1_000_000).default(1024),
+      /** A session ends once each of its datagrams has had this many answers (1 for DNS: no socket is kept per query); 0 = no limit. */
+      responses: z.number().int().min(0).max(1_000_000).default(0),
+      /** With responses 0: a session ends once this many datagrams went to the endpoint; 0 = no limit. */
+      requests: z.number().int().min(0).max(1_000_000).default(0),
+    })
+    .default({ idleTimeout: 60_000, maxSessions: 1024, responses: 0, requests: 0 }),
   tls: tls.optional(),
   /**
    * Open client connections this listener serves at once, TLS handshakes included
@@ -302,13 +315,21 @@ export interface TcpListenerConfig extends ListenerBase {
   readonly service: string;
 }
 
+export interface UdpListenerConfig extends ListenerBase {
+  readonly mode: 'udp';
+  readonly service: string;
+  readonly udp: UdpOptions;
+}
+
+export type UdpOptions = z.output<typeof listener>['udp'];
+
 export interface HttpListenerConfig extends ListenerBase {
   readonly mode: 'http';
   /** The catch-all service for requests no route matches, if any. */
   readonly service: string | undefined;
 }
 
-export type ListenerConfig = TcpListenerConfig | HttpListenerConfig;
+export type ListenerConfig = TcpListenerConfig | HttpListenerConfig | UdpListenerConfig;
 
 export type RouteConfig = z.output<typeof route>;
 export type HttpOptions = z.output<typeof httpOptions>;

@@ -44,14 +44,26 @@ export function validateConfig(raw: unknown): Config {
     if (names.has(name)) issues.push({ path: `listeners[${i}].name`, message: `duplicate listener name "${name}"` });
     names.add(name);
     if (l.bind.port !== 0) {
-      const key = `${l.bind.host}:${l.bind.port}`;
+      // TCP and UDP ports are apart: dns on 53/tcp and 53/udp is two listeners.
+      const key = `${l.mode === 'udp' ? 'udp ' : ''}${l.bind.host}:${l.bind.port}`;
       const prev = binds.get(key);
       if (prev !== undefined) issues.push({ path: `listeners[${i}].bind`, message: `${key} is already bound by listeners[${prev}]` });
       binds.set(key, i);
     }
     // With discovery on, services also come from the engine: an unknown name is not an error.
     const known = (svc: string) => svc in doc.services || doc.discovery.docker !== undefined || doc.discovery.swarm !== undefined || doc.discovery.dns.some((d) => d.service === svc);
-    if (l.mode === 'tcp') {
+    if (l.mode === 'udp') {
+      if (l.service === undefined) issues.push({ path: `listeners[${i}].service`, message: 'a udp listener needs a service' });
+      for (const [key, on] of [
+        ['routes', l.routes.length > 0],
+        ['tls', l.tls !== undefined],
+        ['postgres', l.postgres],
+        ['proxyProtocol', l.proxyProtocol !== 'off'],
+        ['maxConnections', l.maxConnections !== 0],
+      ] as const) {
+        if (on) issues.push({ path: `listeners[${i}].${key}`, message: `${key} is not for udp listeners (datagrams, sessions by client address)` });
+      }
+    } else if (l.mode === 'tcp') {
       if (l.service === undefined && l.routes.length === 0) issues.push({ path: `listeners[${i}].service`, message: 'a tcp listener needs a service (or routes by sni)' });
       l.routes.forEach((r, j) => {
         if (r.host !== undefined || r.pathPrefix !== undefined) issues.push({ path: `listeners[${i}].routes[${j}]`, message: 'host and pathPrefix are for http listeners; a tcp route takes sni (and alpn)' });
@@ -82,7 +94,8 @@ export function validateConfig(raw: unknown): Config {
     const idle = l.timeouts.idle ?? (l.mode === 'tcp' ? 3_600_000 : 60_000);
     if (l.proxyProtocol !== 'off' && l.mode === 'http') issues.push({ path: `listeners[${i}].proxyProtocol`, message: 'PROXY protocol is for tcp listeners (http listeners send X-Forwarded-*)' });
     const common = { name, bind: l.bind, routes: l.routes, timeouts: { ...l.timeouts, idle, handshake: l.timeouts.handshake ?? l.timeouts.headers }, retries: l.retries, retryBackoff: l.retryBackoff, http: l.http, tls: l.tls, proxyProtocol: l.proxyProtocol, postgres: l.postgres, acceptProxy: l.acceptProxy ?? null, maxConnections: l.maxConnections };
-    listeners.push(l.mode === 'tcp' ? { ...common, mode: 'tcp', service: l.service ?? '' } : { ...common, mode: 'http', service: l.service });
+    if (l.mode === 'udp') listeners.push({ ...common, mode: 'udp', service: l.service ?? '', udp: l.udp });
+    else listeners.push(l.mode === 'tcp' ? { ...common, mode: 'tcp', service: l.service ?? '' } : { ...common, mode: 'http', service: l.service });
   });
 
   const services = new Map<string, ServiceConfig>();
@@ -95,7 +108,7 @@ export function validateConfig(raw: unknown): Config {
       endpoints.push(e);
     });
     const mode = listeners.find((l) => l.service === name || l.routes.some((r) => r.service === name))?.mode ?? 'tcp';
-    const balance: BalanceAlgorithm = s.balance ?? (mode === 'tcp' ? 'least-conn' : 'p2c');
+    const balance: BalanceAlgorithm = s.balance ?? (mode === 'http' ? 'p2c' : 'least-conn');
     services.set(name, {
       name,
       balance,
@@ -120,7 +133,7 @@ export function validateConfig(raw: unknown): Config {
   // Services only discovery will fill still take their listener's default balance.
   for (const l of listeners) {
     for (const svc of listenerServices(l)) {
-      if (!services.has(svc)) services.set(svc, { name: svc, balance: l.mode === 'tcp' ? 'least-conn' : 'p2c', endpoints: [], panic: 'fail', slowStart: 0, maxConnectionsPerEndpoint: 0, queue: { size: 0, timeout: 1000 }, maxPending: 0, replay: false, outlier: OUTLIER_DEFAULTS });
+      if (!services.has(svc)) services.set(svc, { name: svc, balance: l.mode === 'http' ? 'p2c' : 'least-conn', endpoints: [], panic: 'fail', slowStart: 0, maxConnectionsPerEndpoint: 0, queue: { size: 0, timeout: 1000 }, maxPending: 0, replay: false, outlier: OUTLIER_DEFAULTS });
     }
   }
   return { listeners, services, discovery: { docker: doc.discovery.docker ?? null, swarm: doc.discovery.swarm ?? null, dns: doc.discovery.dns }, admin, adminTokenFile: doc.admin.tokenFile ?? null, drainTimeout: doc.drainTimeout };

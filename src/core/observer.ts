@@ -37,7 +37,15 @@ export interface ProxyObserver {
   preread(listener: string, result: PrereadResult): void;
   /** A PROXY protocol header from a front balancer: ok, or why the connection was refused. */
   proxyProtocol(listener: string, result: ProxyProtocolResult): void;
+  /** A udp session opened (true) or ended (false). */
+  udpSession(listener: string, opened: boolean): void;
+  /** A datagram relayed: in (client → endpoint) or out (endpoint → client). */
+  udpDatagram(listener: string, direction: 'in' | 'out'): void;
+  /** A datagram dropped, and why. */
+  udpDropped(listener: string, reason: UdpDropReason): void;
 }
+
+export type UdpDropReason = 'sessions_full' | 'no_endpoint' | 'oversize' | 'error';
 
 export type PrereadResult = 'routed' | 'fallback' | 'no_sni' | 'no_route' | 'timeout' | 'malformed' | 'too_large';
 export type ProxyProtocolResult = 'ok' | 'missing' | 'malformed' | 'untrusted' | 'timeout';
@@ -60,4 +68,7 @@ export const nullObserver: ProxyObserver = {
   localError() {},
   preread() {},
   proxyProtocol() {},
+  udpSession() {},
+  udpDatagram() {},
+  udpDropped() {},
 };

@@ -115,7 +115,7 @@ export function describeFlags(flags: number): string[] {
 export type BalanceAlgorithm = 'round-robin' | 'least-conn' | 'p2c' | 'source-hash' | 'random';
 export const balanceAlgorithms: readonly BalanceAlgorithm[] = ['round-robin', 'least-conn', 'p2c', 'source-hash', 'random'];
 
-export type ListenerMode = 'tcp' | 'http';
+export type ListenerMode = 'tcp' | 'http' | 'udp';
 
 /** host:port pair. `host` may be an IPv6 literal without brackets. */
 export interface HostPort {

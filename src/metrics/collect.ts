@@ -6,7 +6,7 @@
  */
 import { AggregatorRegistry, collectDefaultMetrics, Registry } from 'prom-client';
 import type { DiscoveryObserver } from '../core/discovery.js';
-import type { ConnectResult, HttpRejectReason, LocalErrorSite, PrereadResult, ProxyObserver, ProxyProtocolResult } from '../core/observer.js';
+import type { ConnectResult, HttpRejectReason, LocalErrorSite, PrereadResult, ProxyObserver, ProxyProtocolResult, UdpDropReason } from '../core/observer.js';
 import type { HandshakeResult } from '../core/tls.js';
 import { ownCounters, type CountersOf } from '../pool/endpoint.js';
 import type { Pool } from '../pool/pool.js';
@@ -169,6 +169,23 @@ export class MetricsCollector implements ProxyObserver, DiscoveryObserver {
   }
   localError(where: LocalErrorSite, code: string): void {
     this.m.localErrors.inc({ where, code });
+  }
+  udpSession(listener: string, opened: boolean): void {
+    if (opened) {
+      this.m.udpSessions.inc({ listener });
+      this.m.udpSessionsActive.inc({ listener });
+    } else this.m.udpSessionsActive.dec({ listener });
+  }
+  udpDatagram(listener: string, direction: 'in' | 'out'): void {
+    // One child per label pair, found once: a datagram costs an add, not a label lookup.
+    const key = `${listener}\u0000${direction}`;
+    let c = this.datagramChildren.get(key);
+    if (c === undefined) this.datagramChildren.set(key, (c = this.m.udpDatagrams.labels({ listener, direction })));
+    c.inc();
+  }
+  private readonly datagramChildren = new Map<string, { inc(): void }>();
+  udpDropped(listener: string, reason: UdpDropReason): void {
+    this.m.udpDropped.inc({ listener, reason });
   }
   preread(listener: string, result: PrereadResult): void {
     this.m.preread.inc({ listener, result });

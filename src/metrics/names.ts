@@ -94,6 +94,15 @@ export function declareMetrics(registry: Registry, scrape: () => void = () => {}
       labelNames: ['where', 'code'] as const,
       registers,
     }),
+    udpSessionsActive: new Gauge({ name: 'berth_udp_sessions_active', help: 'UDP sessions open now', labelNames: ['listener'] as const, registers }),
+    udpSessions: new Counter({ name: 'berth_udp_sessions_total', help: 'UDP sessions opened', labelNames: ['listener'] as const, registers }),
+    udpDatagrams: new Counter({ name: 'berth_udp_datagrams_total', help: 'Datagrams relayed: in (client to endpoint), out (endpoint to client)', labelNames: ['listener', 'direction'] as const, registers }),
+    udpDropped: new Counter({
+      name: 'berth_udp_dropped_total',
+      help: 'Datagrams dropped: sessions_full (maxSessions reached), no_endpoint, oversize, error',
+      labelNames: ['listener', 'reason'] as const,
+      registers,
+    }),
     preread: new Counter({
       name: 'berth_preread_total',
       help: 'tcp listeners that route by SNI: what the read of the ClientHello came to (routed, fallback, no_sni, no_route, timeout, malformed, too_large)',

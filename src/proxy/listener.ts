@@ -5,7 +5,7 @@ import type net from 'node:net';
  * composition root never tells tcp and http listeners apart by class.
  */
 export interface Listener<S extends { readonly name: string; readonly service?: string | undefined }> {
-  readonly mode: 'tcp' | 'http';
+  readonly mode: 'tcp' | 'http' | 'udp';
   readonly settings: S;
   /** Binds. Rejects with BERTH_ERR_LISTEN when the address cannot be bound. */
   listen(): Promise<net.AddressInfo>;

@@ -3,6 +3,7 @@
  * starts them, reloads them and shuts them down. The only module (with main.ts)
  * that imports across layers.
  */
+import cluster from 'node:cluster';
 import { readFile } from 'node:fs/promises';
 import { AdminServer } from '../admin/server.js';
 import { RateSampler, servicesView, type ProviderView, type Readiness } from '../admin/view.js';
@@ -27,11 +28,12 @@ import type { Logger } from '../log.js';
 import { Pool } from '../pool/pool.js';
 import { HttpListener } from '../proxy/http/listener.js';
 import { TcpListener } from '../proxy/tcp/listener.js';
+import { UdpListener } from '../proxy/udp/listener.js';
 import { listenerServices } from '../config/validate.js';
 import { ListenerTls, loadUpstreamTls } from '../tls/terminate.js';
 import type { UpstreamTls } from '../core/tls.js';
 
-type Listener = TcpListener | HttpListener;
+type Listener = TcpListener | HttpListener | UdpListener;
 
 export interface BerthOptions {
   readonly log: Logger;
@@ -84,7 +86,7 @@ export type { HealthVerdict } from './health-wiring.js';
 
 /** Listeners that bind a fixed port are matched across reloads by address, so they keep their socket. */
 function listenerKey(l: ListenerConfig): string {
-  return l.bind.port === 0 ? `name:${l.name}` : formatHostPort(l.bind);
+  return l.bind.port === 0 ? `name:${l.name}` : `${l.mode === 'udp' ? 'udp ' : ''}${formatHostPort(l.bind)}`;
 }
 
 export class Berth {
@@ -194,6 +196,11 @@ export class Berth {
     const tls = l.tls ? new ListenerTls(l.name, l.tls, log, this.metrics ?? { tlsMaterial: () => {} }, l.mode === 'http') : null;
     if (tls) this.terminators.set(listenerKey(l), tls);
     const deps = { pool: this.pool, log, observer: this.observer, tls, upstreamTls: (service: string) => this.upstreamTls.get(service), reusePort: this.opts.reusePort ?? false };
+    if (l.mode === 'udp') {
+      // In a --workers worker a udp listener always has a socket of its own (SO_REUSEPORT):
+      // node's cluster would share one among the workers and split a client's datagrams.
+      return new UdpListener({ ...l, http: { accessLog: l.http.accessLog } }, { pool: this.pool, log, observer: this.observer, reusePort: cluster.isWorker });
+    }
     return l.mode === 'http' ? new HttpListener(l, deps) : new TcpListener(l, deps);
   }
 
@@ -329,6 +336,7 @@ export class Berth {
             // The modes match (checked above); the narrowing tells the compiler.
             if (l.mode === 'http' && c.mode === 'http') l.configure(c);
             else if (l.mode === 'tcp' && c.mode === 'tcp') l.configure(c);
+            else if (l.mode === 'udp' && c.mode === 'udp') l.configure({ ...c, http: { accessLog: c.http.accessLog } });
             if (c.tls) this.terminators.get(k)?.configure(c.tls);
             kept++;
           } else {

@@ -65,7 +65,7 @@ t.test('every error is reported at once, each with its path', async (t) => {
     validateConfig({
       listeners: [
         { bind: 'nope', service: 'web', colour: 'red', timeouts: { connect: '2 seconds' } },
-        { bind: '127.0.0.1:9000', service: 'missing', mode: 'udp' },
+        { bind: '127.0.0.1:9000', service: 'missing', mode: 'sctp' },
       ],
       services: { web: { balance: 'fastest', endpoints: ['10.0.0.1'] } },
       extra: 1,
@@ -75,7 +75,7 @@ t.test('every error is reported at once, each with its path', async (t) => {
     /^listeners\[0\]\.bind: expected \[host:\]port/,
     /^listeners\[0\]\.timeouts\.connect: expected a duration/,
     /^listeners\[0\]\.colour: unknown key/,
-    /^listeners\[1\]\.mode: expected tcp or http/,
+    /^listeners\[1\]\.mode: expected tcp, http or udp/,
     /^services\.web\.balance: expected one of round-robin/,
     /^services\.web\.endpoints\[0\]: expected host:port/,
     /^extra: unknown key/,
@@ -145,7 +145,7 @@ t.test('http listeners: routes, timeouts, limits and their checks', async (t) =>
     /listeners\[2\]\.routes\[0\]\.pathPrefix: expected a path starting with \//,
     /listeners\[2\]\.http\.trustedProxies\[0\]: expected an IP address or CIDR/,
     /listeners\[2\]\.http\.trustedProxies\[1\]: expected an IP address or CIDR/,
-    /listeners\[4\]\.mode: expected tcp or http/,
+    /listeners\[4\]\.mode: expected tcp, http or udp/,
   ]);
   const cross = issues(() => validateConfig({ listeners: [{ bind: '1', mode: 'http' }, { bind: '2', routes: [{ service: 'x' }] }, { bind: '4', mode: 'http', routes: [{ service: 'ghost' }] }], services: { x: {} } }));
   t.same(cross, [
@@ -217,6 +217,46 @@ t.test('Layer 4: tcp routes by sni (and alpn), acceptProxy, the preread timeout;
     'listeners[2].routes[0]: sni and alpn are for tcp listeners (TLS passthrough); an http route takes host and pathPrefix',
     'listeners[3].routes: sni routes pass TLS through unterminated; a listener with tls terminates it (route by SNI with tls.sni certificates instead)',
     'listeners[4].acceptProxy: PROXY protocol in is taken on plain tcp and http listeners; in front of TLS termination, terminate at the front balancer or pass TLS through with sni routes',
+  ]);
+});
+
+t.test('udp listeners: defaults, bounds, and what is not for them', async (t) => {
+  const c = validateConfig({ listeners: [{ name: 'dns', bind: '53', mode: 'udp', service: 'dns', udp: { responses: 1 } }, { name: 'dns-tcp', bind: '53', service: 'dns' }], services: { dns: {} } });
+  const u = c.listeners[0]!;
+  t.equal(u.mode, 'udp');
+  t.same(u.mode === 'udp' ? u.udp : null, { idleTimeout: 60_000, maxSessions: 1024, responses: 1, requests: 0 });
+  t.equal(c.services.get('dns')!.balance, 'least-conn');
+  t.equal(c.listeners.length, 2, '53/udp and 53/tcp are two listeners, no clash');
+  const cross = issues(() =>
+    validateConfig({
+      listeners: [
+        { bind: '1', mode: 'udp' },
+        { bind: '2', mode: 'udp', service: 'x', routes: [{ sni: 'a.example', service: 'x' }], proxyProtocol: 'v1', acceptProxy: { trusted: ['10.0.0.0/8'] }, maxConnections: 5 },
+        { bind: '3', mode: 'udp', service: 'x', udp: { maxSessions: 0 } },
+        { bind: '4', mode: 'udp', service: 'x' },
+        { bind: '4', mode: 'udp', service: 'x' },
+      ],
+      services: { x: {} },
+    }),
+  );
+  t.same(cross, ['listeners[2].udp.maxSessions: Too small: expected number to be >=1']);
+  const cross2 = issues(() =>
+    validateConfig({
+      listeners: [
+        { bind: '1', mode: 'udp' },
+        { bind: '2', mode: 'udp', service: 'x', routes: [{ sni: 'a.example', service: 'x' }], proxyProtocol: 'v1', acceptProxy: { trusted: ['10.0.0.0/8'] }, maxConnections: 5 },
+        { bind: '4', mode: 'udp', service: 'x' },
+        { bind: '4', mode: 'udp', service: 'x' },
+      ],
+      services: { x: {} },
+    }),
+  );
+  t.same(cross2, [
+    'listeners[0].service: a udp listener needs a service',
+    'listeners[1].routes: routes is not for udp listeners (datagrams, sessions by client address)',
+    'listeners[1].proxyProtocol: proxyProtocol is not for udp listeners (datagrams, sessions by client address)',
+    'listeners[1].maxConnections: maxConnections is not for udp listeners (datagrams, sessions by client address)',
+    'listeners[3].bind: udp 0.0.0.0:4 is already bound by listeners[2]',
   ]);
 });
 

@@ -40,6 +40,9 @@ export function countingObserver(): ProxyObserver & { counts: Record<string, num
     localError: (where, code) => inc(`local.${where}.${code}`),
     preread: (_l, result) => inc(`preread.${result}`),
     proxyProtocol: (_l, result) => inc(`proxy.${result}`),
+    udpSession: (_l, opened) => inc(opened ? 'udp.opened' : 'udp.closed'),
+    udpDatagram: (_l, direction) => inc(`udp.${direction}`),
+    udpDropped: (_l, reason) => inc(`udp.dropped.${reason}`),
   };
 }
 

@@ -10,6 +10,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
+import { pino } from 'pino';
 import t from 'tap';
 import { seededRandom } from '../../src/core/random.js';
 import type { BalanceAlgorithm, EndpointSpec } from '../../src/core/types.js';
@@ -285,4 +286,33 @@ t.test('PROXY protocol in on an http listener: X-Forwarded-For names the client 
   t.equal(await send(p.port, Buffer.from('GET /x HTTP/1.1\r\nHost: a\r\n\r\n')), '', 'no header: refused before any HTTP');
   t.equal(be.seen.length, 1);
   await until(() => p.listener.active === 0);
+});
+
+t.test('a log line per tcp session (with http.accessLog): client, endpoint, bytes, how it ended; refusals too', async (t) => {
+  const lines: Record<string, unknown>[] = [];
+  const log = pino({ level: 'info' }, { write: (s: string) => lines.push(JSON.parse(s) as Record<string, unknown>) });
+  const be = await named('be');
+  const pool = new Pool({ random: seededRandom(1) });
+  pool.configureService('be', 'round-robin');
+  pool.applySnapshot({ provider: 'static', services: new Map([['be', [endpoint(be.port)]]]) });
+  const l = new TcpListener(
+    { name: 'edge', bind: { host: '127.0.0.1', port: 0 }, service: '', routes: [{ sni: 'be.example.com', service: 'be' }], acceptProxy: { trusted: ['127.0.0.1/32'], untrusted: 'refuse' }, timeouts: { connect: 2000, idle: 60_000 }, retries: 0, retryBackoff: 0, http: { accessLog: true } },
+    { pool, log },
+  );
+  const port = (await l.listen()).port;
+  t.teardown(() => {
+    l.stopAccepting();
+    l.destroyAll();
+    be.close();
+  });
+  const hello = await captureHello({ servername: 'be.example.com' });
+  await send(port, Buffer.concat([Buffer.from('PROXY TCP4 203.0.113.7 192.0.2.1 1 443\r\n'), hello]), { want: 2, end: true });
+  await send(port, Buffer.concat([Buffer.from('PROXY TCP4 203.0.113.8 192.0.2.1 1 443\r\n'), await captureHello({ servername: 'other.example.com' })]));
+  await send(port, Buffer.from('no header'));
+  await until(() => lines.filter((x) => x['msg'] === 'tcp session').length === 3);
+  const [ok, noRoute, noHeader] = lines.filter((x) => x['msg'] === 'tcp session');
+  t.match(ok, { client: '203.0.113.7', listener: 'edge', service: 'be', endpoint: `127.0.0.1:${be.port}`, attempts: 1, tx: hello.length });
+  t.ok(['client close', 'client reset', 'endpoint close'].includes(String(ok!['end'])), `how it ended: ${String(ok!['end'])}`);
+  t.match(noRoute, { listener: 'edge', sni: 'other.example.com', end: 'refused by route (no_route)' });
+  t.match(noHeader, { listener: 'edge', end: 'proxy header error (missing)' });
 });

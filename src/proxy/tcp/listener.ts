@@ -34,6 +34,8 @@ export interface TcpListenerSettings {
   };
   /** Routes by the TLS ClientHello (passthrough); one without sni is the catch-all. */
   readonly routes?: readonly SniRouteSpec[];
+  /** One info line per session when it ends (the http access log's switch). */
+  readonly http?: { readonly accessLog: boolean };
   /** PostgreSQL: a client's SSLRequest is answered 'S' and its ClientHello routed; each endpoint is sent one. */
   readonly postgres?: boolean;
   /** PROXY protocol in: these peers must send a header; others are refused or served as they are. */
@@ -259,6 +261,8 @@ class PrereadConn implements PrereadUser {
 
   proxyResult(result: ProxyResult, why: string): void {
     this.listener.proxyResult(this.peer, result, why);
+    const l = this.listener;
+    if (result !== 'ok' && l.settings.http?.accessLog) l.deps.log.info({ client: this.peer, listener: l.settings.name, end: `proxy header error (${result})`, reason: why }, 'tcp session');
   }
 
   refused(): void {
@@ -292,7 +296,8 @@ class PrereadConn implements PrereadUser {
       }
       observer.preread(l.settings.name, result);
       if (service === undefined) {
-        if (log.isLevelEnabled('debug')) log.debug({ client: this.peer, result, reason: h.kind === 'malformed' ? h.why : undefined, sni: h.kind === 'hello' ? h.sni : undefined }, 'no route for this connection');
+        if (l.settings.http?.accessLog) log.info({ client: this.peer, listener: l.settings.name, sni: h.kind === 'hello' ? h.sni : undefined, end: `refused by route (${result})` }, 'tcp session');
+        else if (log.isLevelEnabled('debug')) log.debug({ client: this.peer, result, reason: h.kind === 'malformed' ? h.why : undefined, sni: h.kind === 'hello' ? h.sni : undefined }, 'no route for this connection');
         this.refused();
         return;
       }

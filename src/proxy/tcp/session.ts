@@ -30,6 +30,9 @@ const enum Phase {
 }
 
 /** Where a session goes and what was read before: decided by the listener (its service, or the preread and SNI route). */
+/** How a tcp session ended, for its log line. */
+export type TcpEnd = 'client close' | 'endpoint close' | 'client reset' | 'endpoint reset' | 'idle' | 'drained' | 'no endpoint';
+
 export interface SessionRoute {
   readonly service: string;
   readonly held: Buffer | null;
@@ -66,7 +69,7 @@ function onClientClose(this: net.Socket): void {
   sessionOf(this)?.clientClose();
 }
 function onClientIdle(this: net.Socket): void {
-  sessionOf(this)?.destroy();
+  sessionOf(this)?.destroy('idle');
 }
 function onUpstreamConnect(this: net.Socket): void {
   sessionOf(this)?.upstreamConnect();
@@ -140,6 +143,13 @@ export class TcpSession implements AttemptUser {
   /** Waiting for the endpoint's 'S'. */
   private awaitingS = false;
   private clientEnded = false;
+  /** How the session ended, first cause first (the access log's word). */
+  private how: TcpEnd | undefined = undefined;
+  private readonly t0: number;
+  private endpointId = '-';
+  /** Bytes from (rx) and to (tx) the endpoints of this session, summed over attempts. */
+  private upRx = 0;
+  private upTx = 0;
   private clientClosed = false;
   private upstreamAnswered = false;
 
@@ -151,6 +161,7 @@ export class TcpSession implements AttemptUser {
     this.held = route.held;
     this.peer = route.peer;
     this.sslRequest = route.sslRequest === true;
+    this.t0 = listener.deps.pool.clock.now();
     this.identity = identity;
     const { pool } = listener.deps;
     const service = this.service;
@@ -179,6 +190,7 @@ export class TcpSession implements AttemptUser {
 
   /** The attempt picked `ep`: connect to it. */
   connectTo(ep: EndpointState): void {
+    this.endpointId = ep.id;
     const { deps } = this.listener;
     const upTls = deps.upstreamTls(ep.service);
     // A plain TCP endpoint is read into reused buffers (the connect ignores them for TLS).
@@ -303,11 +315,13 @@ export class TcpSession implements AttemptUser {
   }
 
   clientEnd(): void {
+    this.how ??= 'client close';
     this.clientEnded = true;
     if (this.phase === Phase.Connected) this.upstream!.end();
   }
 
   upstreamEnd(): void {
+    this.how ??= 'endpoint close';
     // A clean close with no answer is an answer (an empty one): pass it on, no retry.
     this.upstreamAnswered = true;
     this.replay = null;
@@ -345,6 +359,7 @@ export class TcpSession implements AttemptUser {
     }
     if (log.isLevelEnabled('debug')) log.debug({ endpoint: ep.id, err: err.code ?? err.message }, 'upstream error');
     // Pass the failure on as a reset, so the client cannot take a cut stream for a whole one.
+    this.how ??= 'endpoint reset';
     this.phase = Phase.Closed;
     if (!this.client.destroyed) abortSocket(this.client);
   }
@@ -378,6 +393,7 @@ export class TcpSession implements AttemptUser {
   }
 
   clientError(): void {
+    this.how ??= 'client reset';
     // The client's doing: whatever the upstream socket does after this blames no endpoint.
     this.attempt.clientEnded();
     this.phase = Phase.Closed;
@@ -414,6 +430,7 @@ export class TcpSession implements AttemptUser {
   /** No endpoint will take this client: counted, logged at debug, closed at once. */
   giveUp(_why: GiveUp, detail: string): void {
     const { log, observer } = this.listener.deps;
+    this.how ??= 'no endpoint';
     observer.noEndpoint(this.settings.name, this.service);
     if (log.isLevelEnabled('debug')) log.debug({ service: this.service, reason: detail, attempts: this.attempt.attempts }, 'no usable endpoint');
     this.phase = Phase.Closed;
@@ -429,6 +446,8 @@ export class TcpSession implements AttemptUser {
   /** An upstream socket's bytes, counted for its endpoint. */
   private count(up: net.Socket): void {
     const ep = this.attempt.endpoint;
+    this.upRx += up.bytesRead;
+    this.upTx += up.bytesWritten;
     if (ep !== null) this.listener.deps.observer.upstreamClosed(ep.service, ep.id, up.bytesRead, up.bytesWritten);
   }
 
@@ -437,11 +456,33 @@ export class TcpSession implements AttemptUser {
       this.phase = Phase.Closed;
       this.attempt.end();
       this.listener.ended(this);
+      if (this.settings.http?.accessLog) this.accessLog();
     }
   }
 
-  /** Closes both sides now (idle timeout, shutdown after the drain timeout). */
-  destroy(): void {
+  /** The session's log line (HAProxy's tcplog), behind the same switch as the http access log. */
+  private accessLog(): void {
+    const { log, pool } = this.listener.deps;
+    const c = this.client;
+    log.info(
+      {
+        client: this.peer?.source ?? c.remoteAddress,
+        listener: this.settings.name,
+        service: this.service,
+        endpoint: this.endpointId,
+        attempts: this.attempt.attempts,
+        rx: this.upRx,
+        tx: this.upTx,
+        ms: pool.clock.now() - this.t0,
+        end: this.how ?? (this.attempt.endedBy === 'client' ? 'client reset' : 'closed'),
+      },
+      'tcp session',
+    );
+  }
+
+  /** Closes both sides now (idle timeout; shutdown after the drain timeout). */
+  destroy(how: TcpEnd = 'drained'): void {
+    this.how ??= how;
     this.phase = Phase.Closed;
     this.clearConnectTimer();
     if (this.upstream === null) this.attempt.end();

@@ -1,0 +1,214 @@
+/**
+ * A udp listener: one datagram socket, a session per client (sessions.ts), a cap on
+ * sessions. With --workers each worker binds a socket of its own with SO_REUSEPORT,
+ * so the kernel hashes a client's address to one worker and its datagrams are never
+ * split across workers (node's cluster would share one handle among them all).
+ */
+import dgram from 'node:dgram';
+import net from 'node:net';
+import { BerthError } from '../../core/errors.js';
+import { nullObserver, type ProxyObserver, type UdpDropReason } from '../../core/observer.js';
+import type { Logger } from '../../log.js';
+import type { Pool } from '../../pool/pool.js';
+import type { Listener } from '../listener.js';
+import { parseProxyHeader } from '../preread/proxy-header.js';
+import { trustList } from '../preread/trust.js';
+import { UdpSession, type UdpEnd } from './sessions.js';
+
+export interface UdpSettings {
+  /** A session with no datagram either way for this long ends (ms); 0 = never. */
+  readonly idleTimeout: number;
+  /** Sessions at once; past it a new client's datagram is dropped and counted. */
+  readonly maxSessions: number;
+  /** A session ends once each of its datagrams has had this many answers (1 for DNS); 0 = no limit. */
+  readonly responses: number;
+  /** With responses 0: a session ends once this many datagrams went to the endpoint; 0 = no limit. */
+  readonly requests: number;
+}
+
+export interface UdpListenerSettings {
+  readonly name: string;
+  readonly bind: { readonly host: string; readonly port: number };
+  readonly service: string;
+  readonly retries: number;
+  readonly retryBackoff: number;
+  readonly udp: UdpSettings;
+  /** One log line per session when it ends. */
+  readonly http?: { readonly accessLog: boolean };
+  /** PROXY protocol in: a trusted peer's sessions start with a v2 header on their first datagram. */
+  readonly acceptProxy?: { readonly trusted: readonly string[]; readonly untrusted: 'refuse' | 'ignore' } | null;
+}
+
+export interface UdpListenerDeps {
+  readonly pool: Pool;
+  readonly log: Logger;
+  readonly observer?: ProxyObserver;
+  /** A --workers worker: a socket of its own (SO_REUSEPORT), never the cluster's shared one. */
+  readonly reusePort?: boolean;
+}
+
+/** node's dgram `reusePort`: v22.12 and v23.1 on (as for tcp). */
+function dgramHasReusePort(version = process.versions.node): boolean {
+  const [major = 0, minor = 0] = version.split('.').map(Number);
+  return major >= 24 || (major === 23 && minor >= 1) || (major === 22 && minor >= 12);
+}
+
+export class UdpListener implements Listener<UdpListenerSettings> {
+  readonly mode = 'udp';
+  settings: UdpListenerSettings;
+  readonly deps: Required<UdpListenerDeps>;
+  readonly sessions = new Map<string, UdpSession>();
+  private socket: dgram.Socket | null = null;
+  private closing = false;
+
+  private trusted: net.BlockList | null = null;
+
+  constructor(settings: UdpListenerSettings, deps: UdpListenerDeps) {
+    this.settings = settings;
+    this.deps = { observer: nullObserver, reusePort: false, ...deps };
+    this.configureProxy();
+  }
+
+  configure(settings: UdpListenerSettings): void {
+    this.settings = settings;
+    this.configureProxy();
+  }
+
+  private configureProxy(): void {
+    const ap = this.settings.acceptProxy ?? null;
+    this.trusted = ap === null ? null : trustList(ap.trusted);
+  }
+
+  listen(): Promise<net.AddressInfo> {
+    const { host, port } = this.settings.bind;
+    const type = net.isIPv6(host) ? 'udp6' : 'udp4';
+    const own = this.deps.reusePort;
+    if (own && !dgramHasReusePort()) {
+      return Promise.reject(new BerthError('BERTH_ERR_LISTEN', `listener ${this.settings.name}: a udp listener with --workers needs a socket per worker (SO_REUSEPORT), which needs node 22.12 or later (this is ${process.versions.node})`));
+    }
+    // (@types/node 20 does not know `reusePort`; node 22.12+ does.)
+    const socket = dgram.createSocket((own ? { type, reusePort: true } : { type }) as dgram.SocketOptions);
+    this.socket = socket;
+    return new Promise((resolve, reject) => {
+      const fail = (err: NodeJS.ErrnoException) => reject(new BerthError('BERTH_ERR_LISTEN', `listener ${this.settings.name}: cannot bind udp ${host}:${port}: ${err.code ?? err.message}`));
+      socket.once('error', fail);
+      socket.bind({ address: host, port, exclusive: own }, () => {
+        socket.off('error', fail);
+        socket.on('error', (err: NodeJS.ErrnoException) => this.socketError(err));
+        socket.on('message', (msg, rinfo) => this.message(msg, rinfo));
+        resolve(socket.address());
+      });
+    });
+  }
+
+  get address(): net.AddressInfo {
+    return this.socket!.address();
+  }
+
+  /** Open sessions. */
+  get active(): number {
+    return this.sessions.size;
+  }
+
+  describe(): Record<string, unknown> {
+    return { maxSessions: this.settings.udp.maxSessions, idleTimeout: this.settings.udp.idleTimeout };
+  }
+
+  /** No new sessions; open ones run until idle (the drain). The socket stays to carry their answers. */
+  stopAccepting(): void {
+    this.closing = true;
+    if (this.sessions.size === 0) this.closeSocket();
+  }
+
+  destroyAll(): void {
+    for (const s of [...this.sessions.values()]) s.end('shutdown');
+    this.closeSocket();
+  }
+
+  private closeSocket(): void {
+    const s = this.socket;
+    if (s === null) return;
+    try {
+      s.close();
+    } catch {
+      // closed already
+    }
+  }
+
+  private message(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    const key = `${rinfo.address}|${rinfo.port}`;
+    const s = this.sessions.get(key);
+    if (s !== undefined) {
+      s.fromClient(msg);
+      return;
+    }
+    if (this.closing) return;
+    if (this.sessions.size >= this.settings.udp.maxSessions) {
+      // Bounded: a new client waits for a free place (it will send again); never an unbounded table.
+      this.dropped('sessions_full');
+      return;
+    }
+    let first = msg;
+    let client: string | undefined;
+    const ap = this.settings.acceptProxy ?? null;
+    if (ap !== null && this.trusted !== null) {
+      if (this.trusted.check(rinfo.address, rinfo.family === 'IPv6' ? 'ipv6' : 'ipv4')) {
+        // A trusted front balancer: the session's first datagram starts with a v2 header.
+        const v = parseProxyHeader(msg);
+        if (v.kind !== 'header' || v.version !== 2) {
+          this.deps.observer.proxyProtocol(this.settings.name, v.kind === 'missing' || v.kind === 'more' ? 'missing' : 'malformed');
+          this.dropped('error');
+          return;
+        }
+        this.deps.observer.proxyProtocol(this.settings.name, 'ok');
+        first = msg.subarray(v.length);
+        client = v.addresses?.source;
+      } else if (ap.untrusted === 'refuse') {
+        this.deps.observer.proxyProtocol(this.settings.name, 'untrusted');
+        this.dropped('error');
+        return;
+      }
+    }
+    const session = new UdpSession(this, key, rinfo.address, rinfo.port, this.settings.service, client);
+    this.sessions.set(key, session);
+    this.deps.observer.udpSession(this.settings.name, true);
+    session.start(first);
+  }
+
+  /** @internal an answer to a client, from the listener's own socket (the address the client sent to). */
+  reply(msg: Buffer, port: number, address: string): void {
+    const s = this.socket;
+    if (s === null) return;
+    this.datagram('out');
+    s.send(msg, port, address, (err) => {
+      if (err) this.dropped((err as NodeJS.ErrnoException).code === 'EMSGSIZE' ? 'oversize' : 'error');
+    });
+  }
+
+  /** @internal */
+  datagram(direction: 'in' | 'out'): void {
+    this.deps.observer.udpDatagram(this.settings.name, direction);
+  }
+
+  /** @internal */
+  dropped(reason: UdpDropReason): void {
+    this.deps.observer.udpDropped(this.settings.name, reason);
+  }
+
+  /** @internal */
+  sessionEnded(s: UdpSession, how: UdpEnd, endpoint: string, attempts: number, ms: number): void {
+    if (this.sessions.get(s.key) !== s) return;
+    this.sessions.delete(s.key);
+    this.deps.observer.udpSession(this.settings.name, false);
+    if (this.settings.http?.accessLog) {
+      this.deps.log.info({ client: s.client ?? `${s.address}:${s.port}`, listener: this.settings.name, service: this.settings.service, endpoint, attempts, rx: s.rx, tx: s.tx, ms, end: how }, 'udp session');
+    }
+    if (this.closing && this.sessions.size === 0) this.closeSocket();
+  }
+
+  private socketError(err: NodeJS.ErrnoException): void {
+    // A datagram socket's errors (an ICMP error for an answer) end nothing: counted, logged at debug.
+    this.dropped('error');
+    if (this.deps.log.isLevelEnabled('debug')) this.deps.log.debug({ err: err.code ?? err.message }, 'udp listener socket error');
+  }
+}
