@@ -91,6 +91,7 @@ export function validateConfig(raw: unknown): Config {
     l.routes.forEach((r, j) => {
       if (!known(r.service)) issues.push({ path: `listeners[${i}].routes[${j}].service`, message: `unknown service "${r.service}"; define it under services (or enable discovery)` });
     });
+    if (l.timeouts.preread <= 0) issues.push({ path: `listeners[${i}].timeouts.preread`, message: 'expected more than 0 (a client that sends nothing would be held forever)' });
     const idle = l.timeouts.idle ?? (l.mode === 'tcp' ? 3_600_000 : 60_000);
     if (l.proxyProtocol !== 'off' && l.mode === 'http') issues.push({ path: `listeners[${i}].proxyProtocol`, message: 'PROXY protocol is for tcp listeners (http listeners send X-Forwarded-*)' });
     const common = { name, bind: l.bind, routes: l.routes, timeouts: { ...l.timeouts, idle, handshake: l.timeouts.handshake ?? l.timeouts.headers }, retries: l.retries, retryBackoff: l.retryBackoff, http: l.http, tls: l.tls, proxyProtocol: l.proxyProtocol, postgres: l.postgres, acceptProxy: l.acceptProxy ?? null, maxConnections: l.maxConnections };

@@ -86,6 +86,19 @@ async function send(port: number, bytes: Buffer, opts: { ones?: boolean; want?: 
   return got;
 }
 
+t.test('a listener whose only route is the catch-all (no service): every connection goes there', async (t) => {
+  const be = await named('be');
+  const p = await listener({ be: [endpoint(be.port)] }, { routes: [{ service: 'be' }] });
+  const q = await listener({ be: [endpoint(be.port)] }, { routes: [{ service: 'be' }], acceptProxy: { trusted: ['127.0.0.1/32'], untrusted: 'refuse' } });
+  t.teardown(() => {
+    p.close();
+    q.close();
+    be.close();
+  });
+  t.equal(await send(p.port, Buffer.from('x'), { want: 2 }), 'be');
+  t.equal(await send(q.port, Buffer.from('PROXY UNKNOWN\r\nx'), { want: 2 }), 'be', 'after a PROXY header too');
+});
+
 t.test('SNI passthrough: exact name, wildcard with ALPN, catch-all; the endpoint gets the hello byte for byte', async (t) => {
   const db1 = await named('db1');
   const db2 = await named('db2');
@@ -275,7 +288,8 @@ t.test('PROXY protocol in: source-hash keys on the address the header gives; the
 
 t.test('PROXY protocol in on an http listener: X-Forwarded-For names the client the header gave', async (t) => {
   const be = await recordingBackend();
-  const p = await httpProxy({ svc: [endpoint(be.port)] }, { acceptProxy: { trusted: ['127.0.0.1/32'], untrusted: 'refuse' } });
+  const obs = countingObserver();
+  const p = await httpProxy({ svc: [endpoint(be.port)] }, { acceptProxy: { trusted: ['127.0.0.1/32'], untrusted: 'refuse' } }, obs);
   t.teardown(() => {
     p.close();
     be.close();
@@ -286,6 +300,18 @@ t.test('PROXY protocol in on an http listener: X-Forwarded-For names the client 
   t.equal(await send(p.port, Buffer.from('GET /x HTTP/1.1\r\nHost: a\r\n\r\n')), '', 'no header: refused before any HTTP');
   t.equal(be.seen.length, 1);
   await until(() => p.listener.active === 0);
+  t.same([obs.counts['accepted'], obs.counts['closed']], [2, 2], 'each connection counted once, accepted and closed');
+  // A connection still sending its header is open (counted in active) and closed by destroyAll.
+  const s = net.connect(p.port, '127.0.0.1');
+  s.on('error', () => {});
+  await once(s, 'connect');
+  s.write('PROXY TCP4 ');
+  await until(() => p.listener.active === 1);
+  const closed = new Promise((r) => s.on('close', r));
+  p.listener.stopAccepting();
+  p.listener.destroyAll();
+  await closed;
+  t.equal(p.listener.active, 0);
 });
 
 t.test('a log line per tcp session (with http.accessLog): client, endpoint, bytes, how it ended; refusals too', async (t) => {
@@ -315,4 +341,47 @@ t.test('a log line per tcp session (with http.accessLog): client, endpoint, byte
   t.ok(['client close', 'client reset', 'endpoint close'].includes(String(ok!['end'])), `how it ended: ${String(ok!['end'])}`);
   t.match(noRoute, { listener: 'edge', sni: 'other.example.com', end: 'refused by route (no_route)' });
   t.match(noHeader, { listener: 'edge', end: 'proxy header error (missing)' });
+});
+
+t.test("PostgreSQL: an endpoint that never answers berth's SSLRequest, or answers N, is a failed connect: the next one is tried", async (t) => {
+  const SSL_REQUEST = Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]);
+  const silent = await tcpServer(() => {});
+  const noTls = await tcpServer((s) => s.once('data', () => s.write('N')));
+  const good = await tcpServer((s) => {
+    let first = true;
+    s.on('data', (d: Buffer) => {
+      if (first && d.subarray(0, 8).equals(SSL_REQUEST)) {
+        first = false;
+        s.write('S');
+        if (d.length > 8) s.write(`got:${d.subarray(8).toString()}`);
+        return;
+      }
+      s.write(`got:${d.toString()}`);
+    });
+  });
+  const clock = new ManualClock();
+  const p = await listener({ pg: [endpoint(silent.port, 1000), endpoint(noTls.port, 100), endpoint(good.port, 1)] }, { service: 'pg', postgres: true }, { clock });
+  t.teardown(() => {
+    p.close();
+    silent.close();
+    noTls.close();
+    good.close();
+  });
+  const c = net.connect(p.port, '127.0.0.1');
+  c.on('error', () => {});
+  let got = '';
+  c.setEncoding('latin1');
+  c.on('data', (d: string) => (got += d));
+  await once(c, 'connect');
+  c.write(SSL_REQUEST);
+  await until(() => got === 'S', 5000, "berth's own S");
+  // The first endpoint accepted and says nothing: the connect timeout (on the clock) ends that wait.
+  await until(() => clock.dueIn().length > 0);
+  clock.advance(2000);
+  c.write('hello');
+  await until(() => got === 'Sgot:hello', 5000, 'through the endpoint that answered S');
+  const eps = p.pool.service('pg')!.endpoints;
+  t.equal(eps.get(`127.0.0.1:${silent.port}`)!.failures, 1, 'the silent one counted');
+  t.equal(eps.get(`127.0.0.1:${noTls.port}`)!.failures, 1, 'the one that said N counted');
+  c.destroy();
 });

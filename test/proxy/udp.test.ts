@@ -263,3 +263,16 @@ t.test('PROXY v2 on a session\'s first datagram from a trusted balancer; untrust
   t.equal(observer.counts['proxy.ok'], 1);
   t.equal(a.seen.length, 2, 'nothing of the refused datagrams reached the endpoint');
 });
+
+t.test('an endpoint the session cannot connect to (EACCES: a broadcast address) ends the session and counts; berth stays up', async (t) => {
+  const p = await listener([endpoint(9, 1, '255.255.255.255')]);
+  const c = await client();
+  t.teardown(() => {
+    p.close();
+    c.close();
+  });
+  c.send(p.port, 'x');
+  await until(() => p.observer.counts['udp.closed'] === 1, 5000, 'the session ended');
+  t.equal(p.pool.service('svc')!.endpoints.get('255.255.255.255:9')!.failures, 1, 'counted against the endpoint');
+  t.equal(p.l.active, 0);
+});

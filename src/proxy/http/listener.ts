@@ -211,15 +211,18 @@ export class HttpListener implements Listener<HttpListenerSettings> {
   private readProxyHeader(socket: net.Socket, ap: AcceptProxy): void {
     const peer = plainAddress(socket.remoteAddress);
     let handed = false;
+    // Counted, and seen by `active` and destroyAll(), from accept on, once (accept() knows it).
+    this.sockets.add(socket);
+    this.deps.observer.listenerAccepted(this.settings.name);
     socket.once('close', () => {
       // Handed to node's server, the connection is counted closed there (accept's listener).
       if (!handed) {
         reader.abort();
+        this.sockets.delete(socket);
         this.deps.observer.listenerClosed(this.settings.name);
         this.gate.closed();
       }
     });
-    this.deps.observer.listenerAccepted(this.settings.name);
     const reader = new PrereadReader(socket, { acceptProxy: ap, hello: false, timeout: this.settings.timeouts.preread ?? 5000, max: 0 }, this.deps.pool.clock, {
       proxyResult: (result, why) => {
         this.deps.observer.proxyProtocol(this.settings.name, result);
@@ -227,9 +230,12 @@ export class HttpListener implements Listener<HttpListenerSettings> {
       },
       refused: () => socket.destroy(),
       ready: (p) => {
+        // The listener stopped while the header was read: nothing more is served.
+        if (this.closing) {
+          socket.destroy();
+          return;
+        }
         handed = true;
-        // (accept() counts it again as it opens.)
-        this.deps.observer.listenerClosed(this.settings.name);
         if (p.proxied !== null) (socket as TaggedSocket)[kProxied] = p.proxied.source;
         if (p.held.length > 0) socket.unshift(p.held);
         this.server.emit('connection', socket);
@@ -337,8 +343,11 @@ export class HttpListener implements Listener<HttpListenerSettings> {
   }
 
   private accept(socket: net.Socket): void {
-    this.deps.observer.listenerAccepted(this.settings.name);
-    this.sockets.add(socket);
+    // (A connection that came through a PROXY header was counted when it was accepted.)
+    if (!this.sockets.has(socket)) {
+      this.deps.observer.listenerAccepted(this.settings.name);
+      this.sockets.add(socket);
+    }
     socket.once('close', () => {
       this.sockets.delete(socket);
       this.deps.observer.listenerClosed(this.settings.name);

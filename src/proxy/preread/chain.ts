@@ -11,7 +11,7 @@ import type net from 'node:net';
 import type { Clock, Timer } from '../../core/clock.js';
 import type { ProxyProtocolResult } from '../../core/observer.js';
 import { HelloReader, type HelloVerdict } from './client-hello.js';
-import { parseProxyHeader, V2_MAX, type ProxiedAddresses, type ProxyTlvs } from './proxy-header.js';
+import { parseProxyHeader, proxyHeaderNeeds, V2_MAX, type ProxiedAddresses, type ProxyTlvs } from './proxy-header.js';
 
 /** PROXY protocol from a front balancer: who must send a header, and what to do with the rest. */
 export interface AcceptProxy {
@@ -93,6 +93,10 @@ export class PrereadReader {
   private buf: Buffer = EMPTY;
   private stage: 'proxy' | 'postgres' | 'hello' | 'done' = 'proxy';
   private sslRequest = false;
+  /** The PROXY stage's bytes so far, and how many it needs before it is parsed again. */
+  private parts: Buffer[] = [];
+  private partBytes = 0;
+  private proxyNeed = 1;
   private gssRequests = 0;
   private proxied: ProxiedAddresses | null = null;
   private tlvs: ProxyTlvs | null = null;
@@ -137,8 +141,15 @@ export class PrereadReader {
   /** @internal */
   data(chunk: Buffer): void {
     if (this.stage === 'proxy') {
-      this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+      this.parts.push(chunk);
+      this.partBytes += chunk.length;
+      // Joined (and parsed) only once the bytes the header needs are in: a header sent
+      // a byte at a time costs linear work, not a copy of itself per byte.
+      if (this.partBytes < this.proxyNeed) return;
+      this.buf = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts);
+      this.parts = [this.buf];
       const v = parseProxyHeader(this.buf);
+      if (v.kind === 'more') this.proxyNeed = proxyHeaderNeeds(this.buf);
       switch (v.kind) {
         case 'more':
           if (this.buf.length > V2_MAX) this.refuse('malformed', 'header too long');
@@ -154,6 +165,7 @@ export class PrereadReader {
           this.tlvs = v.tlvs;
           this.user.proxyResult('ok', `v${v.version}`);
           this.buf = this.buf.subarray(v.length);
+          this.parts = [];
           this.afterProxy();
           return;
         }

@@ -59,6 +59,15 @@ const PP2_SUBTYPE_SSL_CN = 0x22;
 const PP2_SUBTYPE_SSL_CIPHER = 0x23;
 const PP2_TYPE_NETNS = 0x30;
 
+/**
+ * After a 'more' verdict: how many bytes the header needs before it is worth parsing
+ * again (v2: its whole length once the fixed part is in; v1: one more byte).
+ */
+export function proxyHeaderNeeds(buf: Buffer): number {
+  if (buf[0] === V2_SIGNATURE[0]) return buf.length >= 16 ? 16 + buf.readUInt16BE(14) : 16;
+  return buf.length + 1;
+}
+
 /** Reads a header from the front of `buf` (all bytes received so far). */
 export function parseProxyHeader(buf: Buffer): ProxyVerdict {
   if (buf.length === 0) return MORE;
@@ -171,6 +180,7 @@ function ipv6(b: Buffer, at: number): string {
 function parseTlvs(header: Buffer, at: number): ProxyTlvs | string {
   const out: { alpn?: string; authority?: string; uniqueId?: Buffer; ssl?: { verified: boolean; version?: string; cn?: string; cipher?: string } } = {};
   let o = at;
+  let crcSeen = false;
   while (o < header.length) {
     if (o + 3 > header.length) return 'v2 TLV header cut short';
     const type = header[o]!;
@@ -186,6 +196,9 @@ function parseTlvs(header: Buffer, at: number): ProxyTlvs | string {
         break;
       case PP2_TYPE_CRC32C: {
         if (len !== 4) return 'v2 CRC32C TLV is not 4 bytes';
+        // One checksum per header: a second would make a hostile header hash itself thousands of times.
+        if (crcSeen) return 'v2 CRC32C TLV twice';
+        crcSeen = true;
         const want = v.readUInt32BE(0);
         const copy = Buffer.from(header);
         copy.fill(0, o + 3, o + 7);

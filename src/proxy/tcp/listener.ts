@@ -187,7 +187,7 @@ export class TcpListener implements Listener<TcpListenerSettings> {
       p.start();
       return;
     }
-    this.open(client, identity, { service: this.settings.service, held: null, peer: null });
+    this.open(client, identity, { service: this.router.fallback ?? this.settings.service, held: null, peer: null });
   }
 
   /** @internal a session for `client`, to `route.service`. */
@@ -302,7 +302,8 @@ class PrereadConn implements PrereadUser {
         return;
       }
     } else {
-      service = l.settings.service;
+      // (A listener whose only route is a catch-all reads no hello: the catch-all takes it.)
+      service = this.router.fallback ?? l.settings.service;
     }
     // Handed to a session: still open, no longer being read.
     this.done = true;

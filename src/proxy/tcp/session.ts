@@ -221,7 +221,8 @@ export class TcpSession implements AttemptUser {
   }
 
   upstreamConnect(): void {
-    this.clearConnectTimer();
+    // PostgreSQL: the connect timeout also bounds the wait for the endpoint's 'S'.
+    if (!this.sslRequest) this.clearConnectTimer();
     const { pool, observer } = this.listener.deps;
     const ep = this.attempt.endpoint!;
     const ms = this.attempt.elapsed();
@@ -284,20 +285,23 @@ export class TcpSession implements AttemptUser {
     if (!this.client.write(chunk)) this.upstream!.pause();
   }
 
-  /** The endpoint's answer to berth's SSLRequest: exactly 'S', or the client is closed. */
+  /**
+   * The endpoint's answer to berth's SSLRequest: exactly 'S', and the client's hello
+   * follows. Anything else (an 'N': no TLS there) is that endpoint's failure before
+   * any of the client's bytes reached it: counted, and the next endpoint is tried.
+   */
   private postgresAnswer(chunk: Buffer): void {
-    this.awaitingS = false;
     const up = this.upstream!;
     if (chunk.length === 1 && chunk[0] === 0x53 /* S */) {
+      this.awaitingS = false;
+      this.clearConnectTimer();
       this.begin(up);
       return;
     }
     const ep = this.attempt.endpoint!;
     const answer = chunk[0] === 0x4e /* N */ && chunk.length === 1 ? 'N (no TLS there)' : `${chunk.length} bytes, not 'S'`;
     this.listener.postgresRefused(ep.id, answer);
-    this.phase = Phase.Closed;
-    up.destroy();
-    if (!this.client.destroyed) abortSocket(this.client);
+    up.destroy(Object.assign(new Error(`PostgreSQL endpoint answered ${answer} to the SSLRequest`), { code: 'BERTH_ERR_POSTGRES_NO_TLS' }));
   }
 
   /** What `onread` read from the endpoint; then the socket's next read buffer is chosen. */
@@ -321,6 +325,11 @@ export class TcpSession implements AttemptUser {
   }
 
   upstreamEnd(): void {
+    if (this.awaitingS) {
+      // Closed instead of answering the SSLRequest: a failed connect, tried elsewhere.
+      this.upstream!.destroy(Object.assign(new Error('PostgreSQL endpoint closed before answering the SSLRequest'), { code: 'BERTH_ERR_POSTGRES_NO_TLS' }));
+      return;
+    }
     this.how ??= 'endpoint close';
     // A clean close with no answer is an answer (an empty one): pass it on, no retry.
     this.upstreamAnswered = true;

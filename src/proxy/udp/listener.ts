@@ -60,6 +60,8 @@ export class UdpListener implements Listener<UdpListenerSettings> {
   readonly sessions = new Map<string, UdpSession>();
   private socket: dgram.Socket | null = null;
   private closing = false;
+  /** Where the socket was bound (kept after it closes, for the logs). */
+  private bound: net.AddressInfo = { address: '', family: '', port: 0 };
 
   private trusted: net.BlockList | null = null;
 
@@ -90,19 +92,29 @@ export class UdpListener implements Listener<UdpListenerSettings> {
     const socket = dgram.createSocket((own ? { type, reusePort: true } : { type }) as dgram.SocketOptions);
     this.socket = socket;
     return new Promise((resolve, reject) => {
-      const fail = (err: NodeJS.ErrnoException) => reject(new BerthError('BERTH_ERR_LISTEN', `listener ${this.settings.name}: cannot bind udp ${host}:${port}: ${err.code ?? err.message}`));
+      const fail = (err: NodeJS.ErrnoException) => {
+        // The socket goes with the failed bind: a refused reload leaks nothing.
+        this.socket = null;
+        try {
+          socket.close();
+        } catch {
+          // closed already
+        }
+        reject(new BerthError('BERTH_ERR_LISTEN', `listener ${this.settings.name}: cannot bind udp ${host}:${port}: ${err.code ?? err.message}`));
+      };
       socket.once('error', fail);
       socket.bind({ address: host, port, exclusive: own }, () => {
         socket.off('error', fail);
         socket.on('error', (err: NodeJS.ErrnoException) => this.socketError(err));
         socket.on('message', (msg, rinfo) => this.message(msg, rinfo));
-        resolve(socket.address());
+        this.bound = socket.address();
+        resolve(this.bound);
       });
     });
   }
 
   get address(): net.AddressInfo {
-    return this.socket!.address();
+    return this.bound;
   }
 
   /** Open sessions. */
@@ -128,6 +140,7 @@ export class UdpListener implements Listener<UdpListenerSettings> {
   private closeSocket(): void {
     const s = this.socket;
     if (s === null) return;
+    this.socket = null;
     try {
       s.close();
     } catch {
@@ -163,6 +176,8 @@ export class UdpListener implements Listener<UdpListenerSettings> {
         this.deps.observer.proxyProtocol(this.settings.name, 'ok');
         first = msg.subarray(v.length);
         client = v.addresses?.source;
+        // A header alone (a LOCAL check, or nothing after it) opens no session and holds no endpoint.
+        if (first.length === 0) return;
       } else if (ap.untrusted === 'refuse') {
         this.deps.observer.proxyProtocol(this.settings.name, 'untrusted');
         this.dropped('error');
@@ -180,10 +195,13 @@ export class UdpListener implements Listener<UdpListenerSettings> {
     const s = this.socket;
     if (s === null) return;
     this.datagram('out');
-    s.send(msg, port, address, (err) => {
-      if (err) this.dropped((err as NodeJS.ErrnoException).code === 'EMSGSIZE' ? 'oversize' : 'error');
-    });
+    // One callback for every answer (node drops a send's error without one).
+    s.send(msg, port, address, this.onReplySent);
   }
+
+  private readonly onReplySent = (err: Error | null): void => {
+    if (err) this.dropped((err as NodeJS.ErrnoException).code === 'EMSGSIZE' ? 'oversize' : 'error');
+  };
 
   /** @internal */
   datagram(direction: 'in' | 'out'): void {
@@ -201,14 +219,14 @@ export class UdpListener implements Listener<UdpListenerSettings> {
     this.sessions.delete(s.key);
     this.deps.observer.udpSession(this.settings.name, false);
     if (this.settings.http?.accessLog) {
-      this.deps.log.info({ client: s.client ?? `${s.address}:${s.port}`, listener: this.settings.name, service: this.settings.service, endpoint, attempts, rx: s.rx, tx: s.tx, ms, end: how }, 'udp session');
+      this.deps.log.info({ client: s.client ?? `${s.address}:${s.port}`, listener: this.settings.name, service: s.service, endpoint, attempts, rx: s.rx, tx: s.tx, ms, end: how }, 'udp session');
     }
     if (this.closing && this.sessions.size === 0) this.closeSocket();
   }
 
   private socketError(err: NodeJS.ErrnoException): void {
-    // A datagram socket's errors (an ICMP error for an answer) end nothing: counted, logged at debug.
-    this.dropped('error');
+    // A datagram socket's errors (an answer too large, an ICMP error for one) end nothing: counted, logged at debug.
+    this.dropped(err.code === 'EMSGSIZE' ? 'oversize' : 'error');
     if (this.deps.log.isLevelEnabled('debug')) this.deps.log.debug({ err: err.code ?? err.message }, 'udp listener socket error');
   }
 }

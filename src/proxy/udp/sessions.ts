@@ -24,9 +24,6 @@ function onUpMessage(this: dgram.Socket & { [kSession]?: UdpSession | undefined 
 function onUpError(this: dgram.Socket & { [kSession]?: UdpSession | undefined }, err: NodeJS.ErrnoException): void {
   this[kSession]?.upError(err);
 }
-function onUpConnect(this: dgram.Socket & { [kSession]?: UdpSession | undefined }): void {
-  this[kSession]?.upConnected();
-}
 function onIdle(s: UdpSession): void {
   s.idleCheck();
 }
@@ -55,7 +52,7 @@ export class UdpSession implements AttemptUser {
     readonly key: string,
     readonly address: string,
     readonly port: number,
-    private readonly service: string,
+    readonly service: string,
     /** The client a front balancer's PROXY v2 header named (the sender is the balancer). */
     readonly client?: string,
   ) {
@@ -82,8 +79,22 @@ export class UdpSession implements AttemptUser {
     up.on('message', onUpMessage);
     up.on('error', onUpError);
     this.up = up;
-    up.connect(ep.port, ep.host, onUpConnect);
+    // node calls a failed connect's callback with the error (no 'error' event, no `this`).
+    up.connect(ep.port, ep.host, this.onConnect);
   }
+
+  /** Once per session: the connect's callback (a resolve failure, EACCES ... arrive here). */
+  private readonly onConnect = (err?: Error): void => {
+    if (err) this.upError(err as NodeJS.ErrnoException, true);
+    else this.upConnected();
+  };
+
+  /** Once per session: a send's callback, so a failed send is seen (node drops its error without one). */
+  private readonly onSent = (err: Error | null): void => {
+    if (err === null) return;
+    if ((err as NodeJS.ErrnoException).code === 'EMSGSIZE') this.listener.dropped('oversize');
+    else this.upError(err as NodeJS.ErrnoException, false);
+  };
 
   /** @internal */
   upConnected(): void {
@@ -106,11 +117,15 @@ export class UdpSession implements AttemptUser {
   /** A datagram from the client. */
   fromClient(msg: Buffer): void {
     if (this.ended) return;
-    this.requests++;
     this.lastActive = this.listener.deps.pool.clock.now();
     if (this.connected) this.send(msg);
     else if (this.queue !== null && this.queue.length < MAX_QUEUED) this.queue.push(msg);
-    else this.listener.dropped('error');
+    else {
+      // Not taken: it counts toward no answer owed.
+      this.listener.dropped('error');
+      return;
+    }
+    this.requests++;
   }
 
   private send(msg: Buffer): void {
@@ -122,7 +137,7 @@ export class UdpSession implements AttemptUser {
     const u = this.listener.settings.udp;
     // Requests only (fire and forget, syslog): the session ends once its last one is out.
     if (u.requests > 0 && u.responses === 0 && this.sent >= u.requests) up.send(msg, () => this.end('requests'));
-    else up.send(msg, noop);
+    else up.send(msg, this.onSent);
   }
 
   /** @internal a datagram from the endpoint: back to the client, from the address it sent to. */
@@ -138,10 +153,14 @@ export class UdpSession implements AttemptUser {
     if (u.responses > 0 && this.answers >= u.responses * this.requests) this.end('responses');
   }
 
-  /** @internal the endpoint's socket failed: ECONNREFUSED is an ICMP unreachable (a refused connect, for passive health). */
-  upError(err: NodeJS.ErrnoException): void {
+  /**
+   * @internal the endpoint's socket failed: ECONNREFUSED is an ICMP unreachable, and
+   * a connect that failed (`connecting`: the name did not resolve, EACCES) is the
+   * endpoint's too — both count like a refused connect (passive health).
+   */
+  upError(err: NodeJS.ErrnoException, connecting = false): void {
     if (this.ended) return;
-    if (err.code === 'ECONNREFUSED') {
+    if (err.code === 'ECONNREFUSED' || connecting) {
       this.attempt.report('failed');
       this.end('refused');
       return;
