@@ -5,6 +5,8 @@
  * seeded fuzz of both (malformed, truncated, oversize): a verdict every time, never
  * a throw.
  */
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import t from 'tap';
 import { seededRandom, type Random } from '../../src/core/random.js';
 import { HelloReader, type HelloVerdict } from '../../src/proxy/preread/client-hello.js';
@@ -181,4 +183,28 @@ t.test('PROXY: seeded fuzz — always a verdict, never a throw', async (t) => {
     n++;
   }
   t.equal(n, 5000, `seed ${seed}`);
+});
+
+t.test('ClientHello: a hello dripped one byte per segment holds its bytes, not a chunk object per byte', async (t) => {
+  v8.setFlagsFromString('--expose-gc');
+  const gc = vm.runInNewContext('gc') as () => void;
+  const used = () => {
+    gc();
+    const m = process.memoryUsage();
+    return m.heapUsed + m.arrayBuffers;
+  };
+  // A record header promising 16 KiB, then 16,000 bytes of it, one per push, in 4 readers at once.
+  const head = Buffer.from([0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x00, 0xff, 0xf0]);
+  const before = used();
+  const readers: HelloReader[] = [];
+  for (let r = 0; r < 4; r++) {
+    const h = new HelloReader();
+    for (const b of head) h.push(Buffer.from([b]));
+    for (let i = 0; i < 16_000; i++) h.push(Buffer.from([0]));
+    readers.push(h);
+  }
+  const perReader = (used() - before) / readers.length;
+  // Measured: ~96 KB (the reader's own buffer, doubled); holding each chunk cost ~2.1 MB.
+  t.ok(perReader < 512 * 1024, `${Math.round(perReader / 1024)} KiB held per reader for 16,000 one-byte segments`);
+  t.equal(readers[0]!.held().length, head.length + 16_000, 'every byte held');
 });

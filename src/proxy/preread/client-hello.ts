@@ -36,18 +36,21 @@ const HOST_RE = /^[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*$/;
 /**
  * Reads a ClientHello from the bytes a client sends, chunk by chunk. `max`: the
  * most bytes it will hold before it gives up ('too-large').
+ *
+ * Every byte goes into one buffer of its own (grown by doubling, never past `max`
+ * and a chunk): a client dripping one byte per segment costs a byte each, not a held
+ * chunk object each.
  */
 export class HelloReader {
-  /** Every byte received (relayed unchanged once the verdict is in). */
-  private chunks: Buffer[] = [];
-  private bytes = 0;
-  /** The bytes not yet taken up by whole records (joined only once `need` of them are in). */
-  private pending: Buffer[] = [];
-  private pendingBytes = 0;
-  /** How many pending bytes the next step needs: nothing is parsed (or copied) before. */
+  /** Every byte received, in `data[0, length)` (relayed unchanged once the verdict is in). */
+  private data: Buffer = Buffer.alloc(0);
+  private length = 0;
+  /** Where the next record starts in `data`. */
+  private pos = 0;
+  /** How many bytes past `pos` the next step needs: nothing is parsed before. */
   private need = 1;
-  /** The handshake layer's bytes, from the records parsed so far. */
-  private handshake: Buffer[] = [];
+  /** The handshake layer's bytes: [start, end) of each record's fragment in `data`. */
+  private fragments: number[] = [];
   private handshakeBytes = 0;
   /** Handshake bytes needed before the message is looked at: its header, then all of it. */
   private handshakeNeed = 4;
@@ -55,61 +58,60 @@ export class HelloReader {
 
   constructor(private readonly max = 65_536) {}
 
-  /** Everything received so far, as one buffer. */
+  /** Everything received so far. */
   held(): Buffer {
-    if (this.chunks.length > 1) this.chunks = [Buffer.concat(this.chunks)];
-    return this.chunks[0] ?? Buffer.alloc(0);
+    return this.data.subarray(0, this.length);
   }
 
   /** Takes the next chunk the client sent; returns the verdict ('more' until there is one). */
   push(chunk: Buffer): HelloVerdict {
     if (this.verdict.kind !== 'more') return this.verdict;
-    this.chunks.push(chunk);
-    this.bytes += chunk.length;
-    this.pending.push(chunk);
-    this.pendingBytes += chunk.length;
-    if (this.pendingBytes >= this.need) this.verdict = this.read();
-    if (this.verdict.kind === 'more' && this.bytes >= this.max) this.verdict = { kind: 'too-large' };
+    const end = this.length + chunk.length;
+    if (end > this.data.length) {
+      const grown = Buffer.allocUnsafe(Math.max(end, Math.min(this.max + chunk.length, Math.max(512, this.data.length * 2))));
+      this.data.copy(grown, 0, 0, this.length);
+      this.data = grown;
+    }
+    chunk.copy(this.data, this.length);
+    this.length = end;
+    if (this.length - this.pos >= this.need) this.verdict = this.read();
+    if (this.verdict.kind === 'more' && this.length >= this.max) this.verdict = { kind: 'too-large' };
     return this.verdict;
   }
 
   private read(): HelloVerdict {
-    let p = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending);
     for (;;) {
-      const v = this.record(p);
+      const v = this.record();
       if (typeof v === 'number') {
-        // Waiting for `v` bytes: keep what is here as one piece.
-        this.pending = p.length === 0 ? [] : [p];
-        this.pendingBytes = p.length;
         this.need = v;
         return MORE;
       }
       if (v !== null) return v;
-      p = this.rest;
     }
   }
 
-  /** After a whole record: the bytes past it. */
-  private rest: Buffer = Buffer.alloc(0);
-
   /**
-   * One record from the front of `p`: the bytes it still needs (a number), a
-   * verdict, or null when a record was taken and the hello is not yet whole.
+   * One record at `pos`: the bytes it still needs (a number), a verdict, or null
+   * when a record was taken and the hello is not yet whole.
    */
-  private record(p: Buffer): number | HelloVerdict | null {
+  private record(): number | HelloVerdict | null {
+    const p = this.data;
+    const at = this.pos;
+    const have = this.length - at;
     // Before the first record is whole, a wrong type or version means "not TLS"; after, a broken hello.
     const first = this.handshakeBytes === 0;
-    if (p.length === 0) return 1;
-    if (p[0] !== RECORD_HANDSHAKE) return first ? NOT_TLS : { kind: 'malformed', why: `record type ${p[0]} inside the hello` };
-    if (p.length < 2) return 2;
-    if (p[1] !== 0x03) return first ? NOT_TLS : { kind: 'malformed', why: 'record version' };
-    if (p.length < 5) return 5;
-    const len = p.readUInt16BE(3);
+    if (have === 0) return 1;
+    if (p[at] !== RECORD_HANDSHAKE) return first ? NOT_TLS : { kind: 'malformed', why: `record type ${p[at]} inside the hello` };
+    if (have < 2) return 2;
+    if (p[at + 1] !== 0x03) return first ? NOT_TLS : { kind: 'malformed', why: 'record version' };
+    if (have < 5) return 5;
+    const len = p.readUInt16BE(at + 3);
     if (len === 0 || len > MAX_FRAGMENT) return { kind: 'malformed', why: `record length ${len}` };
-    if (p.length < 5 + len) return 5 + len;
-    this.handshake.push(p.subarray(5, 5 + len));
+    if (have < 5 + len) return 5 + len;
+    this.fragments.push(at + 5, at + 5 + len);
     this.handshakeBytes += len;
-    this.rest = p.subarray(5 + len);
+    this.pos = at + 5 + len;
+    this.need = 1;
     const v = this.message();
     return v === MORE ? null : v;
   }
@@ -117,15 +119,17 @@ export class HelloReader {
   /** The handshake message, once its bytes are all in (joined only then: tiny records cost no copies). */
   private message(): HelloVerdict {
     if (this.handshakeBytes < this.handshakeNeed) return MORE;
-    if (this.handshake.length > 1) this.handshake = [Buffer.concat(this.handshake)];
-    const h = this.handshake[0]!;
+    const f = this.fragments;
+    const parts: Buffer[] = [];
+    for (let i = 0; i < f.length; i += 2) parts.push(this.data.subarray(f[i]!, f[i + 1]!));
+    const h = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
     if (h[0] !== HANDSHAKE_CLIENT_HELLO) return { kind: 'malformed', why: `handshake type ${h[0]} first` };
     const len = h.readUIntBE(1, 3);
     if (len + 4 > this.max) return { kind: 'too-large' };
     this.handshakeNeed = 4 + len;
     if (h.length < 4 + len) return MORE;
     // (Bytes past the hello in its record are the client's next message: relayed, not read.)
-    return parseHelloBody(h.subarray(4, 4 + len));
+    return parseHelloBody(Buffer.from(h.subarray(4, 4 + len)));
   }
 }
 
