@@ -11,6 +11,7 @@
  * Listeners on port 0 always share (each socket would get a port of its own).
  */
 import { readFileSync } from 'node:fs';
+import { nodeHasReusePort } from '../core/node-version.js';
 
 export type ReusePortMode = 'auto' | 'on' | 'off';
 
@@ -30,11 +31,7 @@ export interface ReusePortDecision {
   readonly warn: boolean;
 }
 
-/** node's `reusePort` listen option: v22.12 and v23.1 on. */
-export function nodeHasReusePort(version: string): boolean {
-  const [major = 0, minor = 0] = version.split('.').map(Number);
-  return major >= 24 || (major === 23 && minor >= 1) || (major === 22 && minor >= 12);
-}
+export { nodeHasReusePort };
 
 export function decideReusePort(mode: ReusePortMode, f: ReusePortFacts): ReusePortDecision {
   if (mode === 'off') return { perWorker: false, why: '--reuse-port off', warn: false };

@@ -6,6 +6,7 @@
 import net from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { PeerIdentity } from '../core/tls.js';
+import { plainAddress } from './preread/trust.js';
 
 const SIGNATURE = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
 const PP2_TYPE_ALPN = 0x01;
@@ -26,7 +27,7 @@ function tlv(type: number, value: Buffer): Buffer {
 }
 
 function unmapped(addr: string | undefined): string | undefined {
-  return addr?.startsWith('::ffff:') && net.isIPv4(addr.slice(7)) ? addr.slice(7) : addr;
+  return addr === undefined ? undefined : plainAddress(addr);
 }
 
 /** The TLS facts of a terminated client connection, for v2. */

@@ -199,7 +199,7 @@ export class Berth {
     if (l.mode === 'udp') {
       // In a --workers worker a udp listener always has a socket of its own (SO_REUSEPORT):
       // node's cluster would share one among the workers and split a client's datagrams.
-      return new UdpListener({ ...l, http: { accessLog: l.http.accessLog } }, { pool: this.pool, log, observer: this.observer, reusePort: cluster.isWorker });
+      return new UdpListener(l, { pool: this.pool, log, observer: this.observer, reusePort: cluster.isWorker });
     }
     return l.mode === 'http' ? new HttpListener(l, deps) : new TcpListener(l, deps);
   }
@@ -336,7 +336,7 @@ export class Berth {
             // The modes match (checked above); the narrowing tells the compiler.
             if (l.mode === 'http' && c.mode === 'http') l.configure(c);
             else if (l.mode === 'tcp' && c.mode === 'tcp') l.configure(c);
-            else if (l.mode === 'udp' && c.mode === 'udp') l.configure({ ...c, http: { accessLog: c.http.accessLog } });
+            else if (l.mode === 'udp' && c.mode === 'udp') l.configure(c);
             if (c.tls) this.terminators.get(k)?.configure(c.tls);
             kept++;
           } else {

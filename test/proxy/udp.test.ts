@@ -12,7 +12,7 @@ import t from 'tap';
 import { seededRandom } from '../../src/core/random.js';
 import { Flag, type EndpointSpec } from '../../src/core/types.js';
 import { Pool, type ServiceSettings } from '../../src/pool/pool.js';
-import { UdpListener, type UdpSettings } from '../../src/proxy/udp/listener.js';
+import { UdpListener, type UdpListenerSettings, type UdpSettings } from '../../src/proxy/udp/listener.js';
 import { ManualClock } from '../helpers/clock.js';
 import { until } from '../helpers/net.js';
 import { countingObserver, endpoint, silent } from '../helpers/proxy.js';
@@ -31,13 +31,13 @@ async function echo(name: string, times = 1) {
   return { port: s.address().port, seen, close: () => s.close() };
 }
 
-async function listener(endpoints: EndpointSpec[], udp: Partial<UdpSettings> = {}, service: ServiceSettings = { balance: 'round-robin' }) {
+async function listener(endpoints: EndpointSpec[], udp: Partial<UdpSettings> = {}, service: ServiceSettings = { balance: 'round-robin' }, over: Partial<UdpListenerSettings> = {}) {
   const clock = new ManualClock();
   const pool = new Pool({ random: seededRandom(1), clock });
   pool.configureService('svc', service);
   pool.applySnapshot({ provider: 'static', services: new Map([['svc', endpoints]]) });
   const observer = countingObserver();
-  const l = new UdpListener({ name: 'dns', bind: { host: '127.0.0.1', port: 0 }, service: 'svc', retries: 2, retryBackoff: 0, udp: { idleTimeout: 60_000, maxSessions: 1024, responses: 0, requests: 0, ...udp } }, { pool, log: silent, observer });
+  const l = new UdpListener({ name: 'dns', bind: { host: '127.0.0.1', port: 0 }, service: 'svc', retries: 2, retryBackoff: 0, udp: { idleTimeout: 60_000, maxSessions: 1024, responses: 0, requests: 0, ...udp }, ...over }, { pool, log: silent, observer });
   const addr = await l.listen();
   return { l, pool, clock, observer, port: addr.port, close: () => l.destroyAll() };
 }
@@ -231,21 +231,14 @@ t.test('seeded flood: random datagrams from many clients past maxSessions; every
 
 t.test('PROXY v2 on a session\'s first datagram from a trusted balancer; untrusted and missing headers dropped and counted', async (t) => {
   const a = await echo('a');
-  const clock = new ManualClock();
-  const pool = new Pool({ random: seededRandom(1), clock });
-  pool.configureService('svc', 'round-robin');
-  pool.applySnapshot({ provider: 'static', services: new Map([['svc', [endpoint(a.port)]]]) });
-  const observer = countingObserver();
-  const settings = { name: 'dns', bind: { host: '127.0.0.1', port: 0 }, service: 'svc', retries: 0, retryBackoff: 0, udp: { idleTimeout: 60_000, maxSessions: 16, responses: 0, requests: 0 } };
-  const trusting = new UdpListener({ ...settings, acceptProxy: { trusted: ['127.0.0.1/32'], untrusted: 'refuse' } }, { pool, log: silent, observer });
-  const refusing = new UdpListener({ ...settings, acceptProxy: { trusted: ['10.0.0.0/8'], untrusted: 'refuse' } }, { pool, log: silent, observer });
-  const tp = (await trusting.listen()).port;
-  const rp = (await refusing.listen()).port;
+  const trusting = await listener([endpoint(a.port)], { maxSessions: 16 }, undefined, { acceptProxy: { trusted: ['127.0.0.1/32'], untrusted: 'refuse' } });
+  const refusing = await listener([endpoint(a.port)], { maxSessions: 16 }, undefined, { acceptProxy: { trusted: ['10.0.0.0/8'], untrusted: 'refuse' } });
+  const [tp, rp] = [trusting.port, refusing.port];
   const c = await client();
   const d = await client();
   t.teardown(() => {
-    trusting.destroyAll();
-    refusing.destroyAll();
+    trusting.close();
+    refusing.close();
     a.close();
     c.close();
     d.close();
@@ -259,8 +252,8 @@ t.test('PROXY v2 on a session\'s first datagram from a trusted balancer; untrust
   t.equal(a.seen.join(), 'q1,q2', 'later datagrams of the session carry none');
   d.send(tp, 'no header');
   d.s.send(Buffer.concat([header, Buffer.from('x')]), rp, '127.0.0.1');
-  await until(() => (observer.counts['proxy.missing'] ?? 0) === 1 && (observer.counts['proxy.untrusted'] ?? 0) === 1);
-  t.equal(observer.counts['proxy.ok'], 1);
+  await until(() => (trusting.observer.counts['proxy.missing'] ?? 0) === 1 && (refusing.observer.counts['proxy.untrusted'] ?? 0) === 1);
+  t.equal(trusting.observer.counts['proxy.ok'], 1);
   t.equal(a.seen.length, 2, 'nothing of the refused datagrams reached the endpoint');
 });
 

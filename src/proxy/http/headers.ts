@@ -270,12 +270,6 @@ export function trailerList(trailers: IncomingHttpHeaders | null | undefined): [
   return out;
 }
 
-/** "::ffff:10.0.0.1" → "10.0.0.1". */
-export function plainAddress(addr: string | undefined): string {
-  if (addr === undefined) return 'unknown';
-  return addr.startsWith('::ffff:') && addr.includes('.') ? addr.slice(7) : addr;
-}
-
 /** Methods whose repetition has the same effect as one request (RFC 9110 §9.2.2). */
 export function idempotent(method: string): boolean {
   switch (method) {

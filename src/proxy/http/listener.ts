@@ -23,12 +23,12 @@ import type { Listener } from '../listener.js';
 import { LocalErrorAlarm } from '../local-errors.js';
 import { rawReply, reply, responseClosed, type ConnFacts, type UpgradeParts } from './connection.js';
 import { Exchange, exchangeOf } from './exchange.js';
-import { hasDotSegment, inspectRequest, plainAddress, type Forwarded, type RequestFacts } from './headers.js';
+import { hasDotSegment, inspectRequest, type Forwarded, type RequestFacts } from './headers.js';
 import type { Tunnel } from './tunnel.js';
 import { RetryBudget, Upstreams, type UpstreamSettings } from './upstream.js';
 import { normalizeHost, Router, type RouteRule } from './routes.js';
-import { PrereadReader, type AcceptProxy } from '../preread/chain.js';
-import { PeerLogLimit, trustList } from '../preread/trust.js';
+import { acceptProxyOf, PrereadReader, type AcceptProxy } from '../preread/chain.js';
+import { PeerLogLimit, plainAddress, trustList } from '../preread/trust.js';
 
 export interface HttpSettings {
   /** Request head size limit in bytes (431 beyond). */
@@ -278,8 +278,7 @@ export class HttpListener implements Listener<HttpListenerSettings> {
   }
 
   private configureProxy(): void {
-    const ap = this.settings.acceptProxy ?? null;
-    this.acceptProxy = ap === null ? null : { trusted: trustList(ap.trusted), untrusted: ap.untrusted };
+    this.acceptProxy = acceptProxyOf(this.settings.acceptProxy);
   }
 
   /** Binds the listener. Rejects with BERTH_ERR_LISTEN when the address cannot be bound. */

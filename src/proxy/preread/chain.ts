@@ -9,6 +9,7 @@
  */
 import type net from 'node:net';
 import type { Clock, Timer } from '../../core/clock.js';
+import { trustList } from './trust.js';
 import type { ProxyProtocolResult } from '../../core/observer.js';
 import { HelloReader, type HelloVerdict } from './client-hello.js';
 import { parseProxyHeader, proxyHeaderNeeds, V2_MAX, type ProxiedAddresses, type ProxyTlvs } from './proxy-header.js';
@@ -19,6 +20,11 @@ export interface AcceptProxy {
   readonly trusted: net.BlockList;
   /** Any other peer: refused and counted, or served as it is, without a header. */
   readonly untrusted: 'refuse' | 'ignore';
+}
+
+/** A listener's `acceptProxy` setting, its addresses made a BlockList (null: no PROXY header is read). */
+export function acceptProxyOf(ap: { readonly trusted: readonly string[]; readonly untrusted: 'refuse' | 'ignore' } | null | undefined): AcceptProxy | null {
+  return ap === null || ap === undefined ? null : { trusted: trustList(ap.trusted), untrusted: ap.untrusted };
 }
 
 export interface PrereadSettings {
@@ -32,9 +38,6 @@ export interface PrereadSettings {
   /** The most bytes held (past it: the hello is too large). */
   readonly max: number;
 }
-
-/** berth_proxy_protocol_total's results. */
-export type ProxyResult = ProxyProtocolResult;
 
 /** What was read: the client as the front balancer saw it, the hello, and the bytes to relay. */
 export interface Preread {
@@ -54,7 +57,7 @@ export interface Preread {
 
 export interface PrereadUser {
   /** The PROXY stage's result (once per connection that had one). */
-  proxyResult(result: ProxyResult, why: string): void;
+  proxyResult(result: ProxyProtocolResult, why: string): void;
   /** Read: route and connect. */
   ready(p: Preread): void;
   /** Refused (bad PROXY header, untrusted peer, a timeout before the header): close the client. */
@@ -149,9 +152,9 @@ export class PrereadReader {
       this.buf = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts);
       this.parts = [this.buf];
       const v = parseProxyHeader(this.buf);
-      if (v.kind === 'more') this.proxyNeed = proxyHeaderNeeds(this.buf);
       switch (v.kind) {
         case 'more':
+          this.proxyNeed = proxyHeaderNeeds(this.buf);
           if (this.buf.length > V2_MAX) this.refuse('malformed', 'header too long');
           return;
         case 'missing':
@@ -258,7 +261,7 @@ export class PrereadReader {
     this.detach();
   }
 
-  private refuse(result: ProxyResult, why: string): void {
+  private refuse(result: ProxyProtocolResult, why: string): void {
     this.user.proxyResult(result, why);
     this.detach();
     this.user.refused();

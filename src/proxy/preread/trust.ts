@@ -16,6 +16,12 @@ export function trustList(entries: readonly string[]): net.BlockList {
   return b;
 }
 
+/** "::ffff:10.0.0.1" → "10.0.0.1" (an IPv4 client on a dual-stack socket); undefined → "unknown". */
+export function plainAddress(addr: string | undefined): string {
+  if (addr === undefined) return 'unknown';
+  return addr.startsWith('::ffff:') && net.isIPv4(addr.slice(7)) ? addr.slice(7) : addr;
+}
+
 /** At most one log line per peer per `every` ms; the table is bounded (a flood of peers forgets the oldest). */
 export class PeerLogLimit {
   private readonly last = new Map<string, number>();

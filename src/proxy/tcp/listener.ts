@@ -5,17 +5,17 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import type { PeerIdentity, TlsTerminator, UpstreamTls } from '../../core/tls.js';
-import { nullObserver, type PrereadResult, type ProxyObserver } from '../../core/observer.js';
+import { nullObserver, type PrereadResult, type ProxyObserver, type ProxyProtocolResult } from '../../core/observer.js';
 import type { Logger } from '../../log.js';
 import type { Pool } from '../../pool/pool.js';
 import { tcpConnect, type ConnectFn } from '../connect.js';
 import { ConnectionGate } from '../gate.js';
 import type { Listener } from '../listener.js';
 import { LocalErrorAlarm } from '../local-errors.js';
-import { PrereadReader, prereads, type Preread, type PrereadSettings, type PrereadUser, type ProxyResult } from '../preread/chain.js';
+import { acceptProxyOf, PrereadReader, prereads, type Preread, type PrereadSettings, type PrereadUser } from '../preread/chain.js';
 import type { ProxiedAddresses } from '../preread/proxy-header.js';
 import type { ClientAddresses } from '../proxy-protocol.js';
-import { PeerLogLimit, trustList } from '../preread/trust.js';
+import { PeerLogLimit, plainAddress } from '../preread/trust.js';
 import { TcpSession, type SessionRoute } from './session.js';
 import { SniRouter, type SniRouteSpec } from './sni-router.js';
 
@@ -125,8 +125,7 @@ export class TcpListener implements Listener<TcpListenerSettings> {
   private applyRoutes(): void {
     const s = this.settings;
     this.router = new SniRouter(s.routes ?? [], s.service !== '' ? s.service : undefined);
-    const ap = s.acceptProxy ?? null;
-    this.preread = { acceptProxy: ap === null ? null : { trusted: trustList(ap.trusted), untrusted: ap.untrusted }, hello: this.router.readsHello, postgres: s.postgres === true, timeout: s.timeouts.preread ?? 5000, max: 65_536 };
+    this.preread = { acceptProxy: acceptProxyOf(s.acceptProxy), hello: this.router.readsHello, postgres: s.postgres === true, timeout: s.timeouts.preread ?? 5000, max: 65_536 };
   }
 
   /** A completed handshake: a verified client not on the allow-list is closed here. */
@@ -220,7 +219,7 @@ export class TcpListener implements Listener<TcpListenerSettings> {
   }
 
   /** @internal a PROXY protocol result: counted, and a violation logged once per peer per minute. */
-  proxyResult(peer: string, result: ProxyResult, why: string): void {
+  proxyResult(peer: string, result: ProxyProtocolResult, why: string): void {
     this.deps.observer.proxyProtocol(this.settings.name, result);
     if (result !== 'ok' && this.proxyLog.take(peer, this.deps.pool.clock.now())) this.deps.log.warn({ peer, result, reason: why }, 'PROXY protocol: connection refused');
   }
@@ -247,7 +246,7 @@ class PrereadConn implements PrereadUser {
     private readonly router: SniRouter,
   ) {
     this.reader = new PrereadReader(client, settings, listener.deps.pool.clock, this);
-    this.peer = plain(client.remoteAddress ?? '');
+    this.peer = plainAddress(client.remoteAddress);
   }
 
   start(): void {
@@ -255,11 +254,11 @@ class PrereadConn implements PrereadUser {
     c[kConn] = this;
     c.once('close', onPrereadClose);
     // No peer address: the connection is already gone (a reset before accept was done).
-    if (this.peer === '') this.refused();
+    if (this.client.remoteAddress === undefined) this.refused();
     else this.reader.start(this.peer, net.isIPv6(this.peer) ? 'ipv6' : 'ipv4');
   }
 
-  proxyResult(result: ProxyResult, why: string): void {
+  proxyResult(result: ProxyProtocolResult, why: string): void {
     this.listener.proxyResult(this.peer, result, why);
     const l = this.listener;
     if (result !== 'ok' && l.settings.http?.accessLog) l.deps.log.info({ client: this.peer, listener: l.settings.name, end: `proxy header error (${result})`, reason: why }, 'tcp session');
@@ -325,6 +324,3 @@ function addressesOf(p: ProxiedAddresses): ClientAddresses {
   return { source: p.source, sourcePort: p.sourcePort, destination: p.destination, destinationPort: p.destinationPort };
 }
 
-function plain(a: string): string {
-  return a.startsWith('::ffff:') && net.isIPv4(a.slice(7)) ? a.slice(7) : a;
-}

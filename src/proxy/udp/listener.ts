@@ -7,12 +7,13 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { BerthError } from '../../core/errors.js';
+import { nodeHasReusePort } from '../../core/node-version.js';
 import { nullObserver, type ProxyObserver, type UdpDropReason } from '../../core/observer.js';
 import type { Logger } from '../../log.js';
 import type { Pool } from '../../pool/pool.js';
 import type { Listener } from '../listener.js';
 import { parseProxyHeader } from '../preread/proxy-header.js';
-import { trustList } from '../preread/trust.js';
+import { acceptProxyOf, type AcceptProxy } from '../preread/chain.js';
 import { UdpSession, type UdpEnd } from './sessions.js';
 
 export interface UdpSettings {
@@ -47,12 +48,6 @@ export interface UdpListenerDeps {
   readonly reusePort?: boolean;
 }
 
-/** node's dgram `reusePort`: v22.12 and v23.1 on (as for tcp). */
-function dgramHasReusePort(version = process.versions.node): boolean {
-  const [major = 0, minor = 0] = version.split('.').map(Number);
-  return major >= 24 || (major === 23 && minor >= 1) || (major === 22 && minor >= 12);
-}
-
 export class UdpListener implements Listener<UdpListenerSettings> {
   readonly mode = 'udp';
   settings: UdpListenerSettings;
@@ -63,7 +58,7 @@ export class UdpListener implements Listener<UdpListenerSettings> {
   /** Where the socket was bound (kept after it closes, for the logs). */
   private bound: net.AddressInfo = { address: '', family: '', port: 0 };
 
-  private trusted: net.BlockList | null = null;
+  private acceptProxy: AcceptProxy | null = null;
 
   constructor(settings: UdpListenerSettings, deps: UdpListenerDeps) {
     this.settings = settings;
@@ -77,15 +72,14 @@ export class UdpListener implements Listener<UdpListenerSettings> {
   }
 
   private configureProxy(): void {
-    const ap = this.settings.acceptProxy ?? null;
-    this.trusted = ap === null ? null : trustList(ap.trusted);
+    this.acceptProxy = acceptProxyOf(this.settings.acceptProxy);
   }
 
   listen(): Promise<net.AddressInfo> {
     const { host, port } = this.settings.bind;
     const type = net.isIPv6(host) ? 'udp6' : 'udp4';
     const own = this.deps.reusePort;
-    if (own && !dgramHasReusePort()) {
+    if (own && !nodeHasReusePort(process.versions.node)) {
       return Promise.reject(new BerthError('BERTH_ERR_LISTEN', `listener ${this.settings.name}: a udp listener with --workers needs a socket per worker (SO_REUSEPORT), which needs node 22.12 or later (this is ${process.versions.node})`));
     }
     // (@types/node 20 does not know `reusePort`; node 22.12+ does.)
@@ -163,9 +157,9 @@ export class UdpListener implements Listener<UdpListenerSettings> {
     }
     let first = msg;
     let client: string | undefined;
-    const ap = this.settings.acceptProxy ?? null;
-    if (ap !== null && this.trusted !== null) {
-      if (this.trusted.check(rinfo.address, rinfo.family === 'IPv6' ? 'ipv6' : 'ipv4')) {
+    const ap = this.acceptProxy;
+    if (ap !== null) {
+      if (ap.trusted.check(rinfo.address, rinfo.family === 'IPv6' ? 'ipv6' : 'ipv4')) {
         // A trusted front balancer: the session's first datagram starts with a v2 header.
         const v = parseProxyHeader(msg);
         if (v.kind !== 'header' || v.version !== 2) {

@@ -58,8 +58,8 @@ export class UdpSession implements AttemptUser {
   ) {
     const { pool } = listener.deps;
     this.t0 = this.lastActive = pool.clock.now();
-    const key2 = pool.service(service)?.balance === 'source-hash' ? (client ?? address) : undefined;
-    this.attempt = new UpstreamAttempt(pool, service, listener.settings, key2, this);
+    const hashKey = pool.service(service)?.balance === 'source-hash' ? (client ?? address) : undefined;
+    this.attempt = new UpstreamAttempt(pool, service, listener.settings, hashKey, this);
   }
 
   start(first: Buffer): void {
