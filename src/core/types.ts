@@ -10,8 +10,14 @@
 /** Where an endpoint came from. */
 export type SourceKind = 'static' | 'docker' | 'swarm' | 'dns';
 
-/** An http route an endpoint asks for (Docker labels berth.http.host / berth.http.pathPrefix): to its service. */
+/**
+ * A route to its service that an endpoint asks for: an http route (Docker labels
+ * berth.http.host / berth.http.pathPrefix), or a tcp route by the TLS ClientHello's
+ * server name (berth.tls.sni), which has only `sni`.
+ */
 export interface RouteSpec {
+  /** Lowercase exact server name or "*.suffix": a route on tcp listeners that route by SNI. */
+  readonly sni?: string | undefined;
   /** Lowercase exact host or "*.suffix"; absent: any host. */
   readonly host?: string | undefined;
   /** Starts with "/"; absent: "/". */
@@ -23,8 +29,10 @@ export interface EndpointSpec {
   /** Stable short name, unique within a service: container name, or host:port. */
   readonly id: string;
   readonly host: string;
-  /** TCP port, 1–65535. */
+  /** Port, 1–65535. */
   readonly port: number;
+  /** The kind of port (Docker label berth.protocol): absent means tcp, or not said (static endpoints serve any listener). */
+  readonly protocol?: 'tcp' | 'udp';
   /** Relative weight, 0–1000. 0 means: no new connections. */
   readonly weight: number;
   readonly source: SourceKind;

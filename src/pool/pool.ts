@@ -187,10 +187,10 @@ export class Pool {
   }
 
   /**
-   * The http routes endpoints ask for, one per (host, path prefix, service):
-   * immutable, and replaced (a new array) only when one of them changes, so an http
-   * listener rebuilds its router when the reference differs, as a proxy reads a
-   * new picker.
+   * The routes endpoints ask for, one per (host, path prefix, service) for http
+   * and per (server name, service) for tcp listeners that route by SNI: immutable,
+   * and replaced (a new array) only when one of them changes, so a listener
+   * rebuilds its router when the reference differs, as a proxy reads a new picker.
    */
   get routes(): readonly ServiceRoute[] {
     if (this.routesStale) {
@@ -200,10 +200,10 @@ export class Pool {
       for (const s of this.state.values()) {
         for (const e of s.endpoints.values()) {
           for (const r of e.spec.routes ?? []) {
-            const key = `${r.host ?? ''}\0${r.pathPrefix ?? ''}\0${s.name}`;
+            const key = `${r.sni ?? ''}\0${r.host ?? ''}\0${r.pathPrefix ?? ''}\0${s.name}`;
             if (seen.has(key)) continue;
             seen.add(key);
-            out.push(Object.freeze({ host: r.host, pathPrefix: r.pathPrefix, service: s.name }));
+            out.push(Object.freeze(r.sni !== undefined ? { sni: r.sni, service: s.name } : { host: r.host, pathPrefix: r.pathPrefix, service: s.name }));
           }
         }
       }
@@ -368,6 +368,7 @@ export class Pool {
     // change there even when nothing else moved. Labels are explanation, shown anew.
     if (!sameRoutes(e.spec.routes, spec.routes)) parts.push(`routes ${describeRoutes(spec.routes)}`);
     if (e.spec.healthPath !== spec.healthPath) parts.push(`health path ${spec.healthPath ?? 'unset'}`);
+    if (e.spec.protocol !== spec.protocol) parts.push(`protocol ${spec.protocol ?? 'unset'}`);
     if (parts.length === 0 && !sameLabels(e.spec.labels, spec.labels)) parts.push('labels');
     if (spec.maxConnections !== e.spec.maxConnections) parts.push(`maxConnections ${spec.maxConnections ?? 'unset'}`);
     e.spec = spec;
@@ -521,23 +522,24 @@ function sameSpec(a: EndpointSpec, b: EndpointSpec): boolean {
     a.stopping === b.stopping &&
     a.paused === b.paused &&
     a.healthPath === b.healthPath &&
+    a.protocol === b.protocol &&
     sameRoutes(a.routes, b.routes) &&
     sameLabels(a.labels, b.labels)
   );
 }
 
 function sameServiceRoutes(a: readonly ServiceRoute[], b: readonly ServiceRoute[]): boolean {
-  return a.length === b.length && a.every((r, i) => r.host === b[i]!.host && r.pathPrefix === b[i]!.pathPrefix && r.service === b[i]!.service);
+  return a.length === b.length && a.every((r, i) => r.sni === b[i]!.sni && r.host === b[i]!.host && r.pathPrefix === b[i]!.pathPrefix && r.service === b[i]!.service);
 }
 
 function sameRoutes(a: readonly RouteSpec[] | undefined, b: readonly RouteSpec[] | undefined): boolean {
   const x = a ?? [];
   const y = b ?? [];
-  return x.length === y.length && x.every((r, i) => r.host === y[i]!.host && r.pathPrefix === y[i]!.pathPrefix);
+  return x.length === y.length && x.every((r, i) => r.sni === y[i]!.sni && r.host === y[i]!.host && r.pathPrefix === y[i]!.pathPrefix);
 }
 
 function describeRoutes(r: readonly RouteSpec[] | undefined): string {
-  return r === undefined || r.length === 0 ? 'none' : r.map((x) => `${x.host ?? '*'}${x.pathPrefix ?? '/'}`).join(' ');
+  return r === undefined || r.length === 0 ? 'none' : r.map((x) => (x.sni !== undefined ? `sni ${x.sni}` : `${x.host ?? '*'}${x.pathPrefix ?? '/'}`)).join(' ');
 }
 
 function sameLabels(a: Readonly<Record<string, string>> | undefined, b: Readonly<Record<string, string>> | undefined): boolean {

@@ -25,6 +25,22 @@ t.test('labels: table', async (t) => {
     [{ 'berth.http.host': '*.example.com', 'berth.http.pathPrefix': '/api' }, 'ok'],
     [{ 'berth.http.pathPrefix': 'api' }, 'berth.http.pathPrefix: expected a path'],
     [{ 'berth.maxConnections': '10', 'other.label': 'anything' }, 'ok'],
+    [{ 'berth.protocol': 'udp', 'berth.port': '53' }, 'ok'],
+    [{ 'berth.protocol': 'sctp' }, 'berth.protocol: expected tcp or udp'],
+    [{ 'berth.tls.sni': 'db1.example.com, *.db.example.com' }, 'ok'],
+    [{ 'berth.tls.sni': 'db1.example.com,,x' }, 'berth.tls.sni: expected server names'],
+    [{ 'berth.tls.sni': '*' }, 'berth.tls.sni: expected server names'],
+    [{ 'berth.protocol': 'udp', 'berth.tls.sni': 'a.example.com' }, 'berth.tls.sni: a udp pool has no TLS'],
+    [{ 'berth.protocol': 'udp', 'berth.http.host': 'a.example.com' }, 'berth.http.host: a udp pool has no HTTP'],
+    [{ 'berth.services.dns.port': '53', 'berth.services.dns.protocol': 'udp', 'berth.services.metrics.port': '9153', 'berth.enable': 'true', 'berth.network': 'n' }, 'ok'],
+    [{ 'berth.services.dns.port': '53', 'berth.port': '80' }, 'berth.<label> and berth.services.<name>.<label> mixed'],
+    [{ 'berth.services.dns.port': '53', 'berth.service': 'x' }, 'mixed'],
+    [{ 'berth.services.dns.service': 'x' }, "berth.services.dns.service: unknown label (the pool's name is <name> in berth.services.dns)"],
+    [{ 'berth.services.dns.wieght': '1' }, 'berth.services.dns.wieght: unknown label'],
+    [{ 'berth.services.dns': '1' }, 'berth.services.dns: expected berth.services.<name>.<label>'],
+    [{ 'berth.services.a.b.port': '1' }, 'berth.services.a.b.port: unknown label'],
+    [{ 'berth.services.-x.port': '1' }, 'expected a pool name'],
+    [{ 'berth.services.dns.port': '0' }, 'berth.services.dns.port: expected a port'],
   ];
   for (const [labels, want] of cases) {
     const r = parseLabels(labels, 'berth');
@@ -32,7 +48,7 @@ t.test('labels: table', async (t) => {
     else t.match(r.ok ? 'ok' : r.errors.join('; '), want, JSON.stringify(labels));
   }
   const custom = parseLabels({ 'lb.enable': 'true', 'lb.port': '81', 'berth.port': 'ignored' }, 'lb');
-  t.ok(custom.ok && custom.labels.port === 81, 'prefix is configurable');
+  t.ok(custom.ok && custom.labels.pools[0]!.port === 81, 'prefix is configurable');
 });
 
 t.test('real containers → endpoints, with reasons', async (t) => {
@@ -123,4 +139,65 @@ t.test('containers and Swarm services: the same labels give the same typed route
   const plain = buildDockerSnapshot([{ ...base, Config: { ...base.Config, Labels: { 'berth.enable': 'true', 'berth.port': '8080' } } }], opts).snapshot.services.get('fx-web')![0]!;
   t.equal(plain.routes, undefined, 'no route labels: no routes');
   t.equal(plain.healthPath, undefined);
+});
+
+t.test('several pools per container: one endpoint per pool, each port by its label or the only exposed one of its protocol', async (t) => {
+  const base = fx('fx-web');
+  const make = (labels: Record<string, string>, exposed: string[] = ['8080/tcp']): ContainerInfo => ({ ...base, Config: { ...base.Config, Labels: { 'berth.enable': 'true', ...labels }, ExposedPorts: Object.fromEntries(exposed.map((p) => [p, {}])) } });
+  const r = buildDockerSnapshot(
+    [
+      make(
+        {
+          'berth.services.dns.protocol': 'udp',
+          'berth.services.dns-tcp.port': '53',
+          'berth.services.dns-tcp.tls.sni': 'dns.example.com',
+          'berth.services.metrics.port': '9153',
+          'berth.services.metrics.weight': '2',
+        },
+        ['53/udp', '53/tcp', '9153/tcp'],
+      ),
+    ],
+    opts,
+  );
+  t.same(r.skipped, []);
+  const dns = r.snapshot.services.get('dns')![0]!;
+  t.same([dns.id, dns.port, dns.protocol, dns.weight], ['fx-web', 53, 'udp', 1], 'the only exposed udp port');
+  t.equal(dns.labels?.['port'], '53 (only exposed UDP port)');
+  t.equal(dns.labels?.['service'], 'dns (label berth.services.dns.*)');
+  t.equal(dns.labels?.['protocol'], 'udp');
+  const tcp = r.snapshot.services.get('dns-tcp')![0]!;
+  t.same([tcp.port, tcp.protocol, tcp.routes], [53, undefined, [{ sni: 'dns.example.com' }]], 'the same port number over tcp is another pool; its SNI route typed');
+  t.equal(tcp.labels?.['tls.sni'], 'dns.example.com');
+  t.same([r.snapshot.services.get('metrics')![0]!.port, r.snapshot.services.get('metrics')![0]!.weight], [9153, 2]);
+  t.equal(r.snapshot.services.get('metrics')![0]!.host, dns.host, 'the same address for every pool');
+
+  const skipped = (labels: Record<string, string>, exposed?: string[]) => buildDockerSnapshot([make(labels, exposed)], opts).skipped.map((k) => k.reason);
+  t.match(skipped({ 'berth.services.a.port': '53', 'berth.services.b.port': '53' }), [/berth.services.a and berth.services.b both name tcp port 53/], 'two pools on one port and protocol');
+  t.same(skipped({ 'berth.services.a.port': '53', 'berth.services.b.port': '53', 'berth.services.b.protocol': 'udp' }), [], 'one port over tcp and udp: two pools');
+  t.match(skipped({ 'berth.services.a.protocol': 'udp' }), [/no berth.services.a.port label and no exposed UDP port/]);
+  t.match(skipped({ 'berth.services.a.weight': '1' }, ['80/tcp', '81/tcp']), [/no berth.services.a.port label and several exposed TCP ports \(80, 81\): set berth.services.a.port/]);
+  t.match(skipped({ 'berth.services.a.port': '1', 'berth.port': '2' }), [/bad labels: .*mixed/], 'mixing: the container is skipped, with the reason');
+  t.same(buildDockerSnapshot([make({ 'berth.services.a.port': '1', 'berth.port': '2' })], opts).snapshot.services.size, 0, 'and no pool of it is routed');
+
+  // Swarm services: the same labels, the published ports by protocol.
+  const svc: SwarmService = {
+    ID: 's1',
+    Spec: {
+      Name: 'resolver',
+      Labels: { 'berth.enable': 'true', 'berth.services.dns.protocol': 'udp', 'berth.services.dns-tcp.port': '53' },
+      EndpointSpec: { Ports: [{ Protocol: 'udp', TargetPort: 53 }, { Protocol: 'tcp', TargetPort: 53 }] },
+    },
+  };
+  const task: SwarmTask = { ID: 't1aaaaaaaaaaaa', ServiceID: 's1', Slot: 1, DesiredState: 'running', Status: { State: 'running' }, NetworksAttachments: [{ Network: { ID: 'n', Spec: { Name: 'front' } }, Addresses: ['10.0.1.1/24'] }] };
+  const sw = buildSwarmSnapshot([svc], [task], new Set(), { labelPrefix: 'berth', exposedByDefault: false, network: '', selfNetworks: ['front'] });
+  t.same(sw.skipped, []);
+  t.same(
+    [...sw.snapshot.services].sort(([a], [b]) => a.localeCompare(b)).map(([name, list]) => [name, list.map((e) => [e.id, e.host, e.port, e.protocol ?? 'tcp'])]),
+    [
+      ['dns', [['resolver.1.t1aaaaaaaaaa', '10.0.1.1', 53, 'udp']]],
+      ['dns-tcp', [['resolver.1.t1aaaaaaaaaa', '10.0.1.1', 53, 'tcp']]],
+    ],
+  );
+  const two = buildSwarmSnapshot([{ ...svc, Spec: { ...svc.Spec, Labels: { 'berth.enable': 'true', 'berth.services.a.port': '53', 'berth.services.b.port': '53' } } }], [task], new Set(), { labelPrefix: 'berth', exposedByDefault: false, network: '', selfNetworks: ['front'] });
+  t.match(two.skipped.map((k) => k.reason), [/both name tcp port 53/]);
 });

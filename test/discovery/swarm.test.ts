@@ -55,7 +55,7 @@ t.test('network label, missing port, bad labels', async (t) => {
     r.skipped.map((s) => s.name),
     ['noport', 'typo', 'elsewhere.1.t2aaaaaaaaaa'],
   );
-  t.match(r.skipped[0]!.reason, /no berth\.port label and no published port/);
+  t.match(r.skipped[0]!.reason, /no berth\.port label and no published TCP port/);
   t.match(r.skipped[1]!.reason, /bad labels: .*wieght/);
   t.match(r.skipped[2]!.reason, /not on network nope/);
 });

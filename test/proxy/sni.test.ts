@@ -136,6 +136,39 @@ t.test('SNI passthrough: exact name, wildcard with ALPN, catch-all; the endpoint
   await until(() => p.l.active === 0);
 });
 
+t.test('SNI routes endpoints ask for (label berth.tls.sni) join a listener that routes, after its own; they follow the pool', async (t) => {
+  const db1 = await named('db1');
+  const db2 = await named('db2');
+  const other = await named('other');
+  const labelled = (port: number, ...sni: string[]): EndpointSpec => ({ ...endpoint(port), source: 'docker', routes: sni.map((n) => ({ sni: n })) });
+  const p = await listener(
+    { db1: [endpoint(db1.port)], db2: [labelled(db2.port, 'db2.example.com', 'db1.example.com')], other: [endpoint(other.port)] },
+    { routes: [{ sni: 'db1.example.com', service: 'db1' }, { service: 'other' }] },
+  );
+  // A listener without routes does not route by SNI: the label changes nothing there.
+  const plain = await listener({ other: [endpoint(other.port)], db2: [labelled(db2.port, 'db2.example.com')] }, { service: 'other' });
+  t.teardown(() => {
+    p.close();
+    plain.close();
+    db1.close();
+    db2.close();
+    other.close();
+  });
+  t.equal(await send(p.port, await captureHello({ servername: 'db2.example.com' }), { want: 3 }), 'db2', 'a label route');
+  t.equal(await send(p.port, await captureHello({ servername: 'db1.example.com' }), { want: 3 }), 'db1', "the listener's own route wins on the same name");
+  t.equal(await send(plain.port, await captureHello({ servername: 'db2.example.com' }), { want: 5 }), 'other', 'no routes on the listener: no label routes either');
+  // The endpoint goes away: its route with it; it comes back with another name.
+  const rest: [string, EndpointSpec[]][] = [
+    ['db1', [endpoint(db1.port)]],
+    ['other', [endpoint(other.port)]],
+  ];
+  p.pool.applySnapshot({ provider: 'static', services: new Map([...rest, ['db2', []]]) });
+  t.equal(await send(p.port, await captureHello({ servername: 'db2.example.com' }), { want: 5 }), 'other', 'the route left with its endpoint');
+  p.pool.applySnapshot({ provider: 'static', services: new Map([...rest, ['db2', [labelled(db2.port, '*.db.example.com')]]]) });
+  t.equal(await send(p.port, await captureHello({ servername: 'x.db.example.com' }), { want: 3 }), 'db2', 'a wildcard label route, taken at once');
+  await until(() => p.l.active === 0 && plain.l.active === 0);
+});
+
 t.test('SNI passthrough without a catch-all: no match, a broken hello or a slow one is closed and counted', async (t) => {
   const db1 = await named('db1');
   const clock = new ManualClock();

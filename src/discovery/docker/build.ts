@@ -3,7 +3,7 @@
  * hands this the inspected containers; fixtures from a real engine test it.
  */
 import type { EndpointSpec, ProviderSnapshot } from '../../core/types.js';
-import { endpointSpec, readLabels } from './endpoint-spec.js';
+import { endpointSpec, offeredPorts, poolPorts, readLabels, type OfferedPorts } from './endpoint-spec.js';
 import type { ContainerInfo } from './types.js';
 
 export interface DockerBuildOptions {
@@ -41,15 +41,14 @@ export function containerName(c: ContainerInfo): string {
   return c.Name.replace(/^\//, '');
 }
 
-/** The only exposed TCP port, or why there is none to pick. */
-function exposedTcpPort(c: ContainerInfo): { port: number } | { reason: string } {
-  const tcp = Object.keys(c.Config.ExposedPorts ?? {})
-    .filter((k) => k.endsWith('/tcp'))
-    .map((k) => Number(k.split('/')[0]))
-    .sort((a, b) => a - b);
-  if (tcp.length === 1) return { port: tcp[0]! };
-  if (tcp.length === 0) return { reason: 'no berth.port label and no exposed TCP port' };
-  return { reason: `no berth.port label and several exposed TCP ports (${tcp.join(', ')}): set berth.port` };
+/** The ports the image exposes ("8080/tcp", "53/udp"). */
+function exposed(c: ContainerInfo): OfferedPorts {
+  return offeredPorts(
+    Object.keys(c.Config.ExposedPorts ?? {}).map((k) => {
+      const [port, protocol] = k.split('/');
+      return { port: Number(port), protocol: protocol ?? 'tcp' };
+    }),
+  );
 }
 
 export function buildDockerSnapshot(containers: Iterable<ContainerInfo>, opts: DockerBuildOptions, marks: ContainerMarks = { stopping: new Set() }): DockerBuildResult {
@@ -104,45 +103,41 @@ export function buildDockerSnapshot(containers: Iterable<ContainerInfo>, opts: D
       continue;
     }
 
-    let port: number;
-    let portWhy: string;
-    if (l.port !== undefined) {
-      port = l.port;
-      portWhy = `label ${prefix}.port`;
-    } else {
-      const e = exposedTcpPort(c);
-      if ('reason' in e) {
-        skip(e.reason);
-        continue;
-      }
-      port = e.port;
-      portWhy = 'only exposed TCP port';
+    const ports = poolPorts(l.pools, exposed(c), 'exposed');
+    if (!ports.ok) {
+      skip(ports.reason);
+      continue;
     }
-
-    const service = l.service ?? labelsAll['com.docker.compose.service'] ?? name;
-    const serviceWhy = l.service !== undefined ? `label ${prefix}.service` : labelsAll['com.docker.compose.service'] !== undefined ? 'compose service name' : 'container name';
     const health = c.State.Health?.Status;
-    const explain: Record<string, string> = {
-      container: c.Id.slice(0, 12),
-      image: c.Config.Image ?? '',
-      service: `${service} (${serviceWhy})`,
-      network: `${network} (${networkWhy})`,
-      port: `${port} (${portWhy})`,
-    };
-    if (health !== undefined && health !== 'none') explain['docker-health'] = health;
-    const spec = endpointSpec(l, {
-      id: name,
-      host,
-      port,
-      source: 'docker',
-      explain,
-      ...(health !== undefined && health !== 'none' ? { health: health === 'healthy' ? 'healthy' : health === 'unhealthy' ? 'unhealthy' : 'starting' } : {}),
-      stopping: marks.stopping.has(c.Id),
-      paused: c.State.Paused === true,
-    });
-    let list = services.get(service);
-    if (!list) services.set(service, (list = []));
-    list.push(spec);
+    for (const { pool, port, why } of ports.ports) {
+      const service = pool.service ?? labelsAll['com.docker.compose.service'] ?? name;
+      const serviceWhy =
+        pool.from !== `${prefix}.` ? `label ${pool.from}*`
+        : pool.service !== undefined ? `label ${prefix}.service`
+        : labelsAll['com.docker.compose.service'] !== undefined ? 'compose service name'
+        : 'container name';
+      const explain: Record<string, string> = {
+        container: c.Id.slice(0, 12),
+        image: c.Config.Image ?? '',
+        service: `${service} (${serviceWhy})`,
+        network: `${network} (${networkWhy})`,
+        port: `${port} (${why})`,
+      };
+      if (health !== undefined && health !== 'none') explain['docker-health'] = health;
+      const spec = endpointSpec(pool, {
+        id: name,
+        host,
+        port,
+        source: 'docker',
+        explain,
+        ...(health !== undefined && health !== 'none' ? { health: health === 'healthy' ? 'healthy' : health === 'unhealthy' ? 'unhealthy' : 'starting' } : {}),
+        stopping: marks.stopping.has(c.Id),
+        paused: c.State.Paused === true,
+      });
+      let list = services.get(service);
+      if (!list) services.set(service, (list = []));
+      list.push(spec);
+    }
   }
   return { snapshot: { provider: opts.provider ?? 'docker', services }, skipped };
 }

@@ -5,7 +5,7 @@
  * so a label means the same wherever it is set.
  */
 import type { EndpointSpec, RouteSpec } from '../../core/types.js';
-import { parseLabels, type ParsedLabels } from './labels.js';
+import { parseLabels, type ParsedLabels, type PoolLabels, type PortProtocol } from './labels.js';
 
 export type LabelVerdict =
   /** Not berth's to route (not enabled): ignored without a word. */
@@ -39,14 +39,68 @@ export interface SpecBase {
   readonly paused?: boolean;
 }
 
-/** The endpoint spec for labels `l`: typed routes and health path, labels kept as explanation. */
-export function endpointSpec(l: ParsedLabels, b: SpecBase): EndpointSpec {
+/** The ports a container exposes (a Swarm service publishes), by protocol, ascending. */
+export interface OfferedPorts {
+  readonly tcp: readonly number[];
+  readonly udp: readonly number[];
+}
+
+export interface PoolPort {
+  readonly pool: PoolLabels;
+  readonly port: number;
+  readonly why: string;
+}
+
+/**
+ * Each pool's port: its `port` label, else the only port of its protocol on offer.
+ * Two pools on one port and protocol are an error (one of them would get the
+ * other's traffic): the reason, and the container is skipped.
+ */
+export function poolPorts(pools: readonly PoolLabels[], offered: OfferedPorts, verb: 'exposed' | 'published'): { ok: true; ports: PoolPort[] } | { ok: false; reason: string } {
+  const ports: PoolPort[] = [];
+  const taken = new Map<string, PoolLabels>();
+  for (const pool of pools) {
+    let port: number;
+    let why: string;
+    if (pool.port !== undefined) {
+      port = pool.port;
+      why = `label ${pool.from}port`;
+    } else {
+      const list = offered[pool.protocol];
+      const kind = `${verb} ${pool.protocol.toUpperCase()} port`;
+      if (list.length !== 1) {
+        const reason = list.length === 0 ? `no ${pool.from}port label and no ${kind}` : `no ${pool.from}port label and several ${kind}s (${list.join(', ')}): set ${pool.from}port`;
+        return { ok: false, reason };
+      }
+      port = list[0]!;
+      why = `only ${kind}`;
+    }
+    const key = `${pool.protocol} ${port}`;
+    const other = taken.get(key);
+    if (other !== undefined) return { ok: false, reason: `${other.from.slice(0, -1)} and ${pool.from.slice(0, -1)} both name ${pool.protocol} port ${port}: one port and protocol is one pool` };
+    taken.set(key, pool);
+    ports.push({ pool, port, why });
+  }
+  return { ok: true, ports };
+}
+
+/** Port numbers by protocol, each list ascending and without repeats (sctp ignored). */
+export function offeredPorts(entries: readonly { readonly port: number; readonly protocol: string }[]): OfferedPorts {
+  const by = (p: PortProtocol) => [...new Set(entries.filter((e) => e.protocol === p).map((e) => e.port))].sort((a, b) => a - b);
+  return { tcp: by('tcp'), udp: by('udp') };
+}
+
+/** The endpoint spec for a pool's labels `l`: typed routes and health path, labels kept as explanation. */
+export function endpointSpec(l: PoolLabels, b: SpecBase): EndpointSpec {
   const explain: Record<string, string> = { ...b.explain, weight: String(l.weight) };
+  if (l.protocol !== 'tcp') explain['protocol'] = l.protocol;
   if (l.maxConnections !== undefined) explain['maxConnections'] = String(l.maxConnections);
   if (l.httpHost !== undefined) explain['http.host'] = l.httpHost;
   if (l.httpPathPrefix !== undefined) explain['http.pathPrefix'] = l.httpPathPrefix;
   if (l.healthPath !== undefined) explain['health.path'] = l.healthPath;
+  if (l.sni.length > 0) explain['tls.sni'] = l.sni.join(',');
   const routes: RouteSpec[] = l.httpHost !== undefined || l.httpPathPrefix !== undefined ? [{ host: l.httpHost, pathPrefix: l.httpPathPrefix }] : [];
+  for (const sni of l.sni) routes.push({ sni });
   return {
     id: b.id,
     host: b.host,
@@ -54,6 +108,7 @@ export function endpointSpec(l: ParsedLabels, b: SpecBase): EndpointSpec {
     weight: l.weight,
     source: b.source,
     labels: explain,
+    ...(l.protocol !== 'tcp' ? { protocol: l.protocol } : {}),
     ...(routes.length > 0 ? { routes } : {}),
     ...(l.healthPath !== undefined ? { healthPath: l.healthPath } : {}),
     ...(l.maxConnections !== undefined && l.maxConnections > 0 ? { maxConnections: l.maxConnections } : {}),

@@ -14,7 +14,7 @@ import { backoffDelay, nullDiscoveryObserver, type DiscoveryObserver } from '../
 import type { EndpointSpec, ProviderSnapshot } from '../../core/types.js';
 import type { Logger } from '../../log.js';
 import { onEventLines } from './events.js';
-import { endpointSpec, readLabels } from './endpoint-spec.js';
+import { endpointSpec, offeredPorts, poolPorts, readLabels } from './endpoint-spec.js';
 import { reportSkipped, selfContainerId } from './provider.js';
 import type { DockerClient, DockerEvent, SwarmService, SwarmTask } from './types.js';
 
@@ -50,17 +50,17 @@ export function buildSwarmSnapshot(services: readonly SwarmService[], tasks: rea
     if (verdict.kind === 'skip') skipped.push({ name, reason: verdict.reason });
     if (verdict.kind !== 'route') continue;
     const l = verdict.labels;
-    const tcpPorts = (svc.Spec.EndpointSpec?.Ports ?? []).filter((p) => (p.Protocol ?? 'tcp') === 'tcp' && p.TargetPort !== undefined);
-    const port = l.port ?? (tcpPorts.length === 1 ? tcpPorts[0]!.TargetPort : undefined);
-    if (port === undefined) {
-      skipped.push({ name, reason: `no ${prefix}.port label and ${tcpPorts.length === 0 ? 'no published port' : 'several published ports'} to take it from` });
+    const published = (svc.Spec.EndpointSpec?.Ports ?? []).flatMap((p) => (p.TargetPort !== undefined ? [{ port: p.TargetPort, protocol: p.Protocol ?? 'tcp' }] : []));
+    const ports = poolPorts(l.pools, offeredPorts(published), 'published');
+    if (!ports.ok) {
+      skipped.push({ name, reason: ports.reason });
       continue;
     }
-    const service = l.service ?? name;
-    const list = out.get(service) ?? [];
+    const want = l.network ?? (opts.network !== '' ? opts.network : undefined);
+    // Where each running task is reached (the same for every pool of the service).
+    const reach: { readonly taskId: string; readonly taskName: string; readonly host: string; readonly network: string; readonly leaving: boolean }[] = [];
     for (const t of byService.get(svc.ID) ?? []) {
       const atts = (t.NetworksAttachments ?? []).filter((a) => a.Network.Spec.Name !== 'ingress' && (a.Addresses ?? []).length > 0);
-      const want = l.network ?? (opts.network !== '' ? opts.network : undefined);
       // An overlay address is reachable only from a container on that overlay: when
       // berth knows its own networks, a task sharing none of them is skipped (sending
       // there would leave through the default route), unless a network is named.
@@ -78,25 +78,26 @@ export function buildSwarmSnapshot(services: readonly SwarmService[], tasks: rea
         });
         continue;
       }
-      const host = att.Addresses![0]!.split('/')[0]!;
-      const leaving = t.DesiredState !== 'running' || stopping.has(t.ID);
-      list.push(
-        endpointSpec(l, {
-          id: taskName,
-          host,
-          port,
-          source: 'swarm',
-          explain: {
-            task: t.ID.slice(0, 12),
-            service: `${service} (${l.service !== undefined ? `label ${prefix}.service` : 'swarm service name'})`,
-            network: att.Network.Spec.Name,
-            port: String(port),
-          },
-          stopping: leaving,
-        }),
-      );
+      reach.push({ taskId: t.ID, taskName, host: att.Addresses![0]!.split('/')[0]!, network: att.Network.Spec.Name, leaving: t.DesiredState !== 'running' || stopping.has(t.ID) });
     }
-    out.set(service, list);
+    for (const { pool, port, why } of ports.ports) {
+      const service = pool.service ?? name;
+      const serviceWhy = pool.from !== `${prefix}.` ? `label ${pool.from}*` : pool.service !== undefined ? `label ${prefix}.service` : 'swarm service name';
+      const list = out.get(service) ?? [];
+      for (const r of reach) {
+        list.push(
+          endpointSpec(pool, {
+            id: r.taskName,
+            host: r.host,
+            port,
+            source: 'swarm',
+            explain: { task: r.taskId.slice(0, 12), service: `${service} (${serviceWhy})`, network: r.network, port: `${port} (${why})` },
+            stopping: r.leaving,
+          }),
+        );
+      }
+      out.set(service, list);
+    }
   }
   return { snapshot: { provider: 'swarm', services: out }, skipped };
 }

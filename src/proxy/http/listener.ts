@@ -326,7 +326,7 @@ export class HttpListener implements Listener<HttpListenerSettings> {
     this.published = published;
     this.routesDirty = false;
     const rules: RouteRule[] = this.settings.routes.map((r) => ({ host: r.host, pathPrefix: r.pathPrefix, service: r.service, source: 'config' }));
-    for (const r of published) rules.push({ host: r.host, pathPrefix: r.pathPrefix, service: r.service, source: 'label' });
+    for (const r of published) if (r.sni === undefined) rules.push({ host: r.host, pathPrefix: r.pathPrefix, service: r.service, source: 'label' });
     if (this.settings.service !== undefined) rules.push({ service: this.settings.service, source: 'default' });
     this.router = new Router(rules);
     return this.router;

@@ -7,7 +7,7 @@ import tls from 'node:tls';
 import type { PeerIdentity, TlsTerminator, UpstreamTls } from '../../core/tls.js';
 import { nullObserver, type PrereadResult, type ProxyObserver, type ProxyProtocolResult } from '../../core/observer.js';
 import type { Logger } from '../../log.js';
-import type { Pool } from '../../pool/pool.js';
+import type { Pool, ServiceRoute } from '../../pool/pool.js';
 import { tcpConnect, type ConnectFn } from '../connect.js';
 import { ConnectionGate } from '../gate.js';
 import type { Listener } from '../listener.js';
@@ -88,6 +88,8 @@ export class TcpListener implements Listener<TcpListenerSettings> {
   readonly prereading = new Set<PrereadConn>();
   private router!: SniRouter;
   private preread!: PrereadSettings;
+  /** The pool's published routes the router was built with (label SNI routes join a listener with `routes`). */
+  private published: readonly ServiceRoute[] | null = null;
   /** Violations of the PROXY protocol are logged once per peer per minute. */
   private readonly proxyLog = new PeerLogLimit(60_000);
 
@@ -124,8 +126,26 @@ export class TcpListener implements Listener<TcpListenerSettings> {
 
   private applyRoutes(): void {
     const s = this.settings;
-    this.router = new SniRouter(s.routes ?? [], s.service !== '' ? s.service : undefined);
+    const routes: SniRouteSpec[] = [...(s.routes ?? [])];
+    // A listener that routes by SNI (it has routes and does not terminate TLS) takes
+    // the server names endpoints ask for (label berth.tls.sni) after its own routes,
+    // which win on the same name, as for http.
+    if (this.routesBySni) {
+      this.published = this.deps.pool.routes;
+      for (const r of this.published) if (r.sni !== undefined) routes.push({ sni: r.sni, service: r.service });
+    }
+    this.router = new SniRouter(routes, s.service !== '' ? s.service : undefined);
     this.preread = { acceptProxy: acceptProxyOf(s.acceptProxy), hello: this.router.readsHello, postgres: s.postgres === true, timeout: s.timeouts.preread ?? 5000, max: 65_536 };
+  }
+
+  private get routesBySni(): boolean {
+    return this.deps.tls === null && (this.settings.routes?.length ?? 0) > 0;
+  }
+
+  /** The router for a new connection: rebuilt when the pool's published routes changed. */
+  private currentRouter(): SniRouter {
+    if (this.routesBySni && this.deps.pool.routes !== this.published) this.applyRoutes();
+    return this.router;
   }
 
   /** A completed handshake: a verified client not on the allow-list is closed here. */
@@ -179,6 +199,7 @@ export class TcpListener implements Listener<TcpListenerSettings> {
 
   private accept(client: net.Socket, identity: PeerIdentity | null): void {
     this.deps.observer.listenerAccepted(this.settings.name);
+    this.currentRouter();
     // (A TLS-terminating listener takes neither: the config refuses both with tls.)
     if (identity === null && this.deps.tls === null && prereads(this.preread)) {
       const p = new PrereadConn(this, client, this.preread, this.router);
