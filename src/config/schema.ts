@@ -173,8 +173,24 @@ function parseStatuses(input: string): Parsed<{ text: string; ranges: [number, n
   return { ok: true, value: { text: input, ranges } };
 }
 
-const health = z.strictObject({
-  type: z.enum(['tcp', 'http'], { error: () => 'expected tcp or http' }).default('tcp'),
+const hex = z.string().regex(/^([0-9A-Fa-f]{2})+$/, 'expected bytes as hex digits, two per byte');
+const dnsTypes = ['A', 'AAAA', 'CNAME', 'MX', 'NS', 'PTR', 'SOA', 'SRV', 'TXT'] as const;
+
+const healthFields = z.strictObject({
+  /** tcp: a connect; http: a GET; dns: a query over udp; send-expect: bytes out, a pattern back. */
+  type: z.enum(['tcp', 'http', 'dns', 'send-expect'], { error: () => 'expected tcp, http, dns or send-expect' }).default('tcp'),
+  /** dns: the name to ask for. */
+  query: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'expected a domain name').optional(),
+  /** dns: the record type asked for. */
+  queryType: z.enum(dnsTypes, { error: () => `expected one of ${dnsTypes.join(', ')}` }).default('A'),
+  /** send-expect: what to send, as text (UTF-8) or hex. */
+  send: z.string().min(1).optional(),
+  sendHex: hex.optional(),
+  /** send-expect: bytes the answer must contain, as text or hex; neither: any answer passes. */
+  receive: z.string().min(1).optional(),
+  receiveHex: hex.optional(),
+  /** send-expect: over udp or tcp; default udp for a service a udp listener sends to, else tcp. */
+  protocol: z.enum(['tcp', 'udp'], { error: () => 'expected tcp or udp' }).optional(),
   /** http: the path to GET. */
   path: z.string().regex(/^\//, 'expected a path starting with /').default('/'),
   /** http: Host header (default the endpoint's address). */
@@ -189,6 +205,18 @@ const health = z.strictObject({
   jitter: z.number().min(0).max(1).default(0.1),
   /** A new endpoint's state until its first check: pending (no traffic yet) or healthy. */
   initial: z.enum(['pending', 'healthy'], { error: () => 'expected pending or healthy' }).default('pending'),
+});
+
+/** Fields that belong to one check type only. */
+const healthOnly: Record<string, readonly string[]> = { query: ['dns'], send: ['send-expect'], sendHex: ['send-expect'], receive: ['send-expect'], receiveHex: ['send-expect'], protocol: ['send-expect'], host: ['http'] };
+
+const health = healthFields.superRefine((h, ctx) => {
+  for (const [field, types] of Object.entries(healthOnly)) {
+    if (h[field as keyof typeof h] !== undefined && !types.includes(h.type)) ctx.addIssue({ code: 'custom', path: [field], message: `${field} is for ${types.join(', ')} checks, not ${h.type}` });
+  }
+  if (h.type === 'dns' && h.query === undefined) ctx.addIssue({ code: 'custom', path: ['query'], message: 'a dns check needs the name to ask for' });
+  if (h.type === 'send-expect' && (h.send === undefined) === (h.sendHex === undefined)) ctx.addIssue({ code: 'custom', path: ['send'], message: 'a send-expect check needs send or sendHex (one of them)' });
+  if (h.receive !== undefined && h.receiveHex !== undefined) ctx.addIssue({ code: 'custom', path: ['receive'], message: 'receive or receiveHex, not both' });
 });
 
 const outlierFields = z.strictObject({

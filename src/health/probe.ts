@@ -1,5 +1,7 @@
+import dgram from 'node:dgram';
 import http from 'node:http';
 import net from 'node:net';
+import dnsPacket from 'dns-packet';
 
 export interface ProbeResult {
   readonly ok: boolean;
@@ -48,5 +50,109 @@ export function httpProbe(host: string, port: number, timeoutMs: number, o: Http
     });
     const timer = setTimeout(() => done({ ok: false, detail: `timeout after ${timeoutMs}ms` }), timeoutMs);
     req.on('error', (err: NodeJS.ErrnoException) => done({ ok: false, detail: err.code ?? err.message }));
+  });
+}
+
+export interface DnsProbeOptions {
+  /** The name to ask for. */
+  readonly name: string;
+  /** Record type, e.g. "A". */
+  readonly type: string;
+}
+
+/**
+ * A DNS check over UDP: one query for `name`; any well-formed answer to it passes
+ * (whatever its code: the server answered), a refused port (ICMP) or silence fails.
+ */
+export function dnsProbe(host: string, port: number, timeoutMs: number, o: DnsProbeOptions): Promise<ProbeResult> {
+  const id = Math.floor(Math.random() * 0x10000);
+  const query = dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: o.type as dnsPacket.RecordType, name: o.name }] });
+  return udpExchange(host, port, timeoutMs, query, (msg) => {
+    let answer: dnsPacket.Packet;
+    try {
+      answer = dnsPacket.decode(msg);
+    } catch {
+      return { ok: false, detail: 'malformed dns answer' };
+    }
+    // Not the answer to this query (a late one to an earlier check): keep waiting.
+    if (answer.id !== id || answer.type !== 'response') return undefined;
+    return { ok: true, detail: `dns ${(answer as { rcode?: string }).rcode ?? 'answer'}, ${answer.answers?.length ?? 0} answers` };
+  });
+}
+
+export interface SendExpectOptions {
+  readonly protocol: 'tcp' | 'udp';
+  readonly send: Buffer;
+  /** Bytes the answer must contain; undefined: any answer passes. */
+  readonly receive: Buffer | undefined;
+}
+
+/** What a send-expect check reads of a tcp answer at most before it gives up on the pattern. */
+const EXPECT_MAX = 64 * 1024;
+
+/**
+ * Bytes out, a byte pattern back: over udp the first datagram back must contain
+ * `receive`; over tcp the stream read until it does (within 64 KiB), or the
+ * endpoint closes or the time is up.
+ */
+export function sendExpectProbe(host: string, port: number, timeoutMs: number, o: SendExpectOptions): Promise<ProbeResult> {
+  const matches = (b: Buffer) => o.receive === undefined || b.includes(o.receive);
+  if (o.protocol === 'udp') return udpExchange(host, port, timeoutMs, o.send, (msg) => (matches(msg) ? { ok: true, detail: 'expected answer' } : { ok: false, detail: `unexpected answer (${msg.length} bytes)` }));
+  return new Promise((resolve) => {
+    const s = net.connect({ host, port });
+    /** The unmatched tail (a match may start in it) and how much was read in all. */
+    let got: Buffer = Buffer.alloc(0);
+    let total = 0;
+    const done = (r: ProbeResult) => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve(r);
+    };
+    const timer = setTimeout(() => done({ ok: false, detail: `timeout after ${timeoutMs}ms${total > 0 ? ` (${total} bytes, not the expected ones)` : ''}` }), timeoutMs);
+    s.once('connect', () => {
+      s.write(o.send);
+      if (o.receive !== undefined && o.receive.length === 0) done({ ok: true, detail: 'connected, sent' });
+    });
+    s.on('data', (d: Buffer) => {
+      total += d.length;
+      got = got.length === 0 ? d : Buffer.concat([got, d]);
+      if (matches(got)) done({ ok: true, detail: 'expected answer' });
+      else if (total > EXPECT_MAX) done({ ok: false, detail: `no expected answer in ${total} bytes` });
+      // Only the last receive.length - 1 bytes can start a match across reads.
+      else got = got.subarray(Math.max(0, got.length - (o.receive!.length - 1)));
+    });
+    s.once('end', () => done({ ok: false, detail: total > 0 ? 'closed without the expected answer' : 'closed without an answer' }));
+    s.once('error', (err: NodeJS.ErrnoException) => done({ ok: false, detail: err.code ?? err.message }));
+  });
+}
+
+/**
+ * One datagram to the endpoint on a connected socket, then its answers to `judge`
+ * until one gives a verdict (undefined: not for us, keep waiting) or the time is up.
+ * A refused port (ICMP unreachable) fails at once.
+ */
+function udpExchange(host: string, port: number, timeoutMs: number, out: Buffer, judge: (msg: Buffer) => ProbeResult | undefined): Promise<ProbeResult> {
+  return new Promise((resolve) => {
+    const s = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4');
+    let settled = false;
+    const done = (r: ProbeResult) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      s.close();
+      resolve(r);
+    };
+    const timer = setTimeout(() => done({ ok: false, detail: `timeout after ${timeoutMs}ms` }), timeoutMs);
+    s.on('error', (err: NodeJS.ErrnoException) => done({ ok: false, detail: err.code ?? err.message }));
+    s.on('message', (msg) => {
+      const r = judge(msg);
+      if (r !== undefined) done(r);
+    });
+    s.connect(port, host, () => {
+      if (settled) return;
+      s.send(out, (err) => {
+        if (err) done({ ok: false, detail: (err as NodeJS.ErrnoException).code ?? err.message });
+      });
+    });
   });
 }

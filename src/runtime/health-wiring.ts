@@ -4,11 +4,11 @@
  * config), and how a verdict becomes pool flags. In a worker there is no checker:
  * the primary checks once per endpoint and sends the verdicts, applied here too.
  */
-import type { Config } from '../config/schema.js';
+import type { Config, HealthConfig } from '../config/schema.js';
 import { systemRandom } from '../core/random.js';
 import { Flag } from '../core/types.js';
 import { HealthChecker, type CheckChange, type CheckTarget } from '../health/checker.js';
-import { httpProbe, tcpProbe } from '../health/probe.js';
+import { dnsProbe, httpProbe, sendExpectProbe, tcpProbe } from '../health/probe.js';
 import type { Pool } from '../pool/pool.js';
 
 /** An active-check verdict for one endpoint, as sent from the primary to workers. */
@@ -21,6 +21,26 @@ export interface HealthVerdict {
 }
 
 const ACTIVE = Flag.ActivePending | Flag.ActiveUnhealthy;
+
+/** The probe a service's check settings describe (`path`: the endpoint's own http path, or the service's). */
+function probeFor(h: HealthConfig, path: string, inRange: (code: number) => boolean): CheckTarget['probe'] {
+  switch (h.type) {
+    case 'http':
+      return (host, port) => httpProbe(host, port, h.timeout, { path, host: h.host, expect: inRange });
+    case 'dns':
+      return (host, port) => dnsProbe(host, port, h.timeout, { name: h.query!, type: h.queryType });
+    case 'send-expect': {
+      const o = {
+        protocol: h.protocol ?? 'tcp',
+        send: h.sendHex !== undefined ? Buffer.from(h.sendHex, 'hex') : Buffer.from(h.send!, 'utf8'),
+        receive: h.receiveHex !== undefined ? Buffer.from(h.receiveHex, 'hex') : h.receive !== undefined ? Buffer.from(h.receive, 'utf8') : undefined,
+      };
+      return (host, port) => sendExpectProbe(host, port, h.timeout, o);
+    }
+    case 'tcp':
+      return (host, port) => tcpProbe(host, port, h.timeout);
+  }
+}
 
 export class HealthWiring {
   readonly checker: HealthChecker | null;
@@ -86,7 +106,7 @@ export class HealthWiring {
           key: `${s.name}\0${e.id}`,
           host: e.host,
           port: e.port,
-          probe: h.type === 'http' ? (host, port) => httpProbe(host, port, h.timeout, { path, host: h.host, expect: inRange }) : (host, port) => tcpProbe(host, port, h.timeout),
+          probe: probeFor(h, path, inRange),
           intervalMs: h.interval,
           jitter: h.jitter,
           rise: h.rise,

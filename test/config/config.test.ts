@@ -339,3 +339,47 @@ t.test('hardening defaults: outlier detection on (off with "off"), replay opt-in
   const discovered = validateConfig({ listeners: [{ bind: '127.0.0.1:0', service: 'found' }], services: {}, discovery: { docker: {} } });
   t.match(discovered.services.get('found')!.outlier, { consecutiveFailures: 5 }, 'discovered services get it too');
 });
+
+t.test('health checks for udp pools: dns and send-expect, each field for its type only', async (t) => {
+  const c = validateConfig({
+    listeners: [
+      { name: 'dns', bind: '53', mode: 'udp', service: 'dns' },
+      { name: 'game', bind: '7777', mode: 'udp', service: 'game' },
+      { name: 'redis', bind: '6379', service: 'redis' },
+    ],
+    services: {
+      dns: { health: { type: 'dns', query: 'health.example', interval: '5s' } },
+      game: { health: { type: 'send-expect', sendHex: 'ff00', receive: 'pong' } },
+      redis: { health: { type: 'send-expect', send: 'PING\r\n', receive: '+PONG' } },
+    },
+  });
+  t.match(c.services.get('dns')!.health, { type: 'dns', query: 'health.example', queryType: 'A', interval: 5000 });
+  t.match(c.services.get('game')!.health, { type: 'send-expect', sendHex: 'ff00', receive: 'pong', protocol: 'udp' }, 'over udp: a udp listener sends to it');
+  t.match(c.services.get('redis')!.health, { protocol: 'tcp' }, 'over tcp for a tcp listener');
+  const bad = issues(() =>
+    validateConfig({
+      listeners: [{ bind: '1', mode: 'udp', service: 'a' }],
+      services: {
+        a: { health: { type: 'dns' } },
+        b: { health: { type: 'send-expect' } },
+        c: { health: { type: 'send-expect', send: 'x', sendHex: '00', receive: 'y', receiveHex: '01' } },
+        d: { health: { type: 'tcp', query: 'x.example', send: 'x', host: 'h' } },
+        e: { health: { type: 'send-expect', sendHex: 'abc' } },
+        f: { health: { type: 'dns', query: 'x.example', queryType: 'ANY' } },
+        g: { health: { type: 'ping' } },
+      },
+    }),
+  );
+  t.same(bad, [
+    'services.a.health.query: a dns check needs the name to ask for',
+    'services.b.health.send: a send-expect check needs send or sendHex (one of them)',
+    'services.c.health.send: a send-expect check needs send or sendHex (one of them)',
+    'services.c.health.receive: receive or receiveHex, not both',
+    'services.d.health.query: query is for dns checks, not tcp',
+    'services.d.health.send: send is for send-expect checks, not tcp',
+    'services.d.health.host: host is for http checks, not tcp',
+    'services.e.health.sendHex: expected bytes as hex digits, two per byte',
+    'services.f.health.queryType: expected one of A, AAAA, CNAME, MX, NS, PTR, SOA, SRV, TXT',
+    'services.g.health.type: expected tcp, http, dns or send-expect',
+  ]);
+});

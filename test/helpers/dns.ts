@@ -12,8 +12,9 @@ if (spawnSync('which', ['dnsmasq']).status !== 0) throw new Error('dnsmasq is re
 const dir = mkdtempSync(join(tmpdir(), 'berth-dns-'));
 chmodSync(dir, 0o755);
 
-export async function dnsmasq(t: Test, hosts: string, conf = ''): Promise<{ port: number; proc: ChildProcess; hostsFile: string }> {
-  const port = await freePort();
+/** A dnsmasq answering from `hosts`, on a free port or on `port` (to bring one back where it was). */
+export async function dnsmasq(t: Test, hosts: string, conf = '', at?: number): Promise<{ port: number; proc: ChildProcess; hostsFile: string }> {
+  const port = at ?? (await freePort());
   const hostsFile = join(dir, `hosts-${port}`);
   const confFile = join(dir, `conf-${port}`);
   writeFileSync(hostsFile, hosts, { mode: 0o644 });
