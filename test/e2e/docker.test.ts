@@ -1,3 +1,4 @@
+import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -330,6 +331,44 @@ t.test('http mode: berth.http.host / berth.http.pathPrefix labels route requests
   t.equal(await body('other.test', '/'), '404', 'no route: 404');
   await docker('rm', '-f', `${RUN}-route-b`);
   await until(async () => (await body('a.test', '/b/x')) === 'route-a', 10_000, 'route of a removed container goes');
+});
+
+t.test('a container with two pools from its labels: http on one port, udp on another, each behind its own listener', async (t) => {
+  const WEB = svcName('two-web');
+  const ECHO = svcName('two-echo');
+  const config = validateConfig({
+    listeners: [
+      { name: 'web', bind: '127.0.0.1:0', mode: 'http', service: WEB },
+      { name: 'echo', bind: '127.0.0.1:0', mode: 'udp', service: ECHO, udp: { responses: 1 } },
+    ],
+    discovery: { docker: { host: 'unix:///var/run/docker.sock' } },
+    admin: { bind: 'off' },
+  });
+  const berth = new Berth(config, { log: silent });
+  await berth.start();
+  t.teardown(() => berth.shutdown(0));
+  const webPort = berth.listeners.get('name:web')!.address.port;
+  const echoPort = berth.listeners.get('name:echo')!.address.port;
+  await runContainer('two', { 'berth.enable': 'true', [`berth.services.${WEB}.port`]: '8080', [`berth.services.${ECHO}.port`]: '5353', [`berth.services.${ECHO}.protocol`]: 'udp' }, ['-e', 'UDP_PORT=5353']);
+  // Mixing the one-pool labels with per-pool ones: skipped, with the reason.
+  await runContainer('two-mixed', { 'berth.enable': 'true', 'berth.port': '8080', [`berth.services.${ECHO}.port`]: '5353' });
+  await until(() => (berth.pool.service(WEB)?.eligibleCount ?? 0) === 1 && (berth.pool.service(ECHO)?.eligibleCount ?? 0) === 1, 10_000, 'one container, in both pools');
+  const ep = [...berth.pool.service(ECHO)!.endpoints.values()][0]!;
+  t.equal(ep.spec.protocol, 'udp');
+  t.equal(ep.spec.labels?.['port'], '5353 (label berth.services.' + ECHO + '.port)');
+  t.equal(await get(webPort), 'two', 'http to its web pool');
+  const sock = dgram.createSocket('udp4');
+  t.teardown(() => sock.close());
+  let answer = '';
+  sock.on('message', (m) => (answer = m.toString()));
+  // Datagrams may be lost: sent again until one is answered.
+  await until(() => {
+    if (answer === '') sock.send('hello', echoPort, '127.0.0.1');
+    return answer !== '';
+  }, 10_000, 'an answer over udp', 200);
+  t.equal(answer, 'two:hello', 'udp to its echo pool, the same container');
+  await until(() => berth.docker!.skipped.some((s) => s.name === `${RUN}-two-mixed`), 10_000, 'the mixed one skipped');
+  t.match(berth.docker!.skipped.find((s) => s.name === `${RUN}-two-mixed`)?.reason, /berth.<label> and berth.services.<name>.<label> mixed/);
 });
 
 t.test('--workers 2 with docker and dns: every worker gets every provider\'s endpoints, not just the last provider\'s', async (t) => {
