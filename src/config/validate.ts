@@ -64,7 +64,10 @@ export function validateConfig(raw: unknown): Config {
         if (on) issues.push({ path: `listeners[${i}].${key}`, message: `${key} is not for udp listeners (datagrams, sessions by client address)` });
       }
     } else if (l.mode === 'tcp') {
-      if (l.service === undefined && l.routes.length === 0) issues.push({ path: `listeners[${i}].service`, message: 'a tcp listener needs a service (or routes by sni)' });
+      // Without a service or routes it routes by the berth.tls.sni labels alone (not when it terminates TLS).
+      if (l.service === undefined && l.routes.length === 0 && (l.tls !== undefined || (!doc.discovery.docker && !doc.discovery.swarm))) {
+        issues.push({ path: `listeners[${i}].service`, message: l.tls !== undefined ? 'a tcp listener with tls needs a service' : 'a tcp listener needs a service, routes by sni, or docker discovery (berth.tls.sni labels)' });
+      }
       l.routes.forEach((r, j) => {
         if (r.host !== undefined || r.pathPrefix !== undefined) issues.push({ path: `listeners[${i}].routes[${j}]`, message: 'host and pathPrefix are for http listeners; a tcp route takes sni (and alpn)' });
         if (r.alpn !== undefined && r.sni === undefined) issues.push({ path: `listeners[${i}].routes[${j}].alpn`, message: 'alpn goes with sni' });

@@ -211,7 +211,7 @@ t.test('Layer 4: tcp routes by sni (and alpn), acceptProxy, the preread timeout;
     }),
   );
   t.same(cross, [
-    'listeners[0].service: a tcp listener needs a service (or routes by sni)',
+    'listeners[0].service: a tcp listener needs a service, routes by sni, or docker discovery (berth.tls.sni labels)',
     'listeners[1].routes[0]: host and pathPrefix are for http listeners; a tcp route takes sni (and alpn)',
     'listeners[1].routes[1].alpn: alpn goes with sni',
     'listeners[2].routes[0]: sni and alpn are for tcp listeners (TLS passthrough); an http route takes host and pathPrefix',
@@ -382,4 +382,10 @@ t.test('health checks for udp pools: dns and send-expect, each field for its typ
     'services.f.health.queryType: expected one of A, AAAA, CNAME, MX, NS, PTR, SOA, SRV, TXT',
     'services.g.health.type: expected tcp, http, dns or send-expect',
   ]);
+});
+
+t.test('a tcp listener without service or routes routes by berth.tls.sni labels alone, with docker or swarm discovery', async (t) => {
+  const c = validateConfig({ listeners: [{ name: 'pg', bind: '5432', postgres: true }], discovery: { docker: {} } });
+  t.equal(c.listeners[0]!.mode === 'tcp' ? c.listeners[0]!.service : null, '');
+  t.same(issues(() => validateConfig({ listeners: [{ bind: '1', tls: { cert: '/c', key: '/k' } }], discovery: { docker: {} } })), ['listeners[0].service: a tcp listener with tls needs a service']);
 });

@@ -169,6 +169,19 @@ t.test('SNI routes endpoints ask for (label berth.tls.sni) join a listener that 
   await until(() => p.l.active === 0 && plain.l.active === 0);
 });
 
+t.test('a listener with neither service nor routes routes by the label routes alone; nothing matching is closed', async (t) => {
+  const db = await named('db');
+  const p = await listener({ db: [{ ...endpoint(db.port), source: 'docker', routes: [{ sni: 'db.example.com' }] }] }, { service: '' });
+  t.teardown(() => {
+    p.close();
+    db.close();
+  });
+  t.equal(await send(p.port, await captureHello({ servername: 'db.example.com' }), { want: 2 }), 'db');
+  t.equal(await send(p.port, await captureHello({ servername: 'other.example.com' })), '', 'no route: closed');
+  t.equal(p.observer.counts['preread.no_route'], 1);
+  await until(() => p.l.active === 0);
+});
+
 t.test('SNI passthrough without a catch-all: no match, a broken hello or a slow one is closed and counted', async (t) => {
   const db1 = await named('db1');
   const clock = new ManualClock();

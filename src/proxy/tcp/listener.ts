@@ -127,7 +127,7 @@ export class TcpListener implements Listener<TcpListenerSettings> {
   private applyRoutes(): void {
     const s = this.settings;
     const routes: SniRouteSpec[] = [...(s.routes ?? [])];
-    // A listener that routes by SNI (it has routes and does not terminate TLS) takes
+    // A listener that routes by SNI (it has routes or no service, and does not terminate TLS) takes
     // the server names endpoints ask for (label berth.tls.sni) after its own routes,
     // which win on the same name, as for http.
     if (this.routesBySni) {
@@ -138,8 +138,9 @@ export class TcpListener implements Listener<TcpListenerSettings> {
     this.preread = { acceptProxy: acceptProxyOf(s.acceptProxy), hello: this.router.readsHello, postgres: s.postgres === true, timeout: s.timeouts.preread ?? 5000, max: 65_536 };
   }
 
+  /** Routes by SNI: it has routes, or nothing else to go by (no service: the labels' routes alone). */
   private get routesBySni(): boolean {
-    return this.deps.tls === null && (this.settings.routes?.length ?? 0) > 0;
+    return this.deps.tls === null && ((this.settings.routes?.length ?? 0) > 0 || this.settings.service === '');
   }
 
   /** The router for a new connection: rebuilt when the pool's published routes changed. */
