@@ -6,6 +6,9 @@
 #                       host's CA bundle (NODE_EXTRA_CA_CERTS) for builds needing npm
 #   berth-test/web      node + test/fixtures/web-backend.mjs (graceful HTTP endpoint)
 #   berth-test/prometheus  Debian's prometheus binary (the compose example's scraper)
+#   berth-test/dnsmasq  Debian's dnsmasq (the layer4 example's DNS pool)
+#   berth-test/postgres Debian's PostgreSQL 15, entrypoint and snakeoil certificate as
+#                       the official image has them (the layer4 example's databases)
 #   berth-test/berth    berth from the repository Dockerfile (NODE_IMAGE=berth-test/node);
 #                       the node base also carries the host npm for its build stage
 # An image is rebuilt only when its inputs changed (hash kept in a label).
@@ -103,6 +106,74 @@ ENTRYPOINT ["/bin/prometheus"]
 CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus", "--web.listen-address=:9090"]
 DOCKER
 build berth-test/prometheus "$(hash_of "$prom_bin" "$work/prometheus/Dockerfile")" "$work/prometheus"
+
+# Copies binaries and the libraries ldd lists into a root file system.
+with_libs() { # root binary...
+  local r=$1; shift
+  for bin in "$@"; do
+    mkdir -p "$r$(dirname "$bin")"
+    cp -L "$bin" "$r$bin"
+    for lib in $(ldd "$bin" 2>/dev/null | grep -oE '/[^ ]+'); do
+      mkdir -p "$r$(dirname "$lib")"
+      cp -L "$lib" "$r$lib"
+    done
+  done
+}
+
+# dnsmasq, for the layer4 example
+dns_bin=$(readlink -f "$(command -v dnsmasq)")
+droot="$work/dnsmasq/rootfs"
+mkdir -p "$droot/tmp" "$droot/etc" "$droot/bin" "$droot/var/run"
+with_libs "$droot" "$dns_bin"
+ln -sf "$dns_bin" "$droot/bin/dnsmasq"
+printf 'root:x:0:0::/root:/bin/sh\nnobody:x:65534:65534::/nonexistent:/bin/false\n' > "$droot/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\n' > "$droot/etc/group"
+cat > "$work/dnsmasq/Dockerfile" <<'DOCKER'
+FROM scratch
+COPY rootfs/ /
+ENV PATH=/bin
+ENTRYPOINT ["dnsmasq", "--keep-in-foreground"]
+DOCKER
+build berth-test/dnsmasq "$(hash_of "$dns_bin" "$work/dnsmasq/Dockerfile" <(cd "$droot" && find . | sort))" "$work/dnsmasq"
+
+# PostgreSQL 15, for the layer4 example: the official image's interface (PGDATA,
+# POSTGRES_HOST_AUTH_METHOD, "postgres -c ..." as the command, the snakeoil pair).
+pg=/usr/lib/postgresql/15
+proot="$work/postgres/rootfs"
+# What the postgres user owns (COPY --chown): its data, socket and key directories.
+pown="$work/postgres/owned"
+mkdir -p "$proot/tmp" "$proot/etc/ssl/certs" "$pown/etc/ssl/private" "$pown/var/lib/postgresql/data" "$pown/var/run/postgresql" "$proot/bin" "$proot$pg/lib"
+with_libs "$proot" "$pg/bin/postgres" "$pg/bin/initdb" /bin/busybox
+for a in sh cat chmod mkdir; do ln -sf busybox "$proot/bin/$a"; done
+find "$pg/lib" -maxdepth 1 -name '*.so' -exec cp {} "$proot$pg/lib/" \;
+mkdir -p "$proot/usr/share" && cp -r /usr/share/postgresql "$proot/usr/share/postgresql"
+mkdir -p "$proot/usr/share/zoneinfo" && cp /usr/share/zoneinfo/UTC "$proot/usr/share/zoneinfo/UTC"
+printf 'root:x:0:0::/root:/bin/sh\npostgres:x:999:999::/var/lib/postgresql:/bin/sh\n' > "$proot/etc/passwd"
+printf 'root:x:0:\npostgres:x:999:\n' > "$proot/etc/group"
+openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=localhost -keyout "$pown/etc/ssl/private/ssl-cert-snakeoil.key" -out "$proot/etc/ssl/certs/ssl-cert-snakeoil.pem" 2>/dev/null
+chmod 600 "$pown/etc/ssl/private/ssl-cert-snakeoil.key"
+chmod 700 "$pown/var/lib/postgresql/data"
+chmod 1777 "$proot/tmp"
+cat > "$proot/bin/docker-entrypoint.sh" <<'SH'
+#!/bin/sh
+set -e
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+  initdb -D "$PGDATA" -U postgres --auth=trust --locale=C --encoding=UTF8 >/dev/null
+  echo "host all all all ${POSTGRES_HOST_AUTH_METHOD:-scram-sha-256}" >> "$PGDATA/pg_hba.conf"
+fi
+exec "$@" -c listen_addresses='*'
+SH
+chmod 755 "$proot/bin/docker-entrypoint.sh"
+cat > "$work/postgres/Dockerfile" <<DOCKER
+FROM scratch
+COPY rootfs/ /
+COPY --chown=999:999 owned/ /
+ENV PATH=/bin:$pg/bin PGDATA=/var/lib/postgresql/data TZ=UTC
+USER 999
+ENTRYPOINT ["/bin/docker-entrypoint.sh"]
+CMD ["postgres"]
+DOCKER
+build berth-test/postgres "$(hash_of "$pg/bin/postgres" "$work/postgres/Dockerfile" "$proot/bin/docker-entrypoint.sh" <(cd "$work/postgres" && find . | sort))" "$work/postgres"
 
 # berth itself, from the repository's Dockerfile on the local node base
 # (--network host: npm ci reaches the registry through the host).

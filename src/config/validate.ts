@@ -146,7 +146,7 @@ export function validateConfig(raw: unknown): Config {
 
 /** Every service a listener names: its own and its routes' (not label routes, which come from discovery). */
 export function listenerServices(l: ListenerConfig): string[] {
-  const out = l.service !== undefined ? [l.service] : [];
+  const out = l.service !== undefined && l.service !== '' ? [l.service] : [];
   for (const r of l.routes) if (!out.includes(r.service)) out.push(r.service);
   return out;
 }

@@ -92,3 +92,54 @@ t.test('front-a-group (docker-compose): requests spread over three containers; P
   );
   t.pass('Prometheus scraped berth: three endpoints up');
 });
+
+t.test('layer4 (docker-compose): dig through berth to a dnsmasq pool; psql to two PostgreSQL servers behind one port by SNI', async (t) => {
+  if (spawnSync('which', ['docker-compose']).status !== 0) throw new Error('docker-compose is required (Debian: docker-compose); .ci/run installs it');
+  const project = `${RUN}-layer4`.replace(/[^a-z0-9]/g, '');
+  const [dnsPort, pgPort, adminPort] = [await freePort(), await freePort(), await freePort()];
+  const env = {
+    BERTH_IMAGE: 'berth-test/berth',
+    DNS_IMAGE: 'berth-test/dnsmasq',
+    PG_IMAGE: 'berth-test/postgres',
+    DOCKER_GID: String(statSync('/var/run/docker.sock').gid),
+    DNS_PORT: String(dnsPort),
+    PG_PORT: String(pgPort),
+    ADMIN_PORT: String(adminPort),
+  };
+  const compose = (...args: string[]) => run('docker-compose', ['-p', project, '-f', join(examples, 'layer4', 'docker-compose.yml'), ...args], env);
+  t.teardown(async () => {
+    await compose('down', '-v', '--remove-orphans');
+  });
+  const up = await compose('up', '-d');
+  t.equal(up.code, 0, up.out);
+  // Both dnsmasq servers in the pool, past their first dns check.
+  await until(
+    async () => {
+      const r = await httpGet(`http://127.0.0.1:${adminPort}/api/v1/services`).catch(() => null);
+      if (r?.status !== 200) return false;
+      const s = JSON.parse(r.body) as { services: { name: string; endpoints: { health: string }[] }[] };
+      const dns = s.services.find((x) => x.name === 'dns');
+      return dns !== undefined && dns.endpoints.length === 2 && dns.endpoints.every((e) => e.health === 'up');
+    },
+    60_000,
+    'two dnsmasq endpoints up',
+    200,
+  );
+  const dig = await run('dig', ['+short', '+tries=3', '+time=2', '-p', String(dnsPort), '@127.0.0.1', 'web.svc.example']);
+  t.equal(dig.out.trim(), '10.0.0.7', 'the answer through berth');
+  const psql = (db: string) => run('psql', [`host=${db}.example.com hostaddr=127.0.0.1 port=${pgPort} user=postgres dbname=postgres sslmode=require connect_timeout=5`, '-Atc', "select current_setting('cluster_name') || ' ' || ssl from pg_stat_ssl where pid = pg_backend_pid()"], { PGGSSENCMODE: 'disable' });
+  for (const db of ['db1', 'db2']) {
+    let got = { code: null as number | null, out: '' };
+    // A server takes a moment to start after its container does: asked again until it answers.
+    await until(
+      async () => {
+        got = await psql(db);
+        return got.code === 0;
+      },
+      60_000,
+      `${db} answers through berth`,
+      500,
+    );
+    t.equal(got.out.trim(), `${db} true`, `${db} by its name, TLS end to end`);
+  }
+});
