@@ -88,9 +88,6 @@ export function validateConfig(raw: unknown): Config {
     }
     if (l.postgres && l.mode !== 'tcp') issues.push({ path: `listeners[${i}].postgres`, message: 'postgres is for tcp listeners (TLS passthrough of PostgreSQL)' });
     if (l.postgres && l.tls !== undefined) issues.push({ path: `listeners[${i}].postgres`, message: 'postgres passes TLS through; a listener with tls terminates it' });
-    if (l.acceptProxy !== undefined && l.tls !== undefined) {
-      issues.push({ path: `listeners[${i}].acceptProxy`, message: 'PROXY protocol in is taken on plain tcp and http listeners; in front of TLS termination, terminate at the front balancer or pass TLS through with sni routes' });
-    }
     l.routes.forEach((r, j) => {
       if (!known(r.service)) issues.push({ path: `listeners[${i}].routes[${j}].service`, message: `unknown service "${r.service}"; define it under services (or enable discovery)` });
     });

@@ -216,7 +216,6 @@ t.test('Layer 4: tcp routes by sni (and alpn), acceptProxy, the preread timeout;
     'listeners[1].routes[1].alpn: alpn goes with sni',
     'listeners[2].routes[0]: sni and alpn are for tcp listeners (TLS passthrough); an http route takes host and pathPrefix',
     'listeners[3].routes: sni routes pass TLS through unterminated; a listener with tls terminates it (route by SNI with tls.sni certificates instead)',
-    'listeners[4].acceptProxy: PROXY protocol in is taken on plain tcp and http listeners; in front of TLS termination, terminate at the front balancer or pass TLS through with sni routes',
   ]);
 });
 

@@ -4,14 +4,18 @@
  * PROXY header it sends on (tcp) and X-Forwarded-For (http). The client connects
  * from 127.0.0.5, so its address differs from HAProxy's own.
  */
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import t from 'tap';
 import { freePort, httpGet, listenerPort, startBerth, tcpServer, until } from '../helpers/net.js';
 import { rawValues, recordingBackend } from '../helpers/http.js';
+import { makePki } from '../helpers/pki.js';
+
+const run = promisify(execFile);
 
 /** An endpoint that records what each connection sent, answering "ok" to the first bytes. */
 async function recorder() {
@@ -127,4 +131,33 @@ t.test('HAProxy send-proxy and send-proxy-v2 in front of berth tcp and http list
   await until(async () => /berth_proxy_protocol_total\{listener="tcp",result="ok"\} ([3-9]|\d\d)/.test((await httpGet(`http://127.0.0.1:${admin}/metrics`)).body), 10_000, 'LOCAL checks counted ok');
   const metrics = (await httpGet(`http://127.0.0.1:${admin}/metrics`)).body;
   t.notMatch(metrics, /berth_proxy_protocol_total\{listener="(tcp|web)",result="(missing|malformed|timeout|untrusted)"\}/, 'nothing HAProxy sent was refused');
+});
+
+t.test('HAProxy send-proxy-v2 in front of a TLS-terminating berth listener: curl over https, X-Forwarded-For names the client', async (t) => {
+  const web = await recordingBackend();
+  const pki = makePki();
+  pki.ca('ca');
+  pki.issue('server', { ca: 'ca', san: 'DNS:localhost', usage: 'server' });
+  const dir = mkdtempSync(join(tmpdir(), 'berth-pp-tls-'));
+  const file = join(dir, 'berth.json');
+  writeFileSync(
+    file,
+    JSON.stringify({
+      listeners: [{ name: 'web', bind: '127.0.0.1:0', mode: 'http', service: 'web', tls: { cert: pki.cert('server'), key: pki.key('server') }, acceptProxy: { trusted: ['127.0.0.1/32'] } }],
+      services: { web: { endpoints: [`127.0.0.1:${web.port}`] } },
+      admin: { bind: 'off' },
+    }),
+  );
+  const berth = await startBerth(['-c', file]);
+  t.teardown(() => {
+    berth.kill('SIGKILL');
+    web.close();
+  });
+  await until(() => listenerPort(berth, 'web') > 0);
+  const front = await freePort();
+  await haproxy(t, [{ port: front, to: listenerPort(berth, 'web'), send: 'send-proxy-v2' }]);
+  const curl = await run('curl', ['-s', '--interface', '127.0.0.5', '--cacert', pki.cert('ca'), '--resolve', `localhost:${front}:127.0.0.1`, `https://localhost:${front}/who`, '-w', '\n%{http_code}']);
+  t.match(curl.stdout, /\n200$/, 'curl got its answer over TLS through HAProxy and berth');
+  t.same(web.seen.map((s) => rawValues(s.headers, 'x-forwarded-for')), [['127.0.0.5']], 'the client HAProxy saw');
+  t.same(web.seen.map((s) => rawValues(s.headers, 'x-forwarded-proto')), [['https']]);
 });

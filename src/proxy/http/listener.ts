@@ -27,6 +27,7 @@ import { hasDotSegment, inspectRequest, type Forwarded, type RequestFacts } from
 import type { Tunnel } from './tunnel.js';
 import { RetryBudget, Upstreams, type UpstreamSettings } from './upstream.js';
 import { normalizeHost, Router, type RouteRule } from './routes.js';
+import { ByConnection } from '../preread/by-connection.js';
 import { acceptProxyOf, PrereadReader, type AcceptProxy } from '../preread/chain.js';
 import { PeerLogLimit, plainAddress, trustList } from '../preread/trust.js';
 
@@ -110,9 +111,7 @@ function originForm(url: string, method: string): { path: string; host: string |
 }
 
 const kConn = Symbol('berth.http.conn');
-/** The client address a PROXY header gave for this connection. */
-const kProxied = Symbol('berth.http.proxied');
-type TaggedSocket = net.Socket & { [kConn]?: ConnFacts; [kProxied]?: string };
+type TaggedSocket = net.Socket & { [kConn]?: ConnFacts };
 
 /** The request gate's verdict: where a request (or an Upgrade) goes, or why it is refused. */
 type Admission =
@@ -140,6 +139,8 @@ export class HttpListener implements Listener<HttpListenerSettings> {
   private trusted: net.BlockList | null = null;
   /** PROXY protocol in (null: none is read). */
   private acceptProxy: AcceptProxy | null = null;
+  /** The client address a PROXY header gave, per connection. */
+  private readonly proxied = new ByConnection<string>();
   /** Violations of the PROXY protocol are logged once per peer per minute. */
   private readonly proxyLog = new PeerLogLimit(60_000);
   private readonly budgets = new Map<string, RetryBudget>();
@@ -236,10 +237,12 @@ export class HttpListener implements Listener<HttpListenerSettings> {
           return;
         }
         handed = true;
-        if (p.proxied !== null) (socket as TaggedSocket)[kProxied] = p.proxied.source;
+        // Found again by conn(), from this socket or (https) the TLS socket over it.
+        if (p.proxied !== null) this.proxied.set(socket, p.proxied.source);
         if (p.held.length > 0) socket.unshift(p.held);
         this.server.emit('connection', socket);
-        socket.resume();
+        // (https: node's TLS takes the buffered bytes itself; a resume would flow them out to no one.)
+        if (this.deps.tls === null) socket.resume();
       },
     });
     // No peer address: the connection is already gone (a reset before accept was done).
@@ -360,7 +363,7 @@ export class HttpListener implements Listener<HttpListenerSettings> {
     let c = t[kConn];
     if (c === undefined) {
       // The client a front balancer's PROXY header named, else the socket's peer.
-      const proxied = t[kProxied];
+      const proxied = this.proxied.get(socket);
       const raw = proxied ?? socket.remoteAddress;
       const ip = plainAddress(raw);
       const trusted = this.trusted !== null && raw !== undefined && this.trusted.check(ip, net.isIPv6(ip) ? 'ipv6' : 'ipv4');

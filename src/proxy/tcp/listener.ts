@@ -12,6 +12,7 @@ import { tcpConnect, type ConnectFn } from '../connect.js';
 import { ConnectionGate } from '../gate.js';
 import type { Listener } from '../listener.js';
 import { LocalErrorAlarm } from '../local-errors.js';
+import { ByConnection } from '../preread/by-connection.js';
 import { acceptProxyOf, PrereadReader, prereads, type Preread, type PrereadSettings, type PrereadUser } from '../preread/chain.js';
 import type { ProxiedAddresses } from '../preread/proxy-header.js';
 import type { ClientAddresses } from '../proxy-protocol.js';
@@ -90,6 +91,8 @@ export class TcpListener implements Listener<TcpListenerSettings> {
   private preread!: PrereadSettings;
   /** The pool's published routes the router was built with (label SNI routes join a listener with `routes`). */
   private published: readonly ServiceRoute[] | null = null;
+  /** Behind TLS termination: the client each connection's PROXY header named. */
+  private readonly proxied = new ByConnection<ClientAddresses>();
   /** Violations of the PROXY protocol are logged once per peer per minute. */
   private readonly proxyLog = new PeerLogLimit(60_000);
 
@@ -105,8 +108,12 @@ export class TcpListener implements Listener<TcpListenerSettings> {
       admit = (socket) => {
         // The raw socket: it closes whether or not the handshake ever completes.
         socket.on('close', () => this.gate.closed());
-        server.emit('connection', socket);
-        socket.resume();
+        // PROXY protocol in: the header comes before the handshake, on the raw socket.
+        if (this.preread.acceptProxy !== null) this.readProxyHeader(socket, server);
+        else {
+          server.emit('connection', socket);
+          socket.resume();
+        }
       };
     } else {
       // The gate accepts with pauseOnConnect: the client's first bytes wait in the
@@ -147,6 +154,30 @@ export class TcpListener implements Listener<TcpListenerSettings> {
   private currentRouter(): SniRouter {
     if (this.routesBySni && this.deps.pool.routes !== this.published) this.applyRoutes();
     return this.router;
+  }
+
+  /**
+   * The PROXY header in front of TLS termination: read and checked on the raw
+   * socket, the client it names kept for the session the handshake leads to; the
+   * bytes after it go back in front of the handshake.
+   */
+  private readProxyHeader(socket: net.Socket, server: tls.Server): void {
+    const peer = plainAddress(socket.remoteAddress);
+    const reader = new PrereadReader(socket, { ...this.preread, hello: false, postgres: false, max: 0 }, this.deps.pool.clock, {
+      proxyResult: (result, why) => this.proxyResult(peer, result, why),
+      refused: () => socket.destroy(),
+      ready: (p) => {
+        if (p.proxied !== null && !this.proxied.set(socket, addressesOf(p.proxied))) return;
+        if (p.held.length > 0) socket.unshift(p.held);
+        // No resume(): the socket is already reading, and node's TLS takes the bytes
+        // held in its buffer when it starts (a resume would flow them out to no one).
+        server.emit('connection', socket);
+      },
+    });
+    socket.once('close', () => reader.abort());
+    // No peer address: the connection is already gone (a reset before accept was done).
+    if (socket.remoteAddress === undefined) socket.destroy();
+    else reader.start(peer, net.isIPv6(peer) ? 'ipv6' : 'ipv4');
   }
 
   /** A completed handshake: a verified client not on the allow-list is closed here. */
@@ -208,7 +239,8 @@ export class TcpListener implements Listener<TcpListenerSettings> {
       p.start();
       return;
     }
-    this.open(client, identity, { service: this.router.fallback ?? this.settings.service, held: null, peer: null });
+    // (Behind TLS termination, a PROXY header was read before the handshake.)
+    this.open(client, identity, { service: this.router.fallback ?? this.settings.service, held: null, peer: this.deps.tls === null ? null : (this.proxied.get(client) ?? null) });
   }
 
   /** @internal a session for `client`, to `route.service`. */

@@ -1,0 +1,113 @@
+/**
+ * PROXY protocol in front of TLS termination: the header comes first on the raw TCP
+ * connection, then the handshake; the client it names is the one the session goes
+ * by (the PROXY header berth sends on, X-Forwarded-For), on tcp and http listeners.
+ */
+import { once } from 'node:events';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import tls from 'node:tls';
+import t from 'tap';
+import { seededRandom } from '../../src/core/random.js';
+import { Pool } from '../../src/pool/pool.js';
+import { HttpListener } from '../../src/proxy/http/listener.js';
+import { createCa, issueCert } from '../../src/tls/certs.js';
+import { ListenerTls } from '../../src/tls/terminate.js';
+import { httpSettings, rawValues, recordingBackend } from '../helpers/http.js';
+import { tcpServer, until } from '../helpers/net.js';
+import { countingObserver, endpoint, proxyFor, silent } from '../helpers/proxy.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'berth-proxy-tls-'));
+await createCa({ out: dir, cn: 'test ca', days: 2, bits: 2048 });
+await issueCert({ ca: dir, out: dir, name: 'server', sans: [{ type: 'DNS', value: 'localhost' }], usage: 'server', days: 2, bits: 2048 });
+const ca = readFileSync(join(dir, 'ca.pem'));
+const terminator = (name: string) => new ListenerTls(name, { cert: join(dir, 'server.pem'), key: join(dir, 'server-key.pem'), sni: [], allow: [], minVersion: 'TLSv1.2' }, silent, { tlsMaterial: () => {} }, false);
+const trusted = { trusted: ['127.0.0.1/32'], untrusted: 'refuse' as const };
+
+/**
+ * Connects, sends `header` in the clear, then speaks TLS on the same connection;
+ * `together`: the header and the ClientHello in one write (bytes past the header
+ * that berth reads with it), else the header on its own first.
+ */
+async function tlsAfter(port: number, header: string, together = false): Promise<tls.TLSSocket> {
+  const raw = net.connect(port, '127.0.0.1');
+  raw.on('error', () => {});
+  await once(raw, 'connect');
+  if (together) raw.cork();
+  if (header !== '') raw.write(header);
+  const s = tls.connect({ socket: raw, servername: 'localhost', ca });
+  s.on('error', () => {});
+  if (together) setImmediate(() => raw.uncork());
+  return s;
+}
+
+t.test('tcp listener with tls: the PROXY header before the handshake names the client the header sent on carries', async (t) => {
+  // The endpoint answers with the first line it got: berth's own PROXY header.
+  const be = await tcpServer((s) => {
+    let got = '';
+    s.on('data', (d: Buffer) => {
+      got += d.toString('latin1');
+      const nl = got.indexOf('\r\n');
+      if (nl >= 0) s.end(got.slice(0, nl));
+    });
+    s.on('error', () => {});
+  });
+  const term = terminator('tls');
+  const obs = countingObserver();
+  const p = await proxyFor([endpoint(be.port)], { tls: term, observer: obs, settings: { acceptProxy: trusted, proxyProtocol: 'v1', timeouts: { connect: 2000, idle: 60_000, preread: 5000 } } });
+  t.teardown(async () => {
+    await p.close();
+    term.close();
+    be.close();
+  });
+  for (const together of [false, true]) {
+    const c = await tlsAfter(p.port, 'PROXY TCP4 203.0.113.7 192.0.2.1 51000 443\r\n', together);
+    await once(c, 'secureConnect');
+    c.write('hello\r\n');
+    let answer = '';
+    c.setEncoding('latin1');
+    c.on('data', (d: string) => (answer += d));
+    await once(c, 'end');
+    t.equal(answer, 'PROXY TCP4 203.0.113.7 192.0.2.1 51000 443', `the client and destination the front balancer named (hello ${together ? 'with' : 'after'} the header)`);
+  }
+  // From a trusted peer without a header: refused before any TLS.
+  const bare = await tlsAfter(p.port, '');
+  let err: Error | undefined;
+  bare.on('error', (e) => (err = e));
+  await new Promise((resolve) => bare.once('close', resolve));
+  t.ok(err !== undefined, `no header, no handshake (${err?.message})`);
+  t.same([obs.counts['proxy.ok'], obs.counts['proxy.missing'] ?? obs.counts['proxy.malformed']], [2, 1], 'counted');
+  await until(() => p.listener.active === 0);
+});
+
+t.test('http listener with tls: X-Forwarded-For names the client of the PROXY header read before the handshake', async (t) => {
+  const be = await recordingBackend();
+  const pool = new Pool({ random: seededRandom(1) });
+  pool.configureService('svc', { balance: 'round-robin' });
+  pool.applySnapshot({ provider: 'static', services: new Map([['svc', [endpoint(be.port)]]]) });
+  const term = terminator('https');
+  const l = new HttpListener(httpSettings({ acceptProxy: trusted }), { pool, log: silent, tls: term });
+  const { port } = await l.listen();
+  t.teardown(() => {
+    l.stopAccepting();
+    l.destroyAll();
+    term.close();
+    be.close();
+  });
+  const c = await tlsAfter(port, 'PROXY TCP6 2001:db8::7 2001:db8::1 51000 443\r\n', true);
+  await once(c, 'secureConnect');
+  const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
+    const req = http.request({ createConnection: () => c, path: '/x', headers: { host: 'a', connection: 'close' } }, resolve);
+    req.on('error', reject);
+    req.end();
+  });
+  res.resume();
+  await once(res, 'end');
+  t.equal(res.statusCode, 200);
+  t.same(rawValues(be.seen[0]!.headers, 'x-forwarded-for'), ['2001:db8::7']);
+  t.same(rawValues(be.seen[0]!.headers, 'x-forwarded-proto'), ['https']);
+  await until(() => l.active === 0);
+});
