@@ -8,11 +8,12 @@
  */
 import dgram from 'node:dgram';
 import { once } from 'node:events';
+import type os from 'node:os';
 import t from 'tap';
 import { seededRandom } from '../../src/core/random.js';
 import { Flag, type EndpointSpec } from '../../src/core/types.js';
 import { Pool, type ServiceSettings } from '../../src/pool/pool.js';
-import { UdpListener, type UdpListenerSettings, type UdpSettings } from '../../src/proxy/udp/listener.js';
+import { addressesFor, UdpListener, type UdpListenerSettings, type UdpSettings } from '../../src/proxy/udp/listener.js';
 import { ManualClock } from '../helpers/clock.js';
 import { until } from '../helpers/net.js';
 import { countingObserver, endpoint, silent } from '../helpers/proxy.js';
@@ -268,4 +269,48 @@ t.test('an endpoint the session cannot connect to (EACCES: a broadcast address) 
   await until(() => p.observer.counts['udp.closed'] === 1, 5000, 'the session ended');
   t.equal(p.pool.service('svc')!.endpoints.get('255.255.255.255:9')!.failures, 1, 'counted against the endpoint');
   t.equal(p.l.active, 0);
+});
+
+t.test('a wildcard bind is one socket per address of the host: a client gets its answer from the address it sent to', async (t) => {
+  const a = await echo('a');
+  // A free udp port on every address: bound on the wildcard, then let go.
+  const probe = dgram.createSocket('udp4');
+  probe.bind(0, '0.0.0.0');
+  await once(probe, 'listening');
+  const port = probe.address().port;
+  probe.close();
+  const p = await listener([endpoint(a.port)], {}, { balance: 'round-robin' }, { bind: { host: '0.0.0.0', port } });
+  const c = await client();
+  t.teardown(() => {
+    p.close();
+    c.close();
+    a.close();
+  });
+  t.equal(p.port, port);
+  const addresses = p.l.describe()['addresses'] as string[];
+  t.ok(addresses.includes('127.0.0.1'), `one socket per address (${addresses.join(', ')})`);
+  c.send(port, 'q');
+  await until(() => c.got.length === 1);
+  t.same(c.got, [{ text: 'a:q', from: `127.0.0.1:${port}` }], 'answered from the address and port it sent to');
+  p.l.destroyAll();
+  t.same(p.l.describe()['addresses'], [], 'every socket closed');
+});
+
+t.test('addressesFor: the host\'s addresses for a wildcard (link-local IPv6 left out), null for a plain address', async (t) => {
+  const nics = {
+    lo: [
+      { address: '127.0.0.1', family: 'IPv4', internal: true, netmask: '255.0.0.0', mac: '', cidr: null },
+      { address: '::1', family: 'IPv6', internal: true, netmask: '', mac: '', cidr: null, scopeid: 0 },
+    ],
+    eth0: [
+      { address: '10.0.0.5', family: 'IPv4', internal: false, netmask: '', mac: '', cidr: null },
+      { address: '10.0.0.6', family: 'IPv4', internal: false, netmask: '', mac: '', cidr: null },
+      { address: 'fe80::1', family: 'IPv6', internal: false, netmask: '', mac: '', cidr: null, scopeid: 2 },
+      { address: '2001:db8::5', family: 'IPv6', internal: false, netmask: '', mac: '', cidr: null, scopeid: 0 },
+    ],
+  } as unknown as NodeJS.Dict<os.NetworkInterfaceInfo[]>;
+  t.same(addressesFor('0.0.0.0', nics), ['127.0.0.1', '10.0.0.5', '10.0.0.6']);
+  t.same(addressesFor('::', nics), ['127.0.0.1', '::1', '10.0.0.5', '10.0.0.6', '2001:db8::5'], ':: takes both families, as a dual-stack socket would');
+  t.equal(addressesFor('10.0.0.5', nics), null);
+  t.equal(addressesFor('0.0.0.0', {}), null, 'no address at all: the wildcard itself');
 });

@@ -1,11 +1,18 @@
 /**
- * A udp listener: one datagram socket, a session per client (sessions.ts), a cap on
+ * A udp listener: a datagram socket, a session per client (sessions.ts), a cap on
  * sessions. With --workers each worker binds a socket of its own with SO_REUSEPORT,
  * so the kernel hashes a client's address to one worker and its datagrams are never
  * split across workers (node's cluster would share one handle among them all).
+ *
+ * A client must get its answers from the address it sent to (it may have connected
+ * its socket there, and a resolver checks). node's dgram cannot say which local
+ * address a datagram on a wildcard socket came to (no IP_PKTINFO), so a wildcard bind
+ * (0.0.0.0 or ::, with a fixed port) becomes one socket per address of the host; a
+ * session answers from the socket its client sent to.
  */
 import dgram from 'node:dgram';
 import net from 'node:net';
+import os from 'node:os';
 import { BerthError } from '../../core/errors.js';
 import { nodeHasReusePort } from '../../core/node-version.js';
 import { nullObserver, type ProxyObserver, type UdpDropReason } from '../../core/observer.js';
@@ -53,8 +60,11 @@ export class UdpListener implements Listener<UdpListenerSettings> {
   settings: UdpListenerSettings;
   readonly deps: Required<UdpListenerDeps>;
   readonly sessions = new Map<string, UdpSession>();
-  private socket: dgram.Socket | null = null;
+  /** One socket, or one per local address for a wildcard bind. */
+  private sockets: dgram.Socket[] = [];
   private closing = false;
+  /** A wildcard bind made one socket per local address. */
+  private perAddress = false;
   /** Where the socket was bound (kept after it closes, for the logs). */
   private bound: net.AddressInfo = { address: '', family: '', port: 0 };
 
@@ -75,34 +85,63 @@ export class UdpListener implements Listener<UdpListenerSettings> {
     this.acceptProxy = acceptProxyOf(this.settings.acceptProxy);
   }
 
-  listen(): Promise<net.AddressInfo> {
+  async listen(): Promise<net.AddressInfo> {
     const { host, port } = this.settings.bind;
-    const type = net.isIPv6(host) ? 'udp6' : 'udp4';
     const own = this.deps.reusePort;
     if (own && !nodeHasReusePort(process.versions.node)) {
-      return Promise.reject(new BerthError('BERTH_ERR_LISTEN', `listener ${this.settings.name}: a udp listener with --workers needs a socket per worker (SO_REUSEPORT), which needs node 22.12 or later (this is ${process.versions.node})`));
+      throw new BerthError('BERTH_ERR_LISTEN', `listener ${this.settings.name}: a udp listener with --workers needs a socket per worker (SO_REUSEPORT), which needs node 22.12 or later (this is ${process.versions.node})`);
     }
+    const addresses = port !== 0 ? addressesFor(host) : null;
+    const bindError = (at: string, err: NodeJS.ErrnoException) => new BerthError('BERTH_ERR_LISTEN', `listener ${this.settings.name}: cannot bind udp ${at.includes(':') ? `[${at}]` : at}:${port}: ${err.code ?? err.message}`);
+    try {
+      if (addresses === null) {
+        this.sockets = [await this.bindOne(host, port, own, false).catch((err: NodeJS.ErrnoException) => Promise.reject(bindError(host, err)))];
+      } else {
+        for (const a of addresses) {
+          try {
+            this.sockets.push(await this.bindOne(a, port, own, true));
+          } catch (e) {
+            const err = e as NodeJS.ErrnoException;
+            // An address that cannot take a bind now (IPv6 still in duplicate address detection) is left out.
+            if (err.code !== 'EADDRNOTAVAIL') throw bindError(a, err);
+            this.deps.log.warn({ listener: this.settings.name, address: a }, 'udp: an address of the host cannot be bound; left out');
+          }
+        }
+        if (this.sockets.length === 0) throw bindError(host, Object.assign(new Error('no address of the host could be bound'), { code: 'EADDRNOTAVAIL' }));
+        this.perAddress = true;
+      }
+    } catch (err) {
+      // Every socket goes with a failed bind: a refused reload leaks nothing.
+      this.closeSockets();
+      throw err;
+    }
+    const first = this.sockets[0]!.address();
+    this.bound = addresses === null ? first : { address: host, family: net.isIPv6(host) ? 'IPv6' : 'IPv4', port: first.port };
+    return this.bound;
+  }
+
+
+  private bindOne(host: string, port: number, own: boolean, perAddress: boolean): Promise<dgram.Socket> {
+    const type = net.isIPv6(host) ? 'udp6' : 'udp4';
     // (@types/node 20 does not know `reusePort`; node 22.12+ does.)
-    const socket = dgram.createSocket((own ? { type, reusePort: true } : { type }) as dgram.SocketOptions);
-    this.socket = socket;
+    const socket = dgram.createSocket((own ? { type, reusePort: true } : { type }) as dgram.SocketOptions) as Tagged;
+    // A socket of one address of a wildcard bind: its sessions are keyed and answered by it.
+    if (perAddress) socket[kLocal] = host;
     return new Promise((resolve, reject) => {
       const fail = (err: NodeJS.ErrnoException) => {
-        // The socket goes with the failed bind: a refused reload leaks nothing.
-        this.socket = null;
         try {
           socket.close();
         } catch {
           // closed already
         }
-        reject(new BerthError('BERTH_ERR_LISTEN', `listener ${this.settings.name}: cannot bind udp ${host}:${port}: ${err.code ?? err.message}`));
+        reject(err);
       };
       socket.once('error', fail);
       socket.bind({ address: host, port, exclusive: own }, () => {
         socket.off('error', fail);
         socket.on('error', (err: NodeJS.ErrnoException) => this.socketError(err));
-        socket.on('message', (msg, rinfo) => this.message(msg, rinfo));
-        this.bound = socket.address();
-        resolve(this.bound);
+        socket.on('message', (msg, rinfo) => this.message(msg, rinfo, socket));
+        resolve(socket);
       });
     });
   }
@@ -117,33 +156,35 @@ export class UdpListener implements Listener<UdpListenerSettings> {
   }
 
   describe(): Record<string, unknown> {
-    return { maxSessions: this.settings.udp.maxSessions, idleTimeout: this.settings.udp.idleTimeout };
+    return { maxSessions: this.settings.udp.maxSessions, idleTimeout: this.settings.udp.idleTimeout, ...(this.perAddress ? { addresses: this.sockets.map((s) => (s as Tagged)[kLocal]) } : {}) };
   }
 
-  /** No new sessions; open ones run until idle (the drain). The socket stays to carry their answers. */
+  /** No new sessions; open ones run until idle (the drain). The sockets stay to carry their answers. */
   stopAccepting(): void {
     this.closing = true;
-    if (this.sessions.size === 0) this.closeSocket();
+    if (this.sessions.size === 0) this.closeSockets();
   }
 
   destroyAll(): void {
     for (const s of [...this.sessions.values()]) s.end('shutdown');
-    this.closeSocket();
+    this.closeSockets();
   }
 
-  private closeSocket(): void {
-    const s = this.socket;
-    if (s === null) return;
-    this.socket = null;
-    try {
-      s.close();
-    } catch {
-      // closed already
+  private closeSockets(): void {
+    const all = this.sockets;
+    this.sockets = [];
+    for (const s of all) {
+      try {
+        s.close();
+      } catch {
+        // closed already
+      }
     }
   }
 
-  private message(msg: Buffer, rinfo: dgram.RemoteInfo): void {
-    const key = `${rinfo.address}|${rinfo.port}`;
+  private message(msg: Buffer, rinfo: dgram.RemoteInfo, via: Tagged): void {
+    const local = via[kLocal];
+    const key = local === undefined ? `${rinfo.address}|${rinfo.port}` : `${local}|${rinfo.address}|${rinfo.port}`;
     const s = this.sessions.get(key);
     if (s !== undefined) {
       s.fromClient(msg);
@@ -178,19 +219,18 @@ export class UdpListener implements Listener<UdpListenerSettings> {
         return;
       }
     }
-    const session = new UdpSession(this, key, rinfo.address, rinfo.port, this.settings.service, client);
+    const session = new UdpSession(this, key, via, rinfo.address, rinfo.port, this.settings.service, client);
     this.sessions.set(key, session);
     this.deps.observer.udpSession(this.settings.name, true);
     session.start(first);
   }
 
-  /** @internal an answer to a client, from the listener's own socket (the address the client sent to). */
-  reply(msg: Buffer, port: number, address: string): void {
-    const s = this.socket;
-    if (s === null) return;
+  /** @internal an answer to a client, from the socket it sent to (the address it sent to). */
+  reply(via: dgram.Socket, msg: Buffer, port: number, address: string): void {
+    if (this.sockets.length === 0) return;
     this.datagram('out');
     // One callback for every answer (node drops a send's error without one).
-    s.send(msg, port, address, this.onReplySent);
+    via.send(msg, port, address, this.onReplySent);
   }
 
   private readonly onReplySent = (err: Error | null): void => {
@@ -215,7 +255,7 @@ export class UdpListener implements Listener<UdpListenerSettings> {
     if (this.settings.http?.accessLog) {
       this.deps.log.info({ client: s.client ?? `${s.address}:${s.port}`, listener: this.settings.name, service: s.service, endpoint, attempts, rx: s.rx, tx: s.tx, ms, end: how }, 'udp session');
     }
-    if (this.closing && this.sessions.size === 0) this.closeSocket();
+    if (this.closing && this.sessions.size === 0) this.closeSockets();
   }
 
   private socketError(err: NodeJS.ErrnoException): void {
@@ -223,4 +263,27 @@ export class UdpListener implements Listener<UdpListenerSettings> {
     this.dropped(err.code === 'EMSGSIZE' ? 'oversize' : 'error');
     if (this.deps.log.isLevelEnabled('debug')) this.deps.log.debug({ err: err.code ?? err.message }, 'udp listener socket error');
   }
+}
+
+const kLocal = Symbol('berth.udp.local');
+type Tagged = dgram.Socket & { [kLocal]?: string };
+
+/**
+ * For a wildcard bind, the host's addresses to bind one by one (of the wildcard's
+ * family; `::` takes both, as a dual-stack socket would); null for a plain address.
+ * IPv6 link-local addresses are left out (they need a scope, and no client reaches a
+ * service there through a balancer's name).
+ */
+export function addressesFor(host: string, interfaces: NodeJS.Dict<os.NetworkInterfaceInfo[]> = os.networkInterfaces()): string[] | null {
+  if (host !== '0.0.0.0' && host !== '::') return null;
+  const out: string[] = [];
+  for (const list of Object.values(interfaces)) {
+    for (const a of list ?? []) {
+      if (a.family === 'IPv4' || (host === '::' && a.family === 'IPv6' && !a.address.toLowerCase().startsWith('fe80:'))) {
+        if (!out.includes(a.address)) out.push(a.address);
+      }
+    }
+  }
+  // No address at all (no interface up): the wildcard itself, as before.
+  return out.length > 0 ? out : null;
 }

@@ -50,6 +50,8 @@ export class UdpSession implements AttemptUser {
   constructor(
     private readonly listener: UdpListener,
     readonly key: string,
+    /** The listener's socket the client sent to: the answers leave from it. */
+    private readonly via: dgram.Socket,
     readonly address: string,
     readonly port: number,
     readonly service: string,
@@ -146,7 +148,7 @@ export class UdpSession implements AttemptUser {
     if (this.answers++ === 0) this.attempt.report('connected');
     this.rx += msg.length;
     this.lastActive = this.listener.deps.pool.clock.now();
-    this.listener.reply(msg, this.port, this.address);
+    this.listener.reply(this.via, msg, this.port, this.address);
     const u = this.listener.settings.udp;
     // `responses` answers to each request datagram: a client with several queries in
     // flight on one address (a resolver reusing its port) gets every answer.
