@@ -180,9 +180,15 @@ const healthFields = z.strictObject({
   /** tcp: a connect; http: a GET; dns: a query over udp; send-expect: bytes out, a pattern back. */
   type: z.enum(['tcp', 'http', 'dns', 'send-expect'], { error: () => 'expected tcp, http, dns or send-expect' }).default('tcp'),
   /** dns: the name to ask for. */
-  query: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'expected a domain name').optional(),
+  query: z
+    .string()
+    .refine((q) => {
+      const name = q.endsWith('.') && q.length > 1 ? q.slice(0, -1) : q;
+      return name.length <= 253 && name.split('.').every((l) => /^[A-Za-z0-9_-]{1,63}$/.test(l));
+    }, 'expected a domain name (labels of 1 to 63 letters, digits, "-" or "_", 253 characters in all)')
+    .optional(),
   /** dns: the record type asked for. */
-  queryType: z.enum(dnsTypes, { error: () => `expected one of ${dnsTypes.join(', ')}` }).default('A'),
+  queryType: z.enum(dnsTypes, { error: () => `expected one of ${dnsTypes.join(', ')}` }).optional(),
   /** send-expect: what to send, as text (UTF-8) or hex. */
   send: z.string().min(1).optional(),
   sendHex: hex.optional(),
@@ -208,7 +214,7 @@ const healthFields = z.strictObject({
 });
 
 /** Fields that belong to one check type only. */
-const healthOnly: Record<string, readonly string[]> = { query: ['dns'], send: ['send-expect'], sendHex: ['send-expect'], receive: ['send-expect'], receiveHex: ['send-expect'], protocol: ['send-expect'], host: ['http'] };
+const healthOnly: Record<string, readonly string[]> = { query: ['dns'], queryType: ['dns'], send: ['send-expect'], sendHex: ['send-expect'], receive: ['send-expect'], receiveHex: ['send-expect'], protocol: ['send-expect'], host: ['http'] };
 
 const health = healthFields.superRefine((h, ctx) => {
   for (const [field, types] of Object.entries(healthOnly)) {

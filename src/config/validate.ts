@@ -120,8 +120,7 @@ export function validateConfig(raw: unknown): Config {
       queue: s.queue,
       maxPending: s.maxPending,
       replay: s.replay,
-      // A send-expect check goes over the transport of the listener that sends to the service, unless it says.
-      ...(s.health ? { health: s.health.type === 'send-expect' && s.health.protocol === undefined ? { ...s.health, protocol: mode === 'udp' ? 'udp' : 'tcp' } : s.health } : {}),
+      ...(s.health ? { health: s.health } : {}),
       ...(s.outlier !== 'off' ? { outlier: s.outlier } : {}),
       ...(s.upstreamTls ? { upstreamTls: s.upstreamTls } : {}),
     });

@@ -107,7 +107,10 @@ export class HealthChecker {
   /** @internal */
   async run(r: Running): Promise<void> {
     r.timer = null;
-    const result = await r.target.probe(r.target.host, r.target.port);
+    // A probe that throws or rejects is a failed check, never an unhandled error.
+    const result = await Promise.resolve()
+      .then(() => r.target.probe(r.target.host, r.target.port))
+      .catch((err: unknown): ProbeResult => ({ ok: false, detail: err instanceof Error ? err.message : String(err) }));
     if (r.stopped) return;
     r.last = result;
     r.lastAt = this.clock.wall();

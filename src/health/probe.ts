@@ -91,17 +91,39 @@ export interface SendExpectOptions {
 const EXPECT_MAX = 64 * 1024;
 
 /**
+ * Looks for `pattern` in a stream read in chunks: a match may straddle reads, so
+ * only the last pattern.length - 1 bytes of what did not match are kept. PURE.
+ */
+export class StreamMatch {
+  private tail: Buffer = Buffer.alloc(0);
+  /** Bytes fed in all. */
+  total = 0;
+
+  constructor(
+    private readonly pattern: Buffer,
+    private readonly max: number = EXPECT_MAX,
+  ) {}
+
+  feed(chunk: Buffer): 'match' | 'more' | 'overflow' {
+    this.total += chunk.length;
+    const b = this.tail.length === 0 ? chunk : Buffer.concat([this.tail, chunk]);
+    if (b.includes(this.pattern)) return 'match';
+    if (this.total > this.max) return 'overflow';
+    this.tail = b.subarray(Math.max(0, b.length - (this.pattern.length - 1)));
+    return 'more';
+  }
+}
+
+/**
  * Bytes out, a byte pattern back: over udp the first datagram back must contain
  * `receive`; over tcp the stream read until it does (within 64 KiB), or the
  * endpoint closes or the time is up.
  */
 export function sendExpectProbe(host: string, port: number, timeoutMs: number, o: SendExpectOptions): Promise<ProbeResult> {
-  const matches = (b: Buffer) => o.receive === undefined || b.includes(o.receive);
-  if (o.protocol === 'udp') return udpExchange(host, port, timeoutMs, o.send, (msg) => (matches(msg) ? { ok: true, detail: 'expected answer' } : { ok: false, detail: `unexpected answer (${msg.length} bytes)` }));
+  if (o.protocol === 'udp') return udpExchange(host, port, timeoutMs, o.send, (msg) => (o.receive === undefined || msg.includes(o.receive) ? { ok: true, detail: 'expected answer' } : { ok: false, detail: `unexpected answer (${msg.length} bytes)` }));
   return new Promise((resolve) => {
     const s = net.connect({ host, port });
-    /** The unmatched tail (a match may start in it) and how much was read in all. */
-    let got: Buffer = Buffer.alloc(0);
+    const m = o.receive !== undefined ? new StreamMatch(o.receive) : null;
     let total = 0;
     const done = (r: ProbeResult) => {
       clearTimeout(timer);
@@ -109,17 +131,12 @@ export function sendExpectProbe(host: string, port: number, timeoutMs: number, o
       resolve(r);
     };
     const timer = setTimeout(() => done({ ok: false, detail: `timeout after ${timeoutMs}ms${total > 0 ? ` (${total} bytes, not the expected ones)` : ''}` }), timeoutMs);
-    s.once('connect', () => {
-      s.write(o.send);
-      if (o.receive !== undefined && o.receive.length === 0) done({ ok: true, detail: 'connected, sent' });
-    });
+    s.once('connect', () => s.write(o.send));
     s.on('data', (d: Buffer) => {
       total += d.length;
-      got = got.length === 0 ? d : Buffer.concat([got, d]);
-      if (matches(got)) done({ ok: true, detail: 'expected answer' });
-      else if (total > EXPECT_MAX) done({ ok: false, detail: `no expected answer in ${total} bytes` });
-      // Only the last receive.length - 1 bytes can start a match across reads.
-      else got = got.subarray(Math.max(0, got.length - (o.receive!.length - 1)));
+      const v = m === null ? 'match' : m.feed(d);
+      if (v === 'match') done({ ok: true, detail: 'expected answer' });
+      else if (v === 'overflow') done({ ok: false, detail: `no expected answer in ${total} bytes` });
     });
     s.once('end', () => done({ ok: false, detail: total > 0 ? 'closed without the expected answer' : 'closed without an answer' }));
     s.once('error', (err: NodeJS.ErrnoException) => done({ ok: false, detail: err.code ?? err.message }));
@@ -148,8 +165,14 @@ function udpExchange(host: string, port: number, timeoutMs: number, out: Buffer,
       const r = judge(msg);
       if (r !== undefined) done(r);
     });
-    s.connect(port, host, () => {
+    // A connect that fails (a name that does not resolve, a broadcast address) comes
+    // to this callback, not as an 'error'.
+    s.connect(port, host, (err?: Error) => {
       if (settled) return;
+      if (err) {
+        done({ ok: false, detail: (err as NodeJS.ErrnoException).code ?? err.message });
+        return;
+      }
       s.send(out, (err) => {
         if (err) done({ ok: false, detail: (err as NodeJS.ErrnoException).code ?? err.message });
       });

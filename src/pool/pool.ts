@@ -207,6 +207,9 @@ export class Pool {
           }
         }
       }
+      // In a stable order (not discovery's): two services asking for the same name or
+      // host get the same winner on every host and after every churn (the lower service name).
+      out.sort(compareRoutes);
       if (!sameServiceRoutes(out, this.routeTable)) this.routeTable = Object.freeze(out);
     }
     return this.routeTable;
@@ -526,6 +529,14 @@ function sameSpec(a: EndpointSpec, b: EndpointSpec): boolean {
     sameRoutes(a.routes, b.routes) &&
     sameLabels(a.labels, b.labels)
   );
+}
+
+function compareRoutes(a: ServiceRoute, b: ServiceRoute): number {
+  const k = (r: ServiceRoute) => [r.sni ?? '', r.host ?? '', r.pathPrefix ?? '', r.service];
+  const x = k(a);
+  const y = k(b);
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return x[i]! < y[i]! ? -1 : 1;
+  return 0;
 }
 
 function sameServiceRoutes(a: readonly ServiceRoute[], b: readonly ServiceRoute[]): boolean {

@@ -22,16 +22,31 @@ export interface HealthVerdict {
 
 const ACTIVE = Flag.ActivePending | Flag.ActiveUnhealthy;
 
+/**
+ * The transport of a send-expect check: as the check says; else the endpoint's kind
+ * of port (label berth.protocol); else udp for a service a udp listener sends to.
+ */
+export function sendExpectProtocol(h: HealthConfig, endpoint: 'tcp' | 'udp' | undefined, udpServed: boolean): 'tcp' | 'udp' {
+  return h.protocol ?? endpoint ?? (udpServed ? 'udp' : 'tcp');
+}
+
+/** Services a udp listener sends to. */
+function udpServices(config: Config): Set<string> {
+  const out = new Set<string>();
+  for (const l of config.listeners) if (l.mode === 'udp' && l.service !== '') out.add(l.service);
+  return out;
+}
+
 /** The probe a service's check settings describe (`path`: the endpoint's own http path, or the service's). */
-function probeFor(h: HealthConfig, path: string, inRange: (code: number) => boolean): CheckTarget['probe'] {
+function probeFor(h: HealthConfig, path: string, inRange: (code: number) => boolean, protocol: 'tcp' | 'udp'): CheckTarget['probe'] {
   switch (h.type) {
     case 'http':
       return (host, port) => httpProbe(host, port, h.timeout, { path, host: h.host, expect: inRange });
     case 'dns':
-      return (host, port) => dnsProbe(host, port, h.timeout, { name: h.query!, type: h.queryType });
+      return (host, port) => dnsProbe(host, port, h.timeout, { name: h.query!, type: h.queryType ?? 'A' });
     case 'send-expect': {
       const o = {
-        protocol: h.protocol ?? 'tcp',
+        protocol,
         send: h.sendHex !== undefined ? Buffer.from(h.sendHex, 'hex') : Buffer.from(h.send!, 'utf8'),
         receive: h.receiveHex !== undefined ? Buffer.from(h.receiveHex, 'hex') : h.receive !== undefined ? Buffer.from(h.receive, 'utf8') : undefined,
       };
@@ -93,6 +108,7 @@ export class HealthWiring {
   private sync(): void {
     const targets: CheckTarget[] = [];
     const config = this.config();
+    const udp = udpServices(config);
     for (const s of this.pool.services.values()) {
       const h = config.services.get(s.name)?.health;
       if (!h) continue;
@@ -106,7 +122,7 @@ export class HealthWiring {
           key: `${s.name}\0${e.id}`,
           host: e.host,
           port: e.port,
-          probe: probeFor(h, path, inRange),
+          probe: probeFor(h, path, inRange, sendExpectProtocol(h, e.spec.protocol, udp.has(s.name))),
           intervalMs: h.interval,
           jitter: h.jitter,
           rise: h.rise,

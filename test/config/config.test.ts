@@ -7,6 +7,7 @@ import { loadConfig } from '../../src/config/source.js';
 
 const loadConfigFile = async (path: string, overrides = {}) => (await loadConfig({ path, overrides })).config;
 import { parseDuration, parseEndpoint, parseHostPort } from '../../src/config/parse.js';
+import { sendExpectProtocol } from '../../src/runtime/health-wiring.js';
 import { validateConfig } from '../../src/config/validate.js';
 import { ConfigError } from '../../src/core/errors.js';
 
@@ -352,9 +353,14 @@ t.test('health checks for udp pools: dns and send-expect, each field for its typ
       redis: { health: { type: 'send-expect', send: 'PING\r\n', receive: '+PONG' } },
     },
   });
-  t.match(c.services.get('dns')!.health, { type: 'dns', query: 'health.example', queryType: 'A', interval: 5000 });
-  t.match(c.services.get('game')!.health, { type: 'send-expect', sendHex: 'ff00', receive: 'pong', protocol: 'udp' }, 'over udp: a udp listener sends to it');
-  t.match(c.services.get('redis')!.health, { protocol: 'tcp' }, 'over tcp for a tcp listener');
+  t.match(c.services.get('dns')!.health, { type: 'dns', query: 'health.example', interval: 5000 });
+  t.match(c.services.get('game')!.health, { type: 'send-expect', sendHex: 'ff00', receive: 'pong' });
+  // The transport: as said, else the endpoint's port kind, else udp where a udp listener sends.
+  const h = c.services.get('game')!.health!;
+  t.same(
+    [sendExpectProtocol(h, undefined, true), sendExpectProtocol(h, undefined, false), sendExpectProtocol(h, 'udp', false), sendExpectProtocol(h, 'tcp', true), sendExpectProtocol({ ...h, protocol: 'tcp' }, 'udp', true)],
+    ['udp', 'tcp', 'udp', 'tcp', 'tcp'],
+  );
   const bad = issues(() =>
     validateConfig({
       listeners: [{ bind: '1', mode: 'udp', service: 'a' }],
@@ -366,6 +372,8 @@ t.test('health checks for udp pools: dns and send-expect, each field for its typ
         e: { health: { type: 'send-expect', sendHex: 'abc' } },
         f: { health: { type: 'dns', query: 'x.example', queryType: 'ANY' } },
         g: { health: { type: 'ping' } },
+        h: { health: { type: 'dns', query: 'a..example' } },
+        i: { health: { type: 'tcp', queryType: 'A' } },
       },
     }),
   );
@@ -380,6 +388,8 @@ t.test('health checks for udp pools: dns and send-expect, each field for its typ
     'services.e.health.sendHex: expected bytes as hex digits, two per byte',
     'services.f.health.queryType: expected one of A, AAAA, CNAME, MX, NS, PTR, SOA, SRV, TXT',
     'services.g.health.type: expected tcp, http, dns or send-expect',
+    'services.h.health.query: expected a domain name (labels of 1 to 63 letters, digits, "-" or "_", 253 characters in all)',
+    'services.i.health.queryType: queryType is for dns checks, not tcp',
   ]);
 });
 

@@ -179,6 +179,17 @@ t.test('several pools per container: one endpoint per pool, each port by its lab
   t.match(skipped({ 'berth.services.a.port': '1', 'berth.port': '2' }), [/bad labels: .*mixed/], 'mixing: the container is skipped, with the reason');
   t.same(buildDockerSnapshot([make({ 'berth.services.a.port': '1', 'berth.port': '2' })], opts).snapshot.services.size, 0, 'and no pool of it is routed');
 
+  // One service, one kind of port: the first container (by name) fixes it.
+  const mixed = buildDockerSnapshot(
+    [
+      { ...make({ 'berth.service': 'dns', 'berth.port': '53' }), Name: '/b-tcp' },
+      { ...make({ 'berth.service': 'dns', 'berth.port': '53', 'berth.protocol': 'udp' }), Name: '/a-udp' },
+    ],
+    opts,
+  );
+  t.same(mixed.snapshot.services.get('dns')!.map((e) => [e.id, e.protocol]), [['a-udp', 'udp']]);
+  t.match(mixed.skipped, [{ name: 'b-tcp', reason: /service dns has udp endpoints \(a-udp\); this pool is tcp/ }]);
+
   // Swarm services: the same labels, the published ports by protocol.
   const svc: SwarmService = {
     ID: 's1',

@@ -8,7 +8,7 @@ import dgram from 'node:dgram';
 import { once } from 'node:events';
 import dnsPacket from 'dns-packet';
 import t from 'tap';
-import { dnsProbe, sendExpectProbe } from '../../src/health/probe.js';
+import { dnsProbe, sendExpectProbe, StreamMatch } from '../../src/health/probe.js';
 import { freePort, tcpServer } from '../helpers/net.js';
 
 /** A udp server answering each datagram with `answer(msg)` (nothing when it returns null). */
@@ -88,6 +88,33 @@ t.test('send-expect over tcp: the pattern found across reads; a close or 64 KiB 
   const probe = (send: string) => sendExpectProbe('127.0.0.1', srv.port, 5000, { protocol: 'tcp', send: Buffer.from(send), receive: Buffer.from('+OK') });
   t.same(await probe('split'), { ok: true, detail: 'expected answer' }, 'the pattern split over two reads');
   t.same(await probe('close'), { ok: false, detail: 'closed without the expected answer' });
-  t.same(await probe('flood'), { ok: false, detail: 'no expected answer in 70000 bytes' }, 'bounded: it stops reading past 64 KiB');
+  const flood = await probe('flood');
+  t.equal(flood.ok, false);
+  t.match(flood.detail, /^no expected answer in \d+ bytes$/, 'bounded: it stops reading past 64 KiB');
   t.same(await sendExpectProbe('127.0.0.1', refused, 5000, { protocol: 'tcp', send: Buffer.from('x'), receive: undefined }), { ok: false, detail: 'ECONNREFUSED' });
+});
+
+t.test('a udp check whose connect fails (a name that does not resolve, a broadcast address) fails; nothing is thrown', async (t) => {
+  // (Without a resolver to ask, the lookup may also outlast the check: a timeout.)
+  const bad = await dnsProbe('no-such-host.invalid', 53, 2000, { name: 'a.example', type: 'A' });
+  t.equal(bad.ok, false);
+  t.match(bad.detail, /ENOTFOUND|EAI_AGAIN|timeout after 2000ms/);
+  const bcast = await sendExpectProbe('255.255.255.255', 9, 5000, { protocol: 'udp', send: Buffer.from('x'), receive: undefined });
+  t.same(bcast, { ok: false, detail: 'EACCES' });
+});
+
+t.test('StreamMatch: a pattern across reads, byte by byte, and the bound', async (t) => {
+  const pattern = Buffer.from('+PONG\r\n');
+  const m = new StreamMatch(pattern);
+  t.equal(m.feed(Buffer.from('noise +P')), 'more');
+  t.equal(m.feed(Buffer.from('ON')), 'more');
+  t.equal(m.feed(Buffer.from('G\r\nrest')), 'match', 'split over three reads');
+  const one = new StreamMatch(pattern);
+  const bytes = Buffer.from('xxxx+PONG\r\n');
+  const verdicts = [...bytes].map((b) => one.feed(Buffer.from([b])));
+  t.same([verdicts.at(-1), verdicts.slice(0, -1).every((v) => v === 'more')], ['match', true], 'one byte per read');
+  const small = new StreamMatch(pattern, 10);
+  t.equal(small.feed(Buffer.alloc(8, 'x')), 'more');
+  t.equal(small.feed(Buffer.alloc(8, 'x')), 'overflow', 'past the bound without the pattern');
+  t.equal(new StreamMatch(Buffer.from('A')).feed(Buffer.from('zzA')), 'match', 'a one-byte pattern');
 });

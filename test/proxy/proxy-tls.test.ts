@@ -32,12 +32,14 @@ const trusted = { trusted: ['127.0.0.1/32'], untrusted: 'refuse' as const };
  * `together`: the header and the ClientHello in one write (bytes past the header
  * that berth reads with it), else the header on its own first.
  */
-async function tlsAfter(port: number, header: string, together = false): Promise<tls.TLSSocket> {
+async function tlsAfter(port: number, header: string, together = false, headerRead?: () => Promise<void>): Promise<tls.TLSSocket> {
   const raw = net.connect(port, '127.0.0.1');
   raw.on('error', () => {});
   await once(raw, 'connect');
   if (together) raw.cork();
   if (header !== '') raw.write(header);
+  // The header alone first: the hello only once berth has taken the header.
+  if (!together && headerRead) await headerRead();
   const s = tls.connect({ socket: raw, servername: 'localhost', ca });
   s.on('error', () => {});
   if (together) setImmediate(() => raw.uncork());
@@ -64,7 +66,8 @@ t.test('tcp listener with tls: the PROXY header before the handshake names the c
     be.close();
   });
   for (const together of [false, true]) {
-    const c = await tlsAfter(p.port, 'PROXY TCP4 203.0.113.7 192.0.2.1 51000 443\r\n', together);
+    const ok = obs.counts['proxy.ok'] ?? 0;
+    const c = await tlsAfter(p.port, 'PROXY TCP4 203.0.113.7 192.0.2.1 51000 443\r\n', together, () => until(() => (obs.counts['proxy.ok'] ?? 0) > ok));
     await once(c, 'secureConnect');
     c.write('hello\r\n');
     let answer = '';
@@ -81,6 +84,16 @@ t.test('tcp listener with tls: the PROXY header before the handshake names the c
   t.ok(err !== undefined, `no header, no handshake (${err?.message})`);
   t.same([obs.counts['proxy.ok'], obs.counts['proxy.missing'] ?? obs.counts['proxy.malformed']], [2, 1], 'counted');
   await until(() => p.listener.active === 0);
+  // A connection still sending its header is open (counted in active) and closed by destroyAll.
+  const slow = net.connect(p.port, '127.0.0.1');
+  slow.on('error', () => {});
+  await once(slow, 'connect');
+  slow.write('PROXY TCP4 203.0');
+  await until(() => p.listener.active === 1);
+  const gone = new Promise((resolve) => slow.once('close', resolve));
+  p.listener.destroyAll();
+  await gone;
+  t.equal(p.listener.active, 0);
 });
 
 t.test('http listener with tls: X-Forwarded-For names the client of the PROXY header read before the handshake', async (t) => {

@@ -179,7 +179,12 @@ t.test('a listener with neither service nor routes routes by the label routes al
   t.equal(await send(p.port, await captureHello({ servername: 'db.example.com' }), { want: 2 }), 'db');
   t.equal(await send(p.port, await captureHello({ servername: 'other.example.com' })), '', 'no route: closed');
   t.equal(p.observer.counts['preread.no_route'], 1);
-  await until(() => p.l.active === 0);
+  // No label asks for a name yet: the hello is still read, and the connection refused as no route.
+  const q = await listener({ db: [endpoint(db.port)] }, { service: '' });
+  t.teardown(() => q.close());
+  t.equal(await send(q.port, await captureHello({ servername: 'db.example.com' })), '', 'nothing routes yet: closed');
+  t.same([q.observer.counts['preread.no_route'], db.got.length], [1, 1], 'counted as no route; the endpoint saw only the first listener\'s connection');
+  await until(() => p.l.active === 0 && q.l.active === 0);
 });
 
 t.test('SNI passthrough without a catch-all: no match, a broken hello or a slow one is closed and counted', async (t) => {
@@ -244,15 +249,22 @@ t.test('SNI passthrough end to end with node TLS: each name reaches its own serv
 
 t.test('a listener with no SNI routes never waits for the client (server-speaks-first protocols)', async (t) => {
   const smtp = await tcpServer((s) => s.write('220 mail ready\r\n'));
-  const p = await listener({ mail: [endpoint(smtp.port)] }, { service: 'mail' });
+  // Another service's container asks for an SNI route: a listener with a service (and
+  // a catch-all) that has no sni route of its own does not take it, so never waits.
+  const db: EndpointSpec = { ...endpoint(1), source: 'docker', routes: [{ sni: 'db.example.com' }] };
+  const p = await listener({ mail: [endpoint(smtp.port)], db: [db] }, { service: 'mail' });
+  const q = await listener({ mail: [endpoint(smtp.port)], db: [db] }, { service: 'mail', routes: [{ service: 'mail' }] });
   t.teardown(() => {
     p.close();
+    q.close();
     smtp.close();
   });
-  const c = net.connect(p.port, '127.0.0.1');
-  const [greeting] = (await once(c, 'data')) as [Buffer];
-  t.equal(greeting.toString(), '220 mail ready\r\n', 'the greeting came before the client sent anything');
-  c.destroy();
+  for (const [what, port] of [['a service', p.port], ['a service and a catch-all route', q.port]] as const) {
+    const c = net.connect(port, '127.0.0.1');
+    const [greeting] = (await once(c, 'data')) as [Buffer];
+    t.equal(greeting.toString(), '220 mail ready\r\n', `${what}: the greeting came before the client sent anything`);
+    c.destroy();
+  }
 });
 
 t.test('PROXY protocol in: v1 and v2 from a trusted peer; the client address is the one berth uses and passes on', async (t) => {

@@ -3,7 +3,7 @@
  * hands this the inspected containers; fixtures from a real engine test it.
  */
 import type { EndpointSpec, ProviderSnapshot } from '../../core/types.js';
-import { endpointSpec, offeredPorts, poolPorts, readLabels, type OfferedPorts } from './endpoint-spec.js';
+import { endpointSpec, offeredPorts, poolPorts, readLabels, ServiceProtocols, type OfferedPorts } from './endpoint-spec.js';
 import type { ContainerInfo } from './types.js';
 
 export interface DockerBuildOptions {
@@ -55,7 +55,9 @@ export function buildDockerSnapshot(containers: Iterable<ContainerInfo>, opts: D
   const services = new Map<string, EndpointSpec[]>();
   const skipped: SkippedContainer[] = [];
   const prefix = opts.labelPrefix;
-  for (const c of containers) {
+  const protocols = new ServiceProtocols();
+  // In name order: which container fixes a service's kind of port does not depend on the engine's listing.
+  for (const c of [...containers].sort((a, b) => (a.Name < b.Name ? -1 : a.Name > b.Name ? 1 : 0))) {
     const name = containerName(c);
     const skip = (reason: string) => skipped.push({ id: c.Id, name, reason });
     const labelsAll = c.Config.Labels ?? {};
@@ -111,6 +113,11 @@ export function buildDockerSnapshot(containers: Iterable<ContainerInfo>, opts: D
     const health = c.State.Health?.Status;
     for (const { pool, port, why } of ports.ports) {
       const service = pool.service ?? labelsAll['com.docker.compose.service'] ?? name;
+      const clash = protocols.claim(service, pool.protocol, name);
+      if (clash !== undefined) {
+        skip(clash);
+        continue;
+      }
       const serviceWhy =
         pool.from !== `${prefix}.` ? `label ${pool.from}*`
         : pool.service !== undefined ? `label ${prefix}.service`

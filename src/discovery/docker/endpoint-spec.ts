@@ -84,6 +84,26 @@ export function poolPorts(pools: readonly PoolLabels[], offered: OfferedPorts, v
   return { ok: true, ports };
 }
 
+/**
+ * One kind of port per service: the first pool to name a service (containers and
+ * Swarm services in name order) fixes its protocol; a pool of the other kind under
+ * that name is skipped with the reason — else a udp listener would send datagrams to
+ * a tcp port, or a tcp listener connect to a udp one.
+ */
+export class ServiceProtocols {
+  private readonly kinds = new Map<string, { readonly protocol: PortProtocol; readonly by: string }>();
+
+  /** undefined: `by`'s pool may join `service`; else why it may not. */
+  claim(service: string, protocol: PortProtocol, by: string): string | undefined {
+    const k = this.kinds.get(service);
+    if (k === undefined) {
+      this.kinds.set(service, { protocol, by });
+      return undefined;
+    }
+    return k.protocol === protocol ? undefined : `service ${service} has ${k.protocol} endpoints (${k.by}); this pool is ${protocol}: one service, one kind of port`;
+  }
+}
+
 /** Port numbers by protocol, each list ascending and without repeats (sctp ignored). */
 export function offeredPorts(entries: readonly { readonly port: number; readonly protocol: string }[]): OfferedPorts {
   const by = (p: PortProtocol) => [...new Set(entries.filter((e) => e.protocol === p).map((e) => e.port))].sort((a, b) => a - b);

@@ -42,7 +42,8 @@ export type LabelsResult = { ok: true; labels: ParsedLabels } | { ok: false; err
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 /** A pool name in `berth.services.<name>.<label>`: no dots (the label after it has them). */
 const POOL_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]*$/;
-const HOST = /^(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$/;
+/** A server name for SNI: labels of letters, digits and "-", optionally "*." first. */
+const SNI_NAME = /^(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$/;
 
 function int(v: string, min: number, max: number): number | undefined {
   if (!/^\d+$/.test(v)) return undefined;
@@ -96,7 +97,7 @@ function poolLabel(d: PoolDraft, name: string, key: string, raw: string, plain: 
       return undefined;
     }
     case 'http.host':
-      if (!HOST.test(v)) return `${key}: expected a host name or *.suffix, got "${raw}"`;
+      if (!/^(\*\.)?[A-Za-z0-9.-]+$/.test(v)) return `${key}: expected a host name or *.suffix, got "${raw}"`;
       d.httpHost = v.toLowerCase();
       return undefined;
     case 'http.pathPrefix':
@@ -109,7 +110,7 @@ function poolLabel(d: PoolDraft, name: string, key: string, raw: string, plain: 
       return undefined;
     case 'tls.sni': {
       const names = v.split(',').map((x) => x.trim().toLowerCase());
-      const bad = names.find((x) => !HOST.test(x));
+      const bad = names.find((x) => !SNI_NAME.test(x));
       if (bad !== undefined) return `${key}: expected server names (comma list, *.suffix allowed), got "${raw}"`;
       d.sni = [...new Set(names)];
       return undefined;

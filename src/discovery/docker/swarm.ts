@@ -14,7 +14,7 @@ import { backoffDelay, nullDiscoveryObserver, type DiscoveryObserver } from '../
 import type { EndpointSpec, ProviderSnapshot } from '../../core/types.js';
 import type { Logger } from '../../log.js';
 import { onEventLines } from './events.js';
-import { endpointSpec, offeredPorts, poolPorts, readLabels } from './endpoint-spec.js';
+import { endpointSpec, offeredPorts, poolPorts, readLabels, ServiceProtocols } from './endpoint-spec.js';
 import { reportSkipped, selfContainerId } from './provider.js';
 import type { DockerClient, DockerEvent, SwarmService, SwarmTask } from './types.js';
 
@@ -43,7 +43,8 @@ export function buildSwarmSnapshot(services: readonly SwarmService[], tasks: rea
     list.push(t);
     byService.set(t.ServiceID, list);
   }
-  for (const svc of services) {
+  const protocols = new ServiceProtocols();
+  for (const svc of [...services].sort((a, b) => (a.Spec.Name < b.Spec.Name ? -1 : a.Spec.Name > b.Spec.Name ? 1 : 0))) {
     const name = svc.Spec.Name;
     const labels = svc.Spec.Labels ?? {};
     const verdict = readLabels(labels, prefix, opts.exposedByDefault);
@@ -82,6 +83,11 @@ export function buildSwarmSnapshot(services: readonly SwarmService[], tasks: rea
     }
     for (const { pool, port, why } of ports.ports) {
       const service = pool.service ?? name;
+      const clash = protocols.claim(service, pool.protocol, name);
+      if (clash !== undefined) {
+        skipped.push({ name, reason: clash });
+        continue;
+      }
       const serviceWhy = pool.from !== `${prefix}.` ? `label ${pool.from}*` : pool.service !== undefined ? `label ${prefix}.service` : 'swarm service name';
       const list = out.get(service) ?? [];
       for (const r of reach) {

@@ -91,6 +91,9 @@ export class TcpListener implements Listener<TcpListenerSettings> {
   private preread!: PrereadSettings;
   /** The pool's published routes the router was built with (label SNI routes join a listener with `routes`). */
   private published: readonly ServiceRoute[] | null = null;
+  /** Behind TLS termination: connections whose PROXY header is being read (before the handshake). */
+  private readonly headerReading = new Set<net.Socket>();
+  private stopped = false;
   /** Behind TLS termination: the client each connection's PROXY header named. */
   private readonly proxied = new ByConnection<ClientAddresses>();
   /** Violations of the PROXY protocol are logged once per peer per minute. */
@@ -142,12 +145,21 @@ export class TcpListener implements Listener<TcpListenerSettings> {
       for (const r of this.published) if (r.sni !== undefined) routes.push({ sni: r.sni, service: r.service });
     }
     this.router = new SniRouter(routes, s.service !== '' ? s.service : undefined);
-    this.preread = { acceptProxy: acceptProxyOf(s.acceptProxy), hello: this.router.readsHello, postgres: s.postgres === true, timeout: s.timeouts.preread ?? 5000, max: 65_536 };
+    // With nowhere to send a connection but by its name (no routes yet, no catch-all),
+    // the hello is read and the connection refused as no route, as it will be once
+    // labels route some names.
+    const hello = this.router.readsHello || (this.routesBySni && this.router.fallback === undefined);
+    this.preread = { acceptProxy: acceptProxyOf(s.acceptProxy), hello, postgres: s.postgres === true, timeout: s.timeouts.preread ?? 5000, max: 65_536 };
   }
 
-  /** Routes by SNI: it has routes, or nothing else to go by (no service: the labels' routes alone). */
+  /**
+   * Routes by SNI: it has sni routes, or no service (the labels' routes, and its
+   * catch-all route if it has one). A listener with a service and no sni route never
+   * takes label routes: it must not start waiting for a ClientHello (server-speaks-first
+   * protocols) because some container somewhere has a berth.tls.sni label.
+   */
   private get routesBySni(): boolean {
-    return this.deps.tls === null && ((this.settings.routes?.length ?? 0) > 0 || this.settings.service === '');
+    return this.deps.tls === null && ((this.settings.routes ?? []).some((r) => r.sni !== undefined) || this.settings.service === '');
   }
 
   /** The router for a new connection: rebuilt when the pool's published routes changed. */
@@ -163,18 +175,28 @@ export class TcpListener implements Listener<TcpListenerSettings> {
    */
   private readProxyHeader(socket: net.Socket, server: tls.Server): void {
     const peer = plainAddress(socket.remoteAddress);
+    // Seen by `active` and destroyAll() while its header is read.
+    this.headerReading.add(socket);
     const reader = new PrereadReader(socket, { ...this.preread, hello: false, postgres: false, max: 0 }, this.deps.pool.clock, {
       proxyResult: (result, why) => this.proxyResult(peer, result, why),
       refused: () => socket.destroy(),
       ready: (p) => {
-        if (p.proxied !== null && !this.proxied.set(socket, addressesOf(p.proxied))) return;
+        this.headerReading.delete(socket);
+        // The listener stopped while the header was read, or the connection is gone: nothing more.
+        if (this.stopped || (p.proxied !== null && !this.proxied.set(socket, addressesOf(p.proxied)))) {
+          socket.destroy();
+          return;
+        }
         if (p.held.length > 0) socket.unshift(p.held);
-        // No resume(): the socket is already reading, and node's TLS takes the bytes
-        // held in its buffer when it starts (a resume would flow them out to no one).
+        // No resume(): node's TLS takes the bytes in the socket's buffer when it starts
+        // reading, and a resume would flow them out to no one first.
         server.emit('connection', socket);
       },
     });
-    socket.once('close', () => reader.abort());
+    socket.once('close', () => {
+      this.headerReading.delete(socket);
+      reader.abort();
+    });
     // No peer address: the connection is already gone (a reset before accept was done).
     if (socket.remoteAddress === undefined) socket.destroy();
     else reader.start(peer, net.isIPv6(peer) ? 'ipv6' : 'ipv4');
@@ -207,7 +229,7 @@ export class TcpListener implements Listener<TcpListenerSettings> {
 
   /** Open client connections. */
   get active(): number {
-    return this.sessions.size + this.prereading.size;
+    return this.sessions.size + this.prereading.size + this.headerReading.size;
   }
 
   describe(): Record<string, unknown> {
@@ -220,6 +242,7 @@ export class TcpListener implements Listener<TcpListenerSettings> {
    * drain, not the stop).
    */
   stopAccepting(): void {
+    this.stopped = true;
     this.gate.close();
   }
 
@@ -227,6 +250,7 @@ export class TcpListener implements Listener<TcpListenerSettings> {
   destroyAll(): void {
     for (const s of this.sessions) s.destroy();
     for (const p of this.prereading) p.client.destroy();
+    for (const s of this.headerReading) s.destroy();
   }
 
   private accept(client: net.Socket, identity: PeerIdentity | null): void {
