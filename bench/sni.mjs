@@ -9,7 +9,7 @@
 //    certificate per name. ECDSA P-256 keys, so the handshakes on CPU 0 leave the most
 //    room for the proxy's own work.
 //  - new connections/s routed by a ClientHello without the handshake: the client
-//    sends a real captured hello (SNI a or b) and closes at the first byte back;
+//    sends a real captured hello (SNI a or b; no half-close after it) and closes at the first byte back;
 //    the endpoints (plain nginx http, answering 400 to it) and the client cost a
 //    fraction of a handshake, so the proxy's core is the one saturated and the
 //    per-core cost of SNI routing itself (accept, read and parse the hello, pick,
@@ -103,7 +103,7 @@ function next() {
   let ok = false;
   const s = net.connect(ports[i], '127.0.0.1');
   s.setTimeout(5000, () => s.destroy());
-  s.on('connect', () => s.end(hellos[i]));
+  s.on('connect', () => s.write(hellos[i]));
   s.once('data', () => {
     ok = true;
     connections++;

@@ -314,25 +314,31 @@ const kConn = Symbol('berth.tcp.preread');
  */
 class PrereadConn implements PrereadUser {
   private readonly reader: PrereadReader;
-  private readonly peer: string;
+  private peerAddress: string | undefined;
   private done = false;
 
   constructor(
     private readonly listener: TcpListener,
     readonly client: net.Socket,
-    settings: PrereadSettings,
+    private readonly settings: PrereadSettings,
     private readonly router: SniRouter,
   ) {
     this.reader = new PrereadReader(client, settings, listener.deps.pool.clock, this);
-    this.peer = plainAddress(client.remoteAddress);
+  }
+
+  /** The connection's peer, asked for only when needed (a getpeername() syscall): the PROXY trust check and logs. */
+  private get peer(): string {
+    return (this.peerAddress ??= plainAddress(this.client.remoteAddress));
   }
 
   start(): void {
     const c = this.client as net.Socket & { [kConn]?: PrereadConn | undefined };
     c[kConn] = this;
     c.once('close', onPrereadClose);
+    // Without a PROXY stage the peer is not needed (a connection already gone just closes).
+    if (this.settings.acceptProxy === null) this.reader.start('', 'ipv4');
     // No peer address: the connection is already gone (a reset before accept was done).
-    if (this.client.remoteAddress === undefined) this.refused();
+    else if (this.client.remoteAddress === undefined) this.refused();
     else this.reader.start(this.peer, net.isIPv6(this.peer) ? 'ipv6' : 'ipv4');
   }
 
