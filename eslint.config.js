@@ -138,6 +138,11 @@ export default tseslint.config(
     rules: restrict([{ group: ['../*', '!../runtime', '!../config', '!../core', '!../pool', '!../metrics', '!../log.js'], message: 'cluster imports runtime, config, core, pool and metrics only' }], third),
   },
   {
+    // The DNS interface reads the pool through the view the runtime hands it: core and the logger only.
+    files: ['src/resolver/**/*.ts'],
+    rules: restrict([{ group: ['../*', '!../core', '!../log.js'], message: 'resolver imports core (and the logger) only: the runtime hands it the pool view' }], third),
+  },
+  {
     files: ['src/admin/**/*.ts', 'src/cli/**/*.ts', 'src/log.ts'],
     rules: restrict([], third),
   },

@@ -13,6 +13,8 @@ export interface RunArgs {
   readonly admin?: string | undefined;
   readonly adminTokenFile?: string | undefined;
   readonly drainTimeout?: string | undefined;
+  /** --dns: the DNS interface's address. */
+  readonly dns?: string | undefined;
   readonly docker: boolean;
   readonly dockerHost?: string | undefined;
   /** Worker processes: a number or "auto" (one per core). */
@@ -79,6 +81,7 @@ const COMMAND_FLAGS: Readonly<Record<string, readonly { name: string; kind: 'str
     { name: 'admin', kind: 'string' },
     { name: 'admin-token-file', kind: 'string' },
     { name: 'drain-timeout', kind: 'string' },
+    { name: 'dns', kind: 'string' },
     { name: 'docker', kind: 'boolean' },
     { name: 'docker-host', kind: 'string' },
     { name: 'workers', kind: 'string' },
@@ -154,6 +157,7 @@ export async function parseArgs(argv: string[], version: string): Promise<Comman
           .option('admin', { type: 'string', describe: 'admin/metrics address [host:]port, or "off" (default 127.0.0.1:9901)' })
           .option('admin-token-file', { type: 'string', describe: 'file with a bearer token the admin API then requires (all but /healthz)' })
           .option('drain-timeout', { type: 'string', describe: 'how long SIGTERM waits for open connections, e.g. 30s' })
+          .option('dns', { type: 'string', describe: 'DNS interface address [host:]port (udp and tcp): <service>.service.berth. from the pick set' })
           .option('docker', { type: 'boolean', describe: 'discover endpoints from the Docker engine (containers labelled berth.enable=true)' })
           .option('docker-host', { type: 'string', describe: 'Docker engine: unix:///var/run/docker.sock (default) or tcp://host:port' })
           .option('workers', { type: 'string', describe: 'worker processes sharing the listeners: N or "auto" (one per core); default 1' })
@@ -186,6 +190,7 @@ export async function parseArgs(argv: string[], version: string): Promise<Comman
             admin: str(a.admin),
             adminTokenFile: str(a['admin-token-file']),
             drainTimeout: str(a['drain-timeout']),
+            dns: str(a.dns),
             docker: a.docker === true || a['docker-host'] !== undefined,
             dockerHost: str(a['docker-host']),
             workers: a.workers === undefined ? undefined : a.workers === 'auto' ? 'auto' : Number(a.workers),

@@ -12,6 +12,7 @@ export interface FlagConfig {
   readonly admin?: string | undefined;
   readonly adminTokenFile?: string | undefined;
   readonly drainTimeout?: string | undefined;
+  readonly dns?: string | undefined;
   /** --docker: discover endpoints from the Docker engine. */
   readonly docker?: boolean | undefined;
   readonly dockerHost?: string | undefined;
@@ -47,6 +48,7 @@ export function loadedFromFlags(f: FlagConfig): { readonly raw: unknown; readonl
       ? { admin: { ...(f.admin !== undefined ? { bind: f.admin } : { bind: '127.0.0.1:9901' }), ...(f.adminTokenFile !== undefined ? { tokenFile: f.adminTokenFile } : {}) } }
       : {}),
     ...(f.drainTimeout !== undefined ? { drainTimeout: f.drainTimeout } : {}),
+    ...(f.dns !== undefined ? { dns: { bind: f.dns } } : {}),
     ...(f.docker ? { discovery: { docker: f.dockerHost !== undefined ? { host: f.dockerHost } : {} } } : {}),
   };
   try {
@@ -70,6 +72,7 @@ function flagPath(path: string, manyListeners: boolean): string {
   if (path.startsWith('admin.tokenFile')) return '--admin-token-file';
   if (path.startsWith('admin')) return '--admin';
   if (path.startsWith('drainTimeout')) return '--drain-timeout';
+  if (path.startsWith('dns')) return '--dns';
   if (path.startsWith('discovery.docker.host')) return '--docker-host';
   return path;
 }

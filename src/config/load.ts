@@ -41,6 +41,8 @@ export interface ConfigOverrides {
   readonly dockerHost?: string | undefined;
   /** --admin-token-file. */
   readonly adminTokenFile?: string | undefined;
+  /** --dns: the DNS interface's address. */
+  readonly dns?: string | undefined;
 }
 
 /** Applies flag overrides to a raw document (before validation, so errors still name fields). */
@@ -49,6 +51,7 @@ export function applyOverrides(raw: unknown, o: ConfigOverrides): unknown {
   const doc: Record<string, unknown> = { ...(raw as Record<string, unknown>) };
   if (o.admin !== undefined) doc['admin'] = { ...(typeof doc['admin'] === 'object' && doc['admin'] !== null ? doc['admin'] : {}), bind: o.admin };
   if (o.adminTokenFile !== undefined) doc['admin'] = { ...(typeof doc['admin'] === 'object' && doc['admin'] !== null ? doc['admin'] : {}), tokenFile: o.adminTokenFile };
+  if (o.dns !== undefined) doc['dns'] = { ...(typeof doc['dns'] === 'object' && doc['dns'] !== null ? doc['dns'] : {}), bind: o.dns };
   if (o.docker || o.dockerHost !== undefined) {
     const discovery = typeof doc['discovery'] === 'object' && doc['discovery'] !== null ? (doc['discovery'] as Record<string, unknown>) : {};
     const docker = typeof discovery['docker'] === 'object' && discovery['docker'] !== null ? (discovery['docker'] as Record<string, unknown>) : {};

@@ -317,6 +317,18 @@ export const configSchema = z.strictObject({
     .default({ bind: { host: '127.0.0.1', port: 9901 } }),
   /** How long SIGTERM waits for open connections before closing them (ms). */
   drainTimeout: duration.default(30_000),
+  /** The DNS interface: the pick set of every service as A, AAAA and SRV records (udp and tcp). */
+  dns: z
+    .strictObject({
+      bind: parsed((s) => parseHostPort(s, { defaultHost: '127.0.0.1', allowZeroPort: true })),
+      domain: z
+        .string()
+        .regex(/^([A-Za-z0-9-]{1,63}\.)+$/, 'expected a domain ending in "." (e.g. berth.)')
+        .transform((d) => d.toLowerCase())
+        .default('berth.'),
+      ttl: z.number().int().min(0).max(86_400).default(0),
+    })
+    .optional(),
 });
 
 interface ListenerBase {
@@ -410,6 +422,8 @@ export interface Config {
   /** File with the admin API's bearer token (null: no token asked). */
   readonly adminTokenFile: string | null;
   readonly drainTimeout: number;
+  /** The DNS interface; null when off. */
+  readonly dns: { readonly bind: HostPort; readonly domain: string; readonly ttl: number } | null;
 }
 
 export type RawConfig = z.input<typeof configSchema>;

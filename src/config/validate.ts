@@ -137,7 +137,7 @@ export function validateConfig(raw: unknown): Config {
       if (!services.has(svc)) services.set(svc, { name: svc, balance: l.mode === 'http' ? 'p2c' : 'least-conn', endpoints: [], panic: 'fail', slowStart: 0, maxConnectionsPerEndpoint: 0, queue: { size: 0, timeout: 1000 }, maxPending: 0, replay: false, outlier: OUTLIER_DEFAULTS });
     }
   }
-  return { listeners, services, discovery: { docker: doc.discovery.docker ?? null, swarm: doc.discovery.swarm ?? null, dns: doc.discovery.dns }, admin, adminTokenFile: doc.admin.tokenFile ?? null, drainTimeout: doc.drainTimeout };
+  return { listeners, services, discovery: { docker: doc.discovery.docker ?? null, swarm: doc.discovery.swarm ?? null, dns: doc.discovery.dns }, admin, adminTokenFile: doc.admin.tokenFile ?? null, drainTimeout: doc.drainTimeout, dns: doc.dns ?? null };
 }
 
 /** Every service a listener names: its own and its routes' (not label routes, which come from discovery). */

@@ -184,6 +184,9 @@ export class MetricsCollector implements ProxyObserver, DiscoveryObserver {
     c.inc();
   }
   private readonly datagramChildren = new Map<string, { inc(): void }>();
+  dnsQuery(type: string, rcode: string): void {
+    this.m.dnsQueries.inc({ type, rcode });
+  }
   udpDropped(listener: string, reason: UdpDropReason): void {
     this.m.udpDropped.inc({ listener, reason });
   }

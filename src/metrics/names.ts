@@ -97,6 +97,7 @@ export function declareMetrics(registry: Registry, scrape: () => void = () => {}
     udpSessionsActive: new Gauge({ name: 'berth_udp_sessions_active', help: 'UDP sessions open now', labelNames: ['listener'] as const, registers }),
     udpSessions: new Counter({ name: 'berth_udp_sessions_total', help: 'UDP sessions opened', labelNames: ['listener'] as const, registers }),
     udpDatagrams: new Counter({ name: 'berth_udp_datagrams_total', help: 'Datagrams relayed: in (client to endpoint), out (endpoint to client)', labelNames: ['listener', 'direction'] as const, registers }),
+    dnsQueries: new Counter({ name: 'berth_dns_queries_total', help: 'Queries to the DNS interface by type asked and response code', labelNames: ['type', 'rcode'] as const, registers }),
     udpDropped: new Counter({
       name: 'berth_udp_dropped_total',
       help: 'Datagrams dropped: sessions_full (maxSessions reached), no_endpoint, oversize, error',

@@ -6,6 +6,9 @@
 import cluster from 'node:cluster';
 import { readFile } from 'node:fs/promises';
 import { AdminServer } from '../admin/server.js';
+import { systemRandom } from '../core/random.js';
+import { DnsAnswerer, type DnsEndpoint, type DnsSource } from '../resolver/answer.js';
+import { DnsServer } from '../resolver/dns-server.js';
 import { RateSampler, servicesView, type ProviderView, type Readiness } from '../admin/view.js';
 import type { Config, ListenerConfig } from '../config/schema.js';
 import { nullDiscoveryObserver, type DiscoveryObserver } from '../core/discovery.js';
@@ -98,6 +101,9 @@ export class Berth {
   /** Prometheus metrics; null when the admin server (their only reader) is off. */
   readonly metrics: MetricsCollector | null;
   private admin: AdminServer | null = null;
+  /** The DNS interface (`dns:`), not the DNS discovery provider. */
+  private dnsServer: DnsServer | null = null;
+  private dnsKey = '';
   private adminKey = '';
   private readonly rates: RateSampler;
   /** Where the admin API and the metrics read endpoint counters. */
@@ -253,7 +259,10 @@ export class Berth {
     const opened = await this.openAll(this.role === 'primary' ? [] : this.config.listeners);
     for (const [k, l] of opened) this.listeners.set(k, l);
     try {
-      if (this.role !== 'worker') await this.applyAdmin(this.config);
+      if (this.role !== 'worker') {
+        await this.applyAdmin(this.config);
+        await this.applyDns(this.config);
+      }
     } catch (err) {
       for (const l of opened.values()) l.stopAccepting();
       throw err;
@@ -383,6 +392,7 @@ export class Berth {
       if (this.role !== 'worker') {
         await this.applyDiscovery(next);
         await this.applyAdmin(next);
+        await this.applyDns(next);
       }
     } catch (err) {
       prepared.abort();
@@ -419,6 +429,7 @@ export class Berth {
     for (const l of all) l.destroyAll();
     for (const t of this.terminators.values()) t.close();
     this.admin?.close();
+    this.dnsServer?.close();
     return cut;
   }
 
@@ -449,6 +460,60 @@ export class Berth {
     this.admin = next;
     this.adminKey = key;
   }
+
+  /**
+   * Starts, moves or stops the DNS interface. A new address is bound before the old
+   * server closes (a taken port keeps the old one); a new domain or TTL applies to
+   * the next query without a rebind.
+   */
+  private async applyDns(config: Config): Promise<void> {
+    const d = config.dns;
+    const key = d ? formatHostPort(d.bind) : '';
+    if (key === this.dnsKey) return;
+    let next: DnsServer | null = null;
+    let at: { port: number } | null = null;
+    if (d) {
+      const answerer = new DnsAnswerer(this.dnsSource(), () => this.config.dns ?? d, systemRandom);
+      next = new DnsServer({ bind: d.bind, answerer, log: this.log.child({ module: 'dns' }), counted: (type, rcode) => this.metrics?.dnsQuery(type, rcode) });
+      const a = await next.listen();
+      at = a;
+      this.log.info({ dns: formatHostPort({ host: a.address, port: a.port }), domain: d.domain }, 'dns interface listening (udp and tcp)');
+    }
+    this.dnsServer?.close();
+    this.dnsServer = next;
+    this.dnsKey = key;
+    this.dnsPort = at?.port ?? 0;
+  }
+
+  /** The pool as the DNS interface sees it: each service's endpoints in the pick set. */
+  private dnsSource(): DnsSource {
+    return {
+      service: (name) => {
+        let s = this.pool.service(name);
+        if (s === undefined) {
+          const lower = name.toLowerCase();
+          for (const x of this.pool.services.values()) {
+            if (x.name.toLowerCase() === lower) {
+              s = x;
+              break;
+            }
+          }
+        }
+        if (s === undefined) return undefined;
+        const svc = s;
+        // Static endpoints say no kind of port: the listener that sends to them does.
+        const udp = this.config.listeners.some((l) => l.mode === 'udp' && l.service === svc.name);
+        const endpoints: DnsEndpoint[] = [];
+        for (const e of svc.endpoints.values()) {
+          if (e.eligible && e.weight > 0) endpoints.push({ host: e.host, port: e.port, weight: e.weight, protocol: e.spec.protocol ?? (udp ? 'udp' : 'tcp') });
+        }
+        return { name: svc.name, endpoints };
+      },
+    };
+  }
+
+  /** The DNS interface's port (0 when off). */
+  dnsPort = 0;
 
   /** Address the admin server is bound to (port 0 resolved), or null. */
   get adminAddress(): { host: string; port: number } | null {

@@ -398,3 +398,15 @@ t.test('a tcp listener without service or routes routes by berth.tls.sni labels 
   t.equal(c.listeners[0]!.mode === 'tcp' ? c.listeners[0]!.service : null, '');
   t.same(issues(() => validateConfig({ listeners: [{ bind: '1', tls: { cert: '/c', key: '/k' } }], discovery: { docker: {} } })), ['listeners[0].service: a tcp listener with tls needs a service']);
 });
+
+t.test('the DNS interface: dns.bind, domain and ttl; --dns; bad values named', async (t) => {
+  const c = validateConfig({ listeners: [{ bind: '1', service: 'x' }], services: { x: {} }, dns: { bind: '8600', domain: 'Mesh.Example.' } });
+  t.same(c.dns, { bind: { host: '127.0.0.1', port: 8600 }, domain: 'mesh.example.', ttl: 0 }, 'loopback by default, the domain lowercased');
+  t.equal(validateConfig({ listeners: [{ bind: '1', service: 'x' }], services: { x: {} } }).dns, null, 'off unless asked for');
+  t.same(configFromFlags({ listen: ['1'], backend: ['127.0.0.1:2'], dns: '0.0.0.0:53' }).dns, { bind: { host: '0.0.0.0', port: 53 }, domain: 'berth.', ttl: 0 });
+  t.same(
+    issues(() => validateConfig({ listeners: [{ bind: '1', service: 'x' }], services: { x: {} }, dns: { bind: '8600', domain: 'berth', ttl: -1 } })),
+    ['dns.domain: expected a domain ending in "." (e.g. berth.)', 'dns.ttl: Too small: expected number to be >=0'],
+  );
+  t.throws(() => configFromFlags({ listen: ['1'], backend: ['127.0.0.1:2'], dns: 'nope:port' }), /--dns/);
+});
