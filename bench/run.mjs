@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run bench -- [tcp|http|tls|udp|sni|scale|docker|metrics] [--reps N] [--seconds S] [--rss-connections N]
+// npm run bench -- [tcp|http|tls|udp|sni|dns|scale|docker|metrics] [--reps N] [--seconds S] [--rss-connections N]
 // npm run bench -- ab --ref /path/to/another/built/checkout [--reps N] [--seconds S]   (not in the default set)
 // Prints a markdown table of medians and ratios, and writes the raw runs to bench/out/.
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -9,6 +9,7 @@ import { dockerBench } from './docker.mjs';
 import { httpBench } from './http.mjs';
 import { metricsBench } from './metrics.mjs';
 import { scaleBench } from './scale.mjs';
+import { dnsBench } from './dns.mjs';
 import { sniBench } from './sni.mjs';
 import { tcpBench } from './tcp.mjs';
 import { tlsBench } from './tls.mjs';
@@ -19,7 +20,7 @@ const opt = (name, def) => {
   const i = argv.indexOf(`--${name}`);
   return i >= 0 ? Number(argv[i + 1]) : def;
 };
-const suites = { tcp: tcpBench, http: httpBench, tls: tlsBench, udp: udpBench, sni: sniBench, scale: scaleBench, docker: dockerBench, metrics: metricsBench, ab: abBench };
+const suites = { tcp: tcpBench, http: httpBench, tls: tlsBench, udp: udpBench, sni: sniBench, dns: dnsBench, scale: scaleBench, docker: dockerBench, metrics: metricsBench, ab: abBench };
 const chosen = argv.filter((a, i) => !a.startsWith('--') && !(i > 0 && argv[i - 1].startsWith('--')));
 const names = chosen.length ? chosen : Object.keys(suites).filter((n) => n !== 'ab');
 const refAt = argv.indexOf('--ref');

@@ -23,7 +23,7 @@ const MAX = 50_000_000;
 const DNS_NAME = 'web.svc.test';
 
 /** A DNS query for `name` (A, IN, recursion desired) with id `id`. */
-function dnsQuery(id, name) {
+export function dnsQuery(id, name) {
   const labels = name.split('.').map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l)]));
   const head = Buffer.alloc(12);
   head.writeUInt16BE(id, 0);
@@ -35,13 +35,14 @@ function dnsQuery(id, name) {
 // The load generator, run as `node udp-load.mjs PORT SECONDS SOCKETS WINDOW MAX KIND`;
 // prints one JSON line. Datagram i of a socket carries id i in its first two bytes (the
 // DNS id, or the echo's first bytes), so an answer names the slot it frees.
-const LOAD_SRC = `
+export function loadSource(dnsName) {
+  return `
 import dgram from 'node:dgram';
 const [port, seconds, sockets, window, max] = process.argv.slice(2, 7).map(Number);
 const kind = process.argv[7];
 ${dnsQuery.toString()}
 const bufs = Array.from({ length: window }, (_, id) => {
-  if (kind === 'dns') return dnsQuery(id, ${JSON.stringify(DNS_NAME)});
+  if (kind === 'dns') return dnsQuery(id, ${JSON.stringify(dnsName)});
   const b = Buffer.alloc(64, 120);
   b.writeUInt16BE(id, 0);
   return b;
@@ -87,6 +88,8 @@ for (let i = 0; i < sockets; i++) {
 }
 setTimeout(finish, seconds * 1000);
 `;
+}
+const LOAD_SRC = loadSource(DNS_NAME);
 
 const ECHO_SRC = `
 const s = require('node:dgram').createSocket('udp4');
@@ -99,7 +102,7 @@ s.bind(Number(process.argv[1]), '127.0.0.1');
  * startPinned, with the process put in `procs` before it is ready: one that never gets
  * ready is killed with the rest (startPinned's own `ready` leaves it running).
  */
-async function started(procs, cpu, cmd, args, ready) {
+export async function started(procs, cpu, cmd, args, ready) {
   const p = await startPinned(cpu, cmd, args);
   procs.push(p);
   const deadline = Date.now() + 10_000;
@@ -112,7 +115,7 @@ async function started(procs, cpu, cmd, args, ready) {
 }
 
 /** True once `port` answers one datagram (within 200 ms). */
-function udpAnswers(port, payload) {
+export function udpAnswers(port, payload) {
   return new Promise((resolve) => {
     const s = createSocket('udp4');
     const end = (v) => {

@@ -30,6 +30,8 @@ export interface DnsEndpoint {
 export interface DnsSource {
   /** The service of that name (case-insensitive), or undefined when there is none. */
   service(name: string): { readonly name: string; readonly endpoints: readonly DnsEndpoint[] } | undefined;
+  /** Changes whenever any answer could (an endpoint added, removed, in or out of the pick set); absent: nothing is kept. */
+  generation?(): number;
 }
 
 export interface DnsSettings {
@@ -94,7 +96,22 @@ function shuffle<T>(xs: T[], random: Random): T[] {
   return xs;
 }
 
+/** Encoded answers to one question, valid while the pool's generation and the settings are the same. */
+interface Cached {
+  readonly gen: number;
+  readonly settings: DnsSettings;
+  readonly rcode: Rcode;
+  readonly variants: readonly Buffer[];
+}
+
+/** Questions whose answers are kept (a flood of random names clears it, never grows it). */
+const CACHE_MAX = 1024;
+/** Shuffled orders kept per answer: one is picked per query. */
+const VARIANTS = 8;
+
 export class DnsAnswerer {
+  private readonly cache = new Map<string, Cached>();
+
   constructor(
     private readonly source: DnsSource,
     /** Read per query: a reload's new domain or TTL applies to the next one. */
@@ -129,28 +146,49 @@ export class DnsAnswerer {
     const type = String(question.type);
     const opt = (q.additionals ?? []).find((r) => r.type === 'OPT') as { udpPayloadSize?: number } | undefined;
     const limit = transport === 'tcp' ? 65_535 : opt === undefined ? UDP_DEFAULT : Math.min(UDP_MAX, Math.max(UDP_DEFAULT, opt.udpPayloadSize ?? UDP_DEFAULT));
-    const r = this.resolve(question.name.toLowerCase().replace(/\.$/, ''), type, question.class ?? 'IN');
-    const base = {
-      id: q.id ?? 0,
-      type: 'response' as const,
-      flags: QR | (r.rcode === 'REFUSED' ? 0 : AA) | ((q.flags ?? 0) & RD) | RCODE_NUM[r.rcode],
-      questions: [question],
-    };
-    const optRecord = opt !== undefined ? [{ type: 'OPT' as const, name: '.', udpPayloadSize: UDP_MAX }] : [];
-    const encode = (answers: dnsPacket.Answer[], additionals: dnsPacket.Answer[], flags: number) =>
-      dnsPacket.encode({ ...base, flags, answers, authorities: r.authorities, additionals: [...additionals, ...optRecord] } as dnsPacket.Packet);
-    let packet = encode(r.answers, r.additionals, base.flags);
-    if (packet.length > limit) {
-      // Whole records only: the glue goes first (no TC for that), then answers from
-      // the end, and TC says so (the client asks again over tcp).
-      packet = encode(r.answers, [], base.flags);
-      let n = r.answers.length;
-      while (packet.length > limit && n > 0) {
-        n--;
-        packet = encode(r.answers.slice(0, n), [], base.flags | TC);
-      }
+    const rd = ((q.flags ?? 0) & RD) !== 0;
+    // The same question gets the same records until the pool or the settings change:
+    // encoded once, in a few shuffled orders, and only the id and RD bit written per query.
+    const key = `${limit}|${opt !== undefined ? 1 : 0}|${question.class ?? 'IN'}|${type}|${question.name}`;
+    const gen = this.source.generation?.() ?? -1;
+    const settings = this.settings;
+    let hit = this.cache.get(key);
+    if (hit === undefined || hit.gen !== gen || hit.settings.domain !== settings.domain || hit.settings.ttl !== settings.ttl || gen === -1) {
+      hit = this.build(question, type, opt !== undefined, limit, gen, settings);
+      if (this.cache.size >= CACHE_MAX) this.cache.clear();
+      this.cache.set(key, hit);
     }
-    return { packet, type, rcode: r.rcode };
+    const variant = hit.variants.length === 1 ? hit.variants[0]! : hit.variants[Math.floor(this.random.next() * hit.variants.length)]!;
+    const packet = Buffer.from(variant);
+    query.copy(packet, 0, 0, 2);
+    if (rd) packet.writeUInt16BE(packet.readUInt16BE(2) | RD, 2);
+    return { packet, type, rcode: hit.rcode };
+  }
+
+  /** The encoded responses to one question (id 0, RD clear), in up to VARIANTS shuffled orders. */
+  private build(question: dnsPacket.Question, type: string, withOpt: boolean, limit: number, gen: number, settings: DnsSettings): Cached {
+    const r = this.resolve(question.name.toLowerCase().replace(/\.$/, ''), type, question.class ?? 'IN');
+    const flags = QR | (r.rcode === 'REFUSED' ? 0 : AA) | RCODE_NUM[r.rcode];
+    const optRecord = withOpt ? [{ type: 'OPT' as const, name: '.', udpPayloadSize: UDP_MAX }] : [];
+    const encode = (answers: dnsPacket.Answer[], additionals: dnsPacket.Answer[], f: number) =>
+      dnsPacket.encode({ id: 0, type: 'response', flags: f, questions: [question], answers, authorities: r.authorities, additionals: [...additionals, ...optRecord] } as dnsPacket.Packet);
+    const one = (answers: dnsPacket.Answer[]): Buffer => {
+      let packet = encode(answers, r.additionals, flags);
+      if (packet.length > limit) {
+        // Whole records only: the glue goes first (no TC for that), then answers from
+        // the end, and TC says so (the client asks again over tcp).
+        packet = encode(answers, [], flags);
+        let n = answers.length;
+        while (packet.length > limit && n > 0) {
+          n--;
+          packet = encode(answers.slice(0, n), [], flags | TC);
+        }
+      }
+      return packet;
+    };
+    const variants = [one(r.answers)];
+    for (let i = 1; i < Math.min(VARIANTS, r.answers.length); i++) variants.push(one(shuffle([...r.answers], this.random)));
+    return { gen, settings, rcode: r.rcode, variants };
   }
 
   private soa(): dnsPacket.Answer {

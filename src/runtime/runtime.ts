@@ -104,6 +104,7 @@ export class Berth {
   /** The DNS interface (`dns:`), not the DNS discovery provider. */
   private dnsServer: DnsServer | null = null;
   private dnsKey = '';
+  private dnsGen = 0;
   private adminKey = '';
   private readonly rates: RateSampler;
   /** Where the admin API and the metrics read endpoint counters. */
@@ -141,6 +142,8 @@ export class Berth {
         this.log.info({ provider: p.name, ...(typeof host === 'string' ? { host } : {}), endpoints: countEndpoints(this.pool, p.name), skipped: p.skipped.length }, `${p.name} discovery synced`);
       },
     );
+    // Any pool change may change a DNS answer: the interface's kept answers go stale.
+    this.pool.on(() => this.dnsGen++);
     this.health = new HealthWiring(this.pool, () => this.config, this.role !== 'worker', (v) => this.opts.onHealth?.(v));
     this.pool.on((e) => {
       const log = this.log;
@@ -467,6 +470,8 @@ export class Berth {
    * the next query without a rebind.
    */
   private async applyDns(config: Config): Promise<void> {
+    // A reload may change which services udp listeners serve (the kind of port of static endpoints).
+    this.dnsGen++;
     const d = config.dns;
     const key = d ? formatHostPort(d.bind) : '';
     if (key === this.dnsKey) return;
@@ -488,6 +493,7 @@ export class Berth {
   /** The pool as the DNS interface sees it: each service's endpoints in the pick set. */
   private dnsSource(): DnsSource {
     return {
+      generation: () => this.dnsGen,
       service: (name) => {
         let s = this.pool.service(name);
         if (s === undefined) {

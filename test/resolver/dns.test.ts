@@ -160,3 +160,37 @@ t.test('the server: udp and tcp on one port, framed tcp messages, several per co
   t.pass('answered after each round of garbage: 500 datagrams in all');
   t.ok(counted.includes('A NOERROR') && counted.some((x) => x.endsWith('FORMERR')), 'counted by type and code');
 });
+
+t.test('answers are kept per question until the pool changes; each query gets its own id and RD bit, and orders vary', async (t) => {
+  let gen = 0;
+  const list: DnsEndpoint[] = [
+    { host: '10.0.0.5', port: 80, weight: 1, protocol: 'tcp' },
+    { host: '10.0.0.6', port: 80, weight: 1, protocol: 'tcp' },
+  ];
+  let calls = 0;
+  const kept = new DnsAnswerer(
+    {
+      service: (name) => {
+        calls++;
+        return name === 'web' ? { name, endpoints: list } : undefined;
+      },
+      generation: () => gen,
+    },
+    () => ({ domain: 'berth.', ttl: 0 }),
+    seededRandom(3),
+  );
+  const query = (id: number, rd: boolean) => dnsPacket.encode({ type: 'query', id, flags: rd ? dnsPacket.RECURSION_DESIRED : 0, questions: [{ type: 'A', name: 'web.service.berth' }] });
+  const orders = new Set<string>();
+  for (let i = 0; i < 40; i++) {
+    const d = dnsPacket.decode(kept.answer(query(100 + i, i % 2 === 0), 'udp').packet!);
+    t.equal(d.id, 100 + i);
+    t.equal(d.flag_rd, i % 2 === 0);
+    orders.add(d.answers!.map(data).join(','));
+  }
+  t.equal(calls, 1, 'looked up once for 40 queries');
+  t.same([...orders].sort(), ['10.0.0.5,10.0.0.6', '10.0.0.6,10.0.0.5'], 'both orders handed out');
+  list.pop();
+  gen++;
+  t.same(dnsPacket.decode(kept.answer(query(1, true), 'udp').packet!).answers!.map(data), ['10.0.0.5'], 'a pool change: the next answer follows');
+  t.equal(calls, 2);
+});
