@@ -79,9 +79,16 @@ export class DnsServer {
   }
 
   private datagram(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    // Source port 0 cannot be answered (node's send throws on it): a forged datagram, dropped.
+    if (rinfo.port === 0 || this.udp === null) return;
     const a = this.o.answerer.answer(msg, 'udp');
     this.o.counted?.(a.type, a.rcode);
-    if (a.packet !== null && this.udp !== null) this.udp.send(a.packet, rinfo.port, rinfo.address, onSent);
+    if (a.packet === null) return;
+    try {
+      this.udp.send(a.packet, rinfo.port, rinfo.address, onSent);
+    } catch {
+      // An address node refuses synchronously: that answer is lost, nothing else.
+    }
   }
 
   private connection(s: net.Socket): void {
@@ -90,36 +97,92 @@ export class DnsServer {
       return;
     }
     this.conns.add(s);
-    s.on('close', () => this.conns.delete(s));
     s.on('error', () => {});
     s.setTimeout(this.o.idleMs ?? 10_000, () => s.destroy());
-    let buf: Buffer = Buffer.alloc(0);
-    s.on('data', (d: Buffer) => {
-      buf = buf.length === 0 ? d : Buffer.concat([buf, d]);
-      // Each message: a 2-byte length, then that many bytes (at most 64 KiB held).
-      while (buf.length >= 2) {
-        const len = buf.readUInt16BE(0);
-        if (buf.length < 2 + len) break;
-        const msg = buf.subarray(2, 2 + len);
-        buf = buf.subarray(2 + len);
+    // One message at a time: its 2-byte length, then a buffer of exactly that size
+    // filled in place (no copy per segment), within FRAME_MS of its first byte.
+    const head = Buffer.alloc(2);
+    let headHave = 0;
+    let body: Buffer | null = null;
+    let bodyHave = 0;
+    let deadline: NodeJS.Timeout | null = null;
+    const frameStarted = () => {
+      deadline ??= setTimeout(() => s.destroy(), FRAME_MS);
+    };
+    const frameDone = () => {
+      if (deadline !== null) clearTimeout(deadline);
+      deadline = null;
+    };
+    s.on('close', () => {
+      frameDone();
+      this.conns.delete(s);
+    });
+    let pending: Buffer | null = null;
+    const consume = (d: Buffer): void => {
+      let at = 0;
+      while (at < d.length) {
+        frameStarted();
+        if (body === null) {
+          const n = Math.min(2 - headHave, d.length - at);
+          d.copy(head, headHave, at, at + n);
+          headHave += n;
+          at += n;
+          if (headHave < 2) return;
+          body = Buffer.allocUnsafe(head.readUInt16BE(0));
+          bodyHave = 0;
+        }
+        const n = Math.min(body.length - bodyHave, d.length - at);
+        d.copy(body, bodyHave, at, at + n);
+        bodyHave += n;
+        at += n;
+        if (bodyHave < body.length) return;
+        const msg = body;
+        body = null;
+        headHave = 0;
+        frameDone();
         const a = this.o.answerer.answer(msg, 'tcp');
         this.o.counted?.(a.type, a.rcode);
         if (a.packet === null) {
           s.destroy();
           return;
         }
-        const head = Buffer.alloc(2);
-        head.writeUInt16BE(a.packet.length, 0);
-        // A client that does not read its answers stops being read (once per wait).
-        if (!s.write(Buffer.concat([head, a.packet])) && !s.isPaused()) {
+        const len = Buffer.alloc(2);
+        len.writeUInt16BE(a.packet.length, 0);
+        s.write(len);
+        const ok = s.write(a.packet);
+        // A client that does not read its answers: stop answering (and reading) until
+        // it does; what is left of this read waits with it. Past MAX_QUEUED written
+        // and unread, the connection goes.
+        if (s.writableLength > MAX_QUEUED) {
+          s.destroy();
+          return;
+        }
+        if (!ok && at < d.length) {
+          pending = d.subarray(at);
+          s.pause();
+          s.once('drain', () => {
+            const rest = pending;
+            pending = null;
+            s.resume();
+            if (rest !== null) consume(rest);
+          });
+          return;
+        }
+        if (!ok) {
           s.pause();
           s.once('drain', () => s.resume());
+          return;
         }
       }
-      if (buf.length > 0) buf = Buffer.from(buf);
-    });
+    };
+    s.on('data', (d: Buffer) => consume(d));
   }
 }
+
+/** A tcp message must come whole within this long of its first byte (no slow drip holds a connection). */
+const FRAME_MS = 5000;
+/** Answers written and not read by the client, at most, per connection. */
+const MAX_QUEUED = 256 * 1024;
 
 function onSent(): void {
   // An answer that could not be sent (too large, the client gone): nothing to do.

@@ -511,7 +511,8 @@ export class Berth {
         const udp = this.config.listeners.some((l) => l.mode === 'udp' && l.service === svc.name);
         const endpoints: DnsEndpoint[] = [];
         for (const e of svc.endpoints.values()) {
-          if (e.eligible && e.weight > 0) endpoints.push({ host: e.host, port: e.port, weight: e.weight, protocol: e.spec.protocol ?? (udp ? 'udp' : 'tcp') });
+          // The configured weight, not slow start's ramp (which moves without a pool event).
+          if (e.eligible && e.weight > 0) endpoints.push({ host: e.host, port: e.port, weight: e.spec.weight, protocol: e.spec.protocol ?? (udp ? 'udp' : 'tcp') });
         }
         return { name: svc.name, endpoints };
       },

@@ -314,3 +314,58 @@ t.test('addressesFor: the host\'s addresses for a wildcard (link-local IPv6 left
   t.equal(addressesFor('10.0.0.5', nics), null);
   t.equal(addressesFor('0.0.0.0', {}), null, 'no address at all: the wildcard itself');
 });
+
+t.test('a datagram from source port 0 (forged: it cannot be answered) is dropped and counted; nothing throws', async (t) => {
+  const a = await echo('a');
+  const p = await listener([endpoint(a.port)]);
+  t.teardown(() => {
+    p.close();
+    a.close();
+  });
+  const sock = (p.l as unknown as { sockets: dgram.Socket[] }).sockets[0]!;
+  sock.emit('message', Buffer.from('x'), { address: '127.0.0.1', family: 'IPv4', port: 0, size: 1 });
+  t.equal(p.observer.counts['udp.dropped.error'], 1);
+  t.equal(p.l.active, 0, 'no session');
+});
+
+t.test('a wildcard bind follows the host\'s addresses: one that comes gets a socket, one that goes loses it and its sessions', async (t) => {
+  const a = await echo('a');
+  const probe = dgram.createSocket('udp4');
+  probe.bind(0, '0.0.0.0');
+  await once(probe, 'listening');
+  const port = probe.address().port;
+  probe.close();
+  const nic = (address: string) => ({ address, family: 'IPv4', internal: true, netmask: '255.0.0.0', mac: '', cidr: null }) as unknown as os.NetworkInterfaceInfo;
+  let lo = [nic('127.0.0.1')];
+  const clock = new ManualClock();
+  const pool = new Pool({ random: seededRandom(1), clock });
+  pool.configureService('svc', 'round-robin');
+  pool.applySnapshot({ provider: 'static', services: new Map([['svc', [endpoint(a.port)]]]) });
+  const l = new UdpListener(
+    { name: 'dns', bind: { host: '0.0.0.0', port }, service: 'svc', retries: 2, retryBackoff: 0, udp: { idleTimeout: 60_000, maxSessions: 1024, responses: 0, requests: 0 } },
+    { pool, log: silent, interfaces: () => ({ lo }) },
+  );
+  await l.listen();
+  const c = dgram.createSocket('udp4');
+  const got: string[] = [];
+  c.on('message', (m, r) => got.push(`${m.toString()} from ${r.address}`));
+  c.bind(0, '127.0.0.1');
+  await once(c, 'listening');
+  t.teardown(() => {
+    l.destroyAll();
+    c.close();
+    a.close();
+  });
+  t.same(l.describe()['addresses'], ['127.0.0.1']);
+  lo = [nic('127.0.0.1'), nic('127.0.0.3')];
+  clock.advance(10_000);
+  await until(() => (l.describe()['addresses'] as string[]).length === 2);
+  c.send('q', port, '127.0.0.3');
+  await until(() => got.length === 1);
+  t.same(got, ['a:q from 127.0.0.3'], 'the new address answers from itself');
+  t.equal(l.active, 1);
+  lo = [nic('127.0.0.1')];
+  l.configure(l.settings);
+  await until(() => (l.describe()['addresses'] as string[]).length === 1);
+  t.equal(l.active, 0, 'its session ended with its socket');
+});

@@ -11,6 +11,7 @@ import t from 'tap';
 import { seededRandom } from '../../src/core/random.js';
 import { DnsAnswerer, type DnsEndpoint } from '../../src/resolver/answer.js';
 import { DnsServer } from '../../src/resolver/dns-server.js';
+import { until } from '../helpers/net.js';
 import { silent } from '../helpers/proxy.js';
 
 const services: Record<string, DnsEndpoint[]> = {
@@ -71,7 +72,7 @@ t.test('NXDOMAIN, NODATA, REFUSED, FORMERR, NOTIMP', async (t) => {
   t.equal(ask('web.service.berth', 'TXT').decoded!.answers!.length, 0);
   t.equal(ask('example.com', 'A').rcode, 'REFUSED', 'out of the zone');
   t.equal(ask('berth', 'SOA').decoded!.answers![0]!.type, 'SOA', 'the apex has its SOA');
-  const garbage = Buffer.from('0102ffffffffffffffffffffffffffff', 'hex');
+  const garbage = Buffer.from('01020100ffffffffffffffffffffffff', 'hex');
   const bad = answerer.answer(garbage, 'udp');
   t.equal(bad.rcode, 'FORMERR');
   t.same([bad.packet!.readUInt16BE(0), bad.packet!.readUInt16BE(2) & 0x000f], [0x0102, 1], 'a header with the id and FORMERR');
@@ -193,4 +194,71 @@ t.test('answers are kept per question until the pool changes; each query gets it
   gen++;
   t.same(dnsPacket.decode(kept.answer(query(1, true), 'udp').packet!).answers!.map(data), ['10.0.0.5'], 'a pool change: the next answer follows');
   t.equal(calls, 2);
+});
+
+t.test('the question is echoed as sent; odd names and classes refused; the metric type bounded; mixed-size records truncated per order', async (t) => {
+  const q = dnsPacket.encode({ type: 'query', id: 5, questions: [{ type: 'A', name: 'WeB.SeRvIcE.bErTh' }] });
+  const a = answerer.answer(q, 'udp');
+  t.equal(dnsPacket.decode(a.packet!).questions![0]!.name, 'WeB.SeRvIcE.bErTh', '0x20 case kept');
+  t.same(dnsPacket.decode(a.packet!).answers!.map(data).sort(), ['10.0.0.5', '10.0.0.6']);
+  // Two labels "web.service" + "berth" (a dot inside a label): not the three-label name.
+  const dotted = Buffer.concat([Buffer.from('0006010000010000000000000b', 'hex'), Buffer.from('web.service'), Buffer.from([5]), Buffer.from('berth'), Buffer.from([0, 0, 1, 0, 1])]);
+  t.equal(answerer.answer(dotted, 'udp').rcode, 'REFUSED', 'a dot inside a label');
+  const chaos = dnsPacket.encode({ type: 'query', id: 6, questions: [{ type: 'TXT', name: 'web.service.berth', class: 'CH' }] });
+  t.equal(answerer.answer(chaos, 'udp').rcode, 'REFUSED', 'class CH');
+  const odd = Buffer.from(dnsPacket.encode({ type: 'query', id: 7, questions: [{ type: 'A', name: 'web.service.berth' }] }));
+  odd.writeUInt16BE(65_280, odd.length - 4);
+  t.equal(answerer.answer(odd, 'udp').type, 'other', 'an unknown type counts as other');
+  const notify = Buffer.from(dnsPacket.encode({ type: 'query', id: 8, flags: 4 << 11, questions: [{ type: 'SOA', name: 'berth' }] }));
+  t.equal((answerer.answer(notify, 'udp').packet![2]! >> 3) & 0x0f, 4, 'NOTIMP echoes the opcode');
+  // IPv4 and IPv6 targets differ in size: every shuffled order still fits.
+  const mixed = new DnsAnswerer(
+    { service: () => ({ name: 'm', endpoints: Array.from({ length: 30 }, (_, i) => ({ host: i % 2 ? `10.2.0.${i}` : `2001:db8::${i + 1}`, port: 80, weight: 1, protocol: 'tcp' as const })) }), generation: () => 1 },
+    () => ({ domain: 'berth.', ttl: 0 }),
+    seededRandom(9),
+  );
+  for (let i = 0; i < 30; i++) {
+    const p = mixed.answer(dnsPacket.encode({ type: 'query', id: i, questions: [{ type: 'SRV', name: 'm.service.berth' }] }), 'udp').packet!;
+    t.ok(p.length <= 512, `order ${i}: ${p.length} bytes`);
+  }
+  t.equal(hexTarget('::ffff:10.0.0.1'), '00000000000000000000ffff0a000001', 'an IPv4-mapped address spelled in full');
+});
+
+function hexTarget(address: string): string {
+  const a = new DnsAnswerer({ service: () => ({ name: 'x', endpoints: [{ host: address, port: 1, weight: 1, protocol: 'tcp' }] }) }, () => ({ domain: 'berth.', ttl: 0 }), seededRandom(1));
+  const p = a.answer(dnsPacket.encode({ type: 'query', id: 1, questions: [{ type: 'SRV', name: 'x.service.berth' }] }), 'udp').packet!;
+  return (data(dnsPacket.decode(p).answers![0]!) as { target: string }).target.split('.')[0]!;
+}
+
+t.test('empty non-terminals are NODATA; a forged source port 0 is dropped, not a crash; a client that never reads is cut', async (t) => {
+  t.same([ask('addr.berth', 'A').rcode, ask('_tcp.service.berth', 'SRV').rcode], ['NOERROR', 'NOERROR']);
+  // (A short idle time: a client that stops reading is paused on, then cut when nothing moves.)
+  const server = new DnsServer({ bind: { host: '127.0.0.1', port: 0 }, answerer, log: silent, idleMs: 300 });
+  const { port } = await server.listen();
+  t.teardown(() => server.close());
+  // (A datagram from port 0 needs a raw socket to send: handed to the server's socket as the kernel would.)
+  const udp = (server as unknown as { udp: dgram.Socket }).udp;
+  udp.emit('message', dnsPacket.encode({ type: 'query', id: 1, questions: [{ type: 'A', name: 'web.service.berth' }] }), { address: '127.0.0.1', family: 'IPv4', port: 0, size: 40 });
+  t.pass('no throw');
+  // tcp: 2,000 pipelined SRV queries for 40 records each, never read: the connection is cut, the server stays.
+  const s = net.connect(port, '127.0.0.1');
+  s.on('error', () => {});
+  await once(s, 'connect');
+  const m = dnsPacket.encode({ type: 'query', id: 2, questions: [{ type: 'SRV', name: 'big.service.berth' }] });
+  const h = Buffer.alloc(2);
+  h.writeUInt16BE(m.length);
+  const frame = Buffer.concat([h, m]);
+  s.pause();
+  s.write(Buffer.concat(Array.from({ length: 2000 }, () => frame)));
+  const conns = (server as unknown as { conns: Set<net.Socket> }).conns;
+  // (The client does not read, so it would not see the close: the server's side is watched.)
+  await until(() => conns.size === 1);
+  await until(() => conns.size === 0, 5000, 'the connection cut');
+  t.pass('paused on while it did not read (its answers bounded), then cut');
+  s.destroy();
+  const c = dgram.createSocket('udp4');
+  t.teardown(() => c.close());
+  c.send(dnsPacket.encode({ type: 'query', id: 3, questions: [{ type: 'A', name: 'web.service.berth' }] }), port, '127.0.0.1');
+  const [reply] = (await once(c, 'message')) as [Buffer];
+  t.equal(dnsPacket.decode(reply).id, 3, 'still answering');
 });

@@ -13,6 +13,7 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import os from 'node:os';
+import type { Timer } from '../../core/clock.js';
 import { BerthError } from '../../core/errors.js';
 import { nodeHasReusePort } from '../../core/node-version.js';
 import { nullObserver, type ProxyObserver, type UdpDropReason } from '../../core/observer.js';
@@ -53,6 +54,15 @@ export interface UdpListenerDeps {
   readonly observer?: ProxyObserver;
   /** A --workers worker: a socket of its own (SO_REUSEPORT), never the cluster's shared one. */
   readonly reusePort?: boolean;
+  /** The host's addresses (tests hand their own); default os.networkInterfaces. */
+  readonly interfaces?: () => NodeJS.Dict<os.NetworkInterfaceInfo[]>;
+}
+
+/** A wildcard bind looks for addresses that came or went this often (and on every reload). */
+const REFRESH_MS = 10_000;
+
+function onRefresh(l: UdpListener): void {
+  l.refreshAddresses();
 }
 
 export class UdpListener implements Listener<UdpListenerSettings> {
@@ -72,13 +82,60 @@ export class UdpListener implements Listener<UdpListenerSettings> {
 
   constructor(settings: UdpListenerSettings, deps: UdpListenerDeps) {
     this.settings = settings;
-    this.deps = { observer: nullObserver, reusePort: false, ...deps };
+    this.deps = { observer: nullObserver, reusePort: false, interfaces: () => os.networkInterfaces(), ...deps };
     this.configureProxy();
   }
 
   configure(settings: UdpListenerSettings): void {
     this.settings = settings;
     this.configureProxy();
+    this.refreshAddresses();
+  }
+
+  private refreshTimer: Timer | null = null;
+  private refreshing = false;
+
+  /**
+   * A wildcard bind follows the host's addresses: one that came (a new network, a VIP,
+   * an IPv6 address past duplicate address detection) gets a socket; one that went
+   * loses its socket and the sessions on it.
+   */
+  refreshAddresses(): void {
+    const clock = this.deps.pool.clock;
+    clock.cancel(this.refreshTimer);
+    this.refreshTimer = null;
+    if (!this.perAddress || this.closing || this.sockets.length === 0 || this.refreshing) return;
+    const { host, port } = this.settings.bind;
+    const want = addressesFor(host, this.deps.interfaces()) ?? [];
+    const have = new Map(this.sockets.map((s) => [(s as Tagged)[kLocal]!, s]));
+    for (const [a, s] of have) {
+      if (want.includes(a)) continue;
+      for (const session of [...this.sessions.values()]) if (session.via === s) session.end('shutdown');
+      this.sockets = this.sockets.filter((x) => x !== s);
+      try {
+        s.close();
+      } catch {
+        // closed already
+      }
+    }
+    const added = want.filter((a) => !have.has(a));
+    this.refreshing = true;
+    void Promise.all(
+      added.map((a) =>
+        this.bindOne(a, port, this.deps.reusePort, true).then(
+          (s) => {
+            if (this.closing || this.sockets.length === 0) s.close();
+            else this.sockets.push(s);
+          },
+          (err: NodeJS.ErrnoException) => {
+            if (this.deps.log.isLevelEnabled('debug')) this.deps.log.debug({ listener: this.settings.name, address: a, err: err.code ?? err.message }, 'udp: an address of the host cannot be bound yet');
+          },
+        ),
+      ),
+    ).then(() => {
+      this.refreshing = false;
+      if (!this.closing && this.sockets.length > 0) this.refreshTimer = clock.after(REFRESH_MS, onRefresh, this);
+    });
   }
 
   private configureProxy(): void {
@@ -91,7 +148,7 @@ export class UdpListener implements Listener<UdpListenerSettings> {
     if (own && !nodeHasReusePort(process.versions.node)) {
       throw new BerthError('BERTH_ERR_LISTEN', `listener ${this.settings.name}: a udp listener with --workers needs a socket per worker (SO_REUSEPORT), which needs node 22.12 or later (this is ${process.versions.node})`);
     }
-    const addresses = port !== 0 ? addressesFor(host) : null;
+    const addresses = port !== 0 ? addressesFor(host, this.deps.interfaces()) : null;
     const bindError = (at: string, err: NodeJS.ErrnoException) => new BerthError('BERTH_ERR_LISTEN', `listener ${this.settings.name}: cannot bind udp ${at.includes(':') ? `[${at}]` : at}:${port}: ${err.code ?? err.message}`);
     try {
       if (addresses === null) {
@@ -109,6 +166,7 @@ export class UdpListener implements Listener<UdpListenerSettings> {
         }
         if (this.sockets.length === 0) throw bindError(host, Object.assign(new Error('no address of the host could be bound'), { code: 'EADDRNOTAVAIL' }));
         this.perAddress = true;
+        this.refreshTimer = this.deps.pool.clock.after(REFRESH_MS, onRefresh, this);
       }
     } catch (err) {
       // Every socket goes with a failed bind: a refused reload leaks nothing.
@@ -171,6 +229,8 @@ export class UdpListener implements Listener<UdpListenerSettings> {
   }
 
   private closeSockets(): void {
+    this.deps.pool.clock.cancel(this.refreshTimer);
+    this.refreshTimer = null;
     const all = this.sockets;
     this.sockets = [];
     for (const s of all) {
@@ -183,6 +243,11 @@ export class UdpListener implements Listener<UdpListenerSettings> {
   }
 
   private message(msg: Buffer, rinfo: dgram.RemoteInfo, via: Tagged): void {
+    // Source port 0 cannot be answered (node's send throws on it): a forged datagram, dropped.
+    if (rinfo.port === 0) {
+      this.dropped('error');
+      return;
+    }
     const local = via[kLocal];
     const key = local === undefined ? `${rinfo.address}|${rinfo.port}` : `${local}|${rinfo.address}|${rinfo.port}`;
     const s = this.sessions.get(key);
@@ -230,7 +295,12 @@ export class UdpListener implements Listener<UdpListenerSettings> {
     if (this.sockets.length === 0) return;
     this.datagram('out');
     // One callback for every answer (node drops a send's error without one).
-    via.send(msg, port, address, this.onReplySent);
+    try {
+      via.send(msg, port, address, this.onReplySent);
+    } catch {
+      // An address node refuses to send to synchronously: that answer is lost, nothing else.
+      this.dropped('error');
+    }
   }
 
   private readonly onReplySent = (err: Error | null): void => {

@@ -51,7 +51,7 @@ export class UdpSession implements AttemptUser {
     private readonly listener: UdpListener,
     readonly key: string,
     /** The listener's socket the client sent to: the answers leave from it. */
-    private readonly via: dgram.Socket,
+    readonly via: dgram.Socket,
     readonly address: string,
     readonly port: number,
     readonly service: string,
@@ -138,8 +138,13 @@ export class UdpSession implements AttemptUser {
     this.listener.datagram('in');
     const u = this.listener.settings.udp;
     // Requests only (fire and forget, syslog): the session ends once its last one is out.
-    if (u.requests > 0 && u.responses === 0 && this.sent >= u.requests) up.send(msg, () => this.end('requests'));
-    else up.send(msg, this.onSent);
+    try {
+      if (u.requests > 0 && u.responses === 0 && this.sent >= u.requests) up.send(msg, () => this.end('requests'));
+      else up.send(msg, this.onSent);
+    } catch {
+      // A send node refuses synchronously (the socket went away): the datagram is lost, counted.
+      this.listener.dropped('error');
+    }
   }
 
   /** @internal a datagram from the endpoint: back to the client, from the address it sent to. */
