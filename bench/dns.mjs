@@ -4,8 +4,8 @@
 // interleaved in one run: A queries/s with SOCKETS sockets x WINDOW in flight (the
 // udp benchmark's generator), and each server's CPU per query. Target: >= 0.5x.
 import { fileURLToPath } from 'node:url';
-import { fmt, freePort, measure, median, need, runPinned, sleep, tmp, write } from './lib.mjs';
-import { dnsQuery, loadSource, started, udpAnswers } from './udp.mjs';
+import { fmt, freePort, measure, median, need, runPinned, sleep, started, tmp, write } from './lib.mjs';
+import { dnsQuery, loadSource, udpAnswers } from './udp.mjs';
 
 const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
 const LOAD_CPU = 0;

@@ -50,6 +50,22 @@ export async function startPinned(cpu, cmd, args, { ready, env } = {}) {
   return p;
 }
 
+/**
+ * startPinned, with the process put in `procs` before it is ready: one that never gets
+ * ready is killed with the rest (startPinned's own `ready` leaves it running).
+ */
+export async function started(procs, cpu, cmd, args, ready) {
+  const p = await startPinned(cpu, cmd, args);
+  procs.push(p);
+  const deadline = Date.now() + 10_000;
+  while (!(await ready())) {
+    if (p.exitCode !== null) throw new Error(`${cmd} exited: ${p.output()}`);
+    if (Date.now() > deadline) throw new Error(`${cmd} not ready: ${p.output()}`);
+    await sleep(20);
+  }
+  return p;
+}
+
 export function sleep(ms) {
   return new Promise((r) => setTimeout(r, ms));
 }

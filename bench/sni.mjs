@@ -20,7 +20,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
-import { fmt, freePort, measure, median, need, portOpen, runPinned, sleep, startPinned, tmp, write } from './lib.mjs';
+import { fmt, freePort, measure, median, need, portOpen, runPinned, sleep, started, tmp, write } from './lib.mjs';
 
 const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
 const LOAD_CPU = 0;
@@ -128,22 +128,6 @@ function captureHello(servername) {
       c.on('error', () => {});
     });
   });
-}
-
-/**
- * startPinned, with the process put in `procs` before it is ready: one that never gets
- * ready is killed with the rest (startPinned's own `ready` leaves it running).
- */
-async function started(procs, cpu, cmd, args, ready) {
-  const p = await startPinned(cpu, cmd, args);
-  procs.push(p);
-  const deadline = Date.now() + 10_000;
-  while (!(await ready())) {
-    if (p.exitCode !== null) throw new Error(`${cmd} exited: ${p.output()}`);
-    if (Date.now() > deadline) throw new Error(`${cmd} not ready: ${p.output()}`);
-    await sleep(20);
-  }
-  return p;
 }
 
 /** The two TLS endpoints: one nginx (http, ssl), a port and certificate per name; and two plain http ones (`raw`). */

@@ -11,7 +11,7 @@
 import { createSocket } from 'node:dgram';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { fmt, freePort, measure, median, need, runPinned, sleep, startPinned, tmp, write } from './lib.mjs';
+import { fmt, freePort, measure, median, need, runPinned, sleep, started, tmp, write } from './lib.mjs';
 
 const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
 const LOAD_CPU = 0;
@@ -97,22 +97,6 @@ s.on('error', () => {});
 s.on('message', (m, r) => s.send(m, r.port, r.address));
 s.bind(Number(process.argv[1]), '127.0.0.1');
 `;
-
-/**
- * startPinned, with the process put in `procs` before it is ready: one that never gets
- * ready is killed with the rest (startPinned's own `ready` leaves it running).
- */
-export async function started(procs, cpu, cmd, args, ready) {
-  const p = await startPinned(cpu, cmd, args);
-  procs.push(p);
-  const deadline = Date.now() + 10_000;
-  while (!(await ready())) {
-    if (p.exitCode !== null) throw new Error(`${cmd} exited: ${p.output()}`);
-    if (Date.now() > deadline) throw new Error(`${cmd} not ready: ${p.output()}`);
-    await sleep(20);
-  }
-  return p;
-}
 
 /** True once `port` answers one datagram (within 200 ms). */
 export function udpAnswers(port, payload) {
