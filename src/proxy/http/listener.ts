@@ -245,9 +245,7 @@ export class HttpListener implements Listener<HttpListenerSettings> {
         if (this.deps.tls === null) socket.resume();
       },
     });
-    // No peer address: the connection is already gone (a reset before accept was done).
-    if (socket.remoteAddress === undefined) socket.destroy();
-    else reader.start(peer, net.isIPv6(peer) ? 'ipv6' : 'ipv4');
+    reader.startOnPeer(() => peer);
   }
 
   /** Reload: new settings for new requests; open connections and tunnels go on. */

@@ -7,7 +7,7 @@
  * A listener that needs none of it never reads before connecting (server-speaks-first
  * protocols — SMTP, MySQL — would hang behind a proxy that waits for the client).
  */
-import type net from 'node:net';
+import net from 'node:net';
 import type { Clock, Timer } from '../../core/clock.js';
 import { trustList } from './trust.js';
 import type { ProxyProtocolResult } from '../../core/observer.js';
@@ -132,6 +132,25 @@ export class PrereadReader {
     s.on('error', onError);
     if (this.settings.timeout > 0) this.timer = this.clock.after(this.settings.timeout, onTimeout, this);
     s.resume();
+  }
+
+  /**
+   * Starts on the connection's own peer (`peer`: its plain address, asked for only
+   * when a PROXY stage needs it, a getpeername() syscall); a connection already gone
+   * before it (no peer address) is refused.
+   */
+  startOnPeer(peer: () => string): void {
+    if (this.settings.acceptProxy === null) {
+      this.start('', 'ipv4');
+      return;
+    }
+    if (this.socket.remoteAddress === undefined) {
+      this.stage = 'done';
+      this.user.refused();
+      return;
+    }
+    const p = peer();
+    this.start(p, net.isIPv6(p) ? 'ipv6' : 'ipv4');
   }
 
   /** @internal the client reset (or the socket failed) before the stages were read. */

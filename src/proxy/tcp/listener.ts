@@ -197,9 +197,7 @@ export class TcpListener implements Listener<TcpListenerSettings> {
       this.headerReading.delete(socket);
       reader.abort();
     });
-    // No peer address: the connection is already gone (a reset before accept was done).
-    if (socket.remoteAddress === undefined) socket.destroy();
-    else reader.start(peer, net.isIPv6(peer) ? 'ipv6' : 'ipv4');
+    reader.startOnPeer(() => peer);
   }
 
   /** A completed handshake: a verified client not on the allow-list is closed here. */
@@ -320,7 +318,7 @@ class PrereadConn implements PrereadUser {
   constructor(
     private readonly listener: TcpListener,
     readonly client: net.Socket,
-    private readonly settings: PrereadSettings,
+    settings: PrereadSettings,
     private readonly router: SniRouter,
   ) {
     this.reader = new PrereadReader(client, settings, listener.deps.pool.clock, this);
@@ -335,11 +333,7 @@ class PrereadConn implements PrereadUser {
     const c = this.client as net.Socket & { [kConn]?: PrereadConn | undefined };
     c[kConn] = this;
     c.once('close', onPrereadClose);
-    // Without a PROXY stage the peer is not needed (a connection already gone just closes).
-    if (this.settings.acceptProxy === null) this.reader.start('', 'ipv4');
-    // No peer address: the connection is already gone (a reset before accept was done).
-    else if (this.client.remoteAddress === undefined) this.refused();
-    else this.reader.start(this.peer, net.isIPv6(this.peer) ? 'ipv6' : 'ipv4');
+    this.reader.startOnPeer(() => this.peer);
   }
 
   proxyResult(result: ProxyProtocolResult, why: string): void {
