@@ -13,7 +13,7 @@ import t from 'tap';
 import { seededRandom } from '../../src/core/random.js';
 import { Flag, type EndpointSpec } from '../../src/core/types.js';
 import { Pool, type ServiceSettings } from '../../src/pool/pool.js';
-import { addressesFor, UdpListener, type UdpListenerSettings, type UdpSettings } from '../../src/proxy/udp/listener.js';
+import { addressesFor, UdpListener, type UdpListenerDeps, type UdpListenerSettings, type UdpSettings } from '../../src/proxy/udp/listener.js';
 import { ManualClock } from '../helpers/clock.js';
 import { until } from '../helpers/net.js';
 import { countingObserver, endpoint, silent } from '../helpers/proxy.js';
@@ -32,15 +32,25 @@ async function echo(name: string, times = 1) {
   return { port: s.address().port, seen, close: () => s.close() };
 }
 
-async function listener(endpoints: EndpointSpec[], udp: Partial<UdpSettings> = {}, service: ServiceSettings = { balance: 'round-robin' }, over: Partial<UdpListenerSettings> = {}) {
+async function listener(endpoints: EndpointSpec[], udp: Partial<UdpSettings> = {}, service: ServiceSettings = { balance: 'round-robin' }, over: Partial<UdpListenerSettings> = {}, deps: Partial<UdpListenerDeps> = {}) {
   const clock = new ManualClock();
   const pool = new Pool({ random: seededRandom(1), clock });
   pool.configureService('svc', service);
   pool.applySnapshot({ provider: 'static', services: new Map([['svc', endpoints]]) });
   const observer = countingObserver();
-  const l = new UdpListener({ name: 'dns', bind: { host: '127.0.0.1', port: 0 }, service: 'svc', retries: 2, retryBackoff: 0, udp: { idleTimeout: 60_000, maxSessions: 1024, responses: 0, requests: 0, ...udp }, ...over }, { pool, log: silent, observer });
+  const l = new UdpListener({ name: 'dns', bind: { host: '127.0.0.1', port: 0 }, service: 'svc', retries: 2, retryBackoff: 0, udp: { idleTimeout: 60_000, maxSessions: 1024, responses: 0, requests: 0, ...udp }, ...over }, { pool, log: silent, observer, ...deps });
   const addr = await l.listen();
   return { l, pool, clock, observer, port: addr.port, close: () => l.destroyAll() };
+}
+
+/** A udp port free on every address: bound on the wildcard, then let go. */
+async function freeUdpPort(): Promise<number> {
+  const probe = dgram.createSocket('udp4');
+  probe.bind(0, '0.0.0.0');
+  await once(probe, 'listening');
+  const port = probe.address().port;
+  probe.close();
+  return port;
 }
 
 /** A client socket that collects what comes back (with the sender's address). */
@@ -273,12 +283,7 @@ t.test('an endpoint the session cannot connect to (EACCES: a broadcast address) 
 
 t.test('a wildcard bind is one socket per address of the host: a client gets its answer from the address it sent to', async (t) => {
   const a = await echo('a');
-  // A free udp port on every address: bound on the wildcard, then let go.
-  const probe = dgram.createSocket('udp4');
-  probe.bind(0, '0.0.0.0');
-  await once(probe, 'listening');
-  const port = probe.address().port;
-  probe.close();
+  const port = await freeUdpPort();
   const p = await listener([endpoint(a.port)], {}, { balance: 'round-robin' }, { bind: { host: '0.0.0.0', port } });
   const c = await client();
   t.teardown(() => {
@@ -330,29 +335,15 @@ t.test('a datagram from source port 0 (forged: it cannot be answered) is dropped
 
 t.test('a wildcard bind follows the host\'s addresses: one that comes gets a socket, one that goes loses it and its sessions', async (t) => {
   const a = await echo('a');
-  const probe = dgram.createSocket('udp4');
-  probe.bind(0, '0.0.0.0');
-  await once(probe, 'listening');
-  const port = probe.address().port;
-  probe.close();
+  const port = await freeUdpPort();
   const nic = (address: string) => ({ address, family: 'IPv4', internal: true, netmask: '255.0.0.0', mac: '', cidr: null }) as unknown as os.NetworkInterfaceInfo;
   let lo = [nic('127.0.0.1')];
-  const clock = new ManualClock();
-  const pool = new Pool({ random: seededRandom(1), clock });
-  pool.configureService('svc', 'round-robin');
-  pool.applySnapshot({ provider: 'static', services: new Map([['svc', [endpoint(a.port)]]]) });
-  const l = new UdpListener(
-    { name: 'dns', bind: { host: '0.0.0.0', port }, service: 'svc', retries: 2, retryBackoff: 0, udp: { idleTimeout: 60_000, maxSessions: 1024, responses: 0, requests: 0 } },
-    { pool, log: silent, interfaces: () => ({ lo }) },
-  );
-  await l.listen();
-  const c = dgram.createSocket('udp4');
-  const got: string[] = [];
-  c.on('message', (m, r) => got.push(`${m.toString()} from ${r.address}`));
-  c.bind(0, '127.0.0.1');
-  await once(c, 'listening');
+  const p = await listener([endpoint(a.port)], {}, { balance: 'round-robin' }, { bind: { host: '0.0.0.0', port } }, { interfaces: () => ({ lo }) });
+  const { l, clock } = p;
+  const c = await client();
+  const got = c.got;
   t.teardown(() => {
-    l.destroyAll();
+    p.close();
     c.close();
     a.close();
   });
@@ -360,9 +351,9 @@ t.test('a wildcard bind follows the host\'s addresses: one that comes gets a soc
   lo = [nic('127.0.0.1'), nic('127.0.0.3')];
   clock.advance(10_000);
   await until(() => (l.describe()['addresses'] as string[]).length === 2);
-  c.send('q', port, '127.0.0.3');
+  c.s.send('q', port, '127.0.0.3');
   await until(() => got.length === 1);
-  t.same(got, ['a:q from 127.0.0.3'], 'the new address answers from itself');
+  t.same(got, [{ text: 'a:q', from: `127.0.0.3:${port}` }], 'the new address answers from itself');
   t.equal(l.active, 1);
   lo = [nic('127.0.0.1')];
   l.configure(l.settings);
