@@ -13,7 +13,7 @@ import { ConnectionGate } from '../gate.js';
 import type { Listener } from '../listener.js';
 import { LocalErrorAlarm } from '../local-errors.js';
 import { ByConnection } from '../preread/by-connection.js';
-import { acceptProxyOf, PrereadReader, prereads, type Preread, type PrereadSettings, type PrereadUser } from '../preread/chain.js';
+import { acceptProxyOf, PrereadReader, prereads, type AcceptProxy, type Preread, type PrereadSettings, type PrereadUser } from '../preread/chain.js';
 import type { ProxiedAddresses } from '../preread/proxy-header.js';
 import type { ClientAddresses } from '../proxy-protocol.js';
 import { PeerLogLimit, plainAddress } from '../preread/trust.js';
@@ -89,8 +89,10 @@ export class TcpListener implements Listener<TcpListenerSettings> {
   readonly prereading = new Set<PrereadConn>();
   private router!: SniRouter;
   private preread!: PrereadSettings;
-  /** The pool's published routes the router was built with (label SNI routes join a listener with `routes`). */
+  /** The pool's published routes the router was built with; null when the listener does not route by SNI. */
   private published: readonly ServiceRoute[] | null = null;
+  private bySni = false;
+  private acceptProxy: AcceptProxy | null = null;
   /** Behind TLS termination: connections whose PROXY header is being read (before the handshake). */
   private readonly headerReading = new Set<net.Socket>();
   private stopped = false;
@@ -124,47 +126,49 @@ export class TcpListener implements Listener<TcpListenerSettings> {
       admit = (socket) => this.accept(socket, null);
     }
     this.gate = new ConnectionGate(settings.name, settings.maxConnections ?? 0, { log: this.deps.log, alarm: this.alarm, admit });
-    this.applyRoutes();
+    this.applySettings();
   }
 
   /** Reload: new settings for new connections (the socket type cannot change). */
   configure(settings: TcpListenerSettings): void {
     this.settings = settings;
     this.gate.maxConnections = settings.maxConnections ?? 0;
+    this.applySettings();
+  }
+
+  /**
+   * Settings (construction, reload): whether the listener routes by SNI — it has sni
+   * routes, or no service (the labels' routes, and its catch-all route if it has one).
+   * A listener with a service and no sni route never takes label routes: it must not
+   * start waiting for a ClientHello (server-speaks-first protocols) because some
+   * container somewhere has a berth.tls.sni label.
+   */
+  private applySettings(): void {
+    const s = this.settings;
+    this.bySni = this.deps.tls === null && ((s.routes ?? []).some((r) => r.sni !== undefined) || s.service === '');
+    this.acceptProxy = acceptProxyOf(s.acceptProxy);
     this.applyRoutes();
   }
 
+  /** The router (and what is read before a pick): the listener's routes, then the labels' when it routes by SNI. */
   private applyRoutes(): void {
     const s = this.settings;
     const routes: SniRouteSpec[] = [...(s.routes ?? [])];
-    // A listener that routes by SNI (it has routes or no service, and does not terminate TLS) takes
-    // the server names endpoints ask for (label berth.tls.sni) after its own routes,
-    // which win on the same name, as for http.
-    if (this.routesBySni) {
-      this.published = this.deps.pool.routes;
-      for (const r of this.published) if (r.sni !== undefined) routes.push({ sni: r.sni, service: r.service });
-    }
+    // The server names endpoints ask for (label berth.tls.sni) come after the
+    // listener's own routes, which win on the same name, as for http.
+    this.published = this.bySni ? this.deps.pool.routes : null;
+    for (const r of this.published ?? []) if (r.sni !== undefined) routes.push({ sni: r.sni, service: r.service });
     this.router = new SniRouter(routes, s.service !== '' ? s.service : undefined);
     // With nowhere to send a connection but by its name (no routes yet, no catch-all),
     // the hello is read and the connection refused as no route, as it will be once
     // labels route some names.
-    const hello = this.router.readsHello || (this.routesBySni && this.router.fallback === undefined);
-    this.preread = { acceptProxy: acceptProxyOf(s.acceptProxy), hello, postgres: s.postgres === true, timeout: s.timeouts.preread ?? 5000, max: 65_536 };
-  }
-
-  /**
-   * Routes by SNI: it has sni routes, or no service (the labels' routes, and its
-   * catch-all route if it has one). A listener with a service and no sni route never
-   * takes label routes: it must not start waiting for a ClientHello (server-speaks-first
-   * protocols) because some container somewhere has a berth.tls.sni label.
-   */
-  private get routesBySni(): boolean {
-    return this.deps.tls === null && ((this.settings.routes ?? []).some((r) => r.sni !== undefined) || this.settings.service === '');
+    const hello = this.router.readsHello || (this.bySni && this.router.fallback === undefined);
+    this.preread = { acceptProxy: this.acceptProxy, hello, postgres: s.postgres === true, timeout: s.timeouts.preread ?? 5000, max: 65_536 };
   }
 
   /** The router for a new connection: rebuilt when the pool's published routes changed. */
   private currentRouter(): SniRouter {
-    if (this.routesBySni && this.deps.pool.routes !== this.published) this.applyRoutes();
+    if (this.published !== null && this.deps.pool.routes !== this.published) this.applyRoutes();
     return this.router;
   }
 
