@@ -17,6 +17,10 @@ export interface RunArgs {
   readonly dns?: string | undefined;
   readonly docker: boolean;
   readonly dockerHost?: string | undefined;
+  /** --etcd (repeatable): register in and read other hosts from etcd. */
+  readonly etcd: string[];
+  readonly hostId?: string | undefined;
+  readonly advertise?: string | undefined;
   /** Worker processes: a number or "auto" (one per core). */
   readonly workers?: number | 'auto' | undefined;
   /** --workers: one listening socket per worker (SO_REUSEPORT): auto, on or off. */
@@ -84,6 +88,9 @@ const COMMAND_FLAGS: Readonly<Record<string, readonly { name: string; kind: 'str
     { name: 'dns', kind: 'string' },
     { name: 'docker', kind: 'boolean' },
     { name: 'docker-host', kind: 'string' },
+    { name: 'etcd', kind: 'array' },
+    { name: 'host-id', kind: 'string' },
+    { name: 'advertise', kind: 'string' },
     { name: 'workers', kind: 'string' },
     { name: 'reuse-port', kind: 'string' },
     { name: 'log-level', kind: 'string' },
@@ -160,6 +167,9 @@ export async function parseArgs(argv: string[], version: string): Promise<Comman
           .option('dns', { type: 'string', describe: 'DNS interface address [host:]port (udp and tcp): <service>.service.berth. from the pick set' })
           .option('docker', { type: 'boolean', describe: 'discover endpoints from the Docker engine (containers labelled berth.enable=true)' })
           .option('docker-host', { type: 'string', describe: 'Docker engine: unix:///var/run/docker.sock (default) or tcp://host:port' })
+          .option('etcd', { type: 'string', array: true, describe: 'etcd client URL (repeatable): publish this host\'s endpoints and add other hosts\'' })
+          .option('host-id', { type: 'string', describe: 'this host\'s id in etcd (default: the hostname)' })
+          .option('advertise', { type: 'string', describe: 'address other hosts reach this host\'s published ports at' })
           .option('workers', { type: 'string', describe: 'worker processes sharing the listeners: N or "auto" (one per core); default 1' })
           .option('reuse-port', {
             type: 'string',
@@ -193,6 +203,9 @@ export async function parseArgs(argv: string[], version: string): Promise<Comman
             dns: str(a.dns),
             docker: a.docker === true || a['docker-host'] !== undefined,
             dockerHost: str(a['docker-host']),
+            etcd: list(a.etcd),
+            hostId: str(a['host-id']),
+            advertise: str(a.advertise),
             workers: a.workers === undefined ? undefined : a.workers === 'auto' ? 'auto' : Number(a.workers),
             reusePort: String(a['reuse-port']) as 'auto' | 'on' | 'off',
             logLevel: String(a['log-level']),

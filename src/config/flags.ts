@@ -1,4 +1,5 @@
 import { ConfigError, type ConfigIssue } from '../core/errors.js';
+import { applyOverrides } from './load.js';
 import type { Config } from './schema.js';
 import { validateConfig } from './validate.js';
 
@@ -16,6 +17,9 @@ export interface FlagConfig {
   /** --docker: discover endpoints from the Docker engine. */
   readonly docker?: boolean | undefined;
   readonly dockerHost?: string | undefined;
+  readonly etcd?: readonly string[] | undefined;
+  readonly hostId?: string | undefined;
+  readonly advertise?: string | undefined;
 }
 
 export const DEFAULT_SERVICE = 'default';
@@ -36,7 +40,7 @@ export function loadedFromFlags(f: FlagConfig): { readonly raw: unknown; readonl
   if (f.backend.length === 0 && !f.docker) issues.push({ path: '--backend', message: 'at least one endpoint host:port is required (or --docker, or --config)' });
   if (issues.length > 0) throw new ConfigError(issues);
   const service = f.service ?? DEFAULT_SERVICE;
-  const raw = {
+  const raw = applyOverrides({
     listeners: f.listen.map((bind, i) => ({
       name: f.listen.length === 1 ? service : `${service}-${i}`,
       bind,
@@ -50,7 +54,7 @@ export function loadedFromFlags(f: FlagConfig): { readonly raw: unknown; readonl
     ...(f.drainTimeout !== undefined ? { drainTimeout: f.drainTimeout } : {}),
     ...(f.dns !== undefined ? { dns: { bind: f.dns } } : {}),
     ...(f.docker ? { discovery: { docker: f.dockerHost !== undefined ? { host: f.dockerHost } : {} } } : {}),
-  };
+  }, { etcd: f.etcd, hostId: f.hostId, advertise: f.advertise });
   try {
     return { raw, config: validateConfig(raw) };
   } catch (err) {
@@ -74,5 +78,8 @@ function flagPath(path: string, manyListeners: boolean): string {
   if (path.startsWith('drainTimeout')) return '--drain-timeout';
   if (path.startsWith('dns')) return '--dns';
   if (path.startsWith('discovery.docker.host')) return '--docker-host';
+  if (path.startsWith('discovery.etcd.endpoints')) return `--etcd${path.slice('discovery.etcd.endpoints'.length)}`;
+  if (path.startsWith('discovery.etcd.host')) return '--host-id';
+  if (path.startsWith('discovery.etcd.advertise')) return '--advertise';
   return path;
 }

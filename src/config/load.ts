@@ -43,6 +43,10 @@ export interface ConfigOverrides {
   readonly adminTokenFile?: string | undefined;
   /** --dns: the DNS interface's address. */
   readonly dns?: string | undefined;
+  /** --etcd (repeatable), --host-id, --advertise: registration through etcd. */
+  readonly etcd?: readonly string[] | undefined;
+  readonly hostId?: string | undefined;
+  readonly advertise?: string | undefined;
 }
 
 /** Applies flag overrides to a raw document (before validation, so errors still name fields). */
@@ -56,6 +60,19 @@ export function applyOverrides(raw: unknown, o: ConfigOverrides): unknown {
     const discovery = typeof doc['discovery'] === 'object' && doc['discovery'] !== null ? (doc['discovery'] as Record<string, unknown>) : {};
     const docker = typeof discovery['docker'] === 'object' && discovery['docker'] !== null ? (discovery['docker'] as Record<string, unknown>) : {};
     doc['discovery'] = { ...discovery, docker: { ...docker, ...(o.dockerHost !== undefined ? { host: o.dockerHost } : {}) } };
+  }
+  if ((o.etcd !== undefined && o.etcd.length > 0) || o.hostId !== undefined || o.advertise !== undefined) {
+    const discovery = typeof doc['discovery'] === 'object' && doc['discovery'] !== null ? (doc['discovery'] as Record<string, unknown>) : {};
+    const etcd = typeof discovery['etcd'] === 'object' && discovery['etcd'] !== null ? (discovery['etcd'] as Record<string, unknown>) : {};
+    doc['discovery'] = {
+      ...discovery,
+      etcd: {
+        ...etcd,
+        ...(o.etcd !== undefined && o.etcd.length > 0 ? { endpoints: [...o.etcd] } : {}),
+        ...(o.hostId !== undefined ? { host: o.hostId } : {}),
+        ...(o.advertise !== undefined ? { advertise: o.advertise } : {}),
+      },
+    };
   }
   if (o.balance !== undefined && typeof doc['services'] === 'object' && doc['services'] !== null) {
     const services: Record<string, unknown> = {};

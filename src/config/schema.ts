@@ -297,8 +297,30 @@ const dnsEntry = z
   })
   .refine((d) => d.type === 'SRV' || d.port !== undefined, { message: 'A and AAAA records need a port', path: ['port'] });
 
+const etcdUrl = z.string().regex(/^https?:\/\/[^/\s]+\/?$/, 'expected an etcd client URL such as http://127.0.0.1:2379');
+
+/** Registration and other hosts' endpoints through etcd (v3 API, JSON gateway). */
+const etcd = z
+  .strictObject({
+    endpoints: z.array(etcdUrl).min(1, 'at least one etcd URL is required'),
+    prefix: z.string().regex(/^\/[^\s]*$/, 'expected a key prefix starting with "/" (e.g. /berth)').default('/berth'),
+    /** This host's id (default: the machine's hostname). */
+    host: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$/, 'expected a host id of letters, digits, ".", "_" or "-"').optional(),
+    /** Where other hosts reach this host's published ports. */
+    advertise: z.string().regex(/^([0-9.]+|[0-9A-Fa-f:]+|[A-Za-z0-9][A-Za-z0-9.-]*)$/, 'expected an IP address or host name').optional(),
+    /** Lease TTL (whole seconds, 2 s – 1 h). */
+    ttl: duration.default(10_000).refine((ms) => ms >= 2000 && ms <= 3_600_000 && ms % 1000 === 0, 'expected whole seconds from 2s to 1h'),
+    publish: z.boolean().default(true),
+    subscribe: z.boolean().default(true),
+    /** etcd's watch progress-notify interval (its --experimental-watch-progress-notify-interval; default 10m). */
+    progressInterval: duration.default(600_000),
+    tls: z.strictObject({ ca: filePath.optional(), cert: filePath.optional(), key: filePath.optional() }).optional(),
+  })
+  .refine((e) => (e.tls?.cert === undefined) === (e.tls?.key === undefined), { message: 'cert and key go together', path: ['tls'] });
+
 const discovery = z.strictObject({
   docker: docker.optional(),
+  etcd: etcd.optional(),
   /** Swarm services and their tasks (berth on a manager node); same label scheme as docker. */
   swarm: docker.optional(),
   dns: z.array(dnsEntry).default([]),
@@ -405,6 +427,20 @@ export type OutlierConfig = z.output<typeof outlierFields>;
 
 export type DnsDiscoveryConfig = z.output<typeof dnsEntry>;
 
+export interface EtcdDiscoveryConfig {
+  readonly endpoints: readonly string[];
+  readonly prefix: string;
+  readonly host: string;
+  readonly advertise: string | null;
+  /** ms */
+  readonly ttl: number;
+  readonly publish: boolean;
+  readonly subscribe: boolean;
+  /** ms */
+  readonly progressInterval: number;
+  readonly tls: { readonly ca?: string | undefined; readonly cert?: string | undefined; readonly key?: string | undefined } | null;
+}
+
 export interface DockerDiscoveryConfig {
   readonly host: string;
   readonly labelPrefix: string;
@@ -416,7 +452,7 @@ export interface DockerDiscoveryConfig {
 export interface Config {
   readonly listeners: readonly ListenerConfig[];
   readonly services: ReadonlyMap<string, ServiceConfig>;
-  readonly discovery: { readonly docker: DockerDiscoveryConfig | null; readonly swarm: DockerDiscoveryConfig | null; readonly dns: readonly DnsDiscoveryConfig[] };
+  readonly discovery: { readonly docker: DockerDiscoveryConfig | null; readonly swarm: DockerDiscoveryConfig | null; readonly dns: readonly DnsDiscoveryConfig[]; readonly etcd: EtcdDiscoveryConfig | null };
   /** null when the admin server is off. */
   readonly admin: HostPort | null;
   /** File with the admin API's bearer token (null: no token asked). */

@@ -1,4 +1,5 @@
 import type { z } from 'zod';
+import { hostname } from 'node:os';
 import { ConfigError, type ConfigIssue } from '../core/errors.js';
 import type { BalanceAlgorithm, EndpointSpec } from '../core/types.js';
 import { configSchema, OUTLIER_DEFAULTS, type Config, type ListenerConfig, type ServiceConfig } from './schema.js';
@@ -51,7 +52,7 @@ export function validateConfig(raw: unknown): Config {
       binds.set(key, i);
     }
     // With discovery on, services also come from the engine: an unknown name is not an error.
-    const known = (svc: string) => svc in doc.services || doc.discovery.docker !== undefined || doc.discovery.swarm !== undefined || doc.discovery.dns.some((d) => d.service === svc);
+    const known = (svc: string) => svc in doc.services || doc.discovery.docker !== undefined || doc.discovery.swarm !== undefined || doc.discovery.etcd?.subscribe === true || doc.discovery.dns.some((d) => d.service === svc);
     if (l.mode === 'udp') {
       if (l.service === undefined) issues.push({ path: `listeners[${i}].service`, message: 'a udp listener needs a service' });
       for (const [key, on] of [
@@ -137,7 +138,12 @@ export function validateConfig(raw: unknown): Config {
       if (!services.has(svc)) services.set(svc, { name: svc, balance: l.mode === 'http' ? 'p2c' : 'least-conn', endpoints: [], panic: 'fail', slowStart: 0, maxConnectionsPerEndpoint: 0, queue: { size: 0, timeout: 1000 }, maxPending: 0, replay: false, outlier: OUTLIER_DEFAULTS });
     }
   }
-  return { listeners, services, discovery: { docker: doc.discovery.docker ?? null, swarm: doc.discovery.swarm ?? null, dns: doc.discovery.dns }, admin, adminTokenFile: doc.admin.tokenFile ?? null, drainTimeout: doc.drainTimeout, dns: doc.dns ?? null };
+  const e = doc.discovery.etcd;
+  const etcd =
+    e === undefined
+      ? null
+      : { endpoints: e.endpoints, prefix: e.prefix, host: e.host ?? hostname(), advertise: e.advertise ?? null, ttl: e.ttl, publish: e.publish, subscribe: e.subscribe, progressInterval: e.progressInterval, tls: e.tls ?? null };
+  return { listeners, services, discovery: { docker: doc.discovery.docker ?? null, swarm: doc.discovery.swarm ?? null, dns: doc.discovery.dns, etcd }, admin, adminTokenFile: doc.admin.tokenFile ?? null, drainTimeout: doc.drainTimeout, dns: doc.dns ?? null };
 }
 
 /** Every service a listener names: its own and its routes' (not label routes, which come from discovery). */

@@ -14,6 +14,7 @@ export const ErrorCodes = {
   BERTH_ERR_TLS: 'TLS material (certificate, key, CA, CRL) could not be loaded',
   BERTH_ERR_RELOAD: 'a reload asks for a change that needs a restart',
   BERTH_ERR_ADMIN_TOKEN: 'the admin token file could not be read or is empty',
+  BERTH_ERR_HOST_ID: 'another berth holds this host id in the registry',
 } as const;
 export type ErrorCode = keyof typeof ErrorCodes;
 

@@ -4,11 +4,11 @@
  * listener  — a bound socket that accepts clients (tcp or http mode)
  * service   — a named pool of endpoints that a listener forwards to
  * endpoint  — one address (host:port) that can receive connections
- * provider  — a source of endpoints (static config, docker, swarm, dns)
+ * provider  — a source of endpoints (static config, docker, swarm, dns, etcd = other hosts)
  */
 
 /** Where an endpoint came from. */
-export type SourceKind = 'static' | 'docker' | 'swarm' | 'dns';
+export type SourceKind = 'static' | 'docker' | 'swarm' | 'dns' | 'etcd';
 
 /**
  * A route to its service that an endpoint asks for: an http route (Docker labels
@@ -36,6 +36,12 @@ export interface EndpointSpec {
   /** Relative weight, 0–1000. 0 means: no new connections. */
   readonly weight: number;
   readonly source: SourceKind;
+  /**
+   * The port the engine publishes `port` on, on every address of its host (Docker
+   * `-p 8080:80`): other hosts reach the endpoint at the advertise address and this
+   * port (registry/keys.ts). Absent when not published.
+   */
+  readonly hostPort?: number;
   /**
    * Provider-specific facts kept for explanation only (labels parsed, network
    * chosen ...): nothing reads behaviour from them; routes and the health path are

@@ -184,6 +184,24 @@ export class MetricsCollector implements ProxyObserver, DiscoveryObserver {
     c.inc();
   }
   private readonly datagramChildren = new Map<string, { inc(): void }>();
+  /** The publisher's state: connected, and how many entries it has written. */
+  registryState(connected: boolean, published: number): void {
+    this.m.registryConnected.set({ registry: 'etcd' }, connected ? 1 : 0);
+    this.m.registryPublished.set({ registry: 'etcd' }, published);
+  }
+  /** Other hosts' endpoints, per host (a host that is gone drops its series). */
+  registryRemote(perHost: ReadonlyMap<string, number>): void {
+    for (const h of this.remoteHosts) if (!perHost.has(h)) this.m.registryRemote.remove({ registry: 'etcd', host: h });
+    this.remoteHosts.clear();
+    for (const [host, n] of perHost) {
+      this.m.registryRemote.set({ registry: 'etcd', host }, n);
+      this.remoteHosts.add(host);
+    }
+  }
+  private readonly remoteHosts = new Set<string>();
+  registryStale(seconds: number): void {
+    this.m.registryStale.set({ registry: 'etcd' }, seconds);
+  }
   dnsQuery(type: string, rcode: string): void {
     this.m.dnsQueries.inc({ type, rcode });
   }

@@ -97,6 +97,15 @@ export function declareMetrics(registry: Registry, scrape: () => void = () => {}
     udpSessionsActive: new Gauge({ name: 'berth_udp_sessions_active', help: 'UDP sessions open now', labelNames: ['listener'] as const, registers }),
     udpSessions: new Counter({ name: 'berth_udp_sessions_total', help: 'UDP sessions opened', labelNames: ['listener'] as const, registers }),
     udpDatagrams: new Counter({ name: 'berth_udp_datagrams_total', help: 'Datagrams relayed: in (client to endpoint), out (endpoint to client)', labelNames: ['listener', 'direction'] as const, registers }),
+    registryConnected: new Gauge({ name: 'berth_registry_connected', help: '1 while the registry (etcd) answers this berth', labelNames: ['registry'] as const, registers }),
+    registryPublished: new Gauge({ name: 'berth_registry_published_endpoints', help: 'Endpoints of this host written to the registry', labelNames: ['registry'] as const, registers }),
+    registryRemote: new Gauge({ name: 'berth_registry_remote_endpoints', help: 'Endpoints of other hosts read from the registry, by host', labelNames: ['registry', 'host'] as const, registers }),
+    registryStale: new Gauge({
+      name: 'berth_registry_stale_seconds',
+      help: 'How long the other hosts\' endpoints have been served from the last known state (the registry lost); 0 while current',
+      labelNames: ['registry'] as const,
+      registers,
+    }),
     dnsQueries: new Counter({ name: 'berth_dns_queries_total', help: 'Queries to the DNS interface by type asked and response code', labelNames: ['type', 'rcode'] as const, registers }),
     udpDropped: new Counter({
       name: 'berth_udp_dropped_total',

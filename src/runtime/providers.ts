@@ -6,7 +6,10 @@
  * endpoints with it (an empty snapshot).
  */
 import type { ProviderView } from '../admin/view.js';
-import type { DnsDiscoveryConfig, DockerDiscoveryConfig } from '../config/schema.js';
+import type { DnsDiscoveryConfig, DockerDiscoveryConfig, EtcdDiscoveryConfig } from '../config/schema.js';
+import { EtcdProvider } from '../discovery/etcd/provider.js';
+import type { EtcdClient } from '../registry/etcd-client.js';
+import { RegistryKeys } from '../registry/keys.js';
 import type { DiscoveryObserver } from '../core/discovery.js';
 import { BerthError } from '../core/errors.js';
 import type { ProviderSnapshot } from '../core/types.js';
@@ -22,6 +25,8 @@ export interface DiscoverySettings extends Record<string, unknown> {
   docker: DockerDiscoveryConfig;
   swarm: DockerDiscoveryConfig;
   dns: readonly DnsDiscoveryConfig[];
+  /** Other hosts' endpoints (discovery.etcd with subscribe). */
+  etcd: EtcdDiscoveryConfig;
 }
 export type WantedProviders = { readonly [K in keyof DiscoverySettings]: DiscoverySettings[K] | null };
 
@@ -32,6 +37,10 @@ export interface ProviderWiring {
   readonly dockerClient: (host: string) => DockerClient;
   /** Docker provider reconnect backoff, ms (tests shorten it). */
   readonly dockerBackoff?: { readonly baseMs: number; readonly capMs: number } | undefined;
+  /** The etcd client for a config (tests inject the in-memory fake). */
+  readonly etcdClient: (c: EtcdDiscoveryConfig) => EtcdClient;
+  /** Other hosts' endpoints per host, after each change (metrics). */
+  readonly onRemote?: ((perHost: ReadonlyMap<string, number>) => void) | undefined;
 }
 
 function message(err: unknown): string {
@@ -67,6 +76,22 @@ export function discoveryRegistry(w: ProviderWiring): ProviderRegistry<Discovery
       create: (entries, deps) => new DnsProvider({ entries, log: w.log.child({ module: 'discovery', provider: 'dns' }), observer: w.observer, onSnapshot: deps.onSnapshot }),
       startError: (_d, err) => (err instanceof Error ? err : new Error(String(err))),
       notSynced: 'dns discovery has not had an answer for every name yet',
+    })
+    .define('etcd', {
+      name: 'etcd',
+      // etcd away at start: local endpoints serve, other hosts' join when it answers.
+      create: (e, deps) =>
+        new EtcdProvider({
+          client: w.etcdClient(e),
+          keys: new RegistryKeys(e.prefix),
+          host: e.host,
+          log: w.log.child({ module: 'discovery', provider: 'etcd' }),
+          onSnapshot: deps.onSnapshot,
+          onRemote: w.onRemote,
+          progressMs: e.progressInterval,
+        }),
+      startError: (_e, err) => (err instanceof Error ? err : new Error(String(err))),
+      notSynced: 'etcd discovery has not read the registry yet',
     });
 }
 

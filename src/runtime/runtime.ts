@@ -35,6 +35,13 @@ import { UdpListener } from '../proxy/udp/listener.js';
 import { listenerServices } from '../config/validate.js';
 import { ListenerTls, loadUpstreamTls } from '../tls/terminate.js';
 import type { UpstreamTls } from '../core/tls.js';
+import { hostname } from 'node:os';
+import type { EtcdDiscoveryConfig } from '../config/schema.js';
+import { Flag } from '../core/types.js';
+import type { EtcdProvider } from '../discovery/etcd/provider.js';
+import { HttpEtcdClient, type EtcdClient } from '../registry/etcd-client.js';
+import { encodeEntry, entryOf, RegistryKeys } from '../registry/keys.js';
+import { Publisher } from '../registry/publisher.js';
 
 type Listener = TcpListener | HttpListener | UdpListener;
 
@@ -47,6 +54,8 @@ export interface BerthOptions {
   readonly dockerClient?: (host: string) => DockerClient;
   /** Docker provider reconnect backoff, ms (tests shorten it). */
   readonly dockerBackoff?: { readonly baseMs: number; readonly capMs: number };
+  /** Builds the etcd client for discovery.etcd (tests inject the in-memory fake). */
+  readonly etcdClient?: (c: EtcdDiscoveryConfig) => EtcdClient;
   /** Shown by the admin API. */
   readonly version?: string;
   /**
@@ -135,7 +144,14 @@ export class Berth {
     this.discoveryObserver = opts.discoveryObserver ?? this.metrics ?? nullDiscoveryObserver;
     this.rates = new RateSampler(this.pool, 5000, this.countersOf);
     this.discovery = new Providers(
-      discoveryRegistry({ log: this.log, observer: this.discoveryObserver, dockerClient: opts.dockerClient ?? dockerClient, dockerBackoff: opts.dockerBackoff }),
+      discoveryRegistry({
+        log: this.log,
+        observer: this.discoveryObserver,
+        dockerClient: opts.dockerClient ?? dockerClient,
+        dockerBackoff: opts.dockerBackoff,
+        etcdClient: this.etcdClient,
+        onRemote: (perHost) => this.metrics?.registryRemote(perHost),
+      }),
       this.publishSnapshot,
       (p, settings) => {
         const host = (settings as { host?: unknown }).host;
@@ -143,7 +159,11 @@ export class Berth {
       },
     );
     // Any pool change may change a DNS answer: the interface's kept answers go stale.
-    this.pool.on(() => this.dnsGen++);
+    // It may change what this host publishes, too.
+    this.pool.on(() => {
+      this.dnsGen++;
+      this.publisher?.changed();
+    });
     this.health = new HealthWiring(this.pool, () => this.config, this.role !== 'worker', (v) => this.opts.onHealth?.(v));
     this.pool.on((e) => {
       const log = this.log;
@@ -251,7 +271,74 @@ export class Berth {
 
   private applyDiscovery(config: Config): Promise<void> {
     const d = config.discovery;
-    return this.discovery.apply({ docker: d.docker, swarm: d.swarm, dns: d.dns.length > 0 ? d.dns : null });
+    return this.discovery.apply({ docker: d.docker, swarm: d.swarm, dns: d.dns.length > 0 ? d.dns : null, etcd: d.etcd?.subscribe ? d.etcd : null });
+  }
+
+  private readonly etcdClient = (c: EtcdDiscoveryConfig): EtcdClient => this.opts.etcdClient?.(c) ?? new HttpEtcdClient(c.endpoints, c.tls ?? undefined);
+
+  /** Registration of this host's endpoints (discovery.etcd with publish); null when off. */
+  private publisher: Publisher | null = null;
+  private publisherKey = '';
+
+  /**
+   * Starts, replaces or stops the registration. A changed one revokes the old
+   * lease first (the same host id would otherwise be held by itself); a second
+   * berth holding the host id fails the start (exit 2), or the reload (which then
+   * leaves this host unregistered, said in the log).
+   */
+  private async applyRegistry(config: Config): Promise<void> {
+    const e = config.discovery.etcd;
+    const key = e?.publish ? JSON.stringify(e) : '';
+    if (key === this.publisherKey) return;
+    let next: Publisher | null = null;
+    if (e?.publish) {
+      const keys = new RegistryKeys(e.prefix);
+      const client = this.etcdClient(e);
+      next = new Publisher({
+        client,
+        keys,
+        host: e.host,
+        claim: { host: e.host, advertise: e.advertise, hostname: hostname(), pid: process.pid, since: new Date().toISOString() },
+        ttlSeconds: e.ttl / 1000,
+        desired: () => this.registryEntries(keys, e),
+        log: this.log.child({ module: 'registry' }),
+        onState: (connected, published) => this.metrics?.registryState(connected, published),
+      });
+      // The old one first: the same host id, and a lease of its own.
+      if (this.publisher !== null) await this.publisher.stop();
+      this.publisher = null;
+      try {
+        await next.start();
+      } catch (err) {
+        client.close();
+        throw err;
+      }
+      this.log.info({ host: e.host, etcd: e.endpoints, connected: next.connected, published: next.published }, next.connected ? 'registered in etcd' : 'registration waits for etcd');
+    } else if (this.publisher !== null) await this.publisher.stop();
+    this.publisher = next;
+    this.publisherKey = key;
+  }
+
+  /** This host's entries: every endpoint a local provider gave (not other hosts'), that its provider still lists. */
+  private registryEntries(keys: RegistryKeys, e: EtcdDiscoveryConfig): Map<string, string> {
+    const out = new Map<string, string>();
+    for (const s of this.pool.services.values()) {
+      for (const ep of s.endpoints.values()) {
+        if (ep.spec.source === 'etcd' || (ep.flags & Flag.Draining) !== 0) continue;
+        out.set(keys.endpoint(s.name, e.host, ep.id), encodeEntry(entryOf(ep, e.advertise)));
+      }
+    }
+    return out;
+  }
+
+  /** The etcd provider (other hosts), or null where it is off. */
+  get etcd(): EtcdProvider | null {
+    return this.discovery.get('etcd') as EtcdProvider | null;
+  }
+
+  /** The registration, or null where it is off. */
+  get registry(): Publisher | null {
+    return this.publisher;
   }
 
   /** Binds every listener; on any failure closes what was bound and rejects (BERTH_ERR_LISTEN). */
@@ -265,6 +352,7 @@ export class Berth {
       if (this.role !== 'worker') {
         await this.applyAdmin(this.config);
         await this.applyDns(this.config);
+        await this.applyRegistry(this.config);
       }
     } catch (err) {
       for (const l of opened.values()) l.stopAccepting();
@@ -396,6 +484,7 @@ export class Berth {
         await this.applyDiscovery(next);
         await this.applyAdmin(next);
         await this.applyDns(next);
+        await this.applyRegistry(next);
       }
     } catch (err) {
       prepared.abort();
@@ -419,6 +508,8 @@ export class Berth {
   async shutdown(drainMs: number): Promise<number> {
     if (this.stopping) return 0;
     this.stopping = true;
+    // First: other hosts stop sending here at once (every key of this host gone in one revision).
+    await this.publisher?.stop();
     this.discovery.stopAll();
     this.health.stop();
     this.rates.stop();
@@ -546,6 +637,8 @@ export class Berth {
     // Engine away after the first sync: still ready (the last known endpoints serve, and
     // failing readiness would take a working proxy out of rotation), but said so.
     const notes = this.docker && this.docker.synced && !this.docker.connected ? ['docker engine disconnected; serving the last known endpoints, reconnecting'] : [];
+    if (this.publisher !== null && !this.publisher.connected) notes.push('etcd unreachable: this host\'s endpoints are not (or not surely) published; retrying');
+    if (this.etcd !== null && !this.etcd.connected) notes.push('etcd unreachable: serving the last known endpoints of other hosts; reconnecting');
     return { ready: reasons.length === 0, reasons, notes };
   }
 
@@ -574,6 +667,8 @@ export class Berth {
         return out;
       },
       metrics: async () => {
+        const stale = this.etcd?.staleSince;
+        this.metrics?.registryStale(stale === null || stale === undefined ? 0 : (performance.now() - stale) / 1000);
         if (this.opts.metricsText) return this.opts.metricsText();
         if (!this.metrics) return { contentType: 'text/plain; charset=utf-8', body: '# metrics are off\n' };
         return { contentType: this.metrics.registry.contentType, body: await this.metrics.text() };

@@ -51,6 +51,20 @@ function exposed(c: ContainerInfo): OfferedPorts {
   );
 }
 
+/**
+ * The host port the engine publishes a container port on for every host address
+ * (`-p 8080:80`, or `-p 0.0.0.0:8080:80`): what other hosts can reach. A binding to
+ * one address only (`-p 127.0.0.1:8080:80`) is not reachable from elsewhere.
+ */
+export function publishedPort(c: ContainerInfo, port: number, protocol: string): number | undefined {
+  for (const b of c.NetworkSettings.Ports?.[`${port}/${protocol}`] ?? []) {
+    const ip = b.HostIp ?? '';
+    const hostPort = Number(b.HostPort);
+    if ((ip === '' || ip === '0.0.0.0' || ip === '::') && Number.isInteger(hostPort) && hostPort > 0 && hostPort <= 65535) return hostPort;
+  }
+  return undefined;
+}
+
 export function buildDockerSnapshot(containers: Iterable<ContainerInfo>, opts: DockerBuildOptions, marks: ContainerMarks = { stopping: new Set() }): DockerBuildResult {
   const services = new Map<string, EndpointSpec[]>();
   const skipped: SkippedContainer[] = [];
@@ -131,6 +145,8 @@ export function buildDockerSnapshot(containers: Iterable<ContainerInfo>, opts: D
         port: `${port} (${why})`,
       };
       if (health !== undefined && health !== 'none') explain['docker-health'] = health;
+      const hostPort = publishedPort(c, port, pool.protocol);
+      if (hostPort !== undefined) explain['published'] = `host port ${hostPort} (other hosts reach it at the advertise address)`;
       const spec = endpointSpec(pool, {
         id: name,
         host,
@@ -140,6 +156,7 @@ export function buildDockerSnapshot(containers: Iterable<ContainerInfo>, opts: D
         ...(health !== undefined && health !== 'none' ? { health: health === 'healthy' ? 'healthy' : health === 'unhealthy' ? 'unhealthy' : 'starting' } : {}),
         stopping: marks.stopping.has(c.Id),
         paused: c.State.Paused === true,
+        ...(hostPort !== undefined ? { hostPort } : {}),
       });
       let list = services.get(service);
       if (!list) services.set(service, (list = []));

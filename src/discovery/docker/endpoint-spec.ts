@@ -37,6 +37,8 @@ export interface SpecBase {
   readonly health?: EndpointSpec['health'];
   readonly stopping?: boolean;
   readonly paused?: boolean;
+  /** The port the engine publishes this one on, on every host address. */
+  readonly hostPort?: number;
 }
 
 /** The ports a container exposes (a Swarm service publishes), by protocol, ascending. */
@@ -135,5 +137,6 @@ export function endpointSpec(l: PoolLabels, b: SpecBase): EndpointSpec {
     ...(b.health !== undefined ? { health: b.health } : {}),
     ...(b.stopping ? { stopping: true } : {}),
     ...(b.paused ? { paused: true } : {}),
+    ...(b.hostPort !== undefined ? { hostPort: b.hostPort } : {}),
   };
 }

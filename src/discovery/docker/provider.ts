@@ -10,6 +10,7 @@
  *   return catches every event missed while away.
  */
 import { readFile } from 'node:fs/promises';
+import { constants as osConstants } from 'node:os';
 import { systemClock, type Clock, type Timer } from '../../core/clock.js';
 import { backoffDelay, nullDiscoveryObserver, type DiscoveryObserver } from '../../core/discovery.js';
 import { systemRandom, type Random } from '../../core/random.js';
@@ -40,7 +41,23 @@ function onReconnectDue(p: DockerProvider): void {
 
 /** Actions that change what a container should be in the pool. */
 const REINSPECT = new Set(['start', 'restart', 'unpause', 'pause', 'rename', 'update', 'connect', 'disconnect', 'health_status']);
-const STOPPING_SIGNALS = new Set(['SIGTERM', 'SIGKILL', 'SIGINT', 'SIGQUIT', '15', '9', '2', '3']);
+/** Signals that stop a container whatever its StopSignal (by number: the engine reports "15", or a name). */
+const STOPPING_SIGNALS = new Set([15, 9, 2, 3]);
+
+/** A signal as its number: "15", "SIGTERM", "TERM"; NaN when it is none of these. */
+function signalNumber(s: string | undefined): number {
+  if (s === undefined || s === '') return NaN;
+  if (/^\d+$/.test(s)) return Number(s);
+  const name = (s.toUpperCase().startsWith('SIG') ? s.toUpperCase() : `SIG${s.toUpperCase()}`) as keyof typeof osConstants.signals;
+  return osConstants.signals[name] ?? NaN;
+}
+
+/** Whether a `kill` with `signal` stops the container: TERM, KILL, INT, QUIT, or its own StopSignal (not a HUP or USR1 that asks for a reload). */
+export function killStops(signal: string | undefined, stopSignal: string | undefined): boolean {
+  const n = signalNumber(signal);
+  if (Number.isNaN(n)) return false;
+  return STOPPING_SIGNALS.has(n) || n === signalNumber(stopSignal);
+}
 
 export class DockerProvider {
   readonly name: string;
@@ -212,10 +229,9 @@ export class DockerProvider {
     this.touched?.add(id);
     switch (action) {
       case 'kill': {
-        const signal = ev.Actor.Attributes?.['signal'] ?? '';
         // `docker kill -s HUP` asks for a reload, not a stop: stay in the pool.
-        if (!STOPPING_SIGNALS.has(signal)) return;
-        if (!this.containers.has(id)) return;
+        const c = this.containers.get(id);
+        if (c === undefined || !killStops(ev.Actor.Attributes?.['signal'], c.Config.StopSignal)) return;
         this.stopping.add(id);
         this.emitSoon();
         return;

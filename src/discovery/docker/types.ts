@@ -11,6 +11,8 @@ export interface ContainerInfo {
     readonly Image?: string;
     readonly Labels?: Readonly<Record<string, string>> | null;
     readonly ExposedPorts?: Readonly<Record<string, unknown>> | null;
+    /** The signal `docker stop` sends (absent: SIGTERM). */
+    readonly StopSignal?: string;
   };
   readonly State: {
     readonly Running: boolean;
@@ -20,6 +22,8 @@ export interface ContainerInfo {
   };
   readonly NetworkSettings: {
     readonly Networks?: Readonly<Record<string, { readonly IPAddress?: string; readonly GlobalIPv6Address?: string }>> | null;
+    /** "80/tcp" → its host bindings (null: exposed, not published). */
+    readonly Ports?: Readonly<Record<string, readonly { readonly HostIp?: string; readonly HostPort?: string }[] | null>> | null;
   };
 }
 

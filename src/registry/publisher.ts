@@ -1,0 +1,283 @@
+/**
+ * Registration: this host's endpoints (what its local providers found: Docker,
+ * Swarm, static; never what it read from etcd) written to etcd under one lease.
+ *
+ * - One lease per host (TTL `ttl`, a keep-alive every TTL/3; keep-alives write
+ *   nothing). Every key is attached to it: a host that dies is gone from every
+ *   other host when its lease expires; `stop` revokes it (every key of the host
+ *   gone in one revision).
+ * - The host key is claimed with a transaction (create if absent). Held by another
+ *   lease: waited for up to TTL + 1 s (a restart of the same host takes its key back
+ *   once the old lease expires); still held, the start fails (BERTH_ERR_HOST_ID).
+ * - Writes are the difference between what the local state asks for (`desired`,
+ *   read on every `changed()`) and what was written; one operation at a time.
+ * - Reconcile at start, after every reconnect and every `reconcileMs`: the host's
+ *   keys in etcd read back, orphans deleted, missing or different ones written.
+ * - etcd away: local serving is unaffected; reconnect with jittered backoff (up to
+ *   `backoffCapMs`), keeping the lease when it survived, else a new one and every
+ *   key written again.
+ */
+import { systemClock, type Clock, type Timer } from '../core/clock.js';
+import { backoffDelay } from '../core/discovery.js';
+import { BerthError } from '../core/errors.js';
+import { systemRandom, type Random } from '../core/random.js';
+import type { Logger } from '../log.js';
+import type { EtcdClient } from './etcd-client.js';
+import { describeClaim, encodeClaim, type HostClaim, type RegistryKeys } from './keys.js';
+
+export interface PublisherOptions {
+  readonly client: EtcdClient;
+  readonly keys: RegistryKeys;
+  readonly host: string;
+  readonly claim: HostClaim;
+  readonly ttlSeconds: number;
+  /** Key → JSON value of every entry this host should have now. */
+  readonly desired: () => ReadonlyMap<string, string>;
+  readonly log: Logger;
+  /** Connected or not, and how many entries are written: for the metrics and readiness. */
+  readonly onState?: (connected: boolean, published: number) => void;
+  readonly clock?: Clock;
+  readonly random?: Random;
+  readonly reconcileMs?: number;
+  readonly backoffBaseMs?: number;
+  readonly backoffCapMs?: number;
+  /** Between tries of a held host key at start, ms. */
+  readonly claimRetryMs?: number;
+}
+
+function message(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+export class Publisher {
+  private lease: string | null = null;
+  /** What is in etcd for this host, as far as this publisher knows. */
+  private readonly written = new Map<string, string>();
+  private keepAliveTimer: Timer | null = null;
+  private reconcileTimer: Timer | null = null;
+  private retryTimer: Timer | null = null;
+  private attempt = 0;
+  private chain: Promise<void> = Promise.resolve();
+  private dirty = false;
+  private stopped = false;
+  connected = false;
+  private readonly clock: Clock;
+  private readonly random: Random;
+
+  constructor(private readonly o: PublisherOptions) {
+    this.clock = o.clock ?? systemClock;
+    this.random = o.random ?? systemRandom;
+  }
+
+  get published(): number {
+    return this.written.size;
+  }
+
+  /**
+   * First registration. Resolves once registered, or once etcd has proved
+   * unreachable (registration then goes on in the background); rejects only when
+   * another live berth holds this host id.
+   */
+  async start(): Promise<void> {
+    try {
+      await this.connect(true);
+    } catch (err) {
+      if (err instanceof BerthError) throw err;
+      this.o.log.warn({ err: message(err) }, 'etcd unreachable: serving local endpoints, registering when it answers');
+      this.lost();
+    }
+  }
+
+  /** The local state changed: write the difference (soon, and one write round at a time). */
+  changed(): void {
+    if (this.stopped || !this.connected || this.dirty) return;
+    this.dirty = true;
+    this.enqueue(async () => {
+      this.dirty = false;
+      await this.sync();
+    });
+  }
+
+  /** Revokes the lease: every key of this host gone in one revision. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.clearTimers();
+    await this.chain.catch(() => {});
+    const lease = this.lease;
+    this.lease = null;
+    this.connected = false;
+    if (lease !== null) {
+      try {
+        await this.o.client.revoke(lease);
+        this.o.log.info({ host: this.o.host }, 'registry lease revoked: this host is gone from etcd');
+      } catch (err) {
+        this.o.log.warn({ err: message(err) }, 'could not revoke the registry lease: other hosts drop this one when it expires');
+      }
+    }
+    this.written.clear();
+    this.o.onState?.(false, 0);
+  }
+
+  private enqueue(task: () => Promise<void>): void {
+    this.chain = this.chain.then(task).catch((err: unknown) => {
+      if (!this.stopped) {
+        this.o.log.warn({ err: message(err) }, 'etcd write failed: reconnecting');
+        this.lost();
+      }
+    });
+  }
+
+  private clearTimers(): void {
+    this.clock.cancel(this.keepAliveTimer);
+    this.clock.cancel(this.reconcileTimer);
+    this.clock.cancel(this.retryTimer);
+    this.keepAliveTimer = this.reconcileTimer = this.retryTimer = null;
+  }
+
+  /** A lease (the old one while it lives), the host key, then a reconcile. */
+  private async connect(first: boolean): Promise<void> {
+    const c = this.o.client;
+    if (this.lease !== null && (await c.keepAlive(this.lease)) <= 0) {
+      this.o.log.warn({ host: this.o.host }, 'registry lease expired while etcd was away: registering again');
+      this.lease = null;
+      this.written.clear();
+    }
+    if (this.lease === null) {
+      const lease = await c.grant(this.o.ttlSeconds);
+      await this.claim(lease, first);
+      this.lease = lease;
+      this.written.clear();
+    }
+    if (this.stopped) return;
+    await this.reconcile();
+    this.connected = true;
+    this.attempt = 0;
+    this.o.onState?.(true, this.written.size);
+    this.scheduleKeepAlive();
+    this.scheduleReconcile();
+  }
+
+  private async claim(lease: string, first: boolean): Promise<void> {
+    const key = this.o.keys.host(this.o.host);
+    const value = encodeClaim(this.o.claim);
+    const waitMs = this.o.ttlSeconds * 1000 + 1000;
+    const start = this.clock.now();
+    for (;;) {
+      const r = await this.o.client.create(key, value, lease);
+      if (r.created) return;
+      if (r.holder.lease === lease) return;
+      const waited = this.clock.now() - start;
+      if (waited >= waitMs) {
+        await this.o.client.revoke(lease).catch(() => {});
+        const err = new BerthError('BERTH_ERR_HOST_ID', `host id "${this.o.host}" is held in etcd by another berth (${describeClaim(r.holder.value)}) that keeps its lease alive: give this berth its own --host-id (discovery.etcd.host)`);
+        if (first) throw err;
+        // Someone took this host's id while etcd was away: not ours to fight over.
+        this.o.log.error({ err: err.message }, 'registry: host id taken; not publishing, retrying');
+        throw new Error(err.message);
+      }
+      if (waited === 0) this.o.log.warn({ host: this.o.host, holder: describeClaim(r.holder.value) }, `host key held: waiting up to ${waitMs} ms for the old lease to expire`);
+      await new Promise<void>((resolve) => this.clock.after(Math.min(this.o.claimRetryMs ?? 1000, waitMs - waited), resolve, undefined));
+    }
+  }
+
+  /** The host's keys as etcd has them, made equal to the desired ones. */
+  private async reconcile(): Promise<void> {
+    const lease = this.lease;
+    if (lease === null) return;
+    const { kvs } = await this.o.client.range(this.o.keys.endpointsPrefix);
+    this.written.clear();
+    for (const kv of kvs) {
+      const parsed = this.o.keys.parseEndpoint(kv.key);
+      if (parsed?.host !== this.o.host) continue;
+      // Written under an older lease (a restart): it would vanish with that lease.
+      if (kv.lease === lease) this.written.set(kv.key, kv.value);
+      else this.written.set(kv.key, '\u0000stale');
+    }
+    await this.sync();
+  }
+
+  private async sync(): Promise<void> {
+    const lease = this.lease;
+    if (lease === null || this.stopped) return;
+    const desired = this.o.desired();
+    for (const [k, v] of desired) {
+      if (this.written.get(k) === v) continue;
+      await this.o.client.put(k, v, lease);
+      this.written.set(k, v);
+    }
+    for (const k of [...this.written.keys()]) {
+      if (desired.has(k)) continue;
+      await this.o.client.delete(k);
+      this.written.delete(k);
+    }
+    this.o.onState?.(this.connected, this.written.size);
+  }
+
+  private scheduleKeepAlive(): void {
+    this.clock.cancel(this.keepAliveTimer);
+    this.keepAliveTimer = this.clock.after(Math.max(500, Math.floor((this.o.ttlSeconds * 1000) / 3)), () => this.keepAlive(), undefined);
+  }
+
+  private keepAlive(): void {
+    const lease = this.lease;
+    if (this.stopped || lease === null) return;
+    this.o.client.keepAlive(lease).then(
+      (ttl) => {
+        if (this.stopped || this.lease !== lease) return;
+        if (ttl > 0) {
+          this.scheduleKeepAlive();
+          return;
+        }
+        this.o.log.warn({ host: this.o.host }, 'registry lease expired: registering again');
+        this.lease = null;
+        this.written.clear();
+        this.lost();
+      },
+      (err: unknown) => {
+        if (this.stopped) return;
+        this.o.log.warn({ err: message(err) }, 'etcd keep-alive failed: reconnecting');
+        this.lost();
+      },
+    );
+  }
+
+  private scheduleReconcile(): void {
+    this.clock.cancel(this.reconcileTimer);
+    this.reconcileTimer = this.clock.after(
+      this.o.reconcileMs ?? 60_000,
+      () => {
+        this.enqueue(() => this.reconcile());
+        this.scheduleReconcile();
+      },
+      undefined,
+    );
+  }
+
+  /** Disconnected: retry with jittered backoff. */
+  private lost(): void {
+    if (this.stopped) return;
+    const was = this.connected;
+    this.connected = false;
+    this.clearTimers();
+    if (was) this.o.onState?.(false, this.written.size);
+    const delay = backoffDelay(this.attempt++, this.o.backoffBaseMs ?? 500, this.o.backoffCapMs ?? 30_000, () => this.random.next());
+    this.retryTimer = this.clock.after(
+      delay,
+      () => {
+        this.retryTimer = null;
+        this.enqueue(async () => {
+          try {
+            await this.connect(false);
+            this.o.log.info({ host: this.o.host, published: this.written.size }, 'registered in etcd');
+          } catch (err) {
+            if (this.stopped) return;
+            this.o.log.warn({ err: message(err), retryInMs: delay }, 'etcd still unreachable');
+            this.lost();
+          }
+        });
+      },
+      undefined,
+    );
+  }
+}
