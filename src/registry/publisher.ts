@@ -85,6 +85,7 @@ export class Publisher {
       if (err instanceof BerthError) throw err;
       this.o.log.warn({ err: message(err) }, 'etcd unreachable: serving local endpoints, registering when it answers');
       this.lost();
+      this.o.onState?.(false, 0);
     }
   }
 

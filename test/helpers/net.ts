@@ -90,6 +90,8 @@ export interface BerthProcess {
   /** Port of the first listener (from its "listening" log line). */
   port: number;
   kill(signal?: NodeJS.Signals): void;
+  /** The berth process (the primary with --workers). */
+  readonly pid: number;
 }
 
 /** Process groups of every berth this test process started and has not seen exit. */
@@ -158,6 +160,7 @@ export async function startBerth(args: string[], opts: { env?: NodeJS.ProcessEnv
     stderr: '',
     port: 0,
     exited: new Promise((resolve) => proc.on('exit', (code) => resolve(code))),
+    pid,
     waitLog(pred, timeoutMs = 10_000) {
       const seen = logs.find(pred);
       if (seen) return Promise.resolve(seen);

@@ -1,0 +1,135 @@
+/**
+ * Several hosts through a real etcd (3.4): berth processes on their own loopback
+ * addresses (127.0.0.2, 127.0.0.3), each with endpoints of its own. An endpoint of
+ * host A is served by host B's listener; SIGTERM takes A's entries away in one
+ * revision; a berth SIGSTOPped loses its entries when its lease expires and gets
+ * them back, without duplicates, on SIGCONT; a second berth with a taken host id
+ * exits 2 naming the holder; etcd down at start: the local pool serves, and the
+ * host registers when etcd comes up.
+ */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t, { type Test } from 'tap';
+import { etcdServer } from '../helpers/etcd-server.js';
+import { freePort, httpGet, listenerPort, startBerth, tcpServer, until, type BerthProcess } from '../helpers/net.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'berth-etcd-e2e-'));
+
+/** One "host": a berth on `addr` with one static endpoint answering `name`. */
+async function host(t: Test, etcdUrl: string, id: string, addr: string, name: string, extra: string[] = []): Promise<{ berth: BerthProcess; admin: number; endpoint: number }> {
+  const ep = await tcpServer((s) => s.end(name));
+  const admin = await freePort();
+  const file = join(dir, `${id}-${admin}.json`);
+  writeFileSync(
+    file,
+    JSON.stringify({
+      listeners: [{ name: 'web', bind: `${addr}:0`, service: 'web' }],
+      services: { web: { endpoints: [`127.0.0.1:${ep.port}`] } },
+      discovery: { etcd: { endpoints: [etcdUrl], host: id, ttl: '2s' } },
+      admin: { bind: `127.0.0.1:${admin}` },
+    }),
+  );
+  const berth = await startBerth(['-c', file, ...extra]);
+  t.teardown(() => {
+    berth.kill('SIGKILL');
+    ep.close();
+  });
+  return { berth, admin, endpoint: ep.port };
+}
+
+/** What a connection through `port` on `addr` answers. */
+function ask(addr: string, port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, addr);
+    let out = '';
+    s.setEncoding('utf8');
+    s.on('data', (d: string) => (out += d));
+    s.on('close', () => resolve(out));
+    s.on('error', () => resolve(''));
+  });
+}
+
+/** The answers of `n` connections, as a set. */
+async function answers(addr: string, port: number, n = 12): Promise<Set<string>> {
+  const out = new Set<string>();
+  for (let i = 0; i < n; i++) out.add(await ask(addr, port));
+  return out;
+}
+
+const metric = async (admin: number, re: RegExp): Promise<boolean> => re.test((await httpGet(`http://127.0.0.1:${admin}/metrics`)).body);
+
+t.test('two hosts, one pool: A\'s endpoint behind B\'s listener; SIGTERM takes A away in one revision', async (t) => {
+  const etcd = await etcdServer(t);
+  await etcd.start();
+  const a = await host(t, etcd.url, 'node-a', '127.0.0.2', 'a');
+  const b = await host(t, etcd.url, 'node-b', '127.0.0.3', 'b');
+  const bPort = listenerPort(b.berth, 'web');
+  await until(async () => (await answers('127.0.0.3', bPort)).has('a'), 10_000, "node-a's endpoint served by node-b");
+  t.same([...(await answers('127.0.0.3', bPort))].sort(), ['a', 'b'], 'one pool across hosts');
+  t.same(await etcd.keys('/berth/'), [`/berth/v1/endpoints/web/node-a/127.0.0.1%3A${a.endpoint}`, `/berth/v1/endpoints/web/node-b/127.0.0.1%3A${b.endpoint}`, '/berth/v1/hosts/node-a', '/berth/v1/hosts/node-b']);
+  t.ok(await metric(b.admin, /berth_registry_connected\{registry="etcd"\} 1/));
+  t.ok(await metric(b.admin, /berth_registry_published_endpoints\{registry="etcd"\} 1/));
+  t.ok(await metric(b.admin, /berth_registry_remote_endpoints\{registry="etcd",host="node-a"\} 1/));
+  const services = JSON.parse((await httpGet(`http://127.0.0.1:${b.admin}/api/v1/services`)).body) as unknown;
+  t.match(JSON.stringify(services), /web-?.*@node-a|@node-a/, 'the admin API shows the remote endpoint with its host');
+
+  const before = Number(((await etcd.call('/v3/kv/range', { key: Buffer.from('/').toString('base64') }))['header'] as { revision: string }).revision);
+  a.berth.kill('SIGTERM');
+  await a.berth.exited;
+  const after = Number(((await etcd.call('/v3/kv/range', { key: Buffer.from('/').toString('base64') }))['header'] as { revision: string }).revision);
+  t.same(await etcd.keys('/berth/v1/'), [`/berth/v1/endpoints/web/node-b/127.0.0.1%3A${b.endpoint}`, '/berth/v1/hosts/node-b'], "node-a's keys gone");
+  t.equal(after, before + 1, 'in one revision (the lease revoked)');
+  await until(async () => !(await answers('127.0.0.3', bPort)).has('a'), 10_000, 'node-a gone from node-b');
+  t.pass("node-b stopped sending to node-a's endpoint");
+});
+
+t.test('a host id held by a live berth: exit 2 naming the holder', async (t) => {
+  const etcd = await etcdServer(t);
+  await etcd.start();
+  await host(t, etcd.url, 'node-a', '127.0.0.2', 'a');
+  await until(async () => (await etcd.keys('/berth/v1/hosts/')).length === 1, 10_000, 'node-a registered');
+  const admin = await freePort();
+  const file = join(dir, `dup-${admin}.json`);
+  writeFileSync(file, JSON.stringify({ listeners: [{ name: 'web', bind: '127.0.0.4:0', service: 'web' }], services: { web: { endpoints: ['127.0.0.1:9'] } }, discovery: { etcd: { endpoints: [etcd.url], host: 'node-a', ttl: '2s' } }, admin: { bind: `127.0.0.1:${admin}` } }));
+  const dup = await startBerth(['-c', file], { waitStarted: false });
+  t.teardown(() => dup.kill('SIGKILL'));
+  t.equal(await dup.exited, 2);
+  t.match(dup.stderr, /host id "node-a" is held in etcd by another berth \(pid \d+ on /);
+});
+
+t.test('lease expiry: a SIGSTOPped host leaves the other hosts\' pools; SIGCONT brings it back without duplicates', async (t) => {
+  const etcd = await etcdServer(t);
+  await etcd.start();
+  const a = await host(t, etcd.url, 'node-a', '127.0.0.2', 'a');
+  const b = await host(t, etcd.url, 'node-b', '127.0.0.3', 'b');
+  const bPort = listenerPort(b.berth, 'web');
+  await until(async () => (await answers('127.0.0.3', bPort)).has('a'), 10_000, 'node-a in node-b\'s pool');
+  process.kill(a.berth.pid, 'SIGSTOP');
+  const stoppedAt = Date.now();
+  await until(async () => (await etcd.keys('/berth/v1/')).every((k) => !k.includes('node-a')), 15_000, "node-a's lease expired");
+  await until(async () => await metric(b.admin, /berth_registry_remote_endpoints\{registry="etcd",host="node-a"\}/).then((x) => !x), 5000, 'node-b dropped node-a');
+  t.comment(`node-a gone from node-b ${Date.now() - stoppedAt} ms after SIGSTOP (lease TTL 2 s)`);
+  t.same([...(await answers('127.0.0.3', bPort))], ['b']);
+  process.kill(a.berth.pid, 'SIGCONT');
+  await until(async () => (await etcd.keys('/berth/v1/')).filter((k) => k.includes('node-a')).length === 2, 15_000, 'node-a registered again');
+  await until(async () => (await answers('127.0.0.3', bPort)).has('a'), 10_000, 'node-a back in node-b\'s pool');
+  t.equal((await etcd.keys('/berth/v1/endpoints/')).length, 2, 'no duplicates');
+});
+
+t.test('etcd down at start: the local pool serves; the host registers and subscribes when etcd comes up', async (t) => {
+  const port = await freePort();
+  const etcd = await etcdServer(t, port);
+  const a = await host(t, etcd.url, 'node-a', '127.0.0.2', 'a');
+  const aPort = listenerPort(a.berth, 'web');
+  t.same([...(await answers('127.0.0.2', aPort, 3))], ['a'], 'serving without etcd');
+  t.ok(await metric(a.admin, /berth_registry_connected\{registry="etcd"\} 0/));
+  t.match((await httpGet(`http://127.0.0.1:${a.admin}/readyz`)).body, /etcd unreachable/, 'readiness says so');
+  await etcd.start();
+  const b = await host(t, etcd.url, 'node-b', '127.0.0.3', 'b');
+  await until(async () => (await etcd.keys('/berth/v1/hosts/')).length === 2, 40_000, 'node-a registered once etcd answered');
+  await until(async () => (await answers('127.0.0.2', aPort)).has('b'), 40_000, "node-b's endpoint in node-a's pool");
+  t.ok(await metric(a.admin, /berth_registry_connected\{registry="etcd"\} 1/));
+  void b;
+});
