@@ -253,6 +253,12 @@ export class HttpEtcdClient implements EtcdClient {
       this.next = (this.next + 1) % this.endpoints.length;
       h.onError(err);
     };
+    /** Ended on purpose (compaction): the stream closed, nothing more reported. */
+    const finish = () => {
+      done = true;
+      this.watches.delete(req);
+      req.destroy();
+    };
     const body = JSON.stringify({ create_request: { key: b64(prefix), range_end: b64(prefixEnd(prefix)), start_revision: String(fromRevision), progress_notify: true } });
     const req = this.open(
       base,
@@ -272,7 +278,7 @@ export class HttpEtcdClient implements EtcdClient {
           while (!done && (nl = buf.indexOf('\n')) >= 0) {
             const line = buf.slice(0, nl).trim();
             buf = buf.slice(nl + 1);
-            if (line !== '') this.onWatchLine(line, h, fail, () => (done = true));
+            if (line !== '') this.onWatchLine(line, h, fail, finish);
           }
           if (buf.length > MAX_LINE) fail(new Error(`etcd at ${base}: watch message too big`));
         });

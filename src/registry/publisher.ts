@@ -118,6 +118,7 @@ export class Publisher {
     }
     this.written.clear();
     this.o.onState?.(false, 0);
+    this.o.client.close();
   }
 
   private enqueue(task: () => Promise<void>): void {

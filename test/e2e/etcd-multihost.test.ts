@@ -133,3 +133,46 @@ t.test('etcd down at start: the local pool serves; the host registers and subscr
   t.ok(await metric(a.admin, /berth_registry_connected\{registry="etcd"\} 1/));
   void b;
 });
+
+t.test('the JSON-gateway client against etcd 3.4: lease, create-if-absent, range, watch events and progress, compaction, revoke', async (t) => {
+  const { HttpEtcdClient } = await import('../../src/registry/etcd-client.js');
+  const etcd = await etcdServer(t);
+  await etcd.start();
+  const c = new HttpEtcdClient(['http://127.0.0.1:1', etcd.url], undefined);
+  t.teardown(() => c.close());
+  const lease = await c.grant(5);
+  t.ok(Number(lease) > 0, 'a lease (an unreachable first endpoint skipped)');
+  t.equal(await c.keepAlive(lease), 5);
+  t.same(await c.create('/t/host', 'one', lease), { created: true });
+  const again = await c.create('/t/host', 'two', '0');
+  t.match(again, { created: false, holder: { value: 'one', lease } });
+  await c.put('/t/e/1', 'x', lease);
+  const r = await c.range('/t/');
+  t.same(r.kvs.map((k) => k.key), ['/t/e/1', '/t/host']);
+  const events: string[] = [];
+  let progress = 0;
+  const w = c.watch('/t/e/', r.revision + 1, {
+    onEvents: (ev) => {
+      if (ev.length === 0) progress++;
+      for (const e of ev) events.push(`${e.type} ${e.key} ${e.value}`);
+    },
+    onCompacted: () => t.fail('not compacted'),
+    onError: (err) => t.fail(err.message),
+  });
+  await c.put('/t/e/2', 'y', lease);
+  await c.delete('/t/e/1');
+  await until(() => events.length === 2, 5000, 'two events');
+  t.same(events, ['put /t/e/2 y', 'delete /t/e/1 ']);
+  await until(() => progress > 0, 5000, 'a progress notice');
+  w.cancel();
+  await etcd.call('/v3/kv/compaction', { revision: String((await c.range('/t/')).revision) });
+  let compacted = 0;
+  c.watch('/t/e/', r.revision, { onEvents: () => {}, onCompacted: (rev) => (compacted = rev), onError: (err) => t.fail(err.message) });
+  await until(() => compacted > 0, 5000, 'compaction reported');
+  t.ok(compacted > r.revision);
+  await c.revoke(lease);
+  t.same((await c.range('/t/')).kvs, [], 'revoked: the lease\'s keys gone');
+  t.equal(await c.keepAlive(lease), 0, 'a gone lease keeps no TTL');
+  await c.revoke(lease);
+  t.pass('revoking a gone lease is not an error');
+});
