@@ -508,13 +508,13 @@ export class Berth {
   async shutdown(drainMs: number): Promise<number> {
     if (this.stopping) return 0;
     this.stopping = true;
-    // First: other hosts stop sending here at once (every key of this host gone in one revision).
-    await this.publisher?.stop();
     this.discovery.stopAll();
     this.health.stop();
     this.rates.stop();
     const all = [...this.listeners.values(), ...this.retired];
     for (const l of all) l.stopAccepting();
+    // Other hosts drop this host's endpoints at once (every key gone in one revision), while the connections drain.
+    const revoked = this.publisher?.stop() ?? Promise.resolve();
     const deadline = Date.now() + drainMs;
     while (this.openSessions() > 0 && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, Math.min(50, Math.max(1, deadline - Date.now()))));
@@ -524,6 +524,7 @@ export class Berth {
     for (const t of this.terminators.values()) t.close();
     this.admin?.close();
     this.dnsServer?.close();
+    await revoked;
     return cut;
   }
 
