@@ -49,25 +49,29 @@ export interface ConfigOverrides {
   readonly advertise?: string | undefined;
 }
 
+/** The mapping under `key` of a raw document (a copy), or an empty one where there is none. */
+function mappingAt(doc: Record<string, unknown>, key: string): Record<string, unknown> {
+  const v = doc[key];
+  return typeof v === 'object' && v !== null ? { ...(v as Record<string, unknown>) } : {};
+}
+
 /** Applies flag overrides to a raw document (before validation, so errors still name fields). */
 export function applyOverrides(raw: unknown, o: ConfigOverrides): unknown {
   if (raw === null || typeof raw !== 'object') return raw;
   const doc: Record<string, unknown> = { ...(raw as Record<string, unknown>) };
-  if (o.admin !== undefined) doc['admin'] = { ...(typeof doc['admin'] === 'object' && doc['admin'] !== null ? doc['admin'] : {}), bind: o.admin };
-  if (o.adminTokenFile !== undefined) doc['admin'] = { ...(typeof doc['admin'] === 'object' && doc['admin'] !== null ? doc['admin'] : {}), tokenFile: o.adminTokenFile };
-  if (o.dns !== undefined) doc['dns'] = { ...(typeof doc['dns'] === 'object' && doc['dns'] !== null ? doc['dns'] : {}), bind: o.dns };
+  if (o.admin !== undefined) doc['admin'] = { ...mappingAt(doc, 'admin'), bind: o.admin };
+  if (o.adminTokenFile !== undefined) doc['admin'] = { ...mappingAt(doc, 'admin'), tokenFile: o.adminTokenFile };
+  if (o.dns !== undefined) doc['dns'] = { ...mappingAt(doc, 'dns'), bind: o.dns };
   if (o.docker || o.dockerHost !== undefined) {
-    const discovery = typeof doc['discovery'] === 'object' && doc['discovery'] !== null ? (doc['discovery'] as Record<string, unknown>) : {};
-    const docker = typeof discovery['docker'] === 'object' && discovery['docker'] !== null ? (discovery['docker'] as Record<string, unknown>) : {};
-    doc['discovery'] = { ...discovery, docker: { ...docker, ...(o.dockerHost !== undefined ? { host: o.dockerHost } : {}) } };
+    const discovery = mappingAt(doc, 'discovery');
+    doc['discovery'] = { ...discovery, docker: { ...mappingAt(discovery, 'docker'), ...(o.dockerHost !== undefined ? { host: o.dockerHost } : {}) } };
   }
   if ((o.etcd !== undefined && o.etcd.length > 0) || o.hostId !== undefined || o.advertise !== undefined) {
-    const discovery = typeof doc['discovery'] === 'object' && doc['discovery'] !== null ? (doc['discovery'] as Record<string, unknown>) : {};
-    const etcd = typeof discovery['etcd'] === 'object' && discovery['etcd'] !== null ? (discovery['etcd'] as Record<string, unknown>) : {};
+    const discovery = mappingAt(doc, 'discovery');
     doc['discovery'] = {
       ...discovery,
       etcd: {
-        ...etcd,
+        ...mappingAt(discovery, 'etcd'),
         ...(o.etcd !== undefined && o.etcd.length > 0 ? { endpoints: [...o.etcd] } : {}),
         ...(o.hostId !== undefined ? { host: o.hostId } : {}),
         ...(o.advertise !== undefined ? { advertise: o.advertise } : {}),

@@ -26,6 +26,13 @@ const pass = async (clock: ManualClock, ms: number): Promise<void> => {
     await flush();
   }
 };
+/** Time moving a second at a time until `done`, for `seconds` at most (the assertions after it say whether it came). */
+const passUntil = async (clock: ManualClock, done: () => boolean, seconds: number): Promise<void> => {
+  for (let i = 0; i < seconds && !done(); i++) {
+    clock.advance(1000);
+    await flush();
+  }
+};
 const spec = (id: string, over: Partial<EndpointSpec> = {}): EndpointSpec => ({ id, host: '172.17.0.5', port: 80, weight: 1, source: 'docker', labels: { container: 'abcdef123456' }, ...over });
 
 function publisher(etcd: FakeEtcd, clock: ManualClock, host: string, local: Map<string, { spec: EndpointSpec; flags: number; service: string }>) {
@@ -193,10 +200,7 @@ t.test('publisher: etcd down at start, then back: registers; a lease lost while 
   clock.advance(5000);
   await flush();
   etcd.start();
-  for (let i = 0; i < 40 && !p.connected; i++) {
-    clock.advance(1000);
-    await flush();
-  }
+  await passUntil(clock, () => p.connected, 40);
   t.ok(p.connected);
   t.equal(etcd.keys('/berth/v1/endpoints/').length, 1);
   // Away longer than the TTL: the lease (and the keys) expire; back, all is rewritten.
@@ -206,10 +210,7 @@ t.test('publisher: etcd down at start, then back: registers; a lease lost while 
   etcd.expire();
   t.same(etcd.keys(), []);
   etcd.start();
-  for (let i = 0; i < 60 && !(p.connected && etcd.keys().length === 2); i++) {
-    clock.advance(1000);
-    await flush();
-  }
+  await passUntil(clock, () => p.connected && etcd.keys().length === 2, 60);
   t.equal(etcd.keys().length, 2, 'host key and entry back');
   t.ok(states.includes(false) && states.at(-1) === true);
   await p.stop();
@@ -251,15 +252,9 @@ t.test('provider: other hosts joined, own entries ignored, draining and health c
   await b2.stop();
   etcd.compact();
   etcd.stop();
-  for (let i = 0; i < 5; i++) {
-    clock.advance(1000);
-    await flush();
-  }
+  await pass(clock, 5000);
   etcd.start();
-  for (let i = 0; i < 60 && !p.connected; i++) {
-    clock.advance(1000);
-    await flush();
-  }
+  await passUntil(clock, () => p.connected, 60);
   t.ok(p.connected);
   t.equal(p.staleSince, null);
   t.same(ids(), ['web-1@node-b'], 'the re-read drops what went while away');

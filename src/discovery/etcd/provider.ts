@@ -41,6 +41,11 @@ function message(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/** How an unreadable entry is listed among the skipped: `<endpoint>@<host> (<service>)`. */
+function skippedName(k: { readonly service: string; readonly host: string; readonly endpoint: string }): string {
+  return `${k.endpoint}@${k.host} (${k.service})`;
+}
+
 export class EtcdProvider implements Provider {
   readonly name = 'etcd';
   connected = false;
@@ -185,17 +190,17 @@ export class EtcdProvider implements Provider {
     if (k.host === this.o.host) return false;
     const d = decodeEntry(value);
     if (!d.ok) {
-      this.bad.set(`${k.endpoint}@${k.host} (${k.service})`, `unreadable registry entry: ${d.reason}`);
+      this.bad.set(skippedName(k), `unreadable registry entry: ${d.reason}`);
       return this.entries.delete(key);
     }
-    this.bad.delete(`${k.endpoint}@${k.host} (${k.service})`);
+    this.bad.delete(skippedName(k));
     this.entries.set(key, { service: k.service, host: k.host, spec: specOf(k.host, k.endpoint, d.entry) });
     return true;
   }
 
   private remove(key: string): boolean {
     const k = this.o.keys.parseEndpoint(key);
-    if (k !== null) this.bad.delete(`${k.endpoint}@${k.host} (${k.service})`);
+    if (k !== null) this.bad.delete(skippedName(k));
     return this.entries.delete(key);
   }
 
