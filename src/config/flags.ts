@@ -37,7 +37,12 @@ export function configFromFlags(f: FlagConfig): Config {
 export function loadedFromFlags(f: FlagConfig): { readonly raw: unknown; readonly config: Config } {
   const issues: ConfigIssue[] = [];
   if (f.listen.length === 0) issues.push({ path: '--listen', message: 'at least one address to listen on is required (or use --config)' });
-  if (f.backend.length === 0 && !f.docker) issues.push({ path: '--backend', message: 'at least one endpoint host:port is required (or --docker, or --config)' });
+  const etcd = f.etcd !== undefined && f.etcd.length > 0;
+  // Other hosts' endpoints (--etcd) are a source of endpoints as much as --docker.
+  if (f.backend.length === 0 && !f.docker && !etcd) issues.push({ path: '--backend', message: 'at least one endpoint host:port is required (or --docker, --etcd, or --config)' });
+  if (!etcd && (f.hostId !== undefined || f.advertise !== undefined)) {
+    issues.push({ path: '--etcd', message: `${f.hostId !== undefined ? '--host-id' : '--advertise'} is this host's registration in etcd: it needs --etcd URL` });
+  }
   if (issues.length > 0) throw new ConfigError(issues);
   const service = f.service ?? DEFAULT_SERVICE;
   const raw = applyOverrides({

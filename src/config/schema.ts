@@ -302,7 +302,7 @@ const etcdUrl = z.string().regex(/^https?:\/\/[^/\s]+\/?$/, 'expected an etcd cl
 /** Registration and other hosts' endpoints through etcd (v3 API, JSON gateway). */
 const etcd = z
   .strictObject({
-    endpoints: z.array(etcdUrl).min(1, 'at least one etcd URL is required'),
+    endpoints: z.array(etcdUrl, { error: (i) => (i.input === undefined ? 'at least one etcd URL is required (--etcd URL)' : 'expected a list of etcd URLs') }).min(1, 'at least one etcd URL is required'),
     prefix: z.string().regex(/^\/[^\s]*$/, 'expected a key prefix starting with "/" (e.g. /berth)').default('/berth'),
     /** This host's id (default: the machine's hostname). */
     host: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$/, 'expected a host id of letters, digits, ".", "_" or "-"').optional(),

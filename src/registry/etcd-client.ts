@@ -9,6 +9,7 @@
 import { request as httpRequest, Agent as HttpAgent, type IncomingMessage } from 'node:http';
 import { request as httpsRequest, Agent as HttpsAgent } from 'node:https';
 import { readFileSync } from 'node:fs';
+import { BerthError } from '../core/errors.js';
 
 export interface KeyValue {
   readonly key: string;
@@ -44,11 +45,15 @@ export interface EtcdClient {
   /** One keep-alive; the lease's remaining TTL in seconds, 0 when it is gone. */
   keepAlive(lease: string): Promise<number>;
   revoke(lease: string): Promise<void>;
-  /** Puts `value` under `key` with `lease` only if the key does not exist; else the holder's value and lease. */
-  create(key: string, value: string, lease: string): Promise<{ readonly created: true } | { readonly created: false; readonly holder: KeyValue }>;
+  /**
+   * Puts `value` under `key` with `lease` only if the key is still as last seen:
+   * its mod revision `modRevision` (0: the key does not exist). Else the holder as
+   * it is now (mod revision 0 when it went between the compare and the read).
+   */
+  putIf(key: string, value: string, lease: string, modRevision: number): Promise<{ readonly created: true } | { readonly created: false; readonly holder: KeyValue }>;
   put(key: string, value: string, lease: string): Promise<void>;
   delete(key: string): Promise<void>;
-  /** Every key under `prefix`, and the store's revision of that answer. */
+  /** Every key under `prefix` (read in pages, all at one revision), and that revision. */
   range(prefix: string): Promise<{ readonly kvs: readonly KeyValue[]; readonly revision: number }>;
   /** Events under `prefix` from `fromRevision` on (progress notices asked for). */
   watch(prefix: string, fromRevision: number, handlers: WatchHandlers): WatchHandle;
@@ -105,8 +110,9 @@ const MAX_LINE = 8 * 1024 * 1024;
 
 export class HttpEtcdClient implements EtcdClient {
   private next = 0;
-  private readonly agent: HttpAgent | HttpsAgent;
-  private readonly https: boolean;
+  /** One agent per scheme: a list may mix http and https members. */
+  private readonly httpAgent = new HttpAgent({ keepAlive: true });
+  private readonly httpsAgent: HttpsAgent;
   private readonly watches = new Set<IncomingMessage | { destroy(): void }>();
 
   constructor(
@@ -114,21 +120,30 @@ export class HttpEtcdClient implements EtcdClient {
     tls: EtcdTls | undefined,
     /** Per request (not per watch), ms. */
     private readonly timeoutMs = 3000,
+    /** Keys per range request. */
+    private readonly pageSize = 1000,
   ) {
-    this.https = endpoints.some((e) => e.startsWith('https:'));
-    const material = {
-      ...(tls?.ca !== undefined ? { ca: readFileSync(tls.ca) } : {}),
-      ...(tls?.cert !== undefined ? { cert: readFileSync(tls.cert) } : {}),
-      ...(tls?.key !== undefined ? { key: readFileSync(tls.key) } : {}),
+    const read = (field: 'ca' | 'cert' | 'key', path: string): Buffer => {
+      try {
+        return readFileSync(path);
+      } catch (err) {
+        throw new BerthError('BERTH_ERR_TLS', `discovery.etcd.tls.${field}: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
+      }
     };
-    this.agent = this.https ? new HttpsAgent({ keepAlive: true, ...material }) : new HttpAgent({ keepAlive: true });
+    const material = {
+      ...(tls?.ca !== undefined ? { ca: read('ca', tls.ca) } : {}),
+      ...(tls?.cert !== undefined ? { cert: read('cert', tls.cert) } : {}),
+      ...(tls?.key !== undefined ? { key: read('key', tls.key) } : {}),
+    };
+    this.httpsAgent = new HttpsAgent({ keepAlive: true, ...material });
   }
 
   private open(base: string, path: string, body: string, timeoutMs: number | null, onResponse: (res: IncomingMessage) => void, onError: (err: Error) => void): { destroy(): void } {
     const url = new URL(path, base);
-    const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, {
+    const https = url.protocol === 'https:';
+    const req = (https ? httpsRequest : httpRequest)(url, {
       method: 'POST',
-      agent: this.agent,
+      agent: https ? this.httpsAgent : this.httpAgent,
       headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
       ...(timeoutMs !== null ? { timeout: timeoutMs } : {}),
     });
@@ -214,9 +229,10 @@ export class HttpEtcdClient implements EtcdClient {
     }
   }
 
-  async create(key: string, value: string, lease: string): Promise<{ readonly created: true } | { readonly created: false; readonly holder: KeyValue }> {
+  async putIf(key: string, value: string, lease: string, modRevision: number): Promise<{ readonly created: true } | { readonly created: false; readonly holder: KeyValue }> {
+    // MOD against a key that does not exist compares with 0: one compare for "absent" and "unchanged".
     const r = await this.call('/v3/kv/txn', {
-      compare: [{ target: 'CREATE', key: b64(key), create_revision: '0', result: 'EQUAL' }],
+      compare: [{ target: 'MOD', key: b64(key), mod_revision: String(modRevision), result: 'EQUAL' }],
       success: [{ request_put: { key: b64(key), value: b64(value), lease } }],
       failure: [{ request_range: { key: b64(key) } }],
     });
@@ -236,9 +252,31 @@ export class HttpEtcdClient implements EtcdClient {
   }
 
   async range(prefix: string): Promise<{ readonly kvs: readonly KeyValue[]; readonly revision: number }> {
-    const r = await this.call('/v3/kv/range', { key: b64(prefix), range_end: b64(prefixEnd(prefix)) });
-    const header = (r['header'] ?? {}) as Record<string, unknown>;
-    return { kvs: ((r['kvs'] ?? []) as RawKv[]).map(kvOf), revision: num(header['revision']) };
+    // A page at a time (no answer grows with the number of hosts), every page at the
+    // first page's revision; that revision compacted away meanwhile: start over.
+    for (let tries = 0; ; tries++) {
+      try {
+        return await this.rangePages(prefix);
+      } catch (err) {
+        if (tries >= 3 || !(err instanceof EtcdError && /compacted/.test(err.message))) throw err;
+      }
+    }
+  }
+
+  private async rangePages(prefix: string): Promise<{ readonly kvs: readonly KeyValue[]; readonly revision: number }> {
+    const end = b64(prefixEnd(prefix));
+    const kvs: KeyValue[] = [];
+    let from: string | Buffer = prefix;
+    let revision = 0;
+    for (;;) {
+      const r = await this.call('/v3/kv/range', { key: b64(from), range_end: end, limit: String(this.pageSize), ...(revision > 0 ? { revision: String(revision) } : {}) });
+      if (revision === 0) revision = num(((r['header'] ?? {}) as Record<string, unknown>)['revision']);
+      const page = (r['kvs'] ?? []) as RawKv[];
+      for (const k of page) kvs.push(kvOf(k));
+      if (r['more'] !== true || page.length === 0) return { kvs, revision };
+      // The next page starts just after the last key (keys are bytes: the key and a zero byte).
+      from = Buffer.concat([Buffer.from(page[page.length - 1]!.key ?? '', 'base64'), Buffer.from([0])]);
+    }
   }
 
   watch(prefix: string, fromRevision: number, h: WatchHandlers): WatchHandle {
@@ -333,6 +371,7 @@ export class HttpEtcdClient implements EtcdClient {
   close(): void {
     for (const w of this.watches) w.destroy();
     this.watches.clear();
-    this.agent.destroy();
+    this.httpAgent.destroy();
+    this.httpsAgent.destroy();
   }
 }

@@ -6,11 +6,16 @@
  *   nothing). Every key is attached to it: a host that dies is gone from every
  *   other host when its lease expires; `stop` revokes it (every key of the host
  *   gone in one revision).
- * - The host key is claimed with a transaction (create if absent). Held by another
- *   lease: waited for up to TTL + 1 s (a restart of the same host takes its key back
- *   once the old lease expires); still held, the start fails (BERTH_ERR_HOST_ID).
+ * - The host key is claimed with a transaction (put if unchanged since read). Held by
+ *   another lease: waited for up to TTL + 1 s (a restart of the same host takes its
+ *   key back once the old lease expires); still held, the start fails
+ *   (BERTH_ERR_HOST_ID). Taken over at once: a key with no lease (no live berth's
+ *   claim; it would never expire) and, on a reload, this process's previous
+ *   registration (`takeOver`): its keys are put again under the new lease, so other
+ *   hosts see no entry go away.
  * - Writes are the difference between what the local state asks for (`desired`,
- *   read on every `changed()`) and what was written; one operation at a time.
+ *   read on every `changed()`, also one made while connecting) and what was
+ *   written; one operation at a time.
  * - Reconcile at start, after every reconnect and every `reconcileMs`: the host's
  *   keys in etcd read back, orphans deleted, missing or different ones written.
  * - etcd away: local serving is unaffected; reconnect with jittered backoff (up to
@@ -43,7 +48,12 @@ export interface PublisherOptions {
   readonly backoffCapMs?: number;
   /** Between tries of a held host key at start, ms. */
   readonly claimRetryMs?: number;
+  /** The lease of the registration this one replaces (a reload): its host key is taken over, not waited for. */
+  readonly takeOver?: string | null;
 }
+
+/** Thrown inside a connect that `stop` cut short. */
+class Stopped extends Error {}
 
 function message(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
@@ -51,6 +61,8 @@ function message(err: unknown): string {
 
 export class Publisher {
   private lease: string | null = null;
+  /** The host key is written under `lease`. */
+  private claimed = false;
   /** What is in etcd for this host, as far as this publisher knows. */
   private readonly written = new Map<string, string>();
   private keepAliveTimer: Timer | null = null;
@@ -59,7 +71,15 @@ export class Publisher {
   private attempt = 0;
   private chain: Promise<void> = Promise.resolve();
   private dirty = false;
+  /** A change came while not connected: synced once connected. */
+  private pending = false;
+  /** Writes held for a successor (`hold`); keep-alives go on. */
+  private held = false;
   private stopped = false;
+  /** Bumped on every loss and stop: a keep-alive answer of an older connection is ignored. */
+  private generation = 0;
+  /** The wait between two claims of a held host key (cut short by `stop`). */
+  private claimWait: { readonly timer: Timer; readonly done: () => void } | null = null;
   connected = false;
   private readonly clock: Clock;
   private readonly random: Random;
@@ -79,10 +99,14 @@ export class Publisher {
    * another live berth holds this host id.
    */
   async start(): Promise<void> {
+    // On the chain, so that `stop` waits for (and cuts short) a start in progress.
+    const first = this.connect(true);
+    this.chain = first.catch(() => {});
     try {
-      await this.connect(true);
+      await first;
     } catch (err) {
       if (err instanceof BerthError) throw err;
+      if (this.stopped) return;
       this.o.log.warn({ err: message(err) }, 'etcd unreachable: serving local endpoints, registering when it answers');
       this.lost();
       this.o.onState?.(false, 0);
@@ -91,7 +115,12 @@ export class Publisher {
 
   /** The local state changed: write the difference (soon, and one write round at a time). */
   changed(): void {
-    if (this.stopped || !this.connected || this.dirty) return;
+    if (this.stopped || this.held) return;
+    if (!this.connected) {
+      this.pending = true;
+      return;
+    }
+    if (this.dirty) return;
     this.dirty = true;
     this.enqueue(async () => {
       this.dirty = false;
@@ -99,11 +128,36 @@ export class Publisher {
     });
   }
 
-  /** Revokes the lease: every key of this host gone in one revision. */
+  /**
+   * A successor is about to take over (a reload): no more writes (keep-alives go
+   * on, so the lease outlives a slow takeover); resolves with the lease once the
+   * writes under way are done. `resume` when the successor could not start.
+   */
+  async hold(): Promise<string | null> {
+    this.held = true;
+    await this.chain.catch(() => {});
+    return this.lease;
+  }
+
+  resume(): void {
+    if (!this.held) return;
+    this.held = false;
+    this.o.onState?.(this.connected, this.written.size);
+    this.changed();
+  }
+
+  /** Revokes the lease: every key of this host gone in one revision (none, after a takeover). */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    this.generation++;
     this.clearTimers();
+    const wait = this.claimWait;
+    this.claimWait = null;
+    if (wait !== null) {
+      this.clock.cancel(wait.timer);
+      wait.done();
+    }
     await this.chain.catch(() => {});
     const lease = this.lease;
     this.lease = null;
@@ -146,18 +200,28 @@ export class Publisher {
       this.written.clear();
     }
     if (this.lease === null) {
-      const lease = await c.grant(this.o.ttlSeconds);
-      await this.claim(lease, first);
-      this.lease = lease;
+      if (this.stopped) return;
+      // Kept from the grant on, so that a stop meanwhile revokes it.
+      this.lease = await c.grant(this.o.ttlSeconds);
+      this.claimed = false;
       this.written.clear();
     }
+    // Also after a claim that etcd's loss cut short: the lease lived on, the host key was not written.
+    if (!this.claimed) {
+      await this.claim(this.lease, first);
+      this.claimed = true;
+    }
     if (this.stopped) return;
+    this.pending = false;
     await this.reconcile();
+    if (this.stopped) return;
     this.connected = true;
     this.attempt = 0;
     this.o.onState?.(true, this.written.size);
     this.scheduleKeepAlive();
     this.scheduleReconcile();
+    // A change while connecting, after the reconcile read the local state.
+    if (this.pending) this.changed();
   }
 
   private async claim(lease: string, first: boolean): Promise<void> {
@@ -165,22 +229,50 @@ export class Publisher {
     const value = encodeClaim(this.o.claim);
     const waitMs = this.o.ttlSeconds * 1000 + 1000;
     const start = this.clock.now();
-    for (;;) {
-      const r = await this.o.client.create(key, value, lease);
-      if (r.created) return;
-      if (r.holder.lease === lease) return;
+    /** The host key's mod revision this claim expects (0: absent). */
+    let expect = 0;
+    for (let rounds = 0; ; rounds++) {
+      if (this.stopped) throw new Stopped('stopped');
+      const r = await this.o.client.putIf(key, value, lease, expect);
+      if (r.created || r.holder.lease === lease) return;
+      const h = r.holder;
+      // Each at-once retry follows a change of the key in etcd; bounded all the same.
+      const atOnce = rounds < 16;
+      if (h.modRevision === 0 && atOnce) {
+        // Gone between the compare and the read: free.
+        expect = 0;
+        continue;
+      }
+      if ((h.lease === '0' || h.lease === this.o.takeOver) && atOnce) {
+        if (h.lease === '0') this.o.log.warn({ host: this.o.host, holder: describeClaim(h.value) }, 'host key without a lease (no live berth holds it): taking it');
+        expect = h.modRevision;
+        continue;
+      }
       const waited = this.clock.now() - start;
       if (waited >= waitMs) {
+        this.lease = null;
         await this.o.client.revoke(lease).catch(() => {});
-        const err = new BerthError('BERTH_ERR_HOST_ID', `host id "${this.o.host}" is held in etcd by another berth (${describeClaim(r.holder.value)}) that keeps its lease alive: give this berth its own --host-id (discovery.etcd.host)`);
+        const err = new BerthError('BERTH_ERR_HOST_ID', `host id "${this.o.host}" is held in etcd by another berth (${describeClaim(h.value)}) that keeps its lease alive: give this berth its own --host-id (discovery.etcd.host)`);
         if (first) throw err;
         // Someone took this host's id while etcd was away: not ours to fight over.
         this.o.log.error({ err: err.message }, 'registry: host id taken; not publishing, retrying');
         throw new Error(err.message);
       }
-      if (waited === 0) this.o.log.warn({ host: this.o.host, holder: describeClaim(r.holder.value) }, `host key held: waiting up to ${waitMs} ms for the old lease to expire`);
-      await new Promise<void>((resolve) => this.clock.after(Math.min(this.o.claimRetryMs ?? 1000, waitMs - waited), resolve, undefined));
+      if (waited === 0) this.o.log.warn({ host: this.o.host, holder: describeClaim(h.value) }, `host key held: waiting up to ${waitMs} ms for the old lease to expire`);
+      await this.pause(Math.min(this.o.claimRetryMs ?? 1000, waitMs - waited));
+      expect = 0;
     }
+  }
+
+  /** A wait on the clock that `stop` cuts short. */
+  private pause(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        this.claimWait = null;
+        resolve();
+      };
+      this.claimWait = { timer: this.clock.after(ms, done, undefined), done };
+    });
   }
 
   /** The host's keys as etcd has them, made equal to the desired ones. */
@@ -201,7 +293,7 @@ export class Publisher {
 
   private async sync(): Promise<void> {
     const lease = this.lease;
-    if (lease === null || this.stopped) return;
+    if (lease === null || this.stopped || this.held) return;
     const desired = this.o.desired();
     for (const [k, v] of desired) {
       if (this.written.get(k) === v) continue;
@@ -217,16 +309,18 @@ export class Publisher {
   }
 
   private scheduleKeepAlive(): void {
+    if (this.stopped) return;
     this.clock.cancel(this.keepAliveTimer);
     this.keepAliveTimer = this.clock.after(Math.max(500, Math.floor((this.o.ttlSeconds * 1000) / 3)), () => this.keepAlive(), undefined);
   }
 
   private keepAlive(): void {
     const lease = this.lease;
+    const generation = this.generation;
     if (this.stopped || lease === null) return;
     this.o.client.keepAlive(lease).then(
       (ttl) => {
-        if (this.stopped || this.lease !== lease) return;
+        if (this.stopped || generation !== this.generation || this.lease !== lease) return;
         if (ttl > 0) {
           this.scheduleKeepAlive();
           return;
@@ -237,7 +331,8 @@ export class Publisher {
         this.lost();
       },
       (err: unknown) => {
-        if (this.stopped) return;
+        // A late failure of a connection already replaced says nothing of the new one.
+        if (this.stopped || generation !== this.generation) return;
         this.o.log.warn({ err: message(err) }, 'etcd keep-alive failed: reconnecting');
         this.lost();
       },
@@ -245,6 +340,7 @@ export class Publisher {
   }
 
   private scheduleReconcile(): void {
+    if (this.stopped) return;
     this.clock.cancel(this.reconcileTimer);
     this.reconcileTimer = this.clock.after(
       this.o.reconcileMs ?? 60_000,
@@ -259,6 +355,7 @@ export class Publisher {
   /** Disconnected: retry with jittered backoff. */
   private lost(): void {
     if (this.stopped) return;
+    this.generation++;
     const was = this.connected;
     this.connected = false;
     this.clearTimers();

@@ -163,6 +163,7 @@ export class Berth {
     this.pool.on(() => {
       this.dnsGen++;
       this.publisher?.changed();
+      this.incomingPublisher?.changed();
     });
     this.health = new HealthWiring(this.pool, () => this.config, this.role !== 'worker', (v) => this.opts.onHealth?.(v));
     this.pool.on((e) => {
@@ -278,22 +279,29 @@ export class Berth {
 
   /** Registration of this host's endpoints (discovery.etcd with publish); null when off. */
   private publisher: Publisher | null = null;
+  /** A reload's new registration while it takes over from `publisher` (told of changes too). */
+  private incomingPublisher: Publisher | null = null;
   private publisherKey = '';
 
   /**
-   * Starts, replaces or stops the registration. A changed one revokes the old
-   * lease first (the same host id would otherwise be held by itself); a second
-   * berth holding the host id fails the start (exit 2), or the reload (which then
-   * leaves this host unregistered, said in the log).
+   * Starts, replaces or stops the registration. A new one (any setting it writes
+   * changed) takes over from the old before the old goes: the old holds its writes,
+   * the new claims the host key from the old lease and puts every entry again under
+   * its own, then the old lease is revoked with nothing left on it — other hosts
+   * see no entry go away. A new one that cannot start (a host id another berth
+   * holds) fails the start (exit 2) or the reload, and the old one goes on as it was.
    */
   private async applyRegistry(config: Config): Promise<void> {
     const e = config.discovery.etcd;
-    const key = e?.publish ? JSON.stringify(e) : '';
+    // What the publisher writes or where: not subscribe or progressInterval (the provider's).
+    const key = e?.publish ? JSON.stringify({ ...e, subscribe: null, progressInterval: null }) : '';
     if (key === this.publisherKey) return;
+    const old = this.publisher;
     let next: Publisher | null = null;
     if (e?.publish) {
       const keys = new RegistryKeys(e.prefix);
       const client = this.etcdClient(e);
+      const takeOver = old !== null ? await old.hold() : null;
       next = new Publisher({
         client,
         keys,
@@ -303,20 +311,23 @@ export class Berth {
         desired: () => this.registryEntries(keys, e),
         log: this.log.child({ module: 'registry' }),
         onState: (connected, published) => this.metrics?.registryState(connected, published),
+        takeOver,
       });
-      // The old one first: the same host id, and a lease of its own.
-      if (this.publisher !== null) await this.publisher.stop();
-      this.publisher = null;
+      this.incomingPublisher = next;
       try {
         await next.start();
       } catch (err) {
-        client.close();
+        await next.stop();
+        old?.resume();
         throw err;
+      } finally {
+        this.incomingPublisher = null;
       }
       this.log.info({ host: e.host, etcd: e.endpoints, connected: next.connected, published: next.published }, next.connected ? 'registered in etcd' : 'registration waits for etcd');
-    } else if (this.publisher !== null) await this.publisher.stop();
+    }
     this.publisher = next;
     this.publisherKey = key;
+    await old?.stop();
   }
 
   /** This host's entries: every endpoint a local provider gave (not other hosts'), that its provider still lists. */

@@ -18,7 +18,7 @@ import { freePort, httpGet, listenerPort, startBerth, tcpServer, until, type Ber
 const dir = mkdtempSync(join(tmpdir(), 'berth-etcd-e2e-'));
 
 /** One "host": a berth on `addr` with one static endpoint answering `name`. */
-async function host(t: Test, etcdUrl: string, id: string, addr: string, name: string, extra: string[] = []): Promise<{ berth: BerthProcess; admin: number; endpoint: number }> {
+async function host(t: Test, etcdUrl: string, id: string, addr: string, name: string, extra: string[] = []): Promise<{ berth: BerthProcess; admin: number; endpoint: number; server: net.Server }> {
   const ep = await tcpServer((s) => s.end(name));
   const admin = await freePort();
   const file = join(dir, `${id}-${admin}.json`);
@@ -36,7 +36,7 @@ async function host(t: Test, etcdUrl: string, id: string, addr: string, name: st
     berth.kill('SIGKILL');
     ep.close();
   });
-  return { berth, admin, endpoint: ep.port };
+  return { berth, admin, endpoint: ep.port, server: ep };
 }
 
 /** What a connection through `port` on `addr` answers. */
@@ -134,7 +134,7 @@ t.test('etcd down at start: the local pool serves; the host registers and subscr
   void b;
 });
 
-t.test('the JSON-gateway client against etcd 3.4: lease, create-if-absent, range, watch events and progress, compaction, revoke', async (t) => {
+t.test('the JSON-gateway client against etcd 3.4: lease, put-if-unchanged, paged range, watch events and progress, compaction, revoke', async (t) => {
   const { HttpEtcdClient } = await import('../../src/registry/etcd-client.js');
   const etcd = await etcdServer(t);
   await etcd.start();
@@ -143,12 +143,23 @@ t.test('the JSON-gateway client against etcd 3.4: lease, create-if-absent, range
   const lease = await c.grant(5);
   t.ok(Number(lease) > 0, 'a lease (an unreachable first endpoint skipped)');
   t.equal(await c.keepAlive(lease), 5);
-  t.same(await c.create('/t/host', 'one', lease), { created: true });
-  const again = await c.create('/t/host', 'two', '0');
-  t.match(again, { created: false, holder: { value: 'one', lease } });
+  t.same(await c.putIf('/t/host', 'one', lease, 0), { created: true }, 'absent: created');
+  const again = await c.putIf('/t/host', 'two', '0', 0);
+  t.match(again, { created: false, holder: { value: 'one', lease } }, 'present: the holder');
+  const seen = again.created ? 0 : again.holder.modRevision;
+  t.match(await c.putIf('/t/host', 'three', lease, seen + 1), { created: false, holder: { value: 'one' } }, 'another mod revision: refused');
+  t.same(await c.putIf('/t/host', 'three', lease, seen), { created: true }, 'as last seen: taken over');
   await c.put('/t/e/1', 'x', lease);
   const r = await c.range('/t/');
   t.same(r.kvs.map((k) => k.key), ['/t/e/1', '/t/host']);
+  // Read in pages, every page at the first one's revision.
+  const paged = new HttpEtcdClient([etcd.url], undefined, 3000, 2);
+  t.teardown(() => paged.close());
+  for (let i = 0; i < 5; i++) await c.put(`/t/p/${i}`, String(i), lease);
+  const all = await paged.range('/t/p/');
+  t.same(all.kvs.map((k) => k.value), ['0', '1', '2', '3', '4'], 'five keys in pages of two');
+  t.equal(all.revision, (await c.range('/t/p/')).revision);
+  for (let i = 0; i < 5; i++) await c.delete(`/t/p/${i}`);
   const events: string[] = [];
   let progress = 0;
   const w = c.watch('/t/e/', r.revision + 1, {
@@ -175,4 +186,27 @@ t.test('the JSON-gateway client against etcd 3.4: lease, create-if-absent, range
   t.equal(await c.keepAlive(lease), 0, 'a gone lease keeps no TTL');
   await c.revoke(lease);
   t.pass('revoking a gone lease is not an error');
+});
+
+t.test('--workers: the primary registers and subscribes; its workers serve other hosts\' endpoints; SIGTERM revokes in one revision', async (t) => {
+  const etcd = await etcdServer(t);
+  await etcd.start();
+  const a = await host(t, etcd.url, 'node-a', '127.0.0.2', 'a', ['--workers', '2']);
+  const b = await host(t, etcd.url, 'node-b', '127.0.0.3', 'b');
+  const aPort = listenerPort(a.berth, 'web');
+  const bPort = listenerPort(b.berth, 'web');
+  await until(async () => (await answers('127.0.0.3', bPort)).has('a'), 10_000, "node-a's endpoint (registered by its primary) served by node-b");
+  await until(async () => (await answers('127.0.0.2', aPort)).has('b'), 10_000, "node-b's endpoint served by node-a");
+  // node-a's own endpoint goes: a worker without node-b's endpoint would have nothing
+  // to try next. 48 connections, spread over both workers by the kernel, all answered.
+  await new Promise((r) => a.server.close(r));
+  const all = await answers('127.0.0.2', aPort, 48);
+  t.same([...all], ['b'], "every worker has node-b's endpoint");
+  t.same(await etcd.keys('/berth/v1/hosts/'), ['/berth/v1/hosts/node-a', '/berth/v1/hosts/node-b'], 'one host key for the whole process');
+  const revision = async () => Number(((await etcd.call('/v3/kv/range', { key: Buffer.from('/').toString('base64') }))['header'] as { revision: string }).revision);
+  const before = await revision();
+  a.berth.kill('SIGTERM');
+  await a.berth.exited;
+  t.equal(await revision(), before + 1, 'gone in one revision');
+  t.same(await etcd.keys('/berth/v1/hosts/'), ['/berth/v1/hosts/node-b']);
 });

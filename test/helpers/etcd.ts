@@ -103,10 +103,11 @@ function clientOf(self: FakeEtcd): EtcdClient & { closed: boolean } {
         return l.ttl;
       }),
     revoke: (lease) => guard(() => self.dropLease(lease)),
-    create: (key, value, lease) =>
+    putIf: (key, value, lease, modRevision) =>
       guard(() => {
         const cur = self.kv.get(key);
-        if (cur) return { created: false as const, holder: { key, value: cur.value, lease: cur.lease, modRevision: cur.modRevision } };
+        if ((cur?.modRevision ?? 0) !== modRevision) return { created: false as const, holder: cur ? { key, value: cur.value, lease: cur.lease, modRevision: cur.modRevision } : { key, value: '', lease: '0', modRevision: 0 } };
+        if (lease !== '0' && !self.leases.has(lease)) throw new Error('etcdserver: requested lease not found');
         self.write([{ type: 'put', key, value }], lease);
         return { created: true as const };
       }),

@@ -283,3 +283,164 @@ t.test('provider: a watch silent for twice the progress interval is reconnected'
   t.ok(p.connected);
   p.stop();
 });
+
+t.test('publisher: a change made while connecting is written once connected, not at the next reconcile', async (t) => {
+  const clock = new ManualClock();
+  const etcd = new FakeEtcd(clock);
+  const local = new Map([['a', { service: 'web', spec: spec('web-1'), flags: 0 }]]);
+  const p = publisher(etcd, clock, 'node-a', local);
+  // The local state changes while the reconcile writes what it read, before it is connected.
+  const client = (p as unknown as { o: { client: { put: (k: string, v: string, l: string) => Promise<void> } } }).o.client;
+  const put = client.put.bind(client);
+  let once = true;
+  client.put = async (k, v, l) => {
+    await put(k, v, l);
+    if (once) {
+      once = false;
+      local.set('b', { service: 'web', spec: spec('web-2'), flags: 0 });
+      p.changed();
+    }
+  };
+  await p.start();
+  await flush();
+  t.same(etcd.keys('/berth/v1/endpoints/'), ['/berth/v1/endpoints/web/node-a/web-1', '/berth/v1/endpoints/web/node-a/web-2'], 'both, with no reconcile due yet');
+  t.ok(clock.dueIn().every((ms) => ms > 1000), 'no timer stood in for it');
+  await p.stop();
+});
+
+t.test('publisher: a stop while the host key is waited for ends the wait, revokes the new lease and leaves no timer', async (t) => {
+  const clock = new ManualClock();
+  const etcd = new FakeEtcd(clock);
+  const holder = publisher(etcd, clock, 'node-a', new Map());
+  await holder.start();
+  const second = publisher(etcd, clock, 'node-a', new Map());
+  let settled = false;
+  const starting = second.start().then(
+    () => (settled = true),
+    () => (settled = true),
+  );
+  await flush();
+  t.equal(etcd.leases.size, 2, 'the second has a lease and waits');
+  t.notOk(settled);
+  await second.stop();
+  await starting;
+  t.ok(settled, 'the start ended with the stop, no time passed');
+  t.equal(etcd.leases.size, 1, "the waiting one's lease revoked");
+  const left = clock.pending;
+  await holder.stop();
+  t.ok(left > 0 && clock.pending === 0, 'the stopped one left no timer (the holder\'s went with its stop)');
+  t.notOk(second.connected);
+});
+
+t.test('publisher: a keep-alive that fails after the connection was replaced leaves the new one up', async (t) => {
+  const clock = new ManualClock();
+  const etcd = new FakeEtcd(clock);
+  const local = new Map([['a', { service: 'web', spec: spec('web-1'), flags: 0 }]]);
+  const p = publisher(etcd, clock, 'node-a', local);
+  const client = (p as unknown as { o: { client: { keepAlive: (lease: string) => Promise<number>; put: (k: string, v: string, l: string) => Promise<void> } } }).o.client;
+  const keepAlive = client.keepAlive.bind(client);
+  const put = client.put.bind(client);
+  await p.start();
+  // The next keep-alive hangs (a slow member), then fails once the connection was replaced.
+  let failLate: (err: Error) => void = () => {};
+  client.keepAlive = () => new Promise<number>((_, reject) => (failLate = reject));
+  clock.advance(3334);
+  await flush();
+  // Meanwhile a write fails: reconnect (keep-alives answer again).
+  client.keepAlive = keepAlive;
+  client.put = () => Promise.reject(new Error('connection reset'));
+  local.set('b', { service: 'web', spec: spec('web-2'), flags: 0 });
+  p.changed();
+  await flush();
+  t.notOk(p.connected, 'the failed write: reconnecting');
+  client.put = put;
+  await passUntil(clock, () => p.connected, 40);
+  t.ok(p.connected);
+  failLate(new Error('socket hang up'));
+  await flush();
+  t.ok(p.connected, 'the old keep-alive\'s failure is not the new connection\'s');
+  t.equal(etcd.keys('/berth/v1/endpoints/').length, 2);
+  await p.stop();
+});
+
+t.test('publisher: a host key without a lease, or one gone between compare and read, is taken at once', async (t) => {
+  const clock = new ManualClock();
+  const etcd = new FakeEtcd(clock);
+  await etcd.client().put(keys.host('node-a'), '{"pid":7}', '0');
+  const p = publisher(etcd, clock, 'node-a', new Map());
+  await p.start();
+  t.ok(p.connected, 'no wait for a lease that would never expire');
+  t.not(etcd.kv.get(keys.host('node-a'))!.lease, '0');
+  // Gone between the compare and the read: the holder reads as absent; tried again at once.
+  const q = publisher(etcd, clock, 'node-q', new Map());
+  const client = (q as unknown as { o: { client: { putIf: (...a: [string, string, string, number]) => Promise<unknown> } } }).o.client;
+  const putIf = client.putIf.bind(client);
+  let first = true;
+  client.putIf = (...a) => {
+    if (!first) return putIf(...a);
+    first = false;
+    return Promise.resolve({ created: false, holder: { key: a[0], value: '', lease: '0', modRevision: 0 } });
+  };
+  await q.start();
+  t.ok(q.connected);
+  await p.stop();
+  await q.stop();
+});
+
+t.test('publisher: a successor takes over (a reload): the host key and every entry on its lease, no entry deleted on the way', async (t) => {
+  const clock = new ManualClock();
+  const etcd = new FakeEtcd(clock);
+  const local = new Map([
+    ['a', { service: 'web', spec: spec('web-1'), flags: 0 }],
+    ['b', { service: 'api', spec: spec('api-1'), flags: 0 }],
+  ]);
+  const old = publisher(etcd, clock, 'node-a', local);
+  await old.start();
+  const oldLease = etcd.kv.get(keys.host('node-a'))!.lease;
+  const seen: string[] = [];
+  etcd.client().watch('/berth/', etcd.revision + 1, { onEvents: (ev) => seen.push(...ev.map((e) => `${e.type} ${e.key}`)), onCompacted: () => {}, onError: () => {} });
+  await flush();
+  const lease = await old.hold();
+  t.equal(lease, oldLease);
+  old.changed();
+  const next = new Publisher({
+    client: etcd.client(),
+    keys,
+    host: 'node-a',
+    claim: { host: 'node-a', advertise: '192.0.2.99', hostname: 'box', pid: 43, since: '' },
+    ttlSeconds: 20,
+    desired: () => new Map([...local.values()].map((e) => [keys.endpoint(e.service, 'node-a', e.spec.id), encodeEntry(entryOf(e, '192.0.2.99'))])),
+    log: silent,
+    clock,
+    random: seededRandom(5),
+    takeOver: lease,
+  });
+  await next.start();
+  t.ok(next.connected, 'no wait for the old lease');
+  const newLease = etcd.kv.get(keys.host('node-a'))!.lease;
+  t.not(newLease, oldLease);
+  t.ok(etcd.keys('/berth/v1/').every((k) => etcd.kv.get(k)!.lease === newLease), 'every key on the new lease');
+  await old.stop();
+  t.same(etcd.keys('/berth/v1/endpoints/'), ['/berth/v1/endpoints/api/node-a/api-1', '/berth/v1/endpoints/web/node-a/web-1'], 'the old lease revoked with nothing on it');
+  t.notOk(etcd.leases.has(oldLease));
+  t.same(seen.filter((e) => e.startsWith('delete')), [], 'no entry went away on the way');
+  await next.stop();
+});
+
+t.test('publisher: a held one writes nothing until resumed', async (t) => {
+  const clock = new ManualClock();
+  const etcd = new FakeEtcd(clock);
+  const local = new Map([['a', { service: 'web', spec: spec('web-1'), flags: 0 }]]);
+  const p = publisher(etcd, clock, 'node-a', local);
+  await p.start();
+  await p.hold();
+  local.set('b', { service: 'web', spec: spec('web-2'), flags: 0 });
+  p.changed();
+  await pass(clock, 61_000);
+  t.equal(etcd.keys('/berth/v1/endpoints/').length, 1, 'held: neither the change nor the reconcile wrote');
+  t.ok(p.connected, 'keep-alives went on');
+  p.resume();
+  await flush();
+  t.equal(etcd.keys('/berth/v1/endpoints/').length, 2, 'resumed: written');
+  await p.stop();
+});
