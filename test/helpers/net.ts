@@ -94,8 +94,19 @@ export interface BerthProcess {
   readonly pid: number;
 }
 
-/** Process groups of every berth this test process started and has not seen exit. */
+/** Process groups of every berth (or etcd) this test process started and has not seen exit. */
 const groups = new Set<number>();
+
+/**
+ * Kills process group `pid` when this test process ends (also when tap ends it on
+ * a timeout), unless it exited before: for helpers that start other servers.
+ */
+export function killGroupOnExit(proc: ChildProcess): void {
+  const pid = proc.pid;
+  if (pid === undefined) return;
+  groups.add(pid);
+  proc.once('exit', () => groups.delete(pid));
+}
 function killGroups(): void {
   for (const pid of groups) {
     try {
