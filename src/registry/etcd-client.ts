@@ -144,7 +144,15 @@ export class HttpEtcdClient implements EtcdClient {
     const req = (https ? httpsRequest : httpRequest)(url, {
       method: 'POST',
       agent: https ? this.httpsAgent : this.httpAgent,
-      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+      headers: {
+        'content-type': 'application/json',
+        'content-length': Buffer.byteLength(body),
+        // Ask etcd (the gateway passes Grpc-Metadata-* on as gRPC metadata) to end a
+        // stream on a member that has lost its leader, as etcd's own clients do: a
+        // member cut off from the others would otherwise go on sending progress
+        // notices over a view that no longer moves, and nothing would look wrong.
+        ...(path === '/v3/watch' ? { 'grpc-metadata-hasleader': 'true' } : {}),
+      },
       ...(timeoutMs !== null ? { timeout: timeoutMs } : {}),
     });
     req.on('timeout', () => req.destroy(new Error(`etcd at ${base}: no answer in ${timeoutMs} ms`)));
