@@ -33,6 +33,7 @@ const dir = mkdtempSync(join(tmpdir(), 'berth-etcd-docker-e2e-'));
 /** The fixture of this tree, mounted over the image's copy: an image rebuilt from another tree cannot lack STOP_ON_FILE. */
 const FIXTURE = fileURLToPath(new URL('../fixtures/web-backend.mjs', import.meta.url));
 const svcName = (s: string) => `${RUN}-${s}`.replace(/[^A-Za-z0-9_.-]/g, '-');
+const enc = encodeURIComponent;
 /** Wall-clock ms with sub-ms resolution, comparable with the engine's timeNano. */
 const now = () => performance.timeOrigin + performance.now();
 
@@ -91,6 +92,22 @@ async function answers(addr: string, port: number, n = 12): Promise<string[]> {
   return [...out].sort();
 }
 
+/**
+ * `docker stop` through the engine's API: no docker CLI spawned in this process (a
+ * spawn and the CLI's start stall the load loops for milliseconds, right when the
+ * last connections to the stopped container are measured).
+ */
+function engineStop(name: string, timeoutS: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ socketPath: '/var/run/docker.sock', method: 'POST', path: `/containers/${enc(name)}/stop?t=${timeoutS}` }, (res) => {
+      res.resume();
+      res.on('end', () => (res.statusCode === 204 || res.statusCode === 304 ? resolve() : reject(new Error(`stop ${name}: status ${res.statusCode}`))));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
 interface EndpointJson {
   id: string;
   sources: string[];
@@ -103,7 +120,6 @@ async function endpointsOf(admin: number, service: string): Promise<EndpointJson
   return v.services.find((s) => s.name === service)?.endpoints ?? [];
 }
 
-const enc = encodeURIComponent;
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length === 0 ? NaN : s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
@@ -149,7 +165,7 @@ t.test('early drain across hosts under load: 20 docker stops on A while B\'s cli
   const ROUNDS = 20;
   const etcd = await etcdServer(t);
   await etcd.start();
-  await host(t, etcd.url, 'node-a', '127.0.0.2', 'hosta', [{ name: 'web', service: S }]);
+  const a = await host(t, etcd.url, 'node-a', '127.0.0.2', 'hosta', [{ name: 'web', service: S }]);
   const b = await host(
     t,
     etcd.url,
@@ -203,7 +219,7 @@ t.test('early drain across hosts under load: 20 docker stops on A while B\'s cli
     const next = await runA(i);
     await until(() => (served.get(`ed-a${i}`) ?? 0) > 0, 15_000, `ed-a${i} served through B`);
     const issued = now();
-    const stopping = docker('stop', '-t', '30', prev);
+    const stopping = engineStop(prev, 30);
     stopping.catch(() => {});
     // Out of B's pick set: its explain data says stopping (the etcd entry is draining), or it is gone.
     let out = 0;
@@ -235,6 +251,10 @@ t.test('early drain across hosts under load: 20 docker stops on A while B\'s cli
   t.ok(results.length > ROUNDS * 20, `${results.length} requests during ${ROUNDS} stops`);
   const latencies: number[] = [];
   const gaps: number[] = [];
+  const aOuts: number[] = [];
+  const bOuts: number[] = [];
+  /** When a berth logged the endpoint out of its pick set for stopping (ms resolution); NaN if it did not. */
+  const outLogged = (berth: BerthProcess, id: string) => Date.parse(String(berth.logs.find((l) => l['endpoint'] === id && l.msg === 'endpoint updated' && /out: stopping/.test(String(l['change'])))?.['time']));
   let lateTotal = 0;
   for (const r of rounds) {
     const answered = results.filter((x) => x.name === r.short);
@@ -249,16 +269,27 @@ t.test('early drain across hosts under load: 20 docker stops on A while B\'s cli
     // The load's resolution at this container: the median gap between its connections in the second before the stop.
     const before = answered.map((x) => x.started).filter((x) => x > from - 1000 && x <= from).sort((x, y) => x - y);
     if (before.length > 1) gaps.push(median(before.slice(1).map((x, k) => x - before[k]!)));
-    t.comment(`${r.short}: kill → last request it answered through B ${(last - from).toFixed(1)} ms; out of B's pick set (${r.how}) seen ${(r.out - from).toFixed(1)} ms after the kill; late ${late.length}`);
+    const aOut = outLogged(a.berth, r.name) - from;
+    const bOut = outLogged(b.berth, `${r.name}@node-a`) - from;
+    aOuts.push(aOut);
+    bOuts.push(bOut);
+    t.comment(
+      `${r.short}: kill → last request it answered through B ${(last - from).toFixed(1)} ms; out of the pick set (logged) on A ${aOut.toFixed(0)} ms, on B ${bOut.toFixed(0)} ms;` +
+        ` out of B's pick set (${r.how}) seen in its admin API ${(r.out - from).toFixed(1)} ms after the kill; late ${late.length}`,
+    );
   }
   t.equal(lateTotal, 0, 'no request started after B showed the container out of its pick set was answered by it');
-  const sorted = [...latencies].sort((x, y) => x - y);
-  const p = (q: number) => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]!;
-  const outs = rounds.map((r) => r.out - (kills.get(r.name)?.ms ?? r.issued)).sort((x, y) => x - y);
-  const pOut = (q: number) => outs[Math.min(outs.length - 1, Math.ceil(q * outs.length) - 1)]!;
+  const pct = (xs: number[], q: number) => {
+    const s = [...xs].sort((x, y) => x - y);
+    return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)]!;
+  };
+  const p = (q: number) => pct(latencies, q);
+  const outs = rounds.map((r) => r.out - (kills.get(r.name)?.ms ?? r.issued));
+  const pOut = (q: number) => pct(outs, q);
   t.comment(
     `kill event → last new connection to the stopped container through B, over ${latencies.length} stops: p50 ${p(0.5).toFixed(1)} ms, p99 (max) ${p(0.99).toFixed(1)} ms, p99 < 500 ms: ${p(0.99) < 500}` +
       ` (negative: its last connection began before the kill event; one connection every ${median(gaps).toFixed(1)} ms went to it before the stop);` +
+      ` kill → out of the pick set as logged on A: p50 ${pct(aOuts, 0.5).toFixed(0)} ms, max ${pct(aOuts, 0.99).toFixed(0)} ms; on B: p50 ${pct(bOuts, 0.5).toFixed(0)} ms, max ${pct(bOuts, 0.99).toFixed(0)} ms;` +
       ` kill → B's admin API shows it out: p50 ${pOut(0.5).toFixed(1)} ms, max ${pOut(0.99).toFixed(1)} ms; ${failures.length} failed of ${results.length}; late ${lateTotal}`,
   );
 });
