@@ -177,8 +177,10 @@ const hex = z.string().regex(/^([0-9A-Fa-f]{2})+$/, 'expected bytes as hex digit
 const dnsTypes = ['A', 'AAAA', 'CNAME', 'MX', 'NS', 'PTR', 'SOA', 'SRV', 'TXT'] as const;
 
 const healthFields = z.strictObject({
-  /** tcp: a connect; http: a GET; dns: a query over udp; send-expect: bytes out, a pattern back. */
-  type: z.enum(['tcp', 'http', 'dns', 'send-expect'], { error: () => 'expected tcp, http, dns or send-expect' }).default('tcp'),
+  /** tcp: a connect; http: a GET; grpc: grpc.health.v1.Health/Check; dns: a query over udp; send-expect: bytes out, a pattern back. */
+  type: z.enum(['tcp', 'http', 'grpc', 'dns', 'send-expect'], { error: () => 'expected tcp, http, grpc, dns or send-expect' }).default('tcp'),
+  /** grpc: the service name asked about (default "": the server as a whole). */
+  service: z.string().max(1024).optional(),
   /** dns: the name to ask for. */
   query: z
     .string()
@@ -214,7 +216,7 @@ const healthFields = z.strictObject({
 });
 
 /** Fields that belong to one check type only. */
-const healthOnly: Record<string, readonly string[]> = { query: ['dns'], queryType: ['dns'], send: ['send-expect'], sendHex: ['send-expect'], receive: ['send-expect'], receiveHex: ['send-expect'], protocol: ['send-expect'], host: ['http'] };
+const healthOnly: Record<string, readonly string[]> = { service: ['grpc'], query: ['dns'], queryType: ['dns'], send: ['send-expect'], sendHex: ['send-expect'], receive: ['send-expect'], receiveHex: ['send-expect'], protocol: ['send-expect'], host: ['http'] };
 
 const health = healthFields.superRefine((h, ctx) => {
   for (const [field, types] of Object.entries(healthOnly)) {

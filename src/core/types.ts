@@ -52,6 +52,8 @@ export interface EndpointSpec {
   readonly routes?: readonly RouteSpec[];
   /** Path for this endpoint's active http checks, instead of the service's. */
   readonly healthPath?: string;
+  /** Kind of this endpoint's active checks, instead of the service's (the service's settings otherwise). */
+  readonly healthType?: 'tcp' | 'http' | 'grpc';
   /** Per-endpoint cap on open connections; 0 or absent means unlimited. */
   readonly maxConnections?: number;
   /** Health the provider reports (Docker HEALTHCHECK); absent when it has none. */

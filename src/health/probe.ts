@@ -1,7 +1,10 @@
 import dgram from 'node:dgram';
 import http from 'node:http';
+import http2 from 'node:http2';
 import net from 'node:net';
+import tls from 'node:tls';
 import dnsPacket from 'dns-packet';
+import type { UpstreamTls } from '../core/tls.js';
 
 export interface ProbeResult {
   readonly ok: boolean;
@@ -177,5 +180,196 @@ function udpExchange(host: string, port: number, timeoutMs: number, out: Buffer,
         if (err) done({ ok: false, detail: (err as NodeJS.ErrnoException).code ?? err.message });
       });
     });
+  });
+}
+
+export interface GrpcProbeOptions {
+  /** The service asked about (grpc.health.v1 HealthCheckRequest.service; "" = the server as a whole). */
+  readonly service: string;
+  /** TLS with ALPN h2, as the service's upstreamTls says; absent: h2c with prior knowledge. */
+  readonly tls?: UpstreamTls | undefined;
+}
+
+/** gRPC status codes by number, for the detail line. */
+const GRPC_CODES = ['OK', 'CANCELLED', 'UNKNOWN', 'INVALID_ARGUMENT', 'DEADLINE_EXCEEDED', 'NOT_FOUND', 'ALREADY_EXISTS', 'PERMISSION_DENIED', 'RESOURCE_EXHAUSTED', 'FAILED_PRECONDITION', 'ABORTED', 'OUT_OF_RANGE', 'UNIMPLEMENTED', 'INTERNAL', 'UNAVAILABLE', 'DATA_LOSS', 'UNAUTHENTICATED'];
+/** grpc.health.v1.HealthCheckResponse.ServingStatus by number. */
+const SERVING_STATUS = ['UNKNOWN', 'SERVING', 'NOT_SERVING', 'SERVICE_UNKNOWN'];
+/** The most of an answer a grpc check reads (a health answer is a few bytes). */
+const GRPC_ANSWER_MAX = 64 * 1024;
+
+function varint(n: number): Buffer {
+  const out: number[] = [];
+  while (n > 0x7f) {
+    out.push((n & 0x7f) | 0x80);
+    n >>>= 7;
+  }
+  out.push(n);
+  return Buffer.from(out);
+}
+
+/** A HealthCheckRequest { string service = 1 } as one length-prefixed, uncompressed gRPC message. PURE. */
+export function healthCheckRequest(service: string): Buffer {
+  const name = Buffer.from(service, 'utf8');
+  const body = name.length === 0 ? Buffer.alloc(0) : Buffer.concat([Buffer.from([0x0a]), varint(name.length), name]);
+  const head = Buffer.alloc(5);
+  head.writeUInt32BE(body.length, 1);
+  return Buffer.concat([head, body]);
+}
+
+/**
+ * The serving status in the first gRPC message of `data` (a HealthCheckResponse
+ * { ServingStatus status = 1 }; fields it does not know skipped, a missing status is
+ * UNKNOWN); undefined when `data` holds no whole, uncompressed, well-formed message. PURE.
+ */
+export function servingStatusOf(data: Buffer): number | undefined {
+  if (data.length < 5 || data[0] !== 0) return undefined;
+  const len = data.readUInt32BE(1);
+  if (data.length < 5 + len) return undefined;
+  const m = data.subarray(5, 5 + len);
+  let status = 0;
+  let i = 0;
+  const readVarint = (): number | undefined => {
+    let v = 0;
+    for (let shift = 0; shift < 35; shift += 7) {
+      if (i >= m.length) return undefined;
+      const b = m[i++]!;
+      v += (b & 0x7f) * 2 ** shift;
+      if ((b & 0x80) === 0) return v;
+    }
+    return undefined;
+  };
+  while (i < m.length) {
+    const key = readVarint();
+    if (key === undefined) return undefined;
+    const field = Math.floor(key / 8);
+    switch (key & 7) {
+      case 0: {
+        const v = readVarint();
+        if (v === undefined) return undefined;
+        if (field === 1) status = v;
+        break;
+      }
+      case 1:
+        i += 8;
+        break;
+      case 2: {
+        const n = readVarint();
+        if (n === undefined) return undefined;
+        i += n;
+        break;
+      }
+      case 5:
+        i += 4;
+        break;
+      default:
+        return undefined;
+    }
+    if (i > m.length) return undefined;
+  }
+  return status;
+}
+
+/**
+ * Why an HTTP/2 stream failed, for the explain endpoint: a stream cancelled because
+ * its connection failed says the connection's error (ECONNREFUSED, a certificate
+ * error); a reset says its code.
+ */
+function h2ErrorDetail(err: NodeJS.ErrnoException): string {
+  const cause = (err as { cause?: unknown }).cause;
+  if (err.code === 'ERR_HTTP2_STREAM_CANCEL' && cause instanceof Error) return (cause as NodeJS.ErrnoException).code ?? cause.message;
+  const reset = /NGHTTP2_[A-Z_]+/.exec(err.message);
+  if (err.code === 'ERR_HTTP2_STREAM_ERROR' && reset) return `stream reset (${reset[0]})`;
+  return err.code ?? err.message;
+}
+
+/** grpc-message is percent-encoded UTF-8; a malformed one is shown as sent. */
+function percentDecoded(m: string): string {
+  try {
+    return decodeURIComponent(m);
+  } catch {
+    return m;
+  }
+}
+
+/**
+ * A gRPC health check (grpc.health.v1.Health/Check) over HTTP/2: passes when the
+ * endpoint answers SERVING for `service` within `timeoutMs`; NOT_SERVING,
+ * SERVICE_UNKNOWN, a gRPC error (UNIMPLEMENTED: no health service), an HTTP status
+ * other than 200, a reset, a refused connect or silence fail. One connection a check,
+ * closed after it, as the other probes do. The two protobuf fields are written and
+ * read here: a gRPC stack per check would cost more than the check.
+ */
+export function grpcProbe(host: string, port: number, timeoutMs: number, o: GrpcProbeOptions): Promise<ProbeResult> {
+  return new Promise((resolve) => {
+    let settled = false;
+    const authority = net.isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
+    const secure = o.tls !== undefined;
+    const servername = o.tls?.servername ?? (net.isIP(host) ? undefined : host);
+    const session = http2.connect(`${secure ? 'https' : 'http'}://${authority}`, {
+      createConnection: () => (o.tls !== undefined ? tls.connect({ host, port, ...o.tls, ALPNProtocols: ['h2'], ...(servername !== undefined ? { servername } : {}) }) : net.connect({ host, port })),
+      settings: { enablePush: false },
+      maxSessionMemory: 1,
+    });
+    const done = (r: ProbeResult) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      session.destroy();
+      resolve(r);
+    };
+    const timer = setTimeout(() => done({ ok: false, detail: `timeout after ${timeoutMs}ms` }), timeoutMs);
+    session.on('error', (err: NodeJS.ErrnoException) => done({ ok: false, detail: err.code ?? err.message }));
+    // Trailers-Only answers (an error with no message) carry grpc-status in the headers.
+    let grpcStatus: string | undefined;
+    let grpcMessage = '';
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const req = session.request({
+      ':method': 'POST',
+      ':path': '/grpc.health.v1.Health/Check',
+      'content-type': 'application/grpc',
+      te: 'trailers',
+      'grpc-timeout': `${Math.max(1, Math.ceil(timeoutMs))}m`,
+      'user-agent': 'berth-health-check',
+    });
+    const statusOf = (h: http2.IncomingHttpHeaders) => {
+      const s = h['grpc-status'];
+      if (typeof s === 'string') {
+        grpcStatus = s;
+        const m = h['grpc-message'];
+        grpcMessage = typeof m === 'string' ? percentDecoded(m) : '';
+      }
+    };
+    req.on('response', (h) => {
+      const status = h[':status'];
+      if (status !== 200) {
+        done({ ok: false, detail: `http status ${status}` });
+        return;
+      }
+      statusOf(h);
+    });
+    req.on('trailers', statusOf);
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > GRPC_ANSWER_MAX) done({ ok: false, detail: 'answer too big for a health check' });
+      else chunks.push(c);
+    });
+    req.on('error', (err: NodeJS.ErrnoException) => done({ ok: false, detail: h2ErrorDetail(err) }));
+    req.on('close', () => {
+      if (settled) return;
+      if (grpcStatus === undefined) {
+        done({ ok: false, detail: req.rstCode !== undefined && req.rstCode !== http2.constants.NGHTTP2_NO_ERROR ? `stream reset (code ${req.rstCode})` : 'no grpc-status' });
+        return;
+      }
+      if (grpcStatus !== '0') {
+        const code = Number(grpcStatus);
+        done({ ok: false, detail: `grpc-status ${grpcStatus} ${GRPC_CODES[code] ?? ''}${grpcMessage !== '' ? `: ${grpcMessage.slice(0, 200)}` : ''}`.trimEnd() });
+        return;
+      }
+      const serving = servingStatusOf(Buffer.concat(chunks));
+      if (serving === undefined) done({ ok: false, detail: 'malformed health answer' });
+      else done({ ok: serving === 1, detail: SERVING_STATUS[serving] ?? `status ${serving}` });
+    });
+    req.end(healthCheckRequest(o.service));
   });
 }

@@ -367,10 +367,11 @@ export class Pool {
       if (on.length) parts.push(`out: ${on.join(', ')}`);
       if (off.length) parts.push(`no longer ${off.join(', ')}`);
     }
-    // Routes and the health path are behaviour: listeners and checks must hear of a
+    // Routes and the health path and type are behaviour: listeners and checks must hear of a
     // change there even when nothing else moved. Labels are explanation, shown anew.
     if (!sameRoutes(e.spec.routes, spec.routes)) parts.push(`routes ${describeRoutes(spec.routes)}`);
     if (e.spec.healthPath !== spec.healthPath) parts.push(`health path ${spec.healthPath ?? 'unset'}`);
+    if (e.spec.healthType !== spec.healthType) parts.push(`health type ${spec.healthType ?? 'unset'}`);
     if (e.spec.protocol !== spec.protocol) parts.push(`protocol ${spec.protocol ?? 'unset'}`);
     if (parts.length === 0 && !sameLabels(e.spec.labels, spec.labels)) parts.push('labels');
     if (spec.maxConnections !== e.spec.maxConnections) parts.push(`maxConnections ${spec.maxConnections ?? 'unset'}`);
@@ -525,6 +526,7 @@ function sameSpec(a: EndpointSpec, b: EndpointSpec): boolean {
     a.stopping === b.stopping &&
     a.paused === b.paused &&
     a.healthPath === b.healthPath &&
+    a.healthType === b.healthType &&
     a.protocol === b.protocol &&
     sameRoutes(a.routes, b.routes) &&
     sameLabels(a.labels, b.labels)

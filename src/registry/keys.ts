@@ -27,6 +27,7 @@ export interface RegistryEntry {
   /** The routes its labels ask for (http host/path, TLS server name), so every host routes it alike. */
   readonly routes?: readonly RouteSpec[];
   readonly healthPath?: string;
+  readonly healthType?: 'tcp' | 'http' | 'grpc';
   readonly maxConnections?: number;
 }
 
@@ -116,6 +117,7 @@ export function entryOf(e: LocalEndpoint, advertise: string | null): RegistryEnt
     container: container !== undefined && (s.source === 'docker' || s.source === 'swarm') ? { name: s.id, id: container } : null,
     ...(s.routes !== undefined && s.routes.length > 0 ? { routes: s.routes } : {}),
     ...(s.healthPath !== undefined ? { healthPath: s.healthPath } : {}),
+    ...(s.healthType !== undefined ? { healthType: s.healthType } : {}),
     ...(s.maxConnections !== undefined && s.maxConnections > 0 ? { maxConnections: s.maxConnections } : {}),
   };
 }
@@ -139,6 +141,7 @@ export function encodeEntry(e: RegistryEntry): string {
     container: e.container,
     ...(e.routes !== undefined ? { routes: e.routes.map((r) => ({ ...(r.sni !== undefined ? { sni: r.sni } : {}), ...(r.host !== undefined ? { host: r.host } : {}), ...(r.pathPrefix !== undefined ? { pathPrefix: r.pathPrefix } : {}) })) } : {}),
     ...(e.healthPath !== undefined ? { healthPath: e.healthPath } : {}),
+    ...(e.healthType !== undefined ? { healthType: e.healthType } : {}),
     ...(e.maxConnections !== undefined ? { maxConnections: e.maxConnections } : {}),
   });
 }
@@ -159,6 +162,7 @@ const entrySchema = z.object({
   container: z.object({ name: z.string().max(256), id: z.string().max(128) }).nullable().default(null),
   routes: z.array(routeSchema).max(64).optional(),
   healthPath: z.string().startsWith('/').max(1024).optional(),
+  healthType: z.enum(['tcp', 'http', 'grpc']).optional(),
   maxConnections: z.number().int().min(0).optional(),
 });
 
@@ -186,6 +190,7 @@ export function decodeEntry(text: string): { readonly ok: true; readonly entry: 
     container: d.container,
     ...(d.routes !== undefined ? { routes: d.routes.map((x) => ({ ...(x.sni !== undefined ? { sni: x.sni.toLowerCase() } : {}), ...(x.host !== undefined ? { host: x.host.toLowerCase() } : {}), ...(x.pathPrefix !== undefined ? { pathPrefix: x.pathPrefix } : {}) })) } : {}),
     ...(d.healthPath !== undefined ? { healthPath: d.healthPath } : {}),
+    ...(d.healthType !== undefined ? { healthType: d.healthType } : {}),
     ...(d.maxConnections !== undefined ? { maxConnections: d.maxConnections } : {}),
   };
   return { ok: true, entry };
@@ -206,6 +211,7 @@ export function specOf(host: string, endpoint: string, e: RegistryEntry): Endpoi
     ...(e.protocol !== 'tcp' ? { protocol: e.protocol } : {}),
     ...(e.routes !== undefined && e.routes.length > 0 ? { routes: e.routes } : {}),
     ...(e.healthPath !== undefined ? { healthPath: e.healthPath } : {}),
+    ...(e.healthType !== undefined ? { healthType: e.healthType } : {}),
     ...(e.maxConnections !== undefined && e.maxConnections > 0 ? { maxConnections: e.maxConnections } : {}),
     ...(e.healthy ? {} : { health: 'unhealthy' as const }),
     ...(e.state === 'draining' ? { stopping: true } : {}),

@@ -8,7 +8,8 @@ import type { Config, HealthConfig } from '../config/schema.js';
 import { systemRandom } from '../core/random.js';
 import { Flag } from '../core/types.js';
 import { HealthChecker, type CheckChange, type CheckTarget } from '../health/checker.js';
-import { dnsProbe, httpProbe, sendExpectProbe, tcpProbe } from '../health/probe.js';
+import { dnsProbe, grpcProbe, httpProbe, sendExpectProbe, tcpProbe } from '../health/probe.js';
+import type { UpstreamTls } from '../core/tls.js';
 import type { Pool } from '../pool/pool.js';
 
 /** An active-check verdict for one endpoint, as sent from the primary to workers. */
@@ -21,6 +22,15 @@ export interface HealthVerdict {
 }
 
 const ACTIVE = Flag.ActivePending | Flag.ActiveUnhealthy;
+
+/** A number per loaded upstream TLS material: a reload that loads it again restarts the checks over it. */
+const tlsIds = new WeakMap<object, number>();
+let nextTlsId = 1;
+function tlsId(t: UpstreamTls): number {
+  let id = tlsIds.get(t);
+  if (id === undefined) tlsIds.set(t, (id = nextTlsId++));
+  return id;
+}
 
 /**
  * The transport of a send-expect check: as the check says; else the endpoint's kind
@@ -37,11 +47,19 @@ function udpServices(config: Config): Set<string> {
   return out;
 }
 
-/** The probe a service's check settings describe (`path`: the endpoint's own http path, or the service's). */
-function probeFor(h: HealthConfig, path: string, inRange: (code: number) => boolean, protocol: 'tcp' | 'udp'): CheckTarget['probe'] {
-  switch (h.type) {
+/**
+ * The probe a service's check settings describe, for one endpoint: `type` and `path`
+ * are the endpoint's own (labels berth.health.type and berth.health.path) or the
+ * service's; `tls` the service's upstream TLS (a grpc check speaks h2 over it).
+ */
+function probeFor(h: HealthConfig, type: HealthConfig['type'], path: string, inRange: (code: number) => boolean, protocol: 'tcp' | 'udp', tls: UpstreamTls | undefined): CheckTarget['probe'] {
+  switch (type) {
     case 'http':
       return (host, port) => httpProbe(host, port, h.timeout, { path, host: h.host, expect: inRange });
+    case 'grpc': {
+      const o = { service: h.service ?? '', tls };
+      return (host, port) => grpcProbe(host, port, h.timeout, o);
+    }
     case 'dns':
       return (host, port) => dnsProbe(host, port, h.timeout, { name: h.query!, type: h.queryType ?? 'A' });
     case 'send-expect': {
@@ -69,6 +87,8 @@ export class HealthWiring {
     runChecks: boolean,
     /** A verdict of this process's checker (a primary passes it on to the workers). */
     private readonly onVerdict: (v: HealthVerdict) => void,
+    /** A service's upstream TLS, loaded (grpc checks speak h2 over it). */
+    private readonly upstreamTls: (service: string) => UpstreamTls | undefined = () => undefined,
   ) {
     this.checker = runChecks ? new HealthChecker((c) => this.onCheck(c), systemRandom) : null;
     pool.on((e) => {
@@ -116,19 +136,21 @@ export class HealthWiring {
       const settings = JSON.stringify(h);
       for (const e of s.endpoints.values()) {
         if (e.sources.size === 0) continue;
-        // An endpoint's own health path (label berth.health.path) overrides the service's.
+        // An endpoint's own health path and type (labels berth.health.path, .type) override the service's.
         const path = e.spec.healthPath ?? h.path;
+        const type = e.spec.healthType ?? h.type;
+        const tls = type === 'grpc' ? this.upstreamTls(s.name) : undefined;
         targets.push({
           key: `${s.name}\0${e.id}`,
           host: e.host,
           port: e.port,
-          probe: probeFor(h, path, inRange, sendExpectProtocol(h, e.spec.protocol, udp.has(s.name))),
+          probe: probeFor(h, type, path, inRange, sendExpectProtocol(h, e.spec.protocol, udp.has(s.name)), tls),
           intervalMs: h.interval,
           jitter: h.jitter,
           rise: h.rise,
           fall: h.fall,
           initial: h.initial,
-          settingsKey: `${settings} ${path}`,
+          settingsKey: `${settings} ${path} ${type} ${tls !== undefined ? tlsId(tls) : 0}`,
         });
       }
     }
@@ -137,8 +159,8 @@ export class HealthWiring {
 
   private onCheck(c: CheckChange): void {
     const [service, id] = c.key.split('\0') as [string, string];
-    const h = this.config().services.get(service)?.health;
-    const why = `active ${h?.type ?? ''} check: ${c.to === 'healthy' ? 'passed' : 'failed'} (${c.detail})`;
+    const type = this.pool.service(service)?.endpoints.get(id)?.spec.healthType ?? this.config().services.get(service)?.health?.type ?? '';
+    const why = `active ${type} check: ${c.to === 'healthy' ? 'passed' : 'failed'} (${c.detail})`;
     const verdict: HealthVerdict = { service, id, pending: false, unhealthy: c.to === 'unhealthy', why };
     this.apply(verdict);
     this.onVerdict(verdict);

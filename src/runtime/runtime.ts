@@ -165,7 +165,13 @@ export class Berth {
       this.publisher?.changed();
       this.incomingPublisher?.changed();
     });
-    this.health = new HealthWiring(this.pool, () => this.config, this.role !== 'worker', (v) => this.opts.onHealth?.(v));
+    this.health = new HealthWiring(
+      this.pool,
+      () => this.config,
+      this.role !== 'worker',
+      (v) => this.opts.onHealth?.(v),
+      (service) => this.upstreamTls.get(service),
+    );
     this.pool.on((e) => {
       const log = this.log;
       switch (e.type) {
@@ -426,7 +432,8 @@ export class Berth {
         throw new BerthError('BERTH_ERR_RELOAD', `listener ${c.name}: adding the first SNI certificate, or removing the last, on a bound listener (${formatHostPort(c.bind)}) needs a restart; the running config stays`);
       }
     }
-    const upstreamTls = this.role === 'primary' ? this.upstreamTls : Berth.loadUpstreamTls(next);
+    // The primary too: its grpc health checks speak over it.
+    const upstreamTls = Berth.loadUpstreamTls(next);
     const toOpen = this.role === 'primary' ? [] : next.listeners.filter((l) => !this.listeners.has(listenerKey(l)));
     const opened = await this.openAll(toOpen);
     let settled = false;

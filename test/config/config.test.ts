@@ -374,6 +374,7 @@ t.test('health checks for udp pools: dns and send-expect, each field for its typ
         g: { health: { type: 'ping' } },
         h: { health: { type: 'dns', query: 'a..example' } },
         i: { health: { type: 'tcp', queryType: 'A' } },
+        j: { health: { type: 'http', service: 'api.v1.Users' } },
       },
     }),
   );
@@ -387,10 +388,17 @@ t.test('health checks for udp pools: dns and send-expect, each field for its typ
     'services.d.health.host: host is for http checks, not tcp',
     'services.e.health.sendHex: expected bytes as hex digits, two per byte',
     'services.f.health.queryType: expected one of A, AAAA, CNAME, MX, NS, PTR, SOA, SRV, TXT',
-    'services.g.health.type: expected tcp, http, dns or send-expect',
+    'services.g.health.type: expected tcp, http, grpc, dns or send-expect',
     'services.h.health.query: expected a domain name (labels of 1 to 63 letters, digits, "-" or "_", 253 characters in all)',
     'services.i.health.queryType: queryType is for dns checks, not tcp',
+    'services.j.health.service: service is for grpc checks, not http',
   ]);
+});
+
+t.test('grpc checks: the service asked about, "" (the whole server) unless said', async (t) => {
+  const c = validateConfig({ listeners: [{ bind: '1', service: 'api' }], services: { api: { health: { type: 'grpc', service: 'api.v1.Users' } }, b: { health: { type: 'grpc' } } } });
+  t.match(c.services.get('api')!.health, { type: 'grpc', service: 'api.v1.Users', interval: 2000 });
+  t.equal(c.services.get('b')!.health!.service, undefined);
 });
 
 t.test('a tcp listener without service or routes routes by berth.tls.sni labels alone, with docker or swarm discovery', async (t) => {

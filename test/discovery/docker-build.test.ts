@@ -115,7 +115,7 @@ t.test('exposedByDefault, stopping and paused marks', async (t) => {
 });
 
 t.test('containers and Swarm services: the same labels give the same typed routes, health path, weight and cap', async (t) => {
-  const labels = { 'berth.enable': 'true', 'berth.port': '8080', 'berth.weight': '7', 'berth.maxConnections': '12', 'berth.http.host': '*.Example.com', 'berth.http.pathPrefix': '/api', 'berth.health.path': '/ready' };
+  const labels = { 'berth.enable': 'true', 'berth.port': '8080', 'berth.weight': '7', 'berth.maxConnections': '12', 'berth.http.host': '*.Example.com', 'berth.http.pathPrefix': '/api', 'berth.health.path': '/ready', 'berth.health.type': 'grpc' };
   const base = fx('fx-web');
   const container = { ...base, Config: { ...base.Config, Labels: labels } };
   const fromDocker = buildDockerSnapshot([container], opts).snapshot.services.get('fx-web')![0]!;
@@ -128,17 +128,23 @@ t.test('containers and Swarm services: the same labels give the same typed route
   ] as const) {
     t.same(e.routes, [{ host: '*.example.com', pathPrefix: '/api' }], `${who}: typed route`);
     t.equal(e.healthPath, '/ready', `${who}: typed health path`);
+    t.equal(e.healthType, 'grpc', `${who}: typed health type`);
     t.equal(e.weight, 7);
     t.equal(e.maxConnections, 12);
     t.same(
-      ['weight', 'maxConnections', 'http.host', 'http.pathPrefix', 'health.path'].map((k) => e.labels?.[k]),
-      ['7', '12', '*.example.com', '/api', '/ready'],
+      ['weight', 'maxConnections', 'http.host', 'http.pathPrefix', 'health.path', 'health.type'].map((k) => e.labels?.[k]),
+      ['7', '12', '*.example.com', '/api', '/ready', 'grpc'],
       `${who}: the labels stay as explanation`,
     );
   }
   const plain = buildDockerSnapshot([{ ...base, Config: { ...base.Config, Labels: { 'berth.enable': 'true', 'berth.port': '8080' } } }], opts).snapshot.services.get('fx-web')![0]!;
   t.equal(plain.routes, undefined, 'no route labels: no routes');
   t.equal(plain.healthPath, undefined);
+  t.equal(plain.healthType, undefined);
+  const bad = buildDockerSnapshot([{ ...base, Config: { ...base.Config, Labels: { 'berth.enable': 'true', 'berth.port': '8080', 'berth.health.type': 'dns' } } }], opts);
+  t.match(bad.skipped, [{ reason: /berth\.health\.type: expected tcp, http or grpc, got "dns"/ }], 'a check kind that needs settings of its own: the container skipped, with why');
+  const udp = buildDockerSnapshot([{ ...base, Config: { ...base.Config, Labels: { 'berth.enable': 'true', 'berth.protocol': 'udp', 'berth.health.type': 'grpc' }, ExposedPorts: { '53/udp': {} } } }], opts);
+  t.match(udp.skipped, [{ reason: /berth\.health\.type: a udp pool has no TCP, HTTP or gRPC to route or check/ }]);
 });
 
 t.test('several pools per container: one endpoint per pool, each port by its label or the only exposed one of its protocol', async (t) => {

@@ -70,6 +70,10 @@ t.test('entries: the address rule, state, health; decode refuses what is not an 
   t.match(entryOf({ spec: spec('web-1'), flags: Flag.ActiveUnhealthy }, null), { healthy: false });
   t.match(entryOf({ spec: spec('web-1'), flags: Flag.Outlier }, null), { healthy: true }, 'passive ejection stays local');
   t.equal(entryOf({ spec: spec('10.0.0.1:80', { source: 'static', labels: {} }), flags: 0 }, null).container, null);
+  // A container's own check kind travels, so every host checks it alike.
+  const grpcEntry = decodeEntry(encodeEntry(entryOf({ spec: spec('api-1', { healthType: 'grpc', healthPath: '/x' }), flags: 0 }, null)));
+  t.ok(grpcEntry.ok && specOf('node-a', 'api-1', grpcEntry.entry).healthType === 'grpc' && specOf('node-a', 'api-1', grpcEntry.entry).healthPath === '/x');
+  t.notOk(decodeEntry('{"address":"a","port":80,"weight":1,"state":"ready","healthy":true,"healthType":"dns"}').ok, 'a check kind of no label');
   const text = encodeEntry(published);
   const back = decodeEntry(text);
   t.ok(back.ok);

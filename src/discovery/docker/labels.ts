@@ -12,6 +12,8 @@
  * with `berth.services.*` is an error: it would be unclear which pool they mean.
  */
 export type PortProtocol = 'tcp' | 'udp';
+/** What `health.type` may say on a container (the other check kinds need settings of the service's). */
+export type HealthLabelType = 'tcp' | 'http' | 'grpc';
 
 /** One pool a container asks to be in. */
 export interface PoolLabels {
@@ -25,6 +27,7 @@ export interface PoolLabels {
   readonly httpHost: string | undefined;
   readonly httpPathPrefix: string | undefined;
   readonly healthPath: string | undefined;
+  readonly healthType: HealthLabelType | undefined;
   /** Lowercase SNI names (exact or `*.suffix`) routed to this pool on tcp listeners that route by SNI. */
   readonly sni: readonly string[];
   readonly maxConnections: number | undefined;
@@ -60,6 +63,7 @@ interface PoolDraft {
   httpHost: string | undefined;
   httpPathPrefix: string | undefined;
   healthPath: string | undefined;
+  healthType: HealthLabelType | undefined;
   sni: string[];
   maxConnections: number | undefined;
   /** Whether any label set this pool (the plain one exists regardless). */
@@ -67,7 +71,7 @@ interface PoolDraft {
 }
 
 function draft(service: string | undefined, from: string): PoolDraft {
-  return { service, from, port: undefined, protocol: 'tcp', weight: 1, httpHost: undefined, httpPathPrefix: undefined, healthPath: undefined, sni: [], maxConnections: undefined, touched: false };
+  return { service, from, port: undefined, protocol: 'tcp', weight: 1, httpHost: undefined, httpPathPrefix: undefined, healthPath: undefined, healthType: undefined, sni: [], maxConnections: undefined, touched: false };
 }
 
 /** One pool label (`name` without the pool's prefix) into `d`; an error message, or undefined. */
@@ -107,6 +111,10 @@ function poolLabel(d: PoolDraft, name: string, key: string, raw: string, plain: 
     case 'health.path':
       if (!v.startsWith('/')) return `${key}: expected a path starting with /, got "${raw}"`;
       d.healthPath = v;
+      return undefined;
+    case 'health.type':
+      if (v !== 'tcp' && v !== 'http' && v !== 'grpc') return `${key}: expected tcp, http or grpc, got "${raw}"`;
+      d.healthType = v;
       return undefined;
     case 'tls.sni': {
       const names = v.split(',').map((x) => x.trim().toLowerCase());
@@ -180,9 +188,10 @@ export function parseLabels(all: Readonly<Record<string, string>> | null | undef
       ['http.host', d.httpHost !== undefined],
       ['http.pathPrefix', d.httpPathPrefix !== undefined],
       ['health.path', d.healthPath !== undefined],
+      ['health.type', d.healthType !== undefined],
       ['tls.sni', d.sni.length > 0],
     ] as const) {
-      if (set) errors.push(`${d.from}${label}: a udp pool has no ${label.startsWith('tls') ? 'TLS' : 'HTTP'} to route or check`);
+      if (set) errors.push(`${d.from}${label}: a udp pool has no ${label.startsWith('tls') ? 'TLS' : label === 'health.type' ? 'TCP, HTTP or gRPC' : 'HTTP'} to route or check`);
     }
   }
   if (errors.length > 0) return { ok: false, errors };
