@@ -50,6 +50,12 @@ export interface PublisherOptions {
   readonly claimRetryMs?: number;
   /** The lease of the registration this one replaces (a reload): its host key is taken over, not waited for. */
   readonly takeOver?: string | null;
+  /**
+   * The registration this one replaces, held (a reload): its lease keeps this host's
+   * entries alive until this one has put them all under its own, then it is stopped
+   * (its lease revoked with nothing left on it); stopped with this one before that.
+   */
+  readonly predecessor?: Publisher | null;
 }
 
 /** Thrown inside a connect that `stop` cut short. */
@@ -73,8 +79,11 @@ export class Publisher {
   private dirty = false;
   /** A change came while not connected: synced once connected. */
   private pending = false;
-  /** Writes held for a successor (`hold`); keep-alives go on. */
+  /** Writes held for a successor (`hold`); keep-alives go on, reconnects wait for `resume`. */
   private held = false;
+  /** Reports nothing more (held for a successor, or stopped by it): the successor reports. */
+  private silent = false;
+  private predecessor: Publisher | null;
   private stopped = false;
   /** Bumped on every loss and stop: a keep-alive answer of an older connection is ignored. */
   private generation = 0;
@@ -87,6 +96,16 @@ export class Publisher {
   constructor(private readonly o: PublisherOptions) {
     this.clock = o.clock ?? systemClock;
     this.random = o.random ?? systemRandom;
+    this.predecessor = o.predecessor ?? null;
+  }
+
+  private state(connected: boolean, published: number): void {
+    if (!this.silent) this.o.onState?.(connected, published);
+  }
+
+  /** This registration's lease (null while it has none). */
+  get leaseId(): string | null {
+    return this.lease;
   }
 
   get published(): number {
@@ -96,11 +115,12 @@ export class Publisher {
   /**
    * First registration. Resolves once registered, or once etcd has proved
    * unreachable (registration then goes on in the background); rejects only when
-   * another live berth holds this host id.
+   * another live berth holds this host id and `mustClaim` (a start: exit 2). A
+   * reload's registration (its host id checked before) goes on retrying instead.
    */
-  async start(): Promise<void> {
+  async start(mustClaim = true): Promise<void> {
     // On the chain, so that `stop` waits for (and cuts short) a start in progress.
-    const first = this.connect(true);
+    const first = this.connect(mustClaim);
     this.chain = first.catch(() => {});
     try {
       await first;
@@ -109,7 +129,7 @@ export class Publisher {
       if (this.stopped) return;
       this.o.log.warn({ err: message(err) }, 'etcd unreachable: serving local endpoints, registering when it answers');
       this.lost();
-      this.o.onState?.(false, 0);
+      this.state(false, 0);
     }
   }
 
@@ -135,6 +155,9 @@ export class Publisher {
    */
   async hold(): Promise<string | null> {
     this.held = true;
+    this.silent = true;
+    // A claim of its own under way (a reconnect) ends here: the successor claims.
+    this.cutClaimWait();
     await this.chain.catch(() => {});
     return this.lease;
   }
@@ -142,23 +165,35 @@ export class Publisher {
   resume(): void {
     if (!this.held) return;
     this.held = false;
-    this.o.onState?.(this.connected, this.written.size);
-    this.changed();
+    this.silent = false;
+    this.state(this.connected, this.written.size);
+    if (this.connected) this.changed();
+    else if (this.retryTimer === null) this.lost();
   }
 
-  /** Revokes the lease: every key of this host gone in one revision (none, after a takeover). */
-  async stop(): Promise<void> {
-    if (this.stopped) return;
-    this.stopped = true;
-    this.generation++;
-    this.clearTimers();
+  private cutClaimWait(): void {
     const wait = this.claimWait;
     this.claimWait = null;
     if (wait !== null) {
       this.clock.cancel(wait.timer);
       wait.done();
     }
-    await this.chain.catch(() => {});
+  }
+
+  /**
+   * Revokes the lease: every key of this host gone in one revision (none, for a
+   * predecessor whose successor has put them all under its own). A predecessor
+   * still held goes too.
+   */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.generation++;
+    this.clearTimers();
+    this.cutClaimWait();
+    const predecessor = this.predecessor;
+    this.predecessor = null;
+    await Promise.all([this.chain.catch(() => {}), predecessor?.stop()]);
     const lease = this.lease;
     this.lease = null;
     this.connected = false;
@@ -171,7 +206,7 @@ export class Publisher {
       }
     }
     this.written.clear();
-    this.o.onState?.(false, 0);
+    this.state(false, 0);
     this.o.client.close();
   }
 
@@ -205,6 +240,8 @@ export class Publisher {
       this.lease = await c.grant(this.o.ttlSeconds);
       this.claimed = false;
       this.written.clear();
+      // Kept alive from the grant on: a wait for the host key, or a long first reconcile, can outlast the TTL.
+      this.scheduleKeepAlive();
     }
     // Also after a claim that etcd's loss cut short: the lease lived on, the host key was not written.
     if (!this.claimed) {
@@ -217,9 +254,13 @@ export class Publisher {
     if (this.stopped) return;
     this.connected = true;
     this.attempt = 0;
-    this.o.onState?.(true, this.written.size);
+    this.state(true, this.written.size);
     this.scheduleKeepAlive();
     this.scheduleReconcile();
+    // Every entry is under this lease now: the predecessor's can go, with nothing on it.
+    const predecessor = this.predecessor;
+    this.predecessor = null;
+    if (predecessor !== null) void predecessor.stop();
     // A change while connecting, after the reconcile read the local state.
     if (this.pending) this.changed();
   }
@@ -232,22 +273,23 @@ export class Publisher {
     /** The host key's mod revision this claim expects (0: absent). */
     let expect = 0;
     for (let rounds = 0; ; rounds++) {
-      if (this.stopped) throw new Stopped('stopped');
+      if (this.stopped || this.held) throw new Stopped('stopped');
       const r = await this.o.client.putIf(key, value, lease, expect);
       if (r.created || r.holder.lease === lease) return;
+      if (this.stopped || this.held) throw new Stopped('stopped');
       const h = r.holder;
-      // Each at-once retry follows a change of the key in etcd; bounded all the same.
-      const atOnce = rounds < 16;
-      if (h.modRevision === 0 && atOnce) {
-        // Gone between the compare and the read: free.
-        expect = 0;
-        continue;
-      }
-      if ((h.lease === '0' || h.lease === this.o.takeOver) && atOnce) {
-        if (h.lease === '0') this.o.log.warn({ host: this.o.host, holder: describeClaim(h.value) }, 'host key without a lease (no live berth holds it): taking it');
+      // Gone between the compare and the read; a key no live berth holds (no lease:
+      // it would never expire); this process's previous registration (a reload).
+      const takeable = h.modRevision === 0 || h.lease === '0' || h.lease === this.o.takeOver;
+      if (takeable) {
+        if (h.lease === '0' && h.modRevision !== 0 && rounds === 0) this.o.log.warn({ host: this.o.host, holder: describeClaim(h.value) }, 'host key without a lease (no live berth holds it): taking it');
         expect = h.modRevision;
+        // Each at-once retry follows a change of the key in etcd; past a few, paced.
+        if (rounds < 16) continue;
+        await this.pause(this.o.claimRetryMs ?? 1000);
         continue;
       }
+      expect = 0;
       const waited = this.clock.now() - start;
       if (waited >= waitMs) {
         this.lease = null;
@@ -260,12 +302,12 @@ export class Publisher {
       }
       if (waited === 0) this.o.log.warn({ host: this.o.host, holder: describeClaim(h.value) }, `host key held: waiting up to ${waitMs} ms for the old lease to expire`);
       await this.pause(Math.min(this.o.claimRetryMs ?? 1000, waitMs - waited));
-      expect = 0;
     }
   }
 
   /** A wait on the clock that `stop` cuts short. */
   private pause(ms: number): Promise<void> {
+    if (this.stopped || this.held) return Promise.resolve();
     return new Promise<void>((resolve) => {
       const done = () => {
         this.claimWait = null;
@@ -305,7 +347,7 @@ export class Publisher {
       await this.o.client.delete(k);
       this.written.delete(k);
     }
-    this.o.onState?.(this.connected, this.written.size);
+    this.state(this.connected, this.written.size);
   }
 
   private scheduleKeepAlive(): void {
@@ -359,7 +401,9 @@ export class Publisher {
     const was = this.connected;
     this.connected = false;
     this.clearTimers();
-    if (was) this.o.onState?.(false, this.written.size);
+    if (was) this.state(false, this.written.size);
+    // Held for a successor: it claims and writes now; reconnecting waits for a resume.
+    if (this.held) return;
     const delay = backoffDelay(this.attempt++, this.o.backoffBaseMs ?? 500, this.o.backoffCapMs ?? 30_000, () => this.random.next());
     this.retryTimer = this.clock.after(
       delay,
@@ -378,5 +422,31 @@ export class Publisher {
       },
       undefined,
     );
+  }
+}
+
+/**
+ * Before a reload changes the registration (it can still fail then, changing
+ * nothing): waits while another live berth holds `host`'s key (up to TTL + 1 s, for
+ * a lease that is expiring), then rejects with BERTH_ERR_HOST_ID naming it. A free
+ * key, one without a lease, or one on `own` (this process's registration) passes; so
+ * does an etcd that does not answer (the registration then retries on its own).
+ */
+export async function checkHostId(o: { readonly client: EtcdClient; readonly keys: RegistryKeys; readonly host: string; readonly ttlSeconds: number; readonly own: string | null; readonly clock?: Clock; readonly retryMs?: number }): Promise<void> {
+  const clock = o.clock ?? systemClock;
+  const key = o.keys.host(o.host);
+  const waitMs = o.ttlSeconds * 1000 + 1000;
+  const start = clock.now();
+  for (;;) {
+    let holder: { readonly value: string; readonly lease: string } | undefined;
+    try {
+      holder = (await o.client.range(key)).kvs.find((kv) => kv.key === key);
+    } catch {
+      return;
+    }
+    if (holder === undefined || holder.lease === '0' || holder.lease === o.own) return;
+    const waited = clock.now() - start;
+    if (waited >= waitMs) throw new BerthError('BERTH_ERR_HOST_ID', `host id "${o.host}" is held in etcd by another berth (${describeClaim(holder.value)}) that keeps its lease alive: give this berth its own --host-id (discovery.etcd.host)`);
+    await new Promise<void>((resolve) => clock.after(Math.min(o.retryMs ?? 1000, waitMs - waited), resolve, undefined));
   }
 }

@@ -41,9 +41,14 @@ import { Flag } from '../core/types.js';
 import type { EtcdProvider } from '../discovery/etcd/provider.js';
 import { HttpEtcdClient, type EtcdClient } from '../registry/etcd-client.js';
 import { encodeEntry, entryOf, RegistryKeys } from '../registry/keys.js';
-import { Publisher } from '../registry/publisher.js';
+import { checkHostId, Publisher } from '../registry/publisher.js';
 
 type Listener = TcpListener | HttpListener | UdpListener;
+
+/** What the registration writes, or where: a change of it is a new registration (subscribe and progressInterval are the provider's). */
+function registryKey(e: EtcdDiscoveryConfig): string {
+  return JSON.stringify({ ...e, subscribe: null, progressInterval: null });
+}
 
 export interface BerthOptions {
   readonly log: Logger;
@@ -290,17 +295,35 @@ export class Berth {
   private publisherKey = '';
 
   /**
-   * Starts, replaces or stops the registration. A new one (any setting it writes
-   * changed) takes over from the old before the old goes: the old holds its writes,
-   * the new claims the host key from the old lease and puts every entry again under
-   * its own, then the old lease is revoked with nothing left on it — other hosts
-   * see no entry go away. A new one that cannot start (a host id another berth
-   * holds) fails the start (exit 2) or the reload, and the old one goes on as it was.
+   * Reload, before anything changes: a registration that would change (any setting
+   * it writes) may not take a host id another live berth holds. Waits up to TTL + 1 s
+   * for a holder's lease to expire, then fails the reload, which leaves everything
+   * as it was.
    */
-  private async applyRegistry(config: Config): Promise<void> {
+  private async checkRegistry(config: Config): Promise<void> {
     const e = config.discovery.etcd;
-    // What the publisher writes or where: not subscribe or progressInterval (the provider's).
-    const key = e?.publish ? JSON.stringify({ ...e, subscribe: null, progressInterval: null }) : '';
+    if (!e?.publish || registryKey(e) === this.publisherKey) return;
+    const client = this.etcdClient(e);
+    try {
+      await checkHostId({ client, keys: new RegistryKeys(e.prefix), host: e.host, ttlSeconds: e.ttl / 1000, own: this.publisher?.leaseId ?? null });
+    } finally {
+      client.close();
+    }
+  }
+
+  /**
+   * Starts, replaces or stops the registration. A new one (any setting it writes
+   * changed) takes over from the old: the old holds its writes (its keep-alives go
+   * on), the new one claims the host key from the old lease and puts every entry
+   * again under its own, and only then is the old lease revoked, with nothing left
+   * on it: other hosts see no entry go away, also when etcd fails in between (the
+   * old lease keeps the entries until the new one has written them). At start, a
+   * host id another live berth holds fails the start (exit 2); a reload checked that
+   * before (checkRegistry), and a registration that loses a race for it retries.
+   */
+  private async applyRegistry(config: Config, start: boolean): Promise<void> {
+    const e = config.discovery.etcd;
+    const key = e?.publish ? registryKey(e) : '';
     if (key === this.publisherKey) return;
     const old = this.publisher;
     let next: Publisher | null = null;
@@ -308,6 +331,10 @@ export class Berth {
       const keys = new RegistryKeys(e.prefix);
       const client = this.etcdClient(e);
       const takeOver = old !== null ? await old.hold() : null;
+      if (this.stopping) {
+        client.close();
+        return;
+      }
       next = new Publisher({
         client,
         keys,
@@ -318,10 +345,11 @@ export class Berth {
         log: this.log.child({ module: 'registry' }),
         onState: (connected, published) => this.metrics?.registryState(connected, published),
         takeOver,
+        predecessor: old,
       });
       this.incomingPublisher = next;
       try {
-        await next.start();
+        await next.start(start);
       } catch (err) {
         await next.stop();
         old?.resume();
@@ -329,11 +357,15 @@ export class Berth {
       } finally {
         this.incomingPublisher = null;
       }
+      // A shutdown came meanwhile: it stopped the old one; this one (and with it its predecessor) goes too.
+      if (this.stopping) {
+        await next.stop();
+        return;
+      }
       this.log.info({ host: e.host, etcd: e.endpoints, connected: next.connected, published: next.published }, next.connected ? 'registered in etcd' : 'registration waits for etcd');
-    }
+    } else if (old !== null) await old.stop();
     this.publisher = next;
     this.publisherKey = key;
-    await old?.stop();
   }
 
   /** This host's entries: every endpoint a local provider gave (not other hosts'), that its provider still lists. */
@@ -369,7 +401,7 @@ export class Berth {
       if (this.role !== 'worker') {
         await this.applyAdmin(this.config);
         await this.applyDns(this.config);
-        await this.applyRegistry(this.config);
+        await this.applyRegistry(this.config, true);
       }
     } catch (err) {
       for (const l of opened.values()) l.stopAccepting();
@@ -499,16 +531,20 @@ export class Berth {
     const prepared = await this.prepareReload(next);
     try {
       if (this.role !== 'worker') {
+        // First: the one step that can fail for a while, before anything changed.
+        await this.checkRegistry(next);
         await this.applyDiscovery(next);
         await this.applyAdmin(next);
         await this.applyDns(next);
-        await this.applyRegistry(next);
       }
     } catch (err) {
       prepared.abort();
       throw err;
     }
-    return prepared.commit();
+    const result = prepared.commit();
+    // Cannot fail now (its host id was checked; etcd away, it retries on its own).
+    if (this.role !== 'worker') await this.applyRegistry(next, false);
+    return result;
   }
 
   /** Open client connections across all listeners. */
@@ -532,7 +568,8 @@ export class Berth {
     const all = [...this.listeners.values(), ...this.retired];
     for (const l of all) l.stopAccepting();
     // Other hosts drop this host's endpoints at once (every key gone in one revision), while the connections drain.
-    const revoked = this.publisher?.stop() ?? Promise.resolve();
+    // (A reload's registration under way too: it would otherwise register a host that has stopped.)
+    const revoked = Promise.all([this.publisher?.stop(), this.incomingPublisher?.stop()]);
     const deadline = Date.now() + drainMs;
     while (this.openSessions() > 0 && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, Math.min(50, Math.max(1, deadline - Date.now()))));

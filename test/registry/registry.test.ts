@@ -448,3 +448,64 @@ t.test('publisher: a held one writes nothing until resumed', async (t) => {
   t.equal(etcd.keys('/berth/v1/endpoints/').length, 2, 'resumed: written');
   await p.stop();
 });
+
+t.test('publisher: its lease is kept alive while it waits for the host key (a short TTL outlives the wait)', async (t) => {
+  const clock = new ManualClock();
+  const etcd = new FakeEtcd(clock);
+  const other = etcd.client();
+  const holder = await other.grant(10);
+  await other.putIf(keys.host('node-a'), '{"pid":9}', holder, 0);
+  const p = new Publisher({ client: etcd.client(), keys, host: 'node-a', claim: { host: 'node-a', advertise: null, hostname: 'box', pid: 1, since: '' }, ttlSeconds: 2, desired: () => new Map(), log: silent, clock, random: seededRandom(6), claimRetryMs: 500 });
+  let done = false;
+  const starting = p.start().then(() => (done = true));
+  // The holder goes after 2.5 s: longer than this one's TTL.
+  for (let ms = 0; ms < 2500; ms += 250) {
+    clock.advance(250);
+    await flush();
+  }
+  etcd.dropLease(holder);
+  await passUntil(clock, () => done, 5);
+  await starting;
+  t.ok(p.connected, 'claimed with its lease alive');
+  t.equal(etcd.kv.get(keys.host('node-a'))?.lease, [...etcd.leases.keys()][0]);
+  await p.stop();
+});
+
+t.test('publisher: a stop while a claim write is in flight does not wait out a retry pause', async (t) => {
+  const clock = new ManualClock();
+  const etcd = new FakeEtcd(clock);
+  const other = etcd.client();
+  await other.putIf(keys.host('node-a'), '{"pid":9}', await other.grant(10), 0);
+  const p = publisher(etcd, clock, 'node-a', new Map());
+  const client = (p as unknown as { o: { client: { putIf: (...a: [string, string, string, number]) => Promise<unknown> } } }).o.client;
+  const putIf = client.putIf.bind(client);
+  let answer: () => void = () => {};
+  client.putIf = (...a) => new Promise((resolve) => (answer = () => resolve(putIf(...a))));
+  const starting = p.start().catch(() => {});
+  await flush();
+  let stopped = false;
+  const stopping = p.stop().then(() => (stopped = true));
+  answer();
+  await flush();
+  t.ok(stopped, 'stopped with no time passing');
+  await stopping;
+  await starting;
+});
+
+t.test('publisher: held, it does not reconnect on its own (its successor claims); resumed, it does', async (t) => {
+  const clock = new ManualClock();
+  const etcd = new FakeEtcd(clock);
+  const p = publisher(etcd, clock, 'node-a', new Map([['a', { service: 'web', spec: spec('web-1'), flags: 0 }]]));
+  await p.start();
+  await p.hold();
+  etcd.stop();
+  await pass(clock, 4000);
+  t.notOk(p.connected, 'the keep-alive failed');
+  etcd.start();
+  await pass(clock, 60_000);
+  t.notOk(p.connected, 'no reconnect while held');
+  p.resume();
+  await passUntil(clock, () => p.connected, 40);
+  t.ok(p.connected, 'resumed: reconnected');
+  await p.stop();
+});
