@@ -270,6 +270,11 @@ const service = z.strictObject({
   maxPending: z.number().int().min(0).default(0),
   /** Originate TLS to the endpoints. */
   upstreamTls: upstreamTls.optional(),
+  /** http listeners: HTTP/1.1 to the endpoints, or HTTP/2 (h2 with ALPN over upstreamTls, else h2c with prior knowledge). */
+  httpVersion: z
+    .union([z.literal(2), z.literal('2'), z.literal(1.1), z.literal('1.1')], { error: () => 'expected 1.1 or 2' })
+    .transform((v): HttpVersion => (String(v) === '2' ? '2' : '1.1'))
+    .default('1.1'),
 });
 
 const dockerHost = z.string().regex(/^(unix:\/\/\/.+|(tcp|http|https):\/\/[^/]+:\d+\/?)$/, 'expected unix:///path/to/docker.sock or tcp://host:port');
@@ -423,7 +428,11 @@ export interface ServiceConfig {
   readonly queue: { readonly size: number; readonly timeout: number };
   readonly maxPending: number;
   readonly upstreamTls?: UpstreamTlsConfig | undefined;
+  /** http listeners: the HTTP version spoken to the endpoints (an endpoint's label berth.http.version wins). */
+  readonly httpVersion: HttpVersion;
 }
+
+export type HttpVersion = '1.1' | '2';
 
 export type OutlierConfig = z.output<typeof outlierFields>;
 

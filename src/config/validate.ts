@@ -121,10 +121,15 @@ export function validateConfig(raw: unknown): Config {
       queue: s.queue,
       maxPending: s.maxPending,
       replay: s.replay,
+      httpVersion: s.httpVersion,
       ...(s.health ? { health: s.health } : {}),
       ...(s.outlier !== 'off' ? { outlier: s.outlier } : {}),
       ...(s.upstreamTls ? { upstreamTls: s.upstreamTls } : {}),
     });
+    // gRPC runs over HTTP/2 only: behind an http listener it would fail on every request.
+    if (s.health?.type === 'grpc' && s.httpVersion !== '2' && listeners.some((l) => l.mode === 'http' && (l.service === name || l.routes.some((r) => r.service === name)))) {
+      issues.push({ path: `services.${name}.httpVersion`, message: 'a gRPC service (health type grpc) behind an http listener needs httpVersion: 2: gRPC does not run over HTTP/1.1' });
+    }
     if (s.upstreamTls && (s.upstreamTls.cert === undefined) !== (s.upstreamTls.key === undefined)) {
       issues.push({ path: `services.${name}.upstreamTls`, message: 'cert and key go together' });
     }
@@ -135,7 +140,7 @@ export function validateConfig(raw: unknown): Config {
   // Services only discovery will fill still take their listener's default balance.
   for (const l of listeners) {
     for (const svc of listenerServices(l)) {
-      if (!services.has(svc)) services.set(svc, { name: svc, balance: l.mode === 'http' ? 'p2c' : 'least-conn', endpoints: [], panic: 'fail', slowStart: 0, maxConnectionsPerEndpoint: 0, queue: { size: 0, timeout: 1000 }, maxPending: 0, replay: false, outlier: OUTLIER_DEFAULTS });
+      if (!services.has(svc)) services.set(svc, { name: svc, balance: l.mode === 'http' ? 'p2c' : 'least-conn', endpoints: [], panic: 'fail', slowStart: 0, maxConnectionsPerEndpoint: 0, queue: { size: 0, timeout: 1000 }, maxPending: 0, replay: false, httpVersion: '1.1', outlier: OUTLIER_DEFAULTS });
     }
   }
   const e = doc.discovery.etcd;

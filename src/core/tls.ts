@@ -54,4 +54,4 @@ export interface TlsServerLike {
  * port. The CA, certificate and key are in `secureContext`, built once per service
  * (tls.connect would otherwise parse them and build a context per connection).
  */
-export type UpstreamTls = Readonly<Pick<ConnectionOptions, 'secureContext' | 'servername' | 'rejectUnauthorized' | 'minVersion'>>;
+export type UpstreamTls = Readonly<Pick<ConnectionOptions, 'secureContext' | 'servername' | 'rejectUnauthorized' | 'minVersion' | 'ALPNProtocols'>>;

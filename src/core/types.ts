@@ -54,6 +54,8 @@ export interface EndpointSpec {
   readonly healthPath?: string;
   /** Kind of this endpoint's active checks, instead of the service's (the service's settings otherwise). */
   readonly healthType?: 'tcp' | 'http' | 'grpc';
+  /** The HTTP version this endpoint speaks (label berth.http.version), instead of the service's httpVersion. */
+  readonly httpVersion?: '1.1' | '2';
   /** Per-endpoint cap on open connections; 0 or absent means unlimited. */
   readonly maxConnections?: number;
   /** Health the provider reports (Docker HEALTHCHECK); absent when it has none. */

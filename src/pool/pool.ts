@@ -372,6 +372,7 @@ export class Pool {
     if (!sameRoutes(e.spec.routes, spec.routes)) parts.push(`routes ${describeRoutes(spec.routes)}`);
     if (e.spec.healthPath !== spec.healthPath) parts.push(`health path ${spec.healthPath ?? 'unset'}`);
     if (e.spec.healthType !== spec.healthType) parts.push(`health type ${spec.healthType ?? 'unset'}`);
+    if (e.spec.httpVersion !== spec.httpVersion) parts.push(`http version ${spec.httpVersion ?? 'unset'}`);
     if (e.spec.protocol !== spec.protocol) parts.push(`protocol ${spec.protocol ?? 'unset'}`);
     if (parts.length === 0 && !sameLabels(e.spec.labels, spec.labels)) parts.push('labels');
     if (spec.maxConnections !== e.spec.maxConnections) parts.push(`maxConnections ${spec.maxConnections ?? 'unset'}`);
@@ -527,6 +528,7 @@ function sameSpec(a: EndpointSpec, b: EndpointSpec): boolean {
     a.paused === b.paused &&
     a.healthPath === b.healthPath &&
     a.healthType === b.healthType &&
+    a.httpVersion === b.httpVersion &&
     a.protocol === b.protocol &&
     sameRoutes(a.routes, b.routes) &&
     sameLabels(a.labels, b.labels)

@@ -8,7 +8,9 @@
  *   done work there: they are replayed elsewhere only for services that opt in
  *   (`replay: true`), and only while the endpoint has sent nothing back.
  * http: a connect that never completed is always tried elsewhere, and uses up
- *   neither `retries` nor the retry budget. A connection the endpoint dropped after
+ *   neither `retries` nor the retry budget; so is a request an HTTP/2 endpoint
+ *   did not process (REFUSED_STREAM, or above a GOAWAY's last stream) while none of
+ *   its body was read. A connection the endpoint dropped after
  *   taking the request, before any answer, is retried only for an idempotent method
  *   without a body, within `retries` and the budget. A malformed or unsupported
  *   answer is never retried (the endpoint ran the request): 502.
@@ -47,6 +49,7 @@ export interface RequestKind {
 export function httpRetry(failure: HttpFailure, req: RequestKind): RetryKind {
   switch (failure) {
     case 'connect':
+    case 'unprocessed':
       return 'next';
     case 'reset':
       return req.idempotent && !req.hasBody && !req.upgrade ? 'resend' : 'none';
@@ -67,6 +70,8 @@ export function httpBlames(failure: HttpFailure): boolean {
 /**
  * How an http exchange with an endpoint failed:
  * - connect: the connection never completed (nothing was sent);
+ * - unprocessed: an HTTP/2 endpoint said it did not process the request (REFUSED_STREAM,
+ *   GOAWAY), and none of its body was read: as good as never sent, and no fault of it;
  * - reset: the endpoint took (part of) the request and closed without any answer;
  * - timeout: no response head within the response timeout (504);
  * - malformed: the endpoint answered with something berth cannot relay (502);
@@ -74,7 +79,7 @@ export function httpBlames(failure: HttpFailure): boolean {
  * - complete: a 204/304 undici refused only for its Content-Length: the answer is whole;
  * - local: this process failed (EMFILE ...), not the endpoint (503).
  */
-export type HttpFailure = 'connect' | 'reset' | 'timeout' | 'malformed' | 'cut' | 'complete' | 'local';
+export type HttpFailure = 'connect' | 'unprocessed' | 'reset' | 'timeout' | 'malformed' | 'cut' | 'complete' | 'local';
 
 /** Error codes of a connection the endpoint closed or reset. */
 const DROPPED = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'UND_ERR_CLOSED']);
@@ -85,6 +90,7 @@ const DROPPED = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'UND_ERR_CLOSED'
  */
 export function classifyHttpFailure(err: NodeJS.ErrnoException, sent: boolean, started: boolean, status: number): HttpFailure {
   if (isLocalError(err)) return 'local';
+  if (err.code === 'BERTH_ERR_H2_UNPROCESSED') return 'unprocessed';
   if (started) {
     // Bodiless by definition (RFC 9110 §15.3.5, §15.4.5): undici still checks their Content-Length.
     if ((status === 204 || status === 304) && err.code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') return 'complete';

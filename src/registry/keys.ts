@@ -28,6 +28,7 @@ export interface RegistryEntry {
   readonly routes?: readonly RouteSpec[];
   readonly healthPath?: string;
   readonly healthType?: 'tcp' | 'http' | 'grpc';
+  readonly httpVersion?: '1.1' | '2';
   readonly maxConnections?: number;
 }
 
@@ -118,6 +119,7 @@ export function entryOf(e: LocalEndpoint, advertise: string | null): RegistryEnt
     ...(s.routes !== undefined && s.routes.length > 0 ? { routes: s.routes } : {}),
     ...(s.healthPath !== undefined ? { healthPath: s.healthPath } : {}),
     ...(s.healthType !== undefined ? { healthType: s.healthType } : {}),
+    ...(s.httpVersion !== undefined ? { httpVersion: s.httpVersion } : {}),
     ...(s.maxConnections !== undefined && s.maxConnections > 0 ? { maxConnections: s.maxConnections } : {}),
   };
 }
@@ -142,6 +144,7 @@ export function encodeEntry(e: RegistryEntry): string {
     ...(e.routes !== undefined ? { routes: e.routes.map((r) => ({ ...(r.sni !== undefined ? { sni: r.sni } : {}), ...(r.host !== undefined ? { host: r.host } : {}), ...(r.pathPrefix !== undefined ? { pathPrefix: r.pathPrefix } : {}) })) } : {}),
     ...(e.healthPath !== undefined ? { healthPath: e.healthPath } : {}),
     ...(e.healthType !== undefined ? { healthType: e.healthType } : {}),
+    ...(e.httpVersion !== undefined ? { httpVersion: e.httpVersion } : {}),
     ...(e.maxConnections !== undefined ? { maxConnections: e.maxConnections } : {}),
   });
 }
@@ -163,6 +166,7 @@ const entrySchema = z.object({
   routes: z.array(routeSchema).max(64).optional(),
   healthPath: z.string().startsWith('/').max(1024).optional(),
   healthType: z.enum(['tcp', 'http', 'grpc']).optional(),
+  httpVersion: z.enum(['1.1', '2']).optional(),
   maxConnections: z.number().int().min(0).optional(),
 });
 
@@ -191,6 +195,7 @@ export function decodeEntry(text: string): { readonly ok: true; readonly entry: 
     ...(d.routes !== undefined ? { routes: d.routes.map((x) => ({ ...(x.sni !== undefined ? { sni: x.sni.toLowerCase() } : {}), ...(x.host !== undefined ? { host: x.host.toLowerCase() } : {}), ...(x.pathPrefix !== undefined ? { pathPrefix: x.pathPrefix } : {}) })) } : {}),
     ...(d.healthPath !== undefined ? { healthPath: d.healthPath } : {}),
     ...(d.healthType !== undefined ? { healthType: d.healthType } : {}),
+    ...(d.httpVersion !== undefined ? { httpVersion: d.httpVersion } : {}),
     ...(d.maxConnections !== undefined ? { maxConnections: d.maxConnections } : {}),
   };
   return { ok: true, entry };
@@ -212,6 +217,7 @@ export function specOf(host: string, endpoint: string, e: RegistryEntry): Endpoi
     ...(e.routes !== undefined && e.routes.length > 0 ? { routes: e.routes } : {}),
     ...(e.healthPath !== undefined ? { healthPath: e.healthPath } : {}),
     ...(e.healthType !== undefined ? { healthType: e.healthType } : {}),
+    ...(e.httpVersion !== undefined ? { httpVersion: e.httpVersion } : {}),
     ...(e.maxConnections !== undefined && e.maxConnections > 0 ? { maxConnections: e.maxConnections } : {}),
     ...(e.healthy ? {} : { health: 'unhealthy' as const }),
     ...(e.state === 'draining' ? { stopping: true } : {}),

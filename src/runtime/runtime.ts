@@ -236,7 +236,15 @@ export class Berth {
     const log = this.log.child({ module: 'proxy', listener: l.name });
     const tls = l.tls ? new ListenerTls(l.name, l.tls, log, this.metrics ?? { tlsMaterial: () => {} }, l.mode === 'http') : null;
     if (tls) this.terminators.set(listenerKey(l), tls);
-    const deps = { pool: this.pool, log, observer: this.observer, tls, upstreamTls: (service: string) => this.upstreamTls.get(service), reusePort: this.opts.reusePort ?? false };
+    const deps = {
+      pool: this.pool,
+      log,
+      observer: this.observer,
+      tls,
+      upstreamTls: (service: string) => this.upstreamTls.get(service),
+      httpVersion: (service: string) => this.config.services.get(service)?.httpVersion ?? '1.1',
+      reusePort: this.opts.reusePort ?? false,
+    };
     if (l.mode === 'udp') {
       // In a --workers worker a udp listener always has a socket of its own (SO_REUSEPORT):
       // node's cluster would share one among the workers and split a client's datagrams.

@@ -395,6 +395,14 @@ t.test('health checks for udp pools: dns and send-expect, each field for its typ
   ]);
 });
 
+t.test('httpVersion: 1.1 (default) or 2, as a number or a string; a gRPC service behind an http listener needs 2', async (t) => {
+  const c = validateConfig({ listeners: [{ bind: '1', mode: 'http', service: 'a' }], services: { a: { httpVersion: 2 }, b: { httpVersion: '2' }, c: { httpVersion: 1.1 }, d: {} } });
+  t.same(['a', 'b', 'c', 'd'].map((n) => c.services.get(n)!.httpVersion), ['2', '2', '1.1', '1.1']);
+  t.same(issues(() => validateConfig({ listeners: [{ bind: '1', mode: 'http', service: 'a' }], services: { a: { httpVersion: 3 } } })), ['services.a.httpVersion: expected 1.1 or 2']);
+  t.same(issues(() => validateConfig({ listeners: [{ bind: '1', mode: 'http', service: 'a' }], services: { a: { health: { type: 'grpc' } } } })), ['services.a.httpVersion: a gRPC service (health type grpc) behind an http listener needs httpVersion: 2: gRPC does not run over HTTP/1.1']);
+  t.doesNotThrow(() => validateConfig({ listeners: [{ bind: '1', service: 'a' }], services: { a: { health: { type: 'grpc' } } } }), 'behind a tcp listener: any');
+});
+
 t.test('grpc checks: the service asked about, "" (the whole server) unless said', async (t) => {
   const c = validateConfig({ listeners: [{ bind: '1', service: 'api' }], services: { api: { health: { type: 'grpc', service: 'api.v1.Users' } }, b: { health: { type: 'grpc' } } } });
   t.match(c.services.get('api')!.health, { type: 'grpc', service: 'api.v1.Users', interval: 2000 });

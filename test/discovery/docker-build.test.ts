@@ -115,7 +115,7 @@ t.test('exposedByDefault, stopping and paused marks', async (t) => {
 });
 
 t.test('containers and Swarm services: the same labels give the same typed routes, health path, weight and cap', async (t) => {
-  const labels = { 'berth.enable': 'true', 'berth.port': '8080', 'berth.weight': '7', 'berth.maxConnections': '12', 'berth.http.host': '*.Example.com', 'berth.http.pathPrefix': '/api', 'berth.health.path': '/ready', 'berth.health.type': 'grpc' };
+  const labels = { 'berth.enable': 'true', 'berth.port': '8080', 'berth.weight': '7', 'berth.maxConnections': '12', 'berth.http.host': '*.Example.com', 'berth.http.pathPrefix': '/api', 'berth.health.path': '/ready', 'berth.health.type': 'grpc', 'berth.http.version': '2' };
   const base = fx('fx-web');
   const container = { ...base, Config: { ...base.Config, Labels: labels } };
   const fromDocker = buildDockerSnapshot([container], opts).snapshot.services.get('fx-web')![0]!;
@@ -129,6 +129,7 @@ t.test('containers and Swarm services: the same labels give the same typed route
     t.same(e.routes, [{ host: '*.example.com', pathPrefix: '/api' }], `${who}: typed route`);
     t.equal(e.healthPath, '/ready', `${who}: typed health path`);
     t.equal(e.healthType, 'grpc', `${who}: typed health type`);
+    t.equal(e.httpVersion, '2', `${who}: typed http version`);
     t.equal(e.weight, 7);
     t.equal(e.maxConnections, 12);
     t.same(
@@ -141,6 +142,7 @@ t.test('containers and Swarm services: the same labels give the same typed route
   t.equal(plain.routes, undefined, 'no route labels: no routes');
   t.equal(plain.healthPath, undefined);
   t.equal(plain.healthType, undefined);
+  t.equal(plain.httpVersion, undefined);
   const bad = buildDockerSnapshot([{ ...base, Config: { ...base.Config, Labels: { 'berth.enable': 'true', 'berth.port': '8080', 'berth.health.type': 'dns' } } }], opts);
   t.match(bad.skipped, [{ reason: /berth\.health\.type: expected tcp, http or grpc, got "dns"/ }], 'a check kind that needs settings of its own: the container skipped, with why');
   const udp = buildDockerSnapshot([{ ...base, Config: { ...base.Config, Labels: { 'berth.enable': 'true', 'berth.protocol': 'udp', 'berth.health.type': 'grpc' }, ExposedPorts: { '53/udp': {} } } }], opts);

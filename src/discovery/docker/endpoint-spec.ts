@@ -121,6 +121,7 @@ export function endpointSpec(l: PoolLabels, b: SpecBase): EndpointSpec {
   if (l.httpPathPrefix !== undefined) explain['http.pathPrefix'] = l.httpPathPrefix;
   if (l.healthPath !== undefined) explain['health.path'] = l.healthPath;
   if (l.healthType !== undefined) explain['health.type'] = l.healthType;
+  if (l.httpVersion !== undefined) explain['http.version'] = l.httpVersion;
   if (l.sni.length > 0) explain['tls.sni'] = l.sni.join(',');
   const routes: RouteSpec[] = l.httpHost !== undefined || l.httpPathPrefix !== undefined ? [{ host: l.httpHost, pathPrefix: l.httpPathPrefix }] : [];
   for (const sni of l.sni) routes.push({ sni });
@@ -135,6 +136,7 @@ export function endpointSpec(l: PoolLabels, b: SpecBase): EndpointSpec {
     ...(routes.length > 0 ? { routes } : {}),
     ...(l.healthPath !== undefined ? { healthPath: l.healthPath } : {}),
     ...(l.healthType !== undefined ? { healthType: l.healthType } : {}),
+    ...(l.httpVersion !== undefined ? { httpVersion: l.httpVersion } : {}),
     ...(l.maxConnections !== undefined && l.maxConnections > 0 ? { maxConnections: l.maxConnections } : {}),
     ...(b.health !== undefined ? { health: b.health } : {}),
     ...(b.stopping ? { stopping: true } : {}),

@@ -28,6 +28,8 @@ export interface PoolLabels {
   readonly httpPathPrefix: string | undefined;
   readonly healthPath: string | undefined;
   readonly healthType: HealthLabelType | undefined;
+  /** The HTTP version the container speaks (http listeners). */
+  readonly httpVersion: '1.1' | '2' | undefined;
   /** Lowercase SNI names (exact or `*.suffix`) routed to this pool on tcp listeners that route by SNI. */
   readonly sni: readonly string[];
   readonly maxConnections: number | undefined;
@@ -64,6 +66,7 @@ interface PoolDraft {
   httpPathPrefix: string | undefined;
   healthPath: string | undefined;
   healthType: HealthLabelType | undefined;
+  httpVersion: '1.1' | '2' | undefined;
   sni: string[];
   maxConnections: number | undefined;
   /** Whether any label set this pool (the plain one exists regardless). */
@@ -71,7 +74,7 @@ interface PoolDraft {
 }
 
 function draft(service: string | undefined, from: string): PoolDraft {
-  return { service, from, port: undefined, protocol: 'tcp', weight: 1, httpHost: undefined, httpPathPrefix: undefined, healthPath: undefined, healthType: undefined, sni: [], maxConnections: undefined, touched: false };
+  return { service, from, port: undefined, protocol: 'tcp', weight: 1, httpHost: undefined, httpPathPrefix: undefined, healthPath: undefined, healthType: undefined, httpVersion: undefined, sni: [], maxConnections: undefined, touched: false };
 }
 
 /** One pool label (`name` without the pool's prefix) into `d`; an error message, or undefined. */
@@ -111,6 +114,10 @@ function poolLabel(d: PoolDraft, name: string, key: string, raw: string, plain: 
     case 'health.path':
       if (!v.startsWith('/')) return `${key}: expected a path starting with /, got "${raw}"`;
       d.healthPath = v;
+      return undefined;
+    case 'http.version':
+      if (v !== '1.1' && v !== '2') return `${key}: expected 1.1 or 2, got "${raw}"`;
+      d.httpVersion = v;
       return undefined;
     case 'health.type':
       if (v !== 'tcp' && v !== 'http' && v !== 'grpc') return `${key}: expected tcp, http or grpc, got "${raw}"`;
@@ -187,6 +194,7 @@ export function parseLabels(all: Readonly<Record<string, string>> | null | undef
     for (const [label, set] of [
       ['http.host', d.httpHost !== undefined],
       ['http.pathPrefix', d.httpPathPrefix !== undefined],
+      ['http.version', d.httpVersion !== undefined],
       ['health.path', d.healthPath !== undefined],
       ['health.type', d.healthType !== undefined],
       ['tls.sni', d.sni.length > 0],

@@ -270,7 +270,7 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
     if (httpBlames(failure)) this.attempt.report('failed');
     const kind = httpRetry(failure, { idempotent: idempotent(this.method), hasBody: this.hasBody, upgrade: this.upgrade !== null });
     if (this.attempt.retry(kind, kind === 'resend' ? () => this.listener.budget(this.service).tryRetry(pool.clock.now()) : undefined)) {
-      observer.retry(ep.service, failure === 'connect' ? connectResult(e) : 'reset');
+      observer.retry(ep.service, failure === 'connect' ? connectResult(e) : failure === 'unprocessed' ? 'refused' : 'reset');
       return;
     }
     this.attempt.release();

@@ -84,6 +84,8 @@ export interface HttpListenerDeps {
   readonly upstreamTls?: (service: string) => UpstreamTls | undefined;
   /** How endpoints are reached (the same ConnectFn as tcp listeners; tests inject failures). */
   readonly connect?: ConnectFn;
+  /** The HTTP version a service speaks to its endpoints (services' httpVersion). */
+  readonly httpVersion?: (service: string) => '1.1' | '2';
   /** A --workers worker: bind a listening socket of its own (SO_REUSEPORT). */
   readonly reusePort?: boolean;
 }
@@ -149,10 +151,10 @@ export class HttpListener implements Listener<HttpListenerSettings> {
 
   constructor(settings: HttpListenerSettings, deps: HttpListenerDeps) {
     this.settings = settings;
-    this.deps = { observer: nullObserver, tls: null, upstreamTls: () => undefined, connect: tcpConnect, reusePort: false, ...deps };
+    this.deps = { observer: nullObserver, tls: null, upstreamTls: () => undefined, connect: tcpConnect, reusePort: false, httpVersion: () => '1.1', ...deps };
     this.alarm = new LocalErrorAlarm(this.deps.log, this.deps.observer);
     this.router = new Router([]);
-    this.upstreams = new Upstreams(upstreamSettings(settings), deps.pool, this.deps.observer, this.deps.upstreamTls, this.deps.connect);
+    this.upstreams = new Upstreams(upstreamSettings(settings), deps.pool, this.deps.observer, this.deps.upstreamTls, this.deps.connect, this.deps.httpVersion);
     const t = this.deps.tls;
     const options: http.ServerOptions = {
       maxHeaderSize: settings.http.maxHeaderSize,

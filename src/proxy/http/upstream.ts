@@ -13,7 +13,15 @@ import type { UpstreamTls } from '../../core/tls.js';
 import type { EndpointState } from '../../pool/endpoint.js';
 import type { Pool } from '../../pool/pool.js';
 import { connectResult, tcpConnect, type ConnectFn } from '../connect.js';
+import { H2_DEFAULTS, H2Upstream } from './h2-upstream.js';
 import { scrubInterimClose } from './interim-close.js';
+
+/** What an exchange dispatches through: undici's Pool (HTTP/1.1) or berth's HTTP/2 sessions. */
+export interface UpstreamAgent {
+  dispatch(opts: import('undici').Dispatcher.DispatchOptions, handler: import('undici').Dispatcher.DispatchHandler): boolean;
+  close(): Promise<void>;
+  destroy(): Promise<void>;
+}
 
 export interface UpstreamSettings {
   /** Connect timeout, ms (0 = none). */
@@ -65,7 +73,7 @@ function onConnectTimeout(x: { readonly socket: Socket; readonly ms: number }): 
 const undici = lazy<typeof import('undici')>('undici');
 
 export class Upstreams {
-  private readonly agents = new Map<EndpointState, UndiciPool>();
+  private readonly agents = new Map<EndpointState, UpstreamAgent>();
   private settings: UpstreamSettings;
   private key: string;
   private readonly unsubscribe: () => void;
@@ -77,6 +85,8 @@ export class Upstreams {
     private readonly tlsFor: (service: string) => UpstreamTls | undefined = () => undefined,
     /** The one connect berth uses towards endpoints (tests inject failures here). */
     private readonly connectFn: ConnectFn = tcpConnect,
+    /** The HTTP version a service speaks to its endpoints (an endpoint's own label wins). */
+    private readonly versionFor: (service: string) => '1.1' | '2' = () => '1.1',
   ) {
     undici();
     this.settings = settings;
@@ -98,14 +108,31 @@ export class Upstreams {
     for (const ep of [...this.agents.keys()]) this.drop(ep);
   }
 
-  /** The connection pool for `ep`. */
-  agent(ep: EndpointState): UndiciPool {
+  /**
+   * The connections to `ep`: HTTP/2 sessions or an HTTP/1.1 pool, as it speaks. An
+   * endpoint whose version changed (a label, a reload) gets new ones; the old finish.
+   */
+  agent(ep: EndpointState): UpstreamAgent {
+    const h2 = (ep.spec.httpVersion ?? this.versionFor(ep.service)) === '2';
     let a = this.agents.get(ep);
+    if (a !== undefined && a instanceof H2Upstream !== h2) {
+      this.drop(ep);
+      a = undefined;
+    }
     if (a === undefined) {
-      a = this.create(ep);
+      a = h2 ? this.createH2(ep) : this.create(ep);
       this.agents.set(ep, a);
     }
     return a;
+  }
+
+  private createH2(ep: EndpointState): H2Upstream {
+    const s = this.settings;
+    const { service, id, host, port } = ep;
+    return new H2Upstream(
+      { service, id, host, port, tls: this.tlsFor(service), connectFn: this.connectFn, clock: this.pool.clock, observer: this.observer },
+      { ...H2_DEFAULTS, connect: s.connect, keepAlive: s.keepAlive, ...(s.maxConnections > 0 ? { maxSessions: s.maxConnections } : {}) },
+    );
   }
 
   private create(ep: EndpointState): UndiciPool {
