@@ -44,7 +44,8 @@ const onlyCore = () => ({
 });
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', '.tap/**', 'coverage/**', 'bench/out/**'] },
+  // docs/research: measurement scripts kept as they were run (CommonJS, python), not part of berth.
+  { ignores: ['dist/**', 'node_modules/**', '.tap/**', 'coverage/**', 'bench/out/**', 'docs/research/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

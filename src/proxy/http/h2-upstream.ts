@@ -88,7 +88,8 @@ class Session {
   }
 
   get free(): boolean {
-    return this.ready && !this.goingAway && !this.h2.destroyed && this.streams.size < this.limit;
+    // (closed: a GOAWAY node has seen before its 'goaway' event reached us; a request there would fail.)
+    return this.ready && !this.goingAway && !this.h2.closed && !this.h2.destroyed && this.streams.size < this.limit;
   }
 }
 
