@@ -72,6 +72,8 @@ export function httpBlames(failure: HttpFailure): boolean {
  * - connect: the connection never completed (nothing was sent);
  * - unprocessed: an HTTP/2 endpoint said it did not process the request (REFUSED_STREAM,
  *   GOAWAY), and none of its body was read: as good as never sent, and no fault of it;
+ * - unsendable: the request cannot go to that endpoint at all (an Upgrade, or a field
+ *   HTTP/2 cannot carry): nothing was sent, no endpoint is to blame, none is tried (502);
  * - reset: the endpoint took (part of) the request and closed without any answer;
  * - timeout: no response head within the response timeout (504);
  * - malformed: the endpoint answered with something berth cannot relay (502);
@@ -79,7 +81,7 @@ export function httpBlames(failure: HttpFailure): boolean {
  * - complete: a 204/304 undici refused only for its Content-Length: the answer is whole;
  * - local: this process failed (EMFILE ...), not the endpoint (503).
  */
-export type HttpFailure = 'connect' | 'unprocessed' | 'reset' | 'timeout' | 'malformed' | 'cut' | 'complete' | 'local';
+export type HttpFailure = 'connect' | 'unprocessed' | 'unsendable' | 'reset' | 'timeout' | 'malformed' | 'cut' | 'complete' | 'local';
 
 /** Error codes of a connection the endpoint closed or reset. */
 const DROPPED = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'UND_ERR_CLOSED']);
@@ -91,6 +93,7 @@ const DROPPED = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'UND_ERR_CLOSED'
 export function classifyHttpFailure(err: NodeJS.ErrnoException, sent: boolean, started: boolean, status: number): HttpFailure {
   if (isLocalError(err)) return 'local';
   if (err.code === 'BERTH_ERR_H2_UNPROCESSED') return 'unprocessed';
+  if (err.code === 'BERTH_ERR_H2_REQUEST') return 'unsendable';
   if (started) {
     // Bodiless by definition (RFC 9110 §15.3.5, §15.4.5): undici still checks their Content-Length.
     if ((status === 204 || status === 304) && err.code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') return 'complete';

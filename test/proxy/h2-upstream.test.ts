@@ -10,7 +10,7 @@ import { once } from 'node:events';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';
-import type { AddressInfo } from 'node:net';
+import { connect as netConnect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
@@ -219,4 +219,103 @@ t.test('from the config: a service with httpVersion: 2 behind a running berth; a
   t.equal(r.body, 'h2-only');
   await berth.reload(config('1.1'));
   t.equal((await request(port, { path: '/' })).status, 502, 'HTTP/1.1 to an HTTP/2-only endpoint: it cannot answer');
+});
+
+/** A raw HTTP/1.1 exchange that resolves only when berth closes the connection (no timer of its own). */
+function untilClosed(port: number, payload: string, more?: (s: import('node:net').Socket) => void): Promise<string> {
+  return new Promise((resolve) => {
+    const s = netConnect(port, '127.0.0.1');
+    let out = '';
+    s.setEncoding('latin1');
+    s.on('data', (d: string) => (out += d));
+    s.on('error', () => {});
+    s.on('close', () => resolve(out));
+    s.write(payload);
+    more?.(s);
+  });
+}
+
+t.test('an endpoint that drops its connection mid-response: the client sees a cut at once (not a whole short body), and the next request gets a new connection', async (t) => {
+  const ep = await h2Endpoint(t, 'a', (s, h) => {
+    s.respond({ ':status': 200 });
+    if (h[':path'] === '/cut') {
+      s.write('partial-', () => s.session!.destroy());
+      return;
+    }
+    s.end('whole');
+  });
+  // An idle timeout far beyond the test: only noticing the dropped connection ends the exchange.
+  const pool = new Pool({ random: seededRandom(1) });
+  pool.configureService('svc', { balance: 'round-robin' });
+  pool.applySnapshot({ provider: 'static', services: new Map([['svc', [{ id: 'a', host: '127.0.0.1', port: ep.port, weight: 1, source: 'static' as const }]]]) });
+  const listener = new HttpListener(httpSettings({ timeouts: { connect: 1000, idle: 600_000, headers: 2000, response: 600_000, keepAlive: 5000 } }), { pool, log: silent, httpVersion: () => '2' });
+  const { port } = await listener.listen();
+  t.teardown(() => {
+    listener.stopAccepting();
+    listener.destroyAll();
+  });
+  const cut = await untilClosed(port, 'GET /cut HTTP/1.1\r\nHost: x\r\n\r\n');
+  t.match(cut, /^HTTP\/1\.1 200/);
+  t.match(cut, /partial-/);
+  t.notMatch(cut, /\r\n0\r\n\r\n$/, 'no last chunk: a cut');
+  const next = await request(port, { path: '/whole' });
+  t.equal(next.body, 'whole');
+  t.equal(ep.seen.sessions, 2, 'a new connection after the dropped one');
+});
+
+t.test('a reset with NO_ERROR before any response is not an empty 200: an idempotent request goes to another endpoint', async (t) => {
+  const resetting = await h2Endpoint(t, 'r', (s) => s.close(http2.constants.NGHTTP2_NO_ERROR));
+  const answering = await h2Endpoint(t, 'b');
+  const { port } = await proxy(t, [resetting.port, answering.port]);
+  // Round-robin: of two requests one starts on the resetting endpoint.
+  const rs = [await request(port, { path: '/' }), await request(port, { path: '/' })];
+  t.same(rs.map((r) => `${r.status} ${r.body}`), ['200 b', '200 b']);
+  t.equal(resetting.seen.streams, 1, 'the reset one was tried once');
+});
+
+t.test('a request refused before its body arrived is sent again with the body once, whole', async (t) => {
+  let firstSeen: () => void = () => {};
+  const seen = new Promise<void>((r) => (firstSeen = r));
+  const bodies: string[] = [];
+  const ep = await h2Endpoint(t, 'a', (s, _h, n) => {
+    if (n === 1) {
+      s.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+      firstSeen();
+      return;
+    }
+    let b = '';
+    s.setEncoding('utf8');
+    s.on('data', (c: string) => (b += c));
+    s.on('end', () => {
+      bodies.push(b);
+      s.respond({ ':status': 200 });
+      s.end('ok');
+    });
+  });
+  const { port } = await proxy(t, [ep.port]);
+  const out = await untilClosed(port, 'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\nConnection: close\r\n\r\n', (sock) => {
+    // The body only once the endpoint has refused the first stream (which read none of it).
+    void seen.then(() => sock.write('AAAABBBB'));
+  });
+  t.match(out, /^HTTP\/1\.1 200/);
+  t.same(bodies, ['AAAABBBB'], 'the whole body, once');
+});
+
+t.test('a field sent twice goes as one list; TE: trailers always; an Upgrade to an HTTP/2 endpoint is a 502 that reaches and blames no endpoint', async (t) => {
+  const a = await h2Endpoint(t, 'a');
+  const b = await h2Endpoint(t, 'b');
+  const one = await proxy(t, [a.port]);
+  const r = await rawRequest(one.port, 'GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: one\r\nUser-Agent: two\r\nIf-None-Match: "x"\r\nIf-None-Match: "y"\r\nCookie: a=1\r\nCookie: b=2\r\nConnection: close\r\n\r\n');
+  t.match(r, /^HTTP\/1\.1 200/);
+  const h = a.seen.headers[0]!;
+  t.equal(h['user-agent'], 'one, two');
+  t.equal(h['if-none-match'], '"x", "y"');
+  t.equal(h.cookie, 'a=1; b=2');
+  t.equal(h.te, 'trailers');
+  const { port, pool } = await proxy(t, [a.port, b.port]);
+  const streams = a.seen.streams + b.seen.streams;
+  const up = await rawRequest(port, 'GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+  t.match(up, /^HTTP\/1\.1 502/);
+  t.equal(a.seen.streams + b.seen.streams, streams, 'no endpoint saw it');
+  t.same([...pool.service('svc')!.endpoints.values()].map((e) => e.flags), [0, 0], 'none blamed');
 });

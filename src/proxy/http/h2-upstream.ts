@@ -8,17 +8,23 @@
  * - Sessions: each takes streams up to the endpoint's SETTINGS_MAX_CONCURRENT_STREAMS
  *   (at most `maxStreams`; a lowered limit applies to the next stream at once), then
  *   another session is opened, up to `maxSessions`; past that, requests wait for a
- *   stream in arrival order (the response timeout runs from the dispatch).
+ *   stream in arrival order (the response timeout runs from the dispatch). A session
+ *   is still connecting until the endpoint's first SETTINGS (within the connect
+ *   timeout), so its limit is known before its first stream.
  * - GOAWAY from the endpoint: no new stream on that session; a stream above its
  *   last-stream-id, like one refused (REFUSED_STREAM), was not processed. While
  *   none of its request body was read it is sent again once on another session,
  *   then reported as such (BERTH_ERR_H2_UNPROCESSED: tried on another endpoint, as
- *   after a refused connect); with body bytes read, as a reset (not sent again).
- * - A session takes streams only once the endpoint's first SETTINGS arrived (its
- *   limit is known before the first stream).
+ *   after a refused connect, and no fault of this one); with body bytes read, as a
+ *   reset (not sent again: the bytes are not kept).
+ * - A request HTTP/2 cannot carry (an Upgrade, a field node refuses) is refused
+ *   before anything is sent, and blames no endpoint (BERTH_ERR_H2_REQUEST).
  * - PING only while streams are open (gRPC servers send GOAWAY to a client that pings
  *   an idle connection): an unanswered one destroys the session. An idle session
  *   closes after `keepAlive`.
+ * - A response ends whole only with END_STREAM after its head; any reset, and the
+ *   connection closing (the socket is not half-open: an endpoint that goes away is
+ *   seen at once), is a cut.
  */
 import http2 from 'node:http2';
 import type { IncomingHttpHeaders } from 'node:http';
@@ -32,7 +38,7 @@ import type { UpstreamTls } from '../../core/tls.js';
 import { connectResult, type ConnectFn } from '../connect.js';
 
 export interface H2Settings {
-  /** Connect (and TLS handshake) timeout, ms (0 = none). */
+  /** Connect timeout, ms (0 = none): the TCP (and TLS) connect and the endpoint's first SETTINGS. */
   readonly connect: number;
   /** An idle session closes after this long, ms. */
   readonly keepAlive: number;
@@ -59,7 +65,7 @@ export interface H2Target {
 }
 
 /** Fields HTTP/2 forbids (RFC 9113 §8.2.2), and Host (it becomes :authority). */
-const DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'http2-settings', 'host']);
+const DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'http2-settings', 'host', 'te']);
 const { NGHTTP2_REFUSED_STREAM, NGHTTP2_CANCEL, NGHTTP2_NO_ERROR } = http2.constants;
 
 function codeError(message: string, code: string): Error {
@@ -70,8 +76,9 @@ class Session {
   readonly streams = new Set<Stream>();
   /** Streams this session may have open now (the endpoint's limit, capped). */
   limit: number;
+  /** The endpoint's first SETTINGS came. */
   ready = false;
-  /** GOAWAY received (or sent): no new streams. */
+  /** GOAWAY received, or closed by berth: no new streams. */
   goingAway = false;
   /** Streams above this id were not processed (GOAWAY); Infinity while none came. */
   lastStreamId = Infinity;
@@ -91,6 +98,12 @@ class Session {
     // (closed: a GOAWAY node has seen before its 'goaway' event reached us; a request there would fail.)
     return this.ready && !this.goingAway && !this.h2.closed && !this.h2.destroyed && this.streams.size < this.limit;
   }
+
+  /** No new stream from now on; closed once its streams are done. */
+  retire(): void {
+    this.goingAway = true;
+    if (this.streams.size === 0 && !this.h2.closed) this.h2.close();
+  }
 }
 
 /** One request on its way: its own undici controller (abort, pause, resume). */
@@ -106,18 +119,26 @@ class Stream implements Dispatcher.DispatchController {
   bodyRead = false;
   /** The handler was told a connection is in hand (once, also when the request is sent again). */
   begun = false;
-  /** Sent again once after the endpoint did not process it; not on the session that refused it. */
+  /** Sent again once after the endpoint did not process it; preferably not on the session that refused it. */
   replayed = false;
   avoid: Session | null = null;
   done = false;
   timer: Timer | null = null;
   trailers: IncomingHttpHeaders = {};
+  /** The request body (null: none); its listeners are attached once, on the first stream. */
+  readonly body: Readable | null;
+  private bodyAttached = false;
 
   constructor(
     readonly up: H2Upstream,
     readonly opts: Dispatcher.DispatchOptions,
     readonly handler: Dispatcher.DispatchHandler,
-  ) {}
+    /** The request's fields as HTTP/2 sends them (pseudo-headers but :scheme and :authority set per session). */
+    readonly headers: http2.OutgoingHttpHeaders,
+  ) {
+    const b = opts.body as Readable | null | undefined;
+    this.body = b !== null && b !== undefined && typeof b === 'object' && 'on' in b ? b : null;
+  }
 
   abort(reason: Error): void {
     if (this.done) return;
@@ -136,19 +157,14 @@ class Stream implements Dispatcher.DispatchController {
     this.h2?.resume();
   }
 
-  /** Ends the request with `err` (once): the stream cancelled, the handler told. */
+  /** Ends the request with `err` (once): the stream cancelled, the body let go, the handler told. */
   fail(err: Error): void {
     if (this.done) return;
     this.done = true;
     this.up.finished(this);
     const h2 = this.h2;
     if (h2 !== null && !h2.destroyed) h2.close(NGHTTP2_CANCEL);
-    const body = this.opts.body as Readable | null | undefined;
-    if (body !== null && body !== undefined && typeof body === 'object' && 'off' in body) {
-      body.off('data', this.onBodyData);
-      body.off('end', this.onBodyEnd);
-      body.off('error', this.onBodyError);
-    }
+    this.detachBody();
     this.handler.onResponseError?.(this, err);
   }
 
@@ -156,13 +172,49 @@ class Stream implements Dispatcher.DispatchController {
     if (this.done) return;
     this.done = true;
     this.up.finished(this);
+    this.detachBody();
     this.handler.onResponseEnd?.(this, this.trailers);
+  }
+
+  /** The body flows into `h2` (a new stream after a replay takes it where it stands). */
+  attachBody(h2: http2.ClientHttp2Stream): void {
+    const body = this.body;
+    if (body === null) return;
+    h2.on('drain', () => body.resume());
+    if (!this.bodyAttached) {
+      this.bodyAttached = true;
+      body.on('data', this.onBodyData);
+      body.on('end', this.onBodyEnd);
+      body.on('error', this.onBodyError);
+    }
+    if (body.readableEnded) h2.end();
+    else body.resume();
+  }
+
+  /** No stream to write to (waiting for a replay, or ended): the body waits, reading nothing more. */
+  holdBody(): void {
+    this.body?.pause();
+  }
+
+  private detachBody(): void {
+    const body = this.body;
+    if (body === null || !this.bodyAttached) return;
+    this.bodyAttached = false;
+    body.off('data', this.onBodyData);
+    body.off('end', this.onBodyEnd);
+    body.off('error', this.onBodyError);
+    body.pause();
   }
 
   readonly onBodyData = (chunk: Buffer): void => {
     this.bodyRead = true;
     const h2 = this.h2;
-    if (h2 !== null && !h2.write(chunk)) (this.opts.body as Readable).pause();
+    if (h2 === null) {
+      // (Paused when its stream went; a chunk already on its way is the last one read.)
+      this.body!.pause();
+      return;
+    }
+    if (!h2.write(chunk)) this.body!.pause();
   };
 
   readonly onBodyEnd = (): void => {
@@ -174,8 +226,30 @@ class Stream implements Dispatcher.DispatchController {
   };
 }
 
+/** The request's fields for HTTP/2, or why HTTP/2 cannot carry it. */
+function h2Headers(o: Dispatcher.DispatchOptions, authority: string): http2.OutgoingHttpHeaders | Error {
+  if (o.upgrade !== null && o.upgrade !== undefined) return codeError('an Upgrade cannot go to an HTTP/2 endpoint', 'BERTH_ERR_H2_REQUEST');
+  // te: trailers always: gRPC servers require it, others ignore it, and berth relays trailers.
+  const headers: http2.OutgoingHttpHeaders = { ':method': o.method, ':path': o.path, ':authority': authority, te: 'trailers' };
+  const raw = o.headers as string[] | null | undefined;
+  if (raw !== null && raw !== undefined) {
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i]!.toLowerCase();
+      const value = raw[i + 1]!;
+      if (name === 'host') headers[':authority'] = value;
+      if (DROP.has(name)) continue;
+      const prev = headers[name];
+      // A repeated field is one list (RFC 9110 §5.3; cookies joined with "; ", RFC 9113 §8.2.3): node refuses
+      // a second value of the fields it holds to one.
+      headers[name] = prev === undefined ? value : `${String(prev)}${name === 'cookie' ? '; ' : ', '}${value}`;
+    }
+  }
+  return headers;
+}
+
 export class H2Upstream {
   private readonly sessions = new Set<Session>();
+  /** Sessions on their way: connecting, or connected and waiting for the first SETTINGS. */
   private connecting = 0;
   private readonly queue: Stream[] = [];
   private closing = false;
@@ -183,7 +257,7 @@ export class H2Upstream {
 
   constructor(
     private readonly t: H2Target,
-    private settings: H2Settings,
+    private readonly settings: H2Settings,
   ) {
     this.authority = net.isIPv6(t.host) ? `[${t.host}]:${t.port}` : `${t.host}:${t.port}`;
   }
@@ -194,14 +268,14 @@ export class H2Upstream {
   }
 
   dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
-    const s = new Stream(this, opts, handler);
-    if (this.closing) {
-      s.fail(codeError('endpoint connections closing', 'UND_ERR_CLOSED'));
+    const headers = h2Headers(opts, this.authority);
+    const s = new Stream(this, opts, handler, headers instanceof Error ? {} : headers);
+    if (headers instanceof Error) {
+      s.fail(headers);
       return true;
     }
-    if (opts.upgrade !== null && opts.upgrade !== undefined) {
-      // RFC 8441's extended CONNECT is not spoken to endpoints: an HTTP/2 endpoint cannot take an Upgrade.
-      s.fail(codeError('an Upgrade cannot go to an HTTP/2 endpoint', 'BERTH_ERR_H2_UPGRADE'));
+    if (this.closing) {
+      s.fail(codeError('endpoint connections closing', 'UND_ERR_CLOSED'));
       return true;
     }
     const headersTimeout = opts.headersTimeout ?? 0;
@@ -211,25 +285,38 @@ export class H2Upstream {
     return true;
   }
 
-  /** Gives every waiting request a stream where one is free; opens a session where none is and the cap allows. */
+  /** Gives every waiting request a stream where one is free (in arrival order); opens a session where none is and the cap allows. */
   private pump(): void {
-    while (this.queue.length > 0) {
-      const head = this.queue[0]!;
-      let session: Session | null = null;
-      for (const x of this.sessions) {
-        if (x.free && x !== head.avoid) {
-          session = x;
-          break;
-        }
+    let wanting = 0;
+    for (let i = 0; i < this.queue.length; ) {
+      const s = this.queue[i]!;
+      if (s.done) {
+        this.queue.splice(i, 1);
+        continue;
       }
+      const session = this.pick(s.avoid);
       if (session === null) {
-        // As many sessions coming as there are requests waiting beyond what those will take.
-        if (this.connecting === 0 && this.sessions.size < this.settings.maxSessions) this.open();
-        return;
+        wanting++;
+        i++;
+        continue;
       }
-      const s = this.queue.shift()!;
-      if (!s.done) this.start(session, s);
+      this.queue.splice(i, 1);
+      this.start(session, s);
     }
+    // As many sessions on their way as needed for what waits (each takes many streams: one at a time).
+    if (wanting > 0 && this.connecting === 0 && this.sessions.size < this.settings.maxSessions && !this.closing) this.open();
+  }
+
+  /** A free session, not `avoid` while another can be had (a free one, or a new one under the cap). */
+  private pick(avoid: Session | null): Session | null {
+    let fallback: Session | null = null;
+    for (const x of this.sessions) {
+      if (!x.free) continue;
+      if (x !== avoid) return x;
+      fallback = x;
+    }
+    const more = this.connecting > 0 || this.sessions.size < this.settings.maxSessions;
+    return more ? null : fallback;
   }
 
   private open(): void {
@@ -238,34 +325,66 @@ export class H2Upstream {
     const t0 = t.clock.now();
     const tls = t.tls !== undefined ? { ...t.tls, ALPNProtocols: ['h2'] } : undefined;
     const socket = t.connectFn(t.host, t.port, tls);
+    // An endpoint that closes its side ends the session at once (node's http2 watches only 'close').
+    socket.allowHalfOpen = false;
+    socket.setKeepAlive(true, 60_000);
     const ready = tls !== undefined ? 'secureConnect' : 'connect';
     let timer: Timer | null = null;
-    const settle = (err: Error | null): void => {
+    let done = false;
+    /** The session over this socket, once it is made (before its first SETTINGS). */
+    let current: Session | null = null;
+    /** The connect, then the first SETTINGS, within the connect timeout; a failure is a refused connect for whoever waits. */
+    const settle = (err: Error | null, session: Session | null): void => {
+      if (done) return;
+      done = true;
       t.clock.cancel(timer);
       socket.off(ready, onReady);
-      socket.off('error', settle);
+      socket.off('error', onError);
       this.connecting--;
       const seconds = (t.clock.now() - t0) / 1000;
-      if (err === null && tls !== undefined && (socket as TLSSocket).alpnProtocol !== 'h2') {
-        err = codeError(`endpoint ${t.id} does not speak HTTP/2 (ALPN: ${(socket as TLSSocket).alpnProtocol || 'none'})`, 'BERTH_ERR_H2_ALPN');
-      }
       if (err !== null) {
         t.observer.upstreamConnect(t.service, t.id, connectResult(err as NodeJS.ErrnoException), seconds);
+        const failed = session ?? current;
+        if (failed !== null) {
+          this.sessions.delete(failed);
+          failed.h2.destroy();
+        }
         socket.destroy();
-        // The endpoint takes no connection: whoever waits for one tries elsewhere.
-        for (const s of this.queue.splice(0)) s.fail(err);
+        this.failWaiting(err);
         return;
       }
       t.observer.upstreamConnect(t.service, t.id, 'ok', seconds);
-      this.session(socket);
+      if (this.closing) session!.retire();
+      this.pump();
     };
-    const onReady = (): void => settle(null);
+    const onError = (err: Error): void => settle(err, null);
+    const onReady = (): void => {
+      socket.off('error', onError);
+      if (tls !== undefined && (socket as TLSSocket).alpnProtocol !== 'h2') {
+        settle(codeError(`endpoint ${t.id} does not speak HTTP/2 (ALPN: ${(socket as TLSSocket).alpnProtocol || 'none'})`, 'BERTH_ERR_H2_ALPN'), null);
+        return;
+      }
+      current = this.session(socket, settle);
+    };
     socket.once(ready, onReady);
-    socket.once('error', settle);
-    if (this.settings.connect > 0) timer = t.clock.after(this.settings.connect, onConnectTimeout, { socket, ms: this.settings.connect });
+    socket.once('error', onError);
+    if (this.settings.connect > 0) {
+      const ms = this.settings.connect;
+      timer = t.clock.after(ms, () => settle(codeError(`connect timeout after ${ms}ms${current !== null ? ' (no HTTP/2 settings from the endpoint)' : ''}`, 'UND_ERR_CONNECT_TIMEOUT'), current), undefined);
+    }
   }
 
-  private session(socket: net.Socket): void {
+  /**
+   * The endpoint will take no stream (a connect or the first SETTINGS failed): with
+   * no other session to wait for, whoever waits tries elsewhere. One already begun
+   * (a replay) reports the request unprocessed: it was not, and is no fault of theirs.
+   */
+  private failWaiting(err: Error): void {
+    if (this.sessions.size > 0 || this.connecting > 0) return;
+    for (const s of this.queue.splice(0)) s.fail(s.begun ? unprocessed(this.t.id, 'connect') : err);
+  }
+
+  private session(socket: net.Socket, settle: (err: Error | null, session: Session | null) => void): Session {
     const t = this.t;
     const h2 = http2.connect(`${t.tls !== undefined ? 'https' : 'http'}://${this.authority}`, {
       createConnection: () => socket,
@@ -276,12 +395,13 @@ export class H2Upstream {
     this.sessions.add(s);
     socket.once('close', () => t.observer.upstreamClosed(t.service, t.id, socket.bytesRead, socket.bytesWritten));
     h2.on('error', () => {});
-    // Ready with the endpoint's first SETTINGS: its stream limit is known before the first stream.
     h2.on('remoteSettings', (settings: http2.Settings) => {
       const peer = settings.maxConcurrentStreams;
       s.limit = Math.max(0, Math.min(this.settings.maxStreams, peer ?? this.settings.maxStreams));
-      s.ready = true;
-      this.pump();
+      if (!s.ready) {
+        s.ready = true;
+        settle(null, s);
+      } else this.pump();
     });
     h2.on('goaway', (_code: number, lastStreamID: number) => {
       s.goingAway = true;
@@ -294,19 +414,17 @@ export class H2Upstream {
       t.clock.cancel(s.pingTimer);
       if (!s.ready) {
         // Gone before its first SETTINGS: not an HTTP/2 endpoint (an HTTP/1.1 server answers the preface with a 400 and closes).
-        const err = codeError(`endpoint ${t.id} closed the connection before HTTP/2 settings (does it speak HTTP/2?)`, 'BERTH_ERR_H2_PROTOCOL');
-        if (this.sessions.size === 0 && this.connecting === 0) for (const q of this.queue.splice(0)) q.fail(err);
+        settle(codeError(`endpoint ${t.id} closed the connection before HTTP/2 settings (does it speak HTTP/2?)`, 'BERTH_ERR_H2_PROTOCOL'), null);
         return;
       }
       // Streams still open end with their own 'close' (an error for each).
       this.pump();
     });
     this.idle(s);
+    return s;
   }
 
   private start(session: Session, s: Stream): void {
-    const o = s.opts;
-    const t = this.t;
     s.session = session;
     session.streams.add(s);
     this.t.clock.cancel(session.idleTimer);
@@ -318,26 +436,20 @@ export class H2Upstream {
       s.handler.onRequestStart?.(s, {});
       if (s.done) return;
     }
-    const headers: http2.OutgoingHttpHeaders = { ':method': o.method, ':path': o.path, ':scheme': t.tls !== undefined ? 'https' : 'http', ':authority': this.authority };
-    const raw = o.headers as string[] | null | undefined;
-    if (raw !== null && raw !== undefined) {
-      for (let i = 0; i < raw.length; i += 2) {
-        const name = raw[i]!.toLowerCase();
-        const value = raw[i + 1]!;
-        if (name === 'host') headers[':authority'] = value;
-        if (DROP.has(name) || (name === 'te' && value.toLowerCase() !== 'trailers')) continue;
-        const prev = headers[name];
-        headers[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [String(prev), value];
-      }
-    }
-    const body = o.body as Readable | null | undefined;
-    const hasBody = body !== null && body !== undefined;
+    const headers = { ...s.headers, ':scheme': this.t.tls !== undefined ? 'https' : 'http' };
     let h2s: http2.ClientHttp2Stream;
     try {
-      h2s = session.h2.request(headers, { endStream: !hasBody });
+      h2s = session.h2.request(headers, { endStream: s.body === null });
     } catch (err) {
-      // A session closed under us, or a field HTTP/2 cannot carry.
-      s.fail(err as Error);
+      const code = (err as NodeJS.ErrnoException).code ?? '';
+      // A field node will not send: the request's, before any byte went out; no endpoint's fault.
+      if (code.startsWith('ERR_HTTP2_INVALID_') || code.startsWith('ERR_HTTP2_HEADER')) {
+        s.fail(codeError(`HTTP/2 cannot carry the request: ${(err as Error).message}`, 'BERTH_ERR_H2_REQUEST'));
+        return;
+      }
+      // A session closed under us: not processed.
+      session.retire();
+      s.fail(unprocessed(this.t.id, code || 'closed'));
       return;
     }
     s.h2 = h2s;
@@ -351,44 +463,38 @@ export class H2Upstream {
       s.handler.onResponseData?.(s, chunk);
     });
     h2s.on('trailers', (tr: IncomingHttpHeaders) => (s.trailers = tr));
-    h2s.on('end', () => s.complete());
+    // Whole only with END_STREAM after a head: a reset also ends the readable side ('end', then 'close' with its code).
+    h2s.on('end', () => {
+      if (s.responded && (h2s.rstCode === undefined || h2s.rstCode === NGHTTP2_NO_ERROR) && !h2s.aborted) s.complete();
+    });
     h2s.on('error', () => {});
     h2s.on('close', () => this.closed(s, h2s));
-    if (hasBody) {
-      body.on('data', s.onBodyData);
-      body.on('end', s.onBodyEnd);
-      body.on('error', s.onBodyError);
-      h2s.on('drain', () => body.resume());
-      if (body.readableEnded) h2s.end();
-    }
+    s.attachBody(h2s);
   }
 
   /** The stream closed: whatever did not complete fails, and says whether the endpoint processed it. */
   private closed(s: Stream, h2s: http2.ClientHttp2Stream): void {
-    if (s.done) return;
+    if (s.done || s.h2 !== h2s) return;
     const session = s.session!;
     const code = h2s.rstCode ?? NGHTTP2_NO_ERROR;
-    const unprocessed = !s.responded && (code === NGHTTP2_REFUSED_STREAM || (h2s.id !== undefined && h2s.id > session.lastStreamId) || (h2s.id === undefined && session.goingAway));
-    if (unprocessed && !s.bodyRead && !s.replayed) {
-      // Once more, on another session (a new one where none is free).
+    const notProcessed = !s.responded && (code === NGHTTP2_REFUSED_STREAM || (h2s.id !== undefined && h2s.id > session.lastStreamId) || (h2s.id === undefined && session.goingAway));
+    if (notProcessed && !s.bodyRead && !s.replayed) {
+      // Once more, on another session where one can be had (a new one where none is free).
       s.replayed = true;
       s.avoid = session;
       session.streams.delete(s);
       s.session = null;
       s.h2 = null;
+      s.holdBody();
       this.queue.unshift(s);
       queueMicrotask(() => this.pump());
       return;
     }
-    if (unprocessed && !s.bodyRead) {
-      s.fail(codeError(`endpoint ${this.t.id} did not process the request (${code === NGHTTP2_REFUSED_STREAM ? 'REFUSED_STREAM' : 'GOAWAY'})`, 'BERTH_ERR_H2_UNPROCESSED'));
+    if (notProcessed && !s.bodyRead) {
+      s.fail(unprocessed(this.t.id, code === NGHTTP2_REFUSED_STREAM ? 'REFUSED_STREAM' : 'GOAWAY'));
       return;
     }
-    if (s.responded && code === NGHTTP2_NO_ERROR && h2s.readableEnded) {
-      s.complete();
-      return;
-    }
-    s.fail(codeError(`endpoint ${this.t.id}: stream closed${code !== NGHTTP2_NO_ERROR ? ` (code ${code})` : ''}`, s.responded ? 'UND_ERR_SOCKET' : 'ECONNRESET'));
+    s.fail(codeError(`endpoint ${this.t.id}: stream closed${code !== NGHTTP2_NO_ERROR ? ` (code ${code})` : ' before the response ended'}`, s.responded ? 'UND_ERR_SOCKET' : 'ECONNRESET'));
   }
 
   /** The response moved: its body timeout starts again. */
@@ -413,7 +519,7 @@ export class H2Upstream {
     if (session.streams.size === 0) {
       this.t.clock.cancel(session.pingTimer);
       session.pingTimer = null;
-      if (session.goingAway || this.closing) session.h2.close();
+      if (session.goingAway || this.closing) session.retire();
       else this.idle(session);
     }
     // Not from inside the stream's own callbacks: the next start may call into the exchange.
@@ -445,19 +551,10 @@ export class H2Upstream {
     this.ping(session);
   }
 
-  /** New settings (reload): sessions made with the old ones finish their streams and close. */
-  configure(settings: H2Settings): void {
-    this.settings = settings;
-    for (const s of this.sessions) {
-      s.goingAway = true;
-      if (s.streams.size === 0) s.h2.close();
-    }
-  }
-
   /** Waits for the streams in flight, then closes the sessions. */
   close(): Promise<void> {
     this.closing = true;
-    for (const s of this.sessions) if (s.streams.size === 0) s.h2.close();
+    for (const s of this.sessions) s.retire();
     return Promise.resolve();
   }
 
@@ -467,6 +564,10 @@ export class H2Upstream {
     for (const s of this.sessions) s.h2.destroy();
     return Promise.resolve();
   }
+}
+
+function unprocessed(id: string, why: string): Error {
+  return codeError(`endpoint ${id} did not process the request (${why})`, 'BERTH_ERR_H2_UNPROCESSED');
 }
 
 function onResponse(s: Stream, h: http2.IncomingHttpHeaders & http2.IncomingHttpStatusHeader): void {
@@ -491,11 +592,7 @@ function onBodyTimeout(s: Stream): void {
   s.fail(codeError('Body Timeout Error', 'UND_ERR_BODY_TIMEOUT'));
 }
 
-function onConnectTimeout(x: { readonly socket: net.Socket; readonly ms: number }): void {
-  x.socket.destroy(codeError(`connect timeout after ${x.ms}ms`, 'UND_ERR_CONNECT_TIMEOUT'));
-}
-
 function closeIdle(session: Session): void {
   session.idleTimer = null;
-  if (session.streams.size === 0) session.h2.close();
+  if (session.streams.size === 0) session.retire();
 }
