@@ -7,7 +7,7 @@
  * leader and to kill one member.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Test } from 'tap';
@@ -71,6 +71,25 @@ function spawnMember(name: string, dataDir: string, clientUrl: string, peerUrl: 
   return p;
 }
 
+/**
+ * A data directory, removed at teardown and when the test process ends: etcd
+ * preallocates 128 MB of WAL per member, and test runs add up (a disk filled here).
+ */
+const dataDirs = new Set<string>();
+function dataDir(t: Test, prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  dataDirs.add(dir);
+  t.teardown(() => removeDir(dir));
+  return dir;
+}
+function removeDir(dir: string): void {
+  dataDirs.delete(dir);
+  rmSync(dir, { recursive: true, force: true });
+}
+process.once('exit', () => {
+  for (const d of dataDirs) rmSync(d, { recursive: true, force: true });
+});
+
 /** SIGKILLs the member's process group; resolves once it exited. */
 async function killMember(p: ChildProcess): Promise<void> {
   if (p.exitCode !== null || p.signalCode !== null) return;
@@ -86,7 +105,7 @@ async function killMember(p: ChildProcess): Promise<void> {
 export async function etcdServer(t: Test, port?: number): Promise<EtcdServer> {
   const clientPort = port ?? (await freePort());
   const peerPort = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'berth-etcd-'));
+  const dir = dataDir(t, 'berth-etcd-');
   const url = `http://127.0.0.1:${clientPort}`;
   let proc: ChildProcess | null = null;
   t.teardown(() => (proc === null ? undefined : killMember(proc)));
@@ -152,7 +171,7 @@ async function status(url: string): Promise<Status | null> {
 
 /** A cluster of `size` members (three by default) on loopback ports; up (a leader elected) when it resolves. */
 export async function etcdCluster(t: Test, size = 3): Promise<EtcdCluster> {
-  const dir = mkdtempSync(join(tmpdir(), 'berth-etcd-cluster-'));
+  const dir = dataDir(t, 'berth-etcd-cluster-');
   const specs: { name: string; url: string; peer: string }[] = [];
   for (let i = 0; i < size; i++) specs.push({ name: `m${i}`, url: `http://127.0.0.1:${await freePort()}`, peer: `http://127.0.0.1:${await freePort()}` });
   const initial = specs.map((s) => `${s.name}=${s.peer}`).join(',');
