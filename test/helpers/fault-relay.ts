@@ -7,13 +7,21 @@
  *   are accepted (the client sees ECONNRESET at once).
  * - `blackhole()`: connections stay open and new ones are accepted, but every
  *   byte either way is dropped: requests hang until the client gives up.
- * - `restore()`: bytes flow again. A connection that lost bytes in a black hole
- *   is reset then (a stream with a hole cannot go on; a real network would have
- *   retransmitted): the client opens a new one, as it would after its timeout.
+ * - `cutFrom(pid)`: only the connections that process `pid` dialed are cut (open
+ *   ones reset, new ones reset as they are accepted); everyone else's flow. The
+ *   dialer is found the way `ss -p` finds it: the client end's socket inode in
+ *   /proc/net/tcp, then that inode among /proc/<pid>/fd (Linux; own children).
+ *   For peers that share a relay (etcd members dialing one member's peer URL).
+ * - `restore()`: bytes flow again, for everyone. A connection that lost bytes in
+ *   a black hole is reset then (a stream with a hole cannot go on; a real network
+ *   would have retransmitted): the client opens a new one, as it would after its
+ *   timeout.
  *
- * Closed at teardown with every connection. Pure node:net.
+ * `target` is read at every new connection: a server that moved can be followed.
+ * Closed at teardown with every connection. node:net, and /proc for `cutFrom`.
  */
 import { once } from 'node:events';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import net from 'node:net';
 import type { Test } from 'tap';
 
@@ -30,8 +38,53 @@ export interface FaultRelay {
   readonly dropped: number;
   cut(): void;
   blackhole(): void;
+  /** Cuts the connections dialed by process `pid` (and refuses its new ones) until `restore`. */
+  cutFrom(pid: number): void;
   restore(): void;
   close(): Promise<void>;
+}
+
+/** /proc/net/tcp's form of an IPv4 address and port: `0100007F:1F90` for 127.0.0.1:8080. */
+function procAddress(ip: string, port: number): string {
+  const hex = (n: number, width: number) => n.toString(16).toUpperCase().padStart(width, '0');
+  return `${hex(ip.split('.').reduceRight((n, b) => n * 256 + Number(b), 0), 8)}:${hex(port, 4)}`;
+}
+
+/** Whether process `pid` holds the client end of accepted socket `s` (IPv4): it dialed it. */
+function dialedBy(s: net.Socket, pid: number): boolean {
+  if (s.remoteAddress === undefined || s.remotePort === undefined || s.localAddress === undefined || s.localPort === undefined) return false;
+  // The client end: local address = our remote one, remote address = our local one.
+  const local = procAddress(s.remoteAddress.replace(/^::ffff:/, ''), s.remotePort);
+  const remote = procAddress(s.localAddress.replace(/^::ffff:/, ''), s.localPort);
+  let inode: string | undefined;
+  for (const line of readFileSync('/proc/net/tcp', 'utf8').split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (f[1] === local && f[2] === remote) inode = f[9];
+  }
+  if (inode === undefined || inode === '0') return false;
+  let fds: string[];
+  try {
+    fds = readdirSync(`/proc/${pid}/fd`);
+  } catch {
+    return false;
+  }
+  return fds.some((fd) => {
+    try {
+      return readlinkSync(`/proc/${pid}/fd/${fd}`) === `socket:[${inode}]`;
+    } catch {
+      return false;
+    }
+  });
+}
+
+/**
+ * Resets `s` (RST). One that has sent its FIN already is destroyed instead:
+ * libuv refuses to reset a shut-down socket (EINVAL), and Node then never
+ * closes its handle, so the process spins at exit waiting for it.
+ */
+function hardClose(s: net.Socket): void {
+  if (s.writableEnded) s.destroy();
+  else s.resetAndDestroy();
 }
 
 interface Pair {
@@ -45,10 +98,13 @@ export async function faultRelay(t: Test, target: { host?: string; port: number 
   const pairs = new Set<Pair>();
   let mode: RelayMode = 'open';
   let dropped = 0;
+  /** Processes whose connections are cut (`cutFrom`). */
+  const shunned = new Set<number>();
+  const shunnedDialer = (client: net.Socket) => [...shunned].some((pid) => dialedBy(client, pid));
 
   const reset = (p: Pair) => {
     pairs.delete(p);
-    p.client.resetAndDestroy();
+    hardClose(p.client);
     p.upstream.destroy();
   };
   /** `from`'s bytes to `to`, unless the link is black-holed. */
@@ -69,8 +125,8 @@ export async function faultRelay(t: Test, target: { host?: string; port: number 
 
   const server = net.createServer({ allowHalfOpen: true }, (client) => {
     client.on('error', () => {});
-    if (mode === 'cut') {
-      client.resetAndDestroy();
+    if (mode === 'cut' || (shunned.size > 0 && shunnedDialer(client))) {
+      hardClose(client);
       return;
     }
     const upstream = net.connect({ host: target.host ?? '127.0.0.1', port: target.port, allowHalfOpen: true });
@@ -94,7 +150,7 @@ export async function faultRelay(t: Test, target: { host?: string; port: number 
         return;
       }
       pairs.delete(p);
-      client.resetAndDestroy();
+      hardClose(client);
     });
   });
   server.listen(0, '127.0.0.1');
@@ -120,8 +176,13 @@ export async function faultRelay(t: Test, target: { host?: string; port: number 
     blackhole() {
       mode = 'blackhole';
     },
+    cutFrom(pid) {
+      shunned.add(pid);
+      for (const p of [...pairs]) if (dialedBy(p.client, pid)) reset(p);
+    },
     restore() {
       mode = 'open';
+      shunned.clear();
       for (const p of [...pairs]) if (p.holed) reset(p);
     },
     async close() {
