@@ -42,8 +42,12 @@ export interface WatchHandle {
 export interface EtcdClient {
   /** A new lease of `ttl` seconds; its id. */
   grant(ttlSeconds: number): Promise<string>;
-  /** One keep-alive; the lease's remaining TTL in seconds, 0 when it is gone. */
-  keepAlive(lease: string): Promise<number>;
+  /**
+   * One keep-alive; the lease's remaining TTL in seconds, 0 when it is gone.
+   * `timeoutMs`: per member tried (a keep-alive must reach another member well
+   * within the TTL when one holds it).
+   */
+  keepAlive(lease: string, timeoutMs?: number): Promise<number>;
   revoke(lease: string): Promise<void>;
   /**
    * Puts `value` under `key` with `lease` only if the key is still as last seen:
@@ -105,6 +109,11 @@ function kvOf(k: RawKv): KeyValue {
   return { key: unb64(k.key), value: unb64(k.value), lease: k.lease ?? '0', modRevision: num(k.mod_revision) };
 }
 
+/** An error one member gives that another member of the cluster may not: gRPC UNAVAILABLE, no leader. */
+function memberUnavailable(err: EtcdError): boolean {
+  return err.grpcCode === 14 || /no leader|proposal dropped|request timed out|leader changed/.test(err.message);
+}
+
 /** The longest line of a watch stream kept (a bigger one ends the watch): etcd's request limit is 1.5 MiB. */
 const MAX_LINE = 8 * 1024 * 1024;
 
@@ -162,18 +171,22 @@ export class HttpEtcdClient implements EtcdClient {
     return req;
   }
 
-  /** One JSON request, tried on each endpoint in turn until one answers. */
-  private async call(path: string, body: unknown): Promise<Record<string, unknown>> {
+  /**
+   * One JSON request, tried on each endpoint in turn until one answers: also past a
+   * member that answers it cannot serve now (no leader, a dropped proposal: gRPC
+   * UNAVAILABLE), which another member of the cluster can.
+   */
+  private async call(path: string, body: unknown, timeoutMs = this.timeoutMs): Promise<Record<string, unknown>> {
     const text = JSON.stringify(body);
     let last: Error = new Error('no etcd endpoint');
     for (let i = 0; i < this.endpoints.length; i++) {
       const base = this.endpoints[(this.next + i) % this.endpoints.length]!;
       try {
-        const out = await this.once(base, path, text);
+        const out = await this.once(base, path, text, timeoutMs);
         this.next = (this.next + i) % this.endpoints.length;
         return out;
       } catch (err) {
-        if (err instanceof EtcdError) throw err;
+        if (err instanceof EtcdError && !memberUnavailable(err)) throw err;
         last = err as Error;
       }
     }
@@ -181,13 +194,13 @@ export class HttpEtcdClient implements EtcdClient {
     throw last;
   }
 
-  private once(base: string, path: string, body: string): Promise<Record<string, unknown>> {
+  private once(base: string, path: string, body: string, timeoutMs: number): Promise<Record<string, unknown>> {
     return new Promise((resolve, reject) => {
       this.open(
         base,
         path,
         body,
-        this.timeoutMs,
+        timeoutMs,
         (res) => {
           const chunks: Buffer[] = [];
           let size = 0;
@@ -222,8 +235,8 @@ export class HttpEtcdClient implements EtcdClient {
     return String(r['ID']);
   }
 
-  async keepAlive(lease: string): Promise<number> {
-    const r = await this.call('/v3/lease/keepalive', { ID: lease });
+  async keepAlive(lease: string, timeoutMs?: number): Promise<number> {
+    const r = await this.call('/v3/lease/keepalive', { ID: lease }, timeoutMs ?? this.timeoutMs);
     const result = (r['result'] ?? {}) as Record<string, unknown>;
     return num(result['TTL']);
   }
@@ -329,7 +342,12 @@ export class HttpEtcdClient implements EtcdClient {
           if (buf.length > MAX_LINE) fail(new Error(`etcd at ${base}: watch message too big`));
         });
         res.on('error', (err) => fail(err));
-        res.on('end', () => fail(new Error(`etcd at ${base}: watch stream ended`)));
+        res.on('end', () => {
+          // The gateway's last message (an error: "etcdserver: no leader") may come without its newline.
+          const rest = buf.trim();
+          if (!done && rest !== '') this.onWatchLine(rest, h, fail, finish);
+          fail(new Error(`etcd at ${base}: watch stream ended`));
+        });
       },
       (err) => fail(err),
     );

@@ -229,7 +229,7 @@ export class Publisher {
   /** A lease (the old one while it lives), the host key, then a reconcile. */
   private async connect(first: boolean): Promise<void> {
     const c = this.o.client;
-    if (this.lease !== null && (await c.keepAlive(this.lease)) <= 0) {
+    if (this.lease !== null && (await c.keepAlive(this.lease, this.keepAliveTimeout)) <= 0) {
       this.o.log.warn({ host: this.o.host }, 'registry lease expired while etcd was away: registering again');
       this.lease = null;
       this.written.clear();
@@ -350,6 +350,11 @@ export class Publisher {
     this.state(this.connected, this.written.size);
   }
 
+  /** A keep-alive gives up on a member within a third of the TTL: time is left to reach another before the lease expires. */
+  private get keepAliveTimeout(): number {
+    return Math.max(500, Math.floor((this.o.ttlSeconds * 1000) / 3));
+  }
+
   private scheduleKeepAlive(): void {
     if (this.stopped) return;
     this.clock.cancel(this.keepAliveTimer);
@@ -360,7 +365,7 @@ export class Publisher {
     const lease = this.lease;
     const generation = this.generation;
     if (this.stopped || lease === null) return;
-    this.o.client.keepAlive(lease).then(
+    this.o.client.keepAlive(lease, this.keepAliveTimeout).then(
       (ttl) => {
         if (this.stopped || generation !== this.generation || this.lease !== lease) return;
         if (ttl > 0) {

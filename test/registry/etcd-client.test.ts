@@ -80,3 +80,30 @@ t.test('http and https members in one list: each spoken to with its own scheme',
 t.test('a TLS file that cannot be read: an error naming the field', async (t) => {
   t.throws(() => new HttpEtcdClient(['https://127.0.0.1:2379'], { ca: '/nonexistent/ca.pem' }), { code: 'BERTH_ERR_TLS', message: /discovery\.etcd\.tls\.ca: cannot read \/nonexistent\/ca\.pem: ENOENT/ });
 });
+
+t.test('a member that cannot serve (no leader: UNAVAILABLE) is passed for the next; a keep-alive gives up on a silent member within its own timeout', async (t) => {
+  const unavailable = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      res.statusCode = 503;
+      res.end(JSON.stringify({ error: 'etcdserver: no leader', code: 14, message: 'etcdserver: no leader' }));
+    });
+  });
+  unavailable.listen(0, '127.0.0.1');
+  await once(unavailable, 'listening');
+  t.teardown(() => unavailable.close());
+  const silent = http.createServer(() => {});
+  silent.listen(0, '127.0.0.1');
+  await once(silent, 'listening');
+  t.teardown(() => {
+    silent.closeAllConnections();
+    silent.close();
+  });
+  const g = await gateway(t, ['/p/a']);
+  const c = new HttpEtcdClient([`http://127.0.0.1:${(unavailable.address() as AddressInfo).port}`, g.url], undefined);
+  t.teardown(() => c.close());
+  t.same((await c.range('/p/')).kvs.map((k) => k.key), ['/p/a'], 'the second member answered');
+  const k = new HttpEtcdClient([`http://127.0.0.1:${(silent.address() as AddressInfo).port}`], undefined, 60_000);
+  t.teardown(() => k.close());
+  await t.rejects(k.keepAlive('7', 200), { message: /no answer in 200 ms/ }, 'its own timeout, not the client\'s 60 s');
+});

@@ -6,7 +6,7 @@
  * Range the prefix, then watch from the range's revision + 1, and after every
  * response resume from its header revision + 1. A watch cancelled because its
  * revision was compacted: range again (the snapshot is the diff) and watch anew.
- * A watch that ends, or that hears nothing (not even a progress notice) for twice
+ * A watch that ends, or that hears nothing (not even a progress notice) for three times
  * `progressMs`: reconnect with jittered backoff. While etcd is away the last known
  * entries stay (stale beats empty); `staleSince` says since when. Entries of this
  * host are ignored: local state is the truth.
@@ -31,7 +31,7 @@ export interface EtcdProviderOptions {
   readonly onRemote?: ((perHost: ReadonlyMap<string, number>) => void) | undefined;
   readonly clock?: Clock;
   readonly random?: Random;
-  /** etcd's progress-notify interval (its default is 10 min): a watch silent for twice this is reconnected. */
+  /** etcd's progress-notify interval (its default is 10 min): a watch silent for three times this is reconnected. */
   readonly progressMs?: number;
   readonly backoffBaseMs?: number;
   readonly backoffCapMs?: number;
@@ -145,13 +145,15 @@ export class EtcdProvider implements Provider {
 
   private armSilence(): void {
     this.clock.cancel(this.silenceTimer);
-    const ms = 2 * (this.o.progressMs ?? 600_000);
+    // Three intervals: etcd skips the notice after an event and moves each by up to 10%,
+    // so quiet gaps of over twice the interval happen on a healthy watch.
+    const ms = 3 * (this.o.progressMs ?? 600_000);
     const gen = this.generation;
     this.silenceTimer = this.clock.after(
       ms,
       () => {
         if (gen !== this.generation || this.stopped) return;
-        this.o.log.warn({ silentMs: ms }, 'etcd watch silent for twice the progress interval: reconnecting');
+        this.o.log.warn({ silentMs: ms }, 'etcd watch silent for three progress intervals: reconnecting');
         this.watchHandle?.cancel();
         this.watchHandle = null;
         this.lost();
