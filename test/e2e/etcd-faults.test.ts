@@ -14,72 +14,20 @@
  *   no connection fails, and the hosts' leases survive (keep-alives move to
  *   another member).
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t, { type Test } from 'tap';
 import { etcdCluster, etcdServer } from '../helpers/etcd-server.js';
 import { faultRelay } from '../helpers/fault-relay.js';
-import { freePort, httpGet, listenerPort, startBerth, tcpServer, until, type BerthProcess, type LogLine } from '../helpers/net.js';
+import { answers, ask, etcdHost, pool, type EtcdHost } from '../helpers/etcd-hosts.js';
+import { httpGet, until, type LogLine } from '../helpers/net.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'berth-etcd-faults-'));
+type Host = EtcdHost;
 
-interface Host {
-  readonly id: string;
-  readonly addr: string;
-  readonly berth: BerthProcess;
-  readonly admin: number;
-  /** The port of its static endpoint (on 127.0.0.1). */
-  readonly endpoint: number;
-  /** The port of its listener (on `addr`). */
-  readonly port: number;
-  /** Its endpoint's id in other hosts' pools. */
-  readonly remoteId: string;
-}
-
-/** One "host": a berth on `addr` with one static endpoint answering `name`, registered through `etcd` (every URL given). */
-async function host(t: Test, etcd: readonly string[], id: string, addr: string, name: string): Promise<Host> {
-  const ep = await tcpServer((s) => s.end(name));
-  const admin = await freePort();
-  const file = join(dir, `${id}-${admin}.json`);
-  writeFileSync(
-    file,
-    JSON.stringify({
-      listeners: [{ name: 'web', bind: `${addr}:0`, service: 'web' }],
-      services: { web: { endpoints: [`127.0.0.1:${ep.port}`] } },
-      discovery: { etcd: { endpoints: etcd, host: id, ttl: '2s', progressInterval: '1s' } },
-      admin: { bind: `127.0.0.1:${admin}` },
-    }),
-  );
-  const berth = await startBerth(['-c', file]);
-  t.teardown(() => {
-    berth.kill('SIGKILL');
-    ep.close();
-  });
-  return { id, addr, berth, admin, endpoint: ep.port, port: listenerPort(berth, 'web'), remoteId: `127.0.0.1:${ep.port}@${id}` };
-}
+/** One "host", registered through `etcd` (every URL given), watching with progress notices every second. */
+const host = (t: Test, etcd: readonly string[], id: string, addr: string, name: string): Promise<Host> => etcdHost(t, { etcd, id, addr, name, progressInterval: '1s' });
 
 /** What a connection through the host's listener answers ('' for a failed or empty one). */
-function ask(h: Host): Promise<string> {
-  return new Promise((resolve) => {
-    const s = net.connect(h.port, h.addr);
-    let out = '';
-    s.setTimeout(3000, () => s.destroy());
-    s.setEncoding('utf8');
-    s.on('data', (d: string) => (out += d));
-    s.on('close', () => resolve(out));
-    s.on('error', () => resolve(''));
-  });
-}
-
-/** The answers of `n` connections through the host, sorted, without repeats. */
-async function answers(h: Host, n = 12): Promise<string[]> {
-  const out = new Set<string>();
-  for (let i = 0; i < n; i++) out.add(await ask(h));
-  return [...out].sort();
-}
+const askHost = (h: Host): Promise<string> => ask(h.addr, h.port);
 
 const metric = async (h: Host, re: RegExp): Promise<boolean> => re.test((await httpGet(`http://127.0.0.1:${h.admin}/metrics`)).body);
 
@@ -88,15 +36,6 @@ async function staleSeconds(h: Host): Promise<number> {
   const m = /^berth_registry_stale_seconds\{registry="etcd"\} (\S+)$/m.exec((await httpGet(`http://127.0.0.1:${h.admin}/metrics`)).body);
   if (!m) throw new Error(`${h.id}: no berth_registry_stale_seconds`);
   return Number(m[1]);
-}
-
-/** Endpoint ids of service web in the host's pool (the admin API). */
-async function pool(h: Host): Promise<string[]> {
-  const body = JSON.parse((await httpGet(`http://127.0.0.1:${h.admin}/api/v1/services`)).body) as { services: { name: string; endpoints: { id: string }[] }[] };
-  return body.services
-    .filter((s) => s.name === 'web')
-    .flatMap((s) => s.endpoints.map((e) => e.id))
-    .sort();
 }
 
 /** The host's log lines from index `from` on. */
@@ -118,7 +57,7 @@ async function hostLease(call: (path: string, body: unknown) => Promise<Record<s
 }
 
 /** Every key a set of hosts should have written: one entry per endpoint, one host key per host. */
-const keysOf = (...hosts: Host[]): string[] => hosts.flatMap((h) => [`/berth/v1/endpoints/web/${h.id}/127.0.0.1%3A${h.endpoint}`, `/berth/v1/hosts/${h.id}`]).sort();
+const keysOf = (...hosts: Host[]): string[] => hosts.flatMap((h) => [`/berth/v1/endpoints/web/${h.id}/127.0.0.1%3A${h.endpoint.port}`, `/berth/v1/hosts/${h.id}`]).sort();
 
 const revisionOf = async (call: (path: string, body: unknown) => Promise<Record<string, unknown>>): Promise<number> =>
   Number(((await call('/v3/kv/range', { key: Buffer.from('/').toString('base64') }))['header'] as { revision: string }).revision);
@@ -171,8 +110,8 @@ t.test('one host partitioned from etcd only (black hole, then cut): the others d
   const leaseAfter = await hostLease(etcd.call, a.id);
   t.not(leaseAfter, leaseBefore, 'node-a holds a new lease (the old one expired)');
   t.same(await answers(a), ['a', 'b'], 'node-a serves both');
-  t.same(await pool(a), [`127.0.0.1:${a.endpoint}`, b.remoteId].sort(), "node-a's pool: its endpoint and node-b's, once each");
-  t.same(await pool(b), [a.remoteId, `127.0.0.1:${b.endpoint}`].sort(), "node-b's pool: its endpoint and node-a's, once each");
+  t.same(await pool(a), [`127.0.0.1:${a.endpoint.port}`, b.remoteId].sort(), "node-a's pool: its endpoint and node-b's, once each");
+  t.same(await pool(b), [a.remoteId, `127.0.0.1:${b.endpoint.port}`].sort(), "node-b's pool: its endpoint and node-a's, once each");
   await until(async () => (await staleSeconds(a)) === 0, 10_000, "node-a's remote view current again");
 });
 
@@ -208,7 +147,7 @@ t.test('compaction during a cut: once restored, the cut host serves exactly what
   t.comment(`restore: node-a's view right after ${Date.now() - restoredAt} ms (cut for ${restoredAt - cutAt} ms)`);
   const how = since(a, aMark).find((l) => /compacted past the watch/.test(l.msg));
   t.comment(how ? 'node-a resumed a watch from a compacted revision and read everything again' : 'node-a read everything again on reconnect (a range, then a watch from its revision)');
-  t.same(await pool(a), [`127.0.0.1:${a.endpoint}`, c.remoteId].sort(), "node-a's pool: its endpoint and node-c's, nothing of node-b");
+  t.same(await pool(a), [`127.0.0.1:${a.endpoint.port}`, c.remoteId].sort(), "node-a's pool: its endpoint and node-c's, nothing of node-b");
   await until(async () => (await answers(c)).includes('a'), 40_000, 'node-a registered again, served by node-c');
   t.same(await etcd.keys('/berth/v1/'), keysOf(a, c), 'one entry per endpoint, one host key per host');
 });
@@ -230,7 +169,7 @@ t.test('the leader of a three-member cluster killed: no endpoint flaps, no conne
   const loop = { run: true, total: 0, failed: 0, remote: 0 };
   const through = async (h: Host, remote: string) => {
     while (loop.run) {
-      const got = await ask(h);
+      const got = await askHost(h);
       loop.total++;
       if (got === '') loop.failed++;
       if (got === remote) loop.remote++;

@@ -19,80 +19,19 @@
  * after the cut (a keep-alive held 3 s by the member, TTL 2 s); it registers
  * again 0.5 s later through the majority.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t, { type Test } from 'tap';
 import { etcdCluster } from '../helpers/etcd-server.js';
-import { freePort, httpGet, listenerPort, startBerth, tcpServer, until, type BerthProcess, type LogLine } from '../helpers/net.js';
+import { answers, ask, etcdHost, pool, type EtcdHost } from '../helpers/etcd-hosts.js';
+import { httpGet, until, type LogLine } from '../helpers/net.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'berth-etcd-isolated-'));
+type Host = EtcdHost;
 
-interface Host {
-  readonly id: string;
-  readonly addr: string;
-  readonly berth: BerthProcess;
-  readonly admin: number;
-  /** Its static endpoint (on 127.0.0.1): closed when the host goes. */
-  readonly endpoint: net.Server & { port: number };
-  /** The port of its listener (on `addr`). */
-  readonly port: number;
-  /** Its endpoint's id in other hosts' pools. */
-  readonly remoteId: string;
-}
-
-/** One "host": a berth on `addr` with one static endpoint answering `name`, registered through `etcd` (in that order). */
-async function host(t: Test, etcd: readonly string[], id: string, addr: string, name: string): Promise<Host> {
-  const ep = await tcpServer((s) => s.end(name));
-  const admin = await freePort();
-  const file = join(dir, `${id}-${admin}.json`);
-  writeFileSync(
-    file,
-    JSON.stringify({
-      listeners: [{ name: 'web', bind: `${addr}:0`, service: 'web' }],
-      services: { web: { endpoints: [`127.0.0.1:${ep.port}`] } },
-      discovery: { etcd: { endpoints: etcd, host: id, ttl: '2s', progressInterval: '1s' } },
-      admin: { bind: `127.0.0.1:${admin}` },
-    }),
-  );
-  const berth = await startBerth(['-c', file]);
-  t.teardown(() => {
-    berth.kill('SIGKILL');
-    ep.close();
-  });
-  return { id, addr, berth, admin, endpoint: ep, port: listenerPort(berth, 'web'), remoteId: `127.0.0.1:${ep.port}@${id}` };
-}
+/** One "host", registered through `etcd` (in that order), watching with progress notices every second. */
+const host = (t: Test, etcd: readonly string[], id: string, addr: string, name: string): Promise<Host> => etcdHost(t, { etcd, id, addr, name, progressInterval: '1s' });
 
 /** What a connection through the host's listener answers ('' for a failed or empty one). */
-function ask(h: Host): Promise<string> {
-  return new Promise((resolve) => {
-    const s = net.connect(h.port, h.addr);
-    let out = '';
-    s.setTimeout(3000, () => s.destroy());
-    s.setEncoding('utf8');
-    s.on('data', (d: string) => (out += d));
-    s.on('close', () => resolve(out));
-    s.on('error', () => resolve(''));
-  });
-}
-
-/** The answers of `n` connections through the host, sorted, without repeats. */
-async function answers(h: Host, n = 12): Promise<string[]> {
-  const out = new Set<string>();
-  for (let i = 0; i < n; i++) out.add(await ask(h));
-  return [...out].sort();
-}
-
-/** Endpoint ids of service web in the host's pool (the admin API). */
-async function pool(h: Host): Promise<string[]> {
-  const body = JSON.parse((await httpGet(`http://127.0.0.1:${h.admin}/api/v1/services`)).body) as { services: { name: string; endpoints: { id: string }[] }[] };
-  return body.services
-    .filter((s) => s.name === 'web')
-    .flatMap((s) => s.endpoints.map((e) => e.id))
-    .sort();
-}
+const askHost = (h: Host): Promise<string> => ask(h.addr, h.port);
 
 /** Connects that `h` retried on another endpoint (berth_retries_total, service web, any reason). */
 async function retries(h: Host): Promise<number> {
@@ -147,7 +86,7 @@ t.test('the watch on a member cut off from its cluster ends (no leader): node-b 
   const loops = (async () => {
     while (loop.run) {
       const from = Date.now();
-      const got = await ask(b);
+      const got = await askHost(b);
       loop.total++;
       if (got === '') loop.failed.push({ from, to: Date.now() });
       loop.answers.set(got, (loop.answers.get(got) ?? 0) + 1);

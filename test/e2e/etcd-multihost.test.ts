@@ -8,48 +8,17 @@
  * host registers when etcd comes up.
  */
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { etcdServer } from '../helpers/etcd-server.js';
-import { freePort, httpGet, listenerPort, startBerth, tcpServer, until, type BerthProcess } from '../helpers/net.js';
+import { ask, etcdHost, type EtcdHost } from '../helpers/etcd-hosts.js';
+import { freePort, httpGet, listenerPort, startBerth, until } from '../helpers/net.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'berth-etcd-e2e-'));
 
 /** One "host": a berth on `addr` with one static endpoint answering `name`. */
-async function host(t: Test, etcdUrl: string, id: string, addr: string, name: string, extra: string[] = []): Promise<{ berth: BerthProcess; admin: number; endpoint: number; server: net.Server }> {
-  const ep = await tcpServer((s) => s.end(name));
-  const admin = await freePort();
-  const file = join(dir, `${id}-${admin}.json`);
-  writeFileSync(
-    file,
-    JSON.stringify({
-      listeners: [{ name: 'web', bind: `${addr}:0`, service: 'web' }],
-      services: { web: { endpoints: [`127.0.0.1:${ep.port}`] } },
-      discovery: { etcd: { endpoints: [etcdUrl], host: id, ttl: '2s' } },
-      admin: { bind: `127.0.0.1:${admin}` },
-    }),
-  );
-  const berth = await startBerth(['-c', file, ...extra]);
-  t.teardown(() => {
-    berth.kill('SIGKILL');
-    ep.close();
-  });
-  return { berth, admin, endpoint: ep.port, server: ep };
-}
-
-/** What a connection through `port` on `addr` answers. */
-function ask(addr: string, port: number): Promise<string> {
-  return new Promise((resolve) => {
-    const s = net.connect(port, addr);
-    let out = '';
-    s.setEncoding('utf8');
-    s.on('data', (d: string) => (out += d));
-    s.on('close', () => resolve(out));
-    s.on('error', () => resolve(''));
-  });
-}
+const host = (t: Test, etcdUrl: string, id: string, addr: string, name: string, extra: string[] = []): Promise<EtcdHost> => etcdHost(t, { etcd: [etcdUrl], id, addr, name, extra });
 
 /** The answers of `n` connections, as a set. */
 async function answers(addr: string, port: number, n = 12): Promise<Set<string>> {
@@ -68,7 +37,7 @@ t.test('two hosts, one pool: A\'s endpoint behind B\'s listener; SIGTERM takes A
   const bPort = listenerPort(b.berth, 'web');
   await until(async () => (await answers('127.0.0.3', bPort)).has('a'), 10_000, "node-a's endpoint served by node-b");
   t.same([...(await answers('127.0.0.3', bPort))].sort(), ['a', 'b'], 'one pool across hosts');
-  t.same(await etcd.keys('/berth/'), [`/berth/v1/endpoints/web/node-a/127.0.0.1%3A${a.endpoint}`, `/berth/v1/endpoints/web/node-b/127.0.0.1%3A${b.endpoint}`, '/berth/v1/hosts/node-a', '/berth/v1/hosts/node-b']);
+  t.same(await etcd.keys('/berth/'), [`/berth/v1/endpoints/web/node-a/127.0.0.1%3A${a.endpoint.port}`, `/berth/v1/endpoints/web/node-b/127.0.0.1%3A${b.endpoint.port}`, '/berth/v1/hosts/node-a', '/berth/v1/hosts/node-b']);
   t.ok(await metric(b.admin, /berth_registry_connected\{registry="etcd"\} 1/));
   t.ok(await metric(b.admin, /berth_registry_published_endpoints\{registry="etcd"\} 1/));
   t.ok(await metric(b.admin, /berth_registry_remote_endpoints\{registry="etcd",host="node-a"\} 1/));
@@ -79,7 +48,7 @@ t.test('two hosts, one pool: A\'s endpoint behind B\'s listener; SIGTERM takes A
   a.berth.kill('SIGTERM');
   await a.berth.exited;
   const after = Number(((await etcd.call('/v3/kv/range', { key: Buffer.from('/').toString('base64') }))['header'] as { revision: string }).revision);
-  t.same(await etcd.keys('/berth/v1/'), [`/berth/v1/endpoints/web/node-b/127.0.0.1%3A${b.endpoint}`, '/berth/v1/hosts/node-b'], "node-a's keys gone");
+  t.same(await etcd.keys('/berth/v1/'), [`/berth/v1/endpoints/web/node-b/127.0.0.1%3A${b.endpoint.port}`, '/berth/v1/hosts/node-b'], "node-a's keys gone");
   t.equal(after, before + 1, 'in one revision (the lease revoked)');
   await until(async () => !(await answers('127.0.0.3', bPort)).has('a'), 10_000, 'node-a gone from node-b');
   t.pass("node-b stopped sending to node-a's endpoint");
@@ -199,7 +168,7 @@ t.test('--workers: the primary registers and subscribes; its workers serve other
   await until(async () => (await answers('127.0.0.2', aPort)).has('b'), 10_000, "node-b's endpoint served by node-a");
   // node-a's own endpoint goes: a worker without node-b's endpoint would have nothing
   // to try next. 48 connections, spread over both workers by the kernel, all answered.
-  await new Promise((r) => a.server.close(r));
+  await new Promise((r) => a.endpoint.close(r));
   const all = await answers('127.0.0.2', aPort, 48);
   t.same([...all], ['b'], "every worker has node-b's endpoint");
   t.same(await etcd.keys('/berth/v1/hosts/'), ['/berth/v1/hosts/node-a', '/berth/v1/hosts/node-b'], 'one host key for the whole process');
