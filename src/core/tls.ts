@@ -1,7 +1,9 @@
 /**
  * What the proxy needs from TLS termination, as an interface: src/tls implements
- * it (files, reloads, SNI, allow-lists), the listeners only call it. Types only.
+ * it (files, reloads, SNI, allow-lists), the listeners only call it. Types, and the
+ * one rule for the server name berth sends to endpoints (proxy and health checks).
  */
+import { isIP } from 'node:net';
 import type { TLSSocket, TlsOptions, ConnectionOptions } from 'node:tls';
 
 /** How a handshake ended (the `result` label of berth_tls_handshakes_total). */
@@ -55,3 +57,12 @@ export interface TlsServerLike {
  * (tls.connect would otherwise parse them and build a context per connection).
  */
 export type UpstreamTls = Readonly<Pick<ConnectionOptions, 'secureContext' | 'servername' | 'rejectUnauthorized' | 'minVersion' | 'ALPNProtocols'>>;
+
+/**
+ * The server name sent to an endpoint over TLS: the configured one, else the host
+ * when it is a name. SNI only for names (RFC 6066): an IP endpoint is checked
+ * against the certificate's IP SANs.
+ */
+export function upstreamServername(t: UpstreamTls, host: string): string | undefined {
+  return t.servername ?? (isIP(host) ? undefined : host);
+}

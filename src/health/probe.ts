@@ -4,7 +4,7 @@ import http2 from 'node:http2';
 import net from 'node:net';
 import tls from 'node:tls';
 import dnsPacket from 'dns-packet';
-import type { UpstreamTls } from '../core/tls.js';
+import { upstreamServername, type UpstreamTls } from '../core/tls.js';
 
 export interface ProbeResult {
   readonly ok: boolean;
@@ -20,16 +20,29 @@ export interface HttpProbeOptions {
   readonly expect: (status: number) => boolean;
 }
 
+/**
+ * A probe's one verdict: the first call of the function returned (or the timeout's,
+ * after `timeoutMs`, with `timedOut()` as its detail) clears the timer, runs `release`
+ * (closes what the probe opened) and resolves; later calls do nothing.
+ */
+function verdict(resolve: (r: ProbeResult) => void, timeoutMs: number, release: () => void, timedOut = (): string => `timeout after ${timeoutMs}ms`): (r: ProbeResult) => void {
+  let settled = false;
+  const done = (r: ProbeResult): void => {
+    if (settled) return;
+    settled = true;
+    clearTimeout(timer);
+    release();
+    resolve(r);
+  };
+  const timer = setTimeout(() => done({ ok: false, detail: timedOut() }), timeoutMs);
+  return done;
+}
+
 /** A TCP connect check: passes when the endpoint accepts within `timeoutMs`. */
 export function tcpProbe(host: string, port: number, timeoutMs: number): Promise<ProbeResult> {
   return new Promise((resolve) => {
     const s = net.connect({ host, port });
-    const done = (r: ProbeResult) => {
-      clearTimeout(timer);
-      s.destroy();
-      resolve(r);
-    };
-    const timer = setTimeout(() => done({ ok: false, detail: `timeout after ${timeoutMs}ms` }), timeoutMs);
+    const done = verdict(resolve, timeoutMs, () => s.destroy());
     s.once('connect', () => done({ ok: true, detail: 'connected' }));
     s.once('error', (err: NodeJS.ErrnoException) => done({ ok: false, detail: err.code ?? err.message }));
   });
@@ -38,20 +51,12 @@ export function tcpProbe(host: string, port: number, timeoutMs: number): Promise
 /** An HTTP GET check: passes on an expected status within `timeoutMs` (the body is drained and ignored). */
 export function httpProbe(host: string, port: number, timeoutMs: number, o: HttpProbeOptions): Promise<ProbeResult> {
   return new Promise((resolve) => {
-    let settled = false;
-    const done = (r: ProbeResult) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      req.destroy();
-      resolve(r);
-    };
+    const done = verdict(resolve, timeoutMs, () => req.destroy());
     const req = http.get({ host, port, path: o.path, agent: false, headers: { host: o.host ?? (host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`), 'user-agent': 'berth-health-check', connection: 'close' } }, (res) => {
       res.resume();
       const status = res.statusCode ?? 0;
       done({ ok: o.expect(status), detail: `status ${status}` });
     });
-    const timer = setTimeout(() => done({ ok: false, detail: `timeout after ${timeoutMs}ms` }), timeoutMs);
     req.on('error', (err: NodeJS.ErrnoException) => done({ ok: false, detail: err.code ?? err.message }));
   });
 }
@@ -128,12 +133,7 @@ export function sendExpectProbe(host: string, port: number, timeoutMs: number, o
     const s = net.connect({ host, port });
     const m = o.receive !== undefined ? new StreamMatch(o.receive) : null;
     let total = 0;
-    const done = (r: ProbeResult) => {
-      clearTimeout(timer);
-      s.destroy();
-      resolve(r);
-    };
-    const timer = setTimeout(() => done({ ok: false, detail: `timeout after ${timeoutMs}ms${total > 0 ? ` (${total} bytes, not the expected ones)` : ''}` }), timeoutMs);
+    const done = verdict(resolve, timeoutMs, () => s.destroy(), () => `timeout after ${timeoutMs}ms${total > 0 ? ` (${total} bytes, not the expected ones)` : ''}`);
     s.once('connect', () => s.write(o.send));
     s.on('data', (d: Buffer) => {
       total += d.length;
@@ -155,14 +155,10 @@ function udpExchange(host: string, port: number, timeoutMs: number, out: Buffer,
   return new Promise((resolve) => {
     const s = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4');
     let settled = false;
-    const done = (r: ProbeResult) => {
-      if (settled) return;
+    const done = verdict(resolve, timeoutMs, () => {
       settled = true;
-      clearTimeout(timer);
       s.close();
-      resolve(r);
-    };
-    const timer = setTimeout(() => done({ ok: false, detail: `timeout after ${timeoutMs}ms` }), timeoutMs);
+    });
     s.on('error', (err: NodeJS.ErrnoException) => done({ ok: false, detail: err.code ?? err.message }));
     s.on('message', (msg) => {
       const r = judge(msg);
@@ -301,23 +297,19 @@ function percentDecoded(m: string): string {
  */
 export function grpcProbe(host: string, port: number, timeoutMs: number, o: GrpcProbeOptions): Promise<ProbeResult> {
   return new Promise((resolve) => {
-    let settled = false;
     const authority = net.isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
     const secure = o.tls !== undefined;
-    const servername = o.tls?.servername ?? (net.isIP(host) ? undefined : host);
+    const servername = o.tls !== undefined ? upstreamServername(o.tls, host) : undefined;
     const session = http2.connect(`${secure ? 'https' : 'http'}://${authority}`, {
       createConnection: () => (o.tls !== undefined ? tls.connect({ host, port, ...o.tls, ALPNProtocols: ['h2'], ...(servername !== undefined ? { servername } : {}) }) : net.connect({ host, port })),
       settings: { enablePush: false },
       maxSessionMemory: 1,
     });
-    const done = (r: ProbeResult) => {
-      if (settled) return;
+    let settled = false;
+    const done = verdict(resolve, timeoutMs, () => {
       settled = true;
-      clearTimeout(timer);
       session.destroy();
-      resolve(r);
-    };
-    const timer = setTimeout(() => done({ ok: false, detail: `timeout after ${timeoutMs}ms` }), timeoutMs);
+    });
     session.on('error', (err: NodeJS.ErrnoException) => done({ ok: false, detail: err.code ?? err.message }));
     // Trailers-Only answers (an error with no message) carry grpc-status in the headers.
     let grpcStatus: string | undefined;

@@ -1,6 +1,6 @@
 import net from 'node:net';
 import tls from 'node:tls';
-import type { UpstreamTls } from '../core/tls.js';
+import { upstreamServername, type UpstreamTls } from '../core/tls.js';
 
 /**
  * Opens a connection to an endpoint (TLS when `upstreamTls`): the one way berth
@@ -32,8 +32,7 @@ const kSessionCtx = Symbol('berth.tls.session-context');
 
 export const tcpConnect: ConnectFn = (host, port, upstreamTls, reads) => {
   if (upstreamTls === undefined) return net.connect(reads === undefined ? { host, port, allowHalfOpen: true, noDelay: true } : { host, port, allowHalfOpen: true, noDelay: true, onread: reads });
-  // SNI only for names (RFC 6066); an IP endpoint is checked against the certificate's IP SANs.
-  const servername = upstreamTls.servername ?? (net.isIP(host) ? undefined : host);
+  const servername = upstreamServername(upstreamTls, host);
   // Resumption within the same secure context only: another service's client
   // certificate must never resume this one's session.
   const key = `${servername ?? ''}|${host}|${port}`;
