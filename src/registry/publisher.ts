@@ -58,6 +58,11 @@ export interface PublisherOptions {
   readonly predecessor?: Publisher | null;
 }
 
+/** The refusal of a host id another live berth holds (its claim's value describes it). */
+function hostIdHeld(host: string, claim: string): BerthError {
+  return new BerthError('BERTH_ERR_HOST_ID', `host id "${host}" is held in etcd by another berth (${describeClaim(claim)}) that keeps its lease alive: give this berth its own --host-id (discovery.etcd.host)`);
+}
+
 /** Thrown inside a connect that `stop` cut short. */
 class Stopped extends Error {}
 
@@ -294,7 +299,7 @@ export class Publisher {
       if (waited >= waitMs) {
         this.lease = null;
         await this.o.client.revoke(lease).catch(() => {});
-        const err = new BerthError('BERTH_ERR_HOST_ID', `host id "${this.o.host}" is held in etcd by another berth (${describeClaim(h.value)}) that keeps its lease alive: give this berth its own --host-id (discovery.etcd.host)`);
+        const err = hostIdHeld(this.o.host, h.value);
         if (first) throw err;
         // Someone took this host's id while etcd was away: not ours to fight over.
         this.o.log.error({ err: err.message }, 'registry: host id taken; not publishing, retrying');
@@ -451,7 +456,7 @@ export async function checkHostId(o: { readonly client: EtcdClient; readonly key
     }
     if (holder === undefined || holder.lease === '0' || holder.lease === o.own) return;
     const waited = clock.now() - start;
-    if (waited >= waitMs) throw new BerthError('BERTH_ERR_HOST_ID', `host id "${o.host}" is held in etcd by another berth (${describeClaim(holder.value)}) that keeps its lease alive: give this berth its own --host-id (discovery.etcd.host)`);
+    if (waited >= waitMs) throw hostIdHeld(o.host, holder.value);
     await new Promise<void>((resolve) => clock.after(Math.min(o.retryMs ?? 1000, waitMs - waited), resolve, undefined));
   }
 }

@@ -262,11 +262,6 @@ export class H2Upstream {
     this.authority = net.isIPv6(t.host) ? `[${t.host}]:${t.port}` : `${t.host}:${t.port}`;
   }
 
-  /** Sessions open (connected or connecting), for tests and the explain data. */
-  get sessionCount(): number {
-    return this.sessions.size + this.connecting;
-  }
-
   dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
     const headers = h2Headers(opts, this.authority);
     const s = new Stream(this, opts, handler, headers instanceof Error ? {} : headers);
