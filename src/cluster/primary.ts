@@ -19,6 +19,7 @@ import { handleSignals } from '../runtime/signals.js';
 import type { Logger } from '../log.js';
 import type { EndpointCounters } from '../pool/endpoint.js';
 import { aggregateMetrics } from '../metrics/collect.js';
+import { forkWorker } from './channel.js';
 import { PREPARE_TIMEOUT_MS, toMsg, type EndpointStats, type FromWorker, type ToWorker } from './protocol.js';
 import { decideReusePort, reusePortFacts, type ReusePortMode } from './reuse-port.js';
 import { statsKey, sumWorkerStats } from './stats.js';
@@ -118,7 +119,7 @@ export async function runPrimary(
   });
 
   const fork = () => {
-    const worker = cluster.fork();
+    const worker = forkWorker(log);
     const state: WorkerState = { worker, ready: false, connections: 0, open: 0 };
     workers.set(worker.id, state);
     worker.on('message', (m: FromWorker) => {

@@ -6,7 +6,9 @@ import type { EndpointStats, FromWorker, ToWorker } from './protocol.js';
 
 /** Runs in each worker: takes its config, snapshots and reloads from the primary, and proxies. */
 export async function runWorker(log: Logger, version: string): Promise<void> {
-  const send = (m: FromWorker) => process.send?.(m);
+  // A message the primary can no longer take (it is gone, and this worker exits with
+  // its channel) is dropped: without a callback node makes that an uncaught error.
+  const send = (m: FromWorker) => process.send?.(m, undefined, undefined, () => {});
   // Signals go to the primary, which tells workers what to do; a terminal's Ctrl-C
   // reaches the whole process group, so workers ignore it and wait for the primary.
   process.on('SIGINT', () => {});
