@@ -128,6 +128,8 @@ const listener = z.strictObject({
   /** Pause before trying every endpoint again, doubling per round; 0 = no second round. */
   retryBackoff: duration.default(50),
   http: httpOptions.default(httpDefaults),
+  /** http: HTTP/2 beside HTTP/1.1 (ALPN h2 with tls, prior-knowledge h2c without); default true. */
+  http2: z.boolean().optional(),
   /** udp: sessions (a client's address and port) and their bounds. */
   udp: z
     .strictObject({
@@ -371,6 +373,8 @@ interface ListenerBase {
   /** First pause before a new round over all endpoints, ms. */
   readonly retryBackoff: number;
   readonly http: HttpOptions;
+  /** http: HTTP/2 is served beside HTTP/1.1 (ALPN h2 with tls, prior-knowledge h2c without). */
+  readonly http2: boolean;
   readonly tls: TlsConfig | undefined;
   readonly proxyProtocol: 'off' | 'v1' | 'v2';
   /** tcp: PostgreSQL SSLRequest handling before the ClientHello. */

@@ -87,6 +87,8 @@ export function validateConfig(raw: unknown): Config {
         if (r.sni !== undefined || r.alpn !== undefined) issues.push({ path: `listeners[${i}].routes[${j}]`, message: 'sni and alpn are for tcp listeners (TLS passthrough); an http route takes host and pathPrefix' });
       });
     }
+    if (l.mode === 'http' && l.http2 === false && l.tls?.alpn?.includes('h2') === true) issues.push({ path: `listeners[${i}].tls.alpn`, message: 'h2 offered with http2: false: clients would speak HTTP/2 to a listener that does not' });
+    if (l.http2 !== undefined && l.mode !== 'http') issues.push({ path: `listeners[${i}].http2`, message: 'http2 is for http listeners' });
     if (l.postgres && l.mode !== 'tcp') issues.push({ path: `listeners[${i}].postgres`, message: 'postgres is for tcp listeners (TLS passthrough of PostgreSQL)' });
     if (l.postgres && l.tls !== undefined) issues.push({ path: `listeners[${i}].postgres`, message: 'postgres passes TLS through; a listener with tls terminates it' });
     l.routes.forEach((r, j) => {
@@ -95,7 +97,7 @@ export function validateConfig(raw: unknown): Config {
     if (l.timeouts.preread <= 0) issues.push({ path: `listeners[${i}].timeouts.preread`, message: 'expected more than 0 (a client that sends nothing would be held forever)' });
     const idle = l.timeouts.idle ?? (l.mode === 'tcp' ? 3_600_000 : 60_000);
     if (l.proxyProtocol !== 'off' && l.mode === 'http') issues.push({ path: `listeners[${i}].proxyProtocol`, message: 'PROXY protocol is for tcp listeners (http listeners send X-Forwarded-*)' });
-    const common = { name, bind: l.bind, routes: l.routes, timeouts: { ...l.timeouts, idle, handshake: l.timeouts.handshake ?? l.timeouts.headers }, retries: l.retries, retryBackoff: l.retryBackoff, http: l.http, tls: l.tls, proxyProtocol: l.proxyProtocol, postgres: l.postgres, acceptProxy: l.acceptProxy ?? null, maxConnections: l.maxConnections };
+    const common = { name, bind: l.bind, routes: l.routes, timeouts: { ...l.timeouts, idle, handshake: l.timeouts.handshake ?? l.timeouts.headers }, retries: l.retries, retryBackoff: l.retryBackoff, http: l.http, http2: l.mode === 'http' && l.http2 !== false, tls: l.tls, proxyProtocol: l.proxyProtocol, postgres: l.postgres, acceptProxy: l.acceptProxy ?? null, maxConnections: l.maxConnections };
     if (l.mode === 'udp') listeners.push({ ...common, mode: 'udp', service: l.service ?? '', udp: l.udp });
     else listeners.push(l.mode === 'tcp' ? { ...common, mode: 'tcp', service: l.service ?? '' } : { ...common, mode: 'http', service: l.service });
   });

@@ -20,8 +20,10 @@ export interface ProxyObserver {
   retry(service: string, reason: string): void;
   /** A client was turned away because no endpoint was usable. */
   noEndpoint(listener: string, service: string): void;
-  /** An http request finished (status 499: the client left first). `service` is "-" when no route matched. */
-  httpRequest(listener: string, service: string, method: string, status: number, seconds: number): void;
+  /** An http request finished (status 499: the client left first). `service` is "-" when no route matched; `version` the client's HTTP version. */
+  httpRequest(listener: string, service: string, method: string, status: number, seconds: number, version: HttpVersionLabel): void;
+  /** A gRPC request finished with this grpc-status (a code 0-16; 'none': the answer carried none; 'CANCELLED': the client left first). */
+  grpcRequest(listener: string, service: string, status: number | 'none' | 'CANCELLED'): void;
   /** berth refused a request before routing it (malformed, head too large or too slow, CONNECT). */
   httpRejected(listener: string, reason: HttpRejectReason): void;
   /** An Upgrade request was connected through to an endpoint (a tunnel opened). */
@@ -52,7 +54,9 @@ export type ProxyProtocolResult = 'ok' | 'missing' | 'malformed' | 'untrusted' |
 
 export type LocalErrorSite = 'accept' | 'upstream_connect';
 
-export type HttpRejectReason = 'bad_request' | 'header_too_large' | 'timeout' | 'method';
+export type HttpRejectReason = 'bad_request' | 'header_too_large' | 'timeout' | 'method' | 'h2_limit';
+/** The HTTP version a client spoke (the `version` label). */
+export type HttpVersionLabel = '1.1' | '2';
 
 export const nullObserver: ProxyObserver = {
   listenerAccepted() {},
@@ -62,6 +66,7 @@ export const nullObserver: ProxyObserver = {
   retry() {},
   noEndpoint() {},
   httpRequest() {},
+  grpcRequest() {},
   httpRejected() {},
   httpUpgrade() {},
   tlsHandshake() {},

@@ -6,7 +6,7 @@
  */
 import { AggregatorRegistry, collectDefaultMetrics, Registry } from 'prom-client';
 import type { DiscoveryObserver } from '../core/discovery.js';
-import type { ConnectResult, HttpRejectReason, LocalErrorSite, PrereadResult, ProxyObserver, ProxyProtocolResult, UdpDropReason } from '../core/observer.js';
+import type { ConnectResult, HttpRejectReason, HttpVersionLabel, LocalErrorSite, PrereadResult, ProxyObserver, ProxyProtocolResult, UdpDropReason } from '../core/observer.js';
 import type { HandshakeResult } from '../core/tls.js';
 import { ownCounters, type CountersOf } from '../pool/endpoint.js';
 import type { Pool } from '../pool/pool.js';
@@ -27,7 +27,12 @@ interface EndpointTally {
 
 /** Methods with their own label value; anything else counts as OTHER (bounded cardinality). */
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'TRACE', 'OTHER'];
+/** gRPC status names by code (grpc/doc/statuscodes.md), the `grpc_status` label's values. */
+const GRPC_CODES = ['OK', 'CANCELLED', 'UNKNOWN', 'INVALID_ARGUMENT', 'DEADLINE_EXCEEDED', 'NOT_FOUND', 'ALREADY_EXISTS', 'PERMISSION_DENIED', 'RESOURCE_EXHAUSTED', 'FAILED_PRECONDITION', 'ABORTED', 'OUT_OF_RANGE', 'UNIMPLEMENTED', 'INTERNAL', 'UNAVAILABLE', 'DATA_LOSS', 'UNAUTHENTICATED'];
 const CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'];
+/** The `version` label's values, in the order the counts are kept. */
+const VERSIONS = ['1.1', '2'] as const;
+const PER_VERSION = METHODS.length * CLASSES.length;
 
 function methodIndex(m: string): number {
   const i = METHODS.indexOf(m);
@@ -84,7 +89,8 @@ export class MetricsCollector implements ProxyObserver, DiscoveryObserver {
         for (const [service, t] of bySvc) {
           for (let i = 0; i < t.counts.length; i++) {
             const n = t.counts[i]!;
-            if (n > 0) httpRequests.inc({ listener, service, method: METHODS[Math.floor(i / CLASSES.length)]!, code: CLASSES[i % CLASSES.length]! }, n);
+            const j = i % PER_VERSION;
+            if (n > 0) httpRequests.inc({ listener, service, method: METHODS[Math.floor(j / CLASSES.length)]!, code: CLASSES[j % CLASSES.length]!, version: VERSIONS[Math.floor(i / PER_VERSION)]! }, n);
           }
         }
       }
@@ -148,14 +154,17 @@ export class MetricsCollector implements ProxyObserver, DiscoveryObserver {
     this.m.noEndpoint.inc({ listener, service });
   }
 
-  httpRequest(listener: string, service: string, method: string, status: number, seconds: number): void {
+  httpRequest(listener: string, service: string, method: string, status: number, seconds: number, version: HttpVersionLabel): void {
     let bySvc = this.http.get(listener);
     if (bySvc === undefined) this.http.set(listener, (bySvc = new Map()));
     let t = bySvc.get(service);
-    if (t === undefined) bySvc.set(service, (t = { counts: new Float64Array(METHODS.length * CLASSES.length), duration: this.m.httpDuration.labels(listener, service) }));
+    if (t === undefined) bySvc.set(service, (t = { counts: new Float64Array(VERSIONS.length * PER_VERSION), duration: this.m.httpDuration.labels(listener, service) }));
     const cls = Math.min(5, Math.max(1, Math.floor(status / 100))) - 1;
-    t.counts[methodIndex(method) * CLASSES.length + cls]!++;
+    t.counts[(version === '2' ? PER_VERSION : 0) + methodIndex(method) * CLASSES.length + cls]!++;
     t.duration.observe(seconds);
+  }
+  grpcRequest(listener: string, service: string, status: number | 'none' | 'CANCELLED'): void {
+    this.m.grpcRequests.inc({ listener, service, grpc_status: typeof status === 'number' ? (GRPC_CODES[status] ?? String(status)) : status === 'none' ? 'NONE' : status });
   }
   httpRejected(listener: string, reason: HttpRejectReason): void {
     this.m.httpRejected.inc({ listener, reason });

@@ -51,10 +51,16 @@ export function declareMetrics(registry: Registry, scrape: () => void = () => {}
     }),
     httpRequests: new Counter({
       name: 'berth_http_requests_total',
-      help: 'HTTP requests by response class (499: the client left first; service "-": no route)',
-      labelNames: ['listener', 'service', 'method', 'code'] as const,
+      help: 'HTTP requests by response class and the client\'s HTTP version (499: the client left first; service "-": no route)',
+      labelNames: ['listener', 'service', 'method', 'code', 'version'] as const,
       registers,
       collect,
+    }),
+    grpcRequests: new Counter({
+      name: 'berth_grpc_requests_total',
+      help: 'gRPC requests by the grpc-status of their answer (the endpoint\'s, or berth\'s own: UNAVAILABLE, DEADLINE_EXCEEDED...; NONE: the answer carried none)',
+      labelNames: ['listener', 'service', 'grpc_status'] as const,
+      registers,
     }),
     httpDuration: new Histogram({
       name: 'berth_http_request_duration_seconds',
@@ -65,7 +71,7 @@ export function declareMetrics(registry: Registry, scrape: () => void = () => {}
     }),
     httpRejected: new Counter({
       name: 'berth_http_rejected_total',
-      help: 'Requests refused before routing: bad_request (400), header_too_large (431), timeout (408), method (405)',
+      help: 'Requests refused before routing: bad_request (400), header_too_large (431), timeout (408), method (405); h2_limit: an HTTP/2 connection closed for breaking a limit (resets, PING or SETTINGS floods, no SETTINGS acknowledgement)',
       labelNames: ['listener', 'reason'] as const,
       registers,
     }),

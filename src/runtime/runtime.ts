@@ -234,7 +234,7 @@ export class Berth {
 
   private newListener(l: ListenerConfig): Listener {
     const log = this.log.child({ module: 'proxy', listener: l.name });
-    const tls = l.tls ? new ListenerTls(l.name, l.tls, log, this.metrics ?? { tlsMaterial: () => {} }, l.mode === 'http') : null;
+    const tls = l.tls ? new ListenerTls(l.name, l.tls, log, this.metrics ?? { tlsMaterial: () => {} }, l.mode === 'http' ? (l.http2 ? ['h2', 'http/1.1'] : ['http/1.1']) : undefined) : null;
     if (tls) this.terminators.set(listenerKey(l), tls);
     const deps = {
       pool: this.pool,
@@ -466,6 +466,9 @@ export class Berth {
       }
       if (c && (c.tls !== undefined) !== this.terminators.has(k)) {
         throw new BerthError('BERTH_ERR_RELOAD', `listener ${c.name}: turning TLS on or off on a bound listener (${formatHostPort(c.bind)}) needs a restart; the running config stays`);
+      }
+      if (c?.mode === 'http' && l.mode === 'http' && c.tls !== undefined && c.http2 !== (l.settings.http2 ?? false)) {
+        throw new BerthError('BERTH_ERR_RELOAD', `listener ${c.name}: turning http2 on or off on a bound TLS listener (${formatHostPort(c.bind)}) needs a restart (the ALPN offer is fixed at bind); the running config stays`);
       }
       const term = this.terminators.get(k);
       if (c?.tls && term && (c.tls.sni.length > 0) !== term.sni) {

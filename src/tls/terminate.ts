@@ -104,7 +104,8 @@ export class ListenerTls implements TlsTerminator {
     private cfg: ListenerTlsConfig,
     private readonly log: Logger,
     private readonly observer: TlsObserver,
-    private readonly isHttp: boolean,
+    /** ALPN offered when the config names none (http listeners: h2 and http/1.1, or http/1.1 alone). */
+    private readonly defaultAlpn: readonly string[] | undefined,
   ) {
     this.material = this.load(cfg);
     this.mutual = cfg.clientCa !== undefined;
@@ -160,7 +161,7 @@ export class ListenerTls implements TlsTerminator {
   }
 
   serverOptions(): TlsOptions {
-    const alpn = this.cfg.alpn ?? (this.isHttp ? ['http/1.1'] : undefined);
+    const alpn = this.cfg.alpn ?? this.defaultAlpn;
     return {
       ...this.material.defaults,
       requestCert: this.mutual,

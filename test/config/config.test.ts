@@ -403,6 +403,20 @@ t.test('httpVersion: 1.1 (default) or 2, as a number or a string; a gRPC service
   t.doesNotThrow(() => validateConfig({ listeners: [{ bind: '1', service: 'a' }], services: { a: { health: { type: 'grpc' } } } }), 'behind a tcp listener: any');
 });
 
+t.test('http2: on by default for http listeners, off with false; only for http listeners; h2 in tls.alpn needs it', async (t) => {
+  const c = validateConfig({ listeners: [{ bind: '1', mode: 'http', service: 'a' }, { bind: '2', mode: 'http', service: 'a', http2: false }, { bind: '3', service: 'a' }], services: { a: {} } });
+  t.same(
+    c.listeners.map((l) => l.http2),
+    [true, false, false],
+  );
+  t.same(issues(() => validateConfig({ listeners: [{ bind: '1', service: 'a', http2: true }], services: { a: {} } })), ['listeners[0].http2: http2 is for http listeners']);
+  t.same(issues(() => validateConfig({ listeners: [{ bind: '1', mode: 'http', service: 'a', http2: 'yes' }], services: { a: {} } })), ['listeners[0].http2: Invalid input: expected boolean, received string']);
+  t.same(
+    issues(() => validateConfig({ listeners: [{ bind: '1', mode: 'http', service: 'a', http2: false, tls: { cert: 'c', key: 'k', alpn: ['h2', 'http/1.1'] } }], services: { a: {} } })),
+    ['listeners[0].tls.alpn: h2 offered with http2: false: clients would speak HTTP/2 to a listener that does not'],
+  );
+});
+
 t.test('grpc checks: the service asked about, "" (the whole server) unless said', async (t) => {
   const c = validateConfig({ listeners: [{ bind: '1', service: 'api' }], services: { api: { health: { type: 'grpc', service: 'api.v1.Users' } }, b: { health: { type: 'grpc' } } } });
   t.match(c.services.get('api')!.health, { type: 'grpc', service: 'api.v1.Users', interval: 2000 });

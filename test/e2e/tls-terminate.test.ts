@@ -49,7 +49,7 @@ async function tlsTcpProxy(target: number, cfg: ListenerTlsConfig, obs: ProxyObs
   pool.configureService('svc', 'round-robin');
   pool.applySnapshot({ provider: 'static', services: new Map([['svc', [endpoint(target)]]]) });
   const mo = materialObserver();
-  const term = new ListenerTls('secure', cfg, silent, mo, false);
+  const term = new ListenerTls('secure', cfg, silent, mo, undefined);
   const listener = new TcpListener(
     { name: 'secure', bind: { host: '127.0.0.1', port: 0 }, service: 'svc', timeouts: { connect: 1000, idle: 10_000 }, retries: 1, retryBackoff: 0, ...settings },
     { pool, log: silent, observer: obs, tls: term },
@@ -129,7 +129,7 @@ t.test('a certificate close to expiry is warned about once, the listener named o
   const lines: string[] = [];
   const root = pino({ level: 'info' }, { write: (l: string) => lines.push(l) });
   // As the app builds it: the listener's logger already carries the listener's name.
-  const term = new ListenerTls('web', tlsConfig({ cert: pki.cert('soon'), key: pki.key('soon') }), root.child({ module: 'proxy', listener: 'web' }), materialObserver(), false);
+  const term = new ListenerTls('web', tlsConfig({ cert: pki.cert('soon'), key: pki.key('soon') }), root.child({ module: 'proxy', listener: 'web' }), materialObserver(), undefined);
   t.teardown(() => term.close());
   const warn = lines.find((l) => l.includes('tls certificate expires soon'));
   t.ok(warn, 'warned at start');
@@ -138,7 +138,7 @@ t.test('a certificate close to expiry is warned about once, the listener named o
 });
 
 t.test('identity from the peer certificate: subject in RFC 4514 order, CN unescaped, SAN split, hash of the DER', async (t) => {
-  const term = new ListenerTls('id', tlsConfig({ allow: ['CN=Shop, Inc'] }), silent, materialObserver(), false);
+  const term = new ListenerTls('id', tlsConfig({ allow: ['CN=Shop, Inc'] }), silent, materialObserver(), undefined);
   t.teardown(() => term.close());
   const pem = readFileSync(pki.cert('comma'));
   const x = new X509Certificate(pem);
@@ -289,7 +289,7 @@ t.test('http mTLS with curl: XFCC set (spoofed one removed), X-Forwarded-Proto h
   pool.configureService('svc', 'round-robin');
   pool.applySnapshot({ provider: 'static', services: new Map([['svc', [endpoint(be.port)]]]) });
   const obs = countingObserver();
-  const term = new ListenerTls('web', tlsConfig(), silent, materialObserver(), true);
+  const term = new ListenerTls('web', tlsConfig(), silent, materialObserver(), ['http/1.1']);
   const l = new HttpListener(httpSettings(), { pool, log: silent, observer: obs, tls: term });
   const { port } = await l.listen();
   t.teardown(() => {

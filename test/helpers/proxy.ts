@@ -33,7 +33,11 @@ export function countingObserver(): ProxyObserver & { counts: Record<string, num
       reasons.push(reason);
     },
     noEndpoint: () => inc('noEndpoint'),
-    httpRequest: (_l, _s, _m, status) => inc(`http.${status}`),
+    httpRequest: (_l, _s, _m, status, _t, version) => {
+      inc(`http.${status}`);
+      if (version === '2') inc(`h2.${status}`);
+    },
+    grpcRequest: (_l, _s, status) => inc(`grpc.${status}`),
     httpRejected: (_l, reason) => inc(`rejected.${reason}`),
     httpUpgrade: () => inc('upgrade'),
     tlsHandshake: (_l, result) => inc(`tls.${result}`),

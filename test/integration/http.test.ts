@@ -124,7 +124,7 @@ admin: { bind: 127.0.0.1:${adminPort} }
   t.match(line, { method: 'GET', status: 200, service: 'web', client: '127.0.0.1', endpoint: `127.0.0.1:${be.port}`, attempts: 1 });
   t.type(line['ms'], 'number');
   const metrics = (await httpGet(`http://127.0.0.1:${adminPort}/metrics`)).body;
-  t.match(metrics, new RegExp(`berth_http_requests_total\\{listener="web",service="web",method="GET",code="2xx"\\} ${N}\\n`), 'request counts summed over workers');
+  t.match(metrics, new RegExp(`berth_http_requests_total\\{listener="web",service="web",method="GET",code="2xx",version="1.1"\\} ${N}\\n`), 'request counts summed over workers');
   t.match(metrics, new RegExp(`berth_http_request_duration_seconds_count\\{listener="web",service="web"\\} ${N}\\n`));
   berth.kill('SIGTERM');
   t.equal(await berth.exited, 0);

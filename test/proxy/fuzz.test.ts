@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { seededRandom, type Random } from '../../src/core/random.js';
 import { createCa, issueCert } from '../../src/tls/certs.js';
+import { data, END_HEADERS, GET, headers, PREFACE, rst, settings, settingsAck } from '../helpers/h2-frames.js';
 import { freePort, httpGet, listenerPort, startBerth, tcpServer, until } from '../helpers/net.js';
 
 const seed = Number(process.env['BERTH_FUZZ_SEED'] ?? Math.floor(Math.random() * 2 ** 31));
@@ -246,6 +247,34 @@ t.test(`fuzz (seed ${seed}): berth stays up, answers, and leaks no descriptor`, 
       const body = botch ? `${u.body.slice(0, int(r, 0, u.body.length - 1))}5\r\nhelloEXTRA\r\n` : u.body.slice(0, int(r, 0, u.body.length - 1));
       return send(web, Buffer.from(u.head + body, 'latin1'), botch ? 'wait' : pick(r, ['reset-after', 'end'] as const));
     },
+    // HTTP/2 (prior knowledge): a request whose frames are mutated, cut at a random
+    // byte, followed by random bytes, or reset by the client; then a reset, a
+    // half-close, or a wait for berth to end it.
+    async (r) => {
+      const req = Buffer.concat([PREFACE, settings(), settingsAck(), headers(1, GET(pick(r, ['/fuzz', '/control']), 'a.example'))]);
+      let bytes: Buffer;
+      switch (int(r, 0, 3)) {
+        case 0:
+          bytes = mutate(r, req.toString('latin1'));
+          break;
+        case 1:
+          bytes = req.subarray(0, int(r, 0, req.length));
+          break;
+        case 2:
+          bytes = Buffer.concat([req, Buffer.from(Array.from({ length: int(r, 1, 100) }, () => int(r, 0, 255)))]);
+          break;
+        default:
+          bytes = Buffer.concat([req, rst(1, 8)]);
+      }
+      return send(web, bytes, pick(r, ['reset', 'end', 'wait'] as const));
+    },
+    // An HTTP/2 upload to the sink cut at a random body offset: the stream reset, or the connection.
+    async (r) => {
+      const head = headers(1, [[':method', 'POST'], [':scheme', 'http'], [':path', '/upload'], [':authority', 'a.example'], ['content-length', String(UPLOAD_BODY.length)]], END_HEADERS);
+      const part = data(1, UPLOAD_BODY.slice(0, int(r, 0, UPLOAD_BODY.length - 1)), 0);
+      const cut = r.next() < 0.5;
+      return send(web, Buffer.concat([PREFACE, settings(), settingsAck(), head, part, ...(cut ? [rst(1, 8)] : [])]), cut ? 'wait' : 'reset-after');
+    },
     // Raw tcp: bytes then a reset or a half-close.
     async (r) => send(raw, Buffer.from(GOOD_REQUEST, 'latin1'), r.next() < 0.5 ? 'reset' : 'end'),
   ];
@@ -262,7 +291,7 @@ t.test(`fuzz (seed ${seed}): berth stays up, answers, and leaks no descriptor`, 
         }
       }),
     );
-    t.equal(berth.proc.exitCode, null, `seed ${seed}: berth is up after batch ${batch + 1}`);
+    t.equal(berth.proc.exitCode, null, `seed ${seed}: berth is up after batch ${batch + 1}`, { stderr: berth.stderr.slice(-3000) });
     t.equal(await control(), 200, `seed ${seed}: control request answered after batch ${batch + 1}`);
   }
   t.equal(hung, 0, `seed ${seed}: every connection was ended by berth or the client (none left hanging)`);

@@ -347,7 +347,7 @@ t.test('3. TLS handshakes are bounded; renegotiation refused; refused clients ge
   const echo = await echoServer();
   const obs = countingObserver();
   const mo = { tlsMaterial: () => {} };
-  const term = new ListenerTls('tls', pki.cfg(), silent, mo, false);
+  const term = new ListenerTls('tls', pki.cfg(), silent, mo, undefined);
   const { port, close } = await proxyFor([endpoint(echo.port)], { observer: obs, tls: term, settings: { timeouts: { connect: 2000, idle: 60_000, handshake: 300 } } });
   t.teardown(async () => {
     await close();
@@ -389,7 +389,7 @@ t.test('3. TLS handshakes are bounded; renegotiation refused; refused clients ge
   reneg.destroy();
 
   // mTLS: a client with no certificate is refused after the handshake with close_notify, not a reset.
-  const mterm = new ListenerTls('mtls', pki.cfg({ clientCa: join(pki.dir, 'ca.pem') }), silent, mo, false);
+  const mterm = new ListenerTls('mtls', pki.cfg({ clientCa: join(pki.dir, 'ca.pem') }), silent, mo, undefined);
   const m = await proxyFor([endpoint(echo.port)], { observer: obs, tls: mterm });
   const mport = m.port;
   t.teardown(async () => {
@@ -408,7 +408,7 @@ t.test('3. TLS handshakes are bounded; renegotiation refused; refused clients ge
 t.test('8. the connection cap counts sockets still in their TLS handshake', async (t) => {
   const pki = await certs();
   const echo = await echoServer();
-  const term = new ListenerTls('tls', pki.cfg(), silent, { tlsMaterial: () => {} }, false);
+  const term = new ListenerTls('tls', pki.cfg(), silent, { tlsMaterial: () => {} }, undefined);
   const { port, listener: l, close } = await proxyFor([endpoint(echo.port)], { tls: term, settings: { maxConnections: 1, timeouts: { connect: 2000, idle: 60_000, handshake: 60_000 } } });
   t.teardown(async () => {
     await close();

@@ -6,6 +6,7 @@
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import http from 'node:http';
+import http2 from 'node:http2';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,7 +25,7 @@ const dir = mkdtempSync(join(tmpdir(), 'berth-proxy-tls-'));
 await createCa({ out: dir, cn: 'test ca', days: 2, bits: 2048 });
 await issueCert({ ca: dir, out: dir, name: 'server', sans: [{ type: 'DNS', value: 'localhost' }], usage: 'server', days: 2, bits: 2048 });
 const ca = readFileSync(join(dir, 'ca.pem'));
-const terminator = (name: string) => new ListenerTls(name, { cert: join(dir, 'server.pem'), key: join(dir, 'server-key.pem'), sni: [], allow: [], minVersion: 'TLSv1.2' }, silent, { tlsMaterial: () => {} }, false);
+const terminator = (name: string) => new ListenerTls(name, { cert: join(dir, 'server.pem'), key: join(dir, 'server-key.pem'), sni: [], allow: [], minVersion: 'TLSv1.2' }, silent, { tlsMaterial: () => {} }, undefined);
 const trusted = { trusted: ['127.0.0.1/32'], untrusted: 'refuse' as const };
 
 /**
@@ -123,4 +124,69 @@ t.test('http listener with tls: X-Forwarded-For names the client of the PROXY he
   t.same(rawValues(be.seen[0]!.headers, 'x-forwarded-for'), ['2001:db8::7']);
   t.same(rawValues(be.seen[0]!.headers, 'x-forwarded-proto'), ['https']);
   await until(() => l.active === 0);
+});
+
+t.test('http listener with tls and http2: ALPN h2 speaks HTTP/2 (the PROXY header\'s client in X-Forwarded-For), http/1.1 HTTP/1.1; without http2 only http/1.1 is offered', async (t) => {
+  const be = await recordingBackend();
+  const pool = new Pool({ random: seededRandom(1) });
+  pool.configureService('svc', { balance: 'round-robin' });
+  pool.applySnapshot({ provider: 'static', services: new Map([['svc', [endpoint(be.port)]]]) });
+  const term = new ListenerTls('h2', { cert: join(dir, 'server.pem'), key: join(dir, 'server-key.pem'), sni: [], allow: [], minVersion: 'TLSv1.2' }, silent, { tlsMaterial: () => {} }, ['h2', 'http/1.1']);
+  const l = new HttpListener(httpSettings({ acceptProxy: trusted, http2: true }), { pool, log: silent, tls: term });
+  const { port } = await l.listen();
+  t.teardown(() => {
+    l.stopAccepting();
+    l.destroyAll();
+    term.close();
+    be.close();
+  });
+  const raw = net.connect(port, '127.0.0.1');
+  raw.on('error', () => {});
+  await once(raw, 'connect');
+  raw.write('PROXY TCP4 203.0.113.9 192.0.2.1 51000 443\r\n');
+  const s = tls.connect({ socket: raw, servername: 'localhost', ca, ALPNProtocols: ['h2', 'http/1.1'] });
+  await once(s, 'secureConnect');
+  t.equal(s.alpnProtocol, 'h2', 'h2 agreed');
+  const session = http2.connect('https://localhost', { createConnection: () => s });
+  session.on('error', () => {});
+  const status = await new Promise<number>((resolve, reject) => {
+    const req = session.request({ ':path': '/over-h2' });
+    req.on('response', (h) => resolve(Number(h[':status'])));
+    req.on('error', reject);
+    req.resume();
+  });
+  t.equal(status, 200);
+  t.equal(be.seen[0]!.url, '/over-h2');
+  t.same(rawValues(be.seen[0]!.headers, 'x-forwarded-for'), ['203.0.113.9']);
+  t.same(rawValues(be.seen[0]!.headers, 'x-forwarded-proto'), ['https']);
+  session.close();
+  // An HTTP/1.1 client on the same listener.
+  const h1 = await tlsAfter(port, 'PROXY TCP4 203.0.113.10 192.0.2.1 51000 443\r\n', true);
+  await once(h1, 'secureConnect');
+  t.equal(h1.alpnProtocol, false, 'no ALPN asked, none agreed: HTTP/1.1');
+  const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
+    const req = http.request({ createConnection: () => h1, path: '/over-h1', headers: { host: 'a', connection: 'close' } }, resolve);
+    req.on('error', reject);
+    req.end();
+  });
+  res.resume();
+  await once(res, 'end');
+  t.equal(res.statusCode, 200);
+  t.same(rawValues(be.seen[1]!.headers, 'x-forwarded-for'), ['203.0.113.10']);
+  await until(() => l.active === 0);
+
+  // http2 off: ALPN offers http/1.1 alone, so an h2 client falls back to HTTP/1.1.
+  const term1 = new ListenerTls('h1', { cert: join(dir, 'server.pem'), key: join(dir, 'server-key.pem'), sni: [], allow: [], minVersion: 'TLSv1.2' }, silent, { tlsMaterial: () => {} }, ['http/1.1']);
+  const l1 = new HttpListener(httpSettings({ http2: false }), { pool, log: silent, tls: term1 });
+  const p1 = await l1.listen();
+  t.teardown(() => {
+    l1.stopAccepting();
+    l1.destroyAll();
+    term1.close();
+  });
+  const s1 = tls.connect({ port: p1.port, host: '127.0.0.1', servername: 'localhost', ca, ALPNProtocols: ['h2', 'http/1.1'] });
+  s1.on('error', () => {});
+  await once(s1, 'secureConnect');
+  t.equal(s1.alpnProtocol, 'http/1.1');
+  s1.destroy();
 });

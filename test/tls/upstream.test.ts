@@ -27,8 +27,8 @@ t.test('SNI callback only where SNI certificates are configured', async (t) => {
   await createCa({ out: dir, cn: 'ca', days: 2, bits: 2048 });
   await issueCert({ ca: dir, out: dir, name: 'a', sans: [{ type: 'DNS', value: 'a.example' }], usage: 'server', days: 2, bits: 2048 });
   const base = { cert: join(dir, 'a.pem'), key: join(dir, 'a-key.pem'), allow: [], minVersion: 'TLSv1.2' as const };
-  const plain = new ListenerTls('plain', { ...base, sni: [] }, silent, { tlsMaterial: () => {} }, false);
-  const withSni = new ListenerTls('sni', { ...base, sni: [{ cert: join(dir, 'a.pem'), key: join(dir, 'a-key.pem') }] }, silent, { tlsMaterial: () => {} }, false);
+  const plain = new ListenerTls('plain', { ...base, sni: [] }, silent, { tlsMaterial: () => {} }, undefined);
+  const withSni = new ListenerTls('sni', { ...base, sni: [{ cert: join(dir, 'a.pem'), key: join(dir, 'a-key.pem') }] }, silent, { tlsMaterial: () => {} }, undefined);
   t.teardown(() => {
     plain.close();
     withSni.close();
@@ -48,4 +48,29 @@ t.test('a reload that adds the first SNI certificate to a bound listener is refu
   t.teardown(() => berth.shutdown(0));
   await t.rejects(berth.reload(cfg([{ cert: join(dir, 'a.pem'), key: join(dir, 'a-key.pem') }])), { code: 'BERTH_ERR_RELOAD', message: /first SNI certificate/ });
   t.same(await berth.reload(cfg([])), { added: 0, removed: 0, kept: 1 }, 'the same config still reloads');
+});
+
+t.test('a reload that turns http2 on or off on a bound TLS listener is refused (the ALPN offer is fixed at bind); on a plaintext one it applies', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'berth-h2-reload-'));
+  await createCa({ out: dir, cn: 'ca', days: 2, bits: 2048 });
+  await issueCert({ ca: dir, out: dir, name: 'a', sans: [{ type: 'DNS', value: 'a.example' }], usage: 'server', days: 2, bits: 2048 });
+  const cfg = (http2: boolean) =>
+    validateConfig({
+      listeners: [
+        { name: 'tls', bind: '127.0.0.1:0', mode: 'http', service: 'web', http2, tls: { cert: join(dir, 'a.pem'), key: join(dir, 'a-key.pem') } },
+        { name: 'plain', bind: '127.0.0.1:0', mode: 'http', service: 'web', http2 },
+      ],
+      services: { web: { endpoints: ['127.0.0.1:1'] } },
+      admin: { bind: 'off' },
+    });
+  const plainOnly = (http2: boolean) => validateConfig({ listeners: [{ name: 'plain', bind: '127.0.0.1:0', mode: 'http', service: 'web', http2 }], services: { web: { endpoints: ['127.0.0.1:1'] } }, admin: { bind: 'off' } });
+  const berth = new Berth(cfg(true), { log: silent, version: '9.9.9' });
+  await berth.start();
+  t.teardown(() => berth.shutdown(0));
+  await t.rejects(berth.reload(cfg(false)), { code: 'BERTH_ERR_RELOAD', message: /listener tls: turning http2 on or off on a bound TLS listener/ });
+  t.same(await berth.reload(cfg(true)), { added: 0, removed: 0, kept: 2 }, 'the same config still reloads');
+  const b2 = new Berth(plainOnly(true), { log: silent, version: '9.9.9' });
+  await b2.start();
+  t.teardown(() => b2.shutdown(0));
+  t.same(await b2.reload(plainOnly(false)), { added: 0, removed: 0, kept: 1 }, 'plaintext: applies to new connections');
 });

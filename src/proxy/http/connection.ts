@@ -3,6 +3,7 @@
  * itself (on a response, or raw on a socket node has let go of).
  */
 import http from 'node:http';
+import http2, { type Http2ServerResponse } from 'node:http2';
 import type net from 'node:net';
 import { guardSocket } from '../connect.js';
 
@@ -19,13 +20,18 @@ const REASONS: Record<number, string> = {
   504: 'gateway timeout: the endpoint did not answer in time',
 };
 
-export function reply(res: http.ServerResponse, status: number, close: boolean, extra?: Record<string, string>): void {
+/**
+ * berth's own plain-text answer. `close`: the connection ends after it (HTTP/1.1;
+ * an HTTP/2 answer ends its stream only). Once the head is out, only a cut is left.
+ */
+export function reply(res: http.ServerResponse | Http2ServerResponse, status: number, close: boolean, extra?: Record<string, string>): void {
   const body = `${REASONS[status] ?? http.STATUS_CODES[status] ?? ''}\n`;
   if (res.headersSent) {
-    res.destroy();
+    if (res instanceof http.ServerResponse) res.destroy();
+    else res.stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
     return;
   }
-  if (close) res.shouldKeepAlive = false;
+  if (close && res instanceof http.ServerResponse) res.shouldKeepAlive = false;
   res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': String(Buffer.byteLength(body)), 'cache-control': 'no-store', ...extra });
   res.end(body);
 }

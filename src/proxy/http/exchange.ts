@@ -3,23 +3,30 @@
  * undici, stream the answer back; an Upgrade until the endpoint's 101.
  */
 import type http from 'node:http';
+import { constants as h2c, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
 import type net from 'node:net';
-import type { Duplex } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { EndpointState } from '../../pool/endpoint.js';
 import { connectResult, guardSocket } from '../connect.js';
 import { classifyHttpFailure, httpBlames, httpRetry, type HttpFailure } from '../retry-policy.js';
 import { UpstreamAttempt, type AttemptUser, type GiveUp } from '../upstream-attempt.js';
 import { reply, responseClosed, type ConnFacts, type UpgradeParts } from './connection.js';
-import { downstreamResponseHeaders, idempotent, interimHead, reasonPhrase, trailerList, upstreamRequestHeaders, type RequestFacts } from './headers.js';
+import { grpcAnswer, grpcStatusFor, grpcStatusOf, grpcTimeout, GrpcStatus, isGrpc } from './grpc.js';
+import type { Timer } from '../../core/clock.js';
+import { downstreamResponseHeaders, idempotent, interimHead, reasonPhrase, trailerList, upstreamRequestHeaders, upstreamRequestHeadersH2, type RequestFacts } from './headers.js';
 import type { HttpListener } from './listener.js';
 import { Tunnel } from './tunnel.js';
 
 const kExchange = Symbol('berth.http.exchange');
-type TaggedRes = http.ServerResponse & { [kExchange]?: Exchange | undefined };
+/** A client's request: HTTP/1.x (node's parser) or HTTP/2 (node's compatibility layer over a stream). */
+export type ClientRequest = http.IncomingMessage | Http2ServerRequest;
+/** The response to it. */
+export type ClientResponse = http.ServerResponse | Http2ServerResponse;
+type TaggedRes = ClientResponse & { [kExchange]?: Exchange | undefined };
 
 /** The exchange answering through `res`, while it has one. */
-export function exchangeOf(res: http.ServerResponse): Exchange | undefined {
+export function exchangeOf(res: ClientResponse): Exchange | undefined {
   return (res as TaggedRes)[kExchange];
 }
 
@@ -27,15 +34,24 @@ function onResDrain(this: TaggedRes): void {
   this[kExchange]?.resDrain();
 }
 /** The client connection's idle timer fired (node asks the response before it destroys the socket). */
-function onResTimeout(this: TaggedRes): void {
+function onResTimeout(this: http.ServerResponse & { [kExchange]?: Exchange | undefined }): void {
   const x = this[kExchange];
   if (x === undefined || !x.idle()) this.socket?.destroy();
+}
+/** An HTTP/2 stream has been idle for `timeouts.idle`: the same rule, and only the stream is reset. */
+function onStreamTimeout(this: Http2ServerResponse & { [kExchange]?: Exchange | undefined }): void {
+  const x = this[kExchange];
+  if (x === undefined || !x.idle()) this.stream.close(h2c.NGHTTP2_CANCEL);
 }
 function onResClose(this: TaggedRes): void {
   const x = this[kExchange];
   if (x === undefined) return;
   this[kExchange] = undefined;
   x.resClose();
+}
+
+function onDeadline(x: Exchange): void {
+  x.deadlineExpired();
 }
 
 /** The error berth aborts an upstream request with when the client ended it. */
@@ -59,6 +75,19 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
   private readonly headers: string[];
   private readonly hasBody: boolean;
   private readonly t0: number;
+  /** The client speaks HTTP/2 (req and res are node's compatibility pair over a stream). */
+  private readonly h2: boolean;
+  /** An HTTP/1.0 client (no chunked framing, no transfer codings, no 1xx). */
+  private readonly http10: boolean;
+  /** A gRPC request: berth's own answers are gRPC answers. */
+  private readonly grpc: boolean;
+  /** The grpc-status the endpoint's answer carried (-1: none, or not gRPC). */
+  private grpcStatus = -1;
+  /** gRPC: the request's deadline (its grpc-timeout, ms; 0: none) and its timer. */
+  private readonly deadline: number;
+  private deadlineTimer: Timer | null = null;
+  /** The request's Host (HTTP/2: its :authority), for the access log. */
+  private readonly host: string | undefined;
   /** The one loop that picks, retries and queues (shared with tcp and tunnels). */
   private readonly attempt: UpstreamAttempt;
   /** The last endpoint tried (for the access log). */
@@ -78,22 +107,29 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
 
   constructor(
     private readonly listener: HttpListener,
-    private readonly req: http.IncomingMessage,
-    private readonly res: http.ServerResponse,
+    private readonly req: ClientRequest,
+    private readonly res: ClientResponse,
     private readonly service: string,
     facts: RequestFacts,
     private readonly path: string,
     hostOverride: string | null,
     private readonly upgrade: UpgradeParts | null,
     private readonly owed: ConnFacts | null,
+    private readonly conn: ConnFacts,
   ) {
     this.method = req.method ?? 'GET';
     this.hasBody = facts.hasBody;
+    this.h2 = req.httpVersionMajor === 2;
+    this.http10 = !this.h2 && req.httpVersionMinor === 0;
+    this.grpc = this.h2 && isGrpc(req.headers['content-type']);
+    this.deadline = this.grpc ? grpcTimeout(req.headers['grpc-timeout']) : 0;
     const { pool } = listener.deps;
     this.t0 = pool.clock.now();
-    const c = listener.conn(req.socket);
+    const c = conn;
+    this.host = hostOverride ?? facts.host;
+    const fwd = listener.forwarded(c, facts, hostOverride ?? facts.host);
     // Connection/Upgrade are hop-by-hop; for an Upgrade undici writes its own pair.
-    this.headers = upstreamRequestHeaders(req.rawHeaders, listener.forwarded(c, facts, hostOverride ?? facts.host), null, hostOverride);
+    this.headers = this.h2 ? upstreamRequestHeadersH2(req.rawHeaders, fwd, facts.host!) : upstreamRequestHeaders(req.rawHeaders, fwd, null, hostOverride);
     const key = pool.service(service)?.balance === 'source-hash' ? c.ip : undefined;
     this.attempt = new UpstreamAttempt(pool, service, listener.settings, key, this);
   }
@@ -103,7 +139,14 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
     r[kExchange] = this;
     r.on('drain', onResDrain);
     r.on('close', onResClose);
-    r.on('timeout', onResTimeout);
+    if (this.grpc) {
+      // A gRPC call lives as long as its deadline, or as long as it lives: a watch
+      // stream may be quiet for hours. No idle or response timeout, then.
+      if (this.deadline > 0) this.deadlineTimer = this.listener.deps.pool.clock.after(this.deadline, onDeadline, this);
+    } else if (this.h2) {
+      const res = this.res as Http2ServerResponse;
+      res.stream.setTimeout(this.listener.settings.timeouts.idle, onStreamTimeout.bind(res));
+    } else r.on('timeout', onResTimeout);
     this.listener.budget(this.service).request();
     this.attempt.start();
   }
@@ -119,9 +162,9 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
         path: this.path,
         method: this.method,
         headers: this.headers,
-        body: this.hasBody && u === null ? this.req : null,
-        headersTimeout: t.response,
-        bodyTimeout: t.idle,
+        body: this.hasBody && u === null ? (this.req as Readable) : null,
+        headersTimeout: this.grpc ? 0 : t.response,
+        bodyTimeout: this.grpc ? 0 : t.idle,
         idempotent: false,
         // A plain literal (no spread): one object shape per request on the hot path.
         upgrade: u !== null ? u.protocol : null,
@@ -162,19 +205,23 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
       this.interim(controller, statusCode, headers, statusMessage);
       return;
     }
-    const res = this.res;
     let list: string[];
     try {
-      list = downstreamResponseHeaders(headers, statusCode, this.req.httpVersionMinor === 0);
+      list = downstreamResponseHeaders(headers, statusCode, this.http10 || this.h2);
     } catch (err) {
       this.endpointFault(controller, err as Error);
       return;
     }
     this.answered(statusCode);
+    if (this.grpc) this.grpcStatus = grpcStatusOf(headers);
     this.started = true;
-    if (this.listener.closing) res.shouldKeepAlive = false;
     try {
-      res.writeHead(statusCode, reasonPhrase(statusCode, statusMessage), list);
+      if (this.h2) (this.res as Http2ServerResponse).writeHead(statusCode, list as unknown as http.OutgoingHttpHeaders);
+      else {
+        const res = this.res as http.ServerResponse;
+        if (this.listener.closing) res.shouldKeepAlive = false;
+        res.writeHead(statusCode, reasonPhrase(statusCode, statusMessage), list);
+      }
     } catch (err) {
       // A header value node will not write (a control character): the response cannot be relayed.
       this.started = false;
@@ -188,12 +235,25 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
    * forwarded: berth strips Expect and node answers it itself.
    */
   private interim(controller: Dispatcher.DispatchController, statusCode: number, headers: http.IncomingHttpHeaders, statusMessage: string | undefined): void {
-    if (statusCode === 100 || statusCode === 101 || this.req.httpVersionMinor === 0) return;
+    if (statusCode === 100 || statusCode === 101 || this.http10) return;
     // undici keeps parsing past a 1xx even when asked to pause, so the bound is here:
     // while the client has not taken the last one, more are dropped, and an endpoint
     // that sends more than MAX_INTERIM is broken.
     if (++this.interims > MAX_INTERIM) {
       this.endpointFault(controller, Object.assign(new Error(`more than ${MAX_INTERIM} interim responses`), { code: 'BERTH_ERR_INTERIM_FLOOD' }));
+      return;
+    }
+    if (this.h2) {
+      const res = this.res as Http2ServerResponse;
+      if (res.headersSent || res.stream.destroyed) return;
+      const list = downstreamResponseHeaders(headers, statusCode);
+      const fields: http.OutgoingHttpHeaders = { ':status': statusCode };
+      for (let i = 0; i < list.length; i += 2) fields[list[i]!] = list[i + 1]!;
+      try {
+        res.stream.additionalHeaders(fields);
+      } catch (err) {
+        this.endpointFault(controller, err as Error);
+      }
       return;
     }
     const res = this.res as RawWriter;
@@ -232,7 +292,7 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
     // The tunnel owns the endpoint's slot and the client socket from here on.
     const ep = this.attempt.detach()!;
     const client = u.socket;
-    this.res.detachSocket(client);
+    (this.res as http.ServerResponse).detachSocket(client);
     const l = this.listener;
     l.deps.observer.httpUpgrade(l.settings.name, this.service);
     const tunnel = new Tunnel(l, client, up, ep);
@@ -244,13 +304,26 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    if (!this.done && !this.res.write(chunk)) controller.pause();
+    if (!this.done && !(this.res as { write(chunk: Buffer): boolean }).write(chunk)) controller.pause();
   }
 
   onResponseEnd(_controller: Dispatcher.DispatchController, trailers: http.IncomingHttpHeaders): void {
     if (this.done) return;
     const t = trailerList(trailers);
-    if (t !== null && this.res.chunkedEncoding) this.res.addTrailers(t);
+    if (this.grpc) {
+      const st = grpcStatusOf(trailers);
+      if (st >= 0) this.grpcStatus = st;
+    }
+    if (t !== null) {
+      if (this.h2) {
+        const fields: http.OutgoingHttpHeaders = {};
+        for (const [k, v] of t) {
+          const prev = fields[k];
+          fields[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [String(prev), v];
+        }
+        (this.res as Http2ServerResponse).addTrailers(fields);
+      } else if ((this.res as http.ServerResponse).chunkedEncoding) (this.res as http.ServerResponse).addTrailers(t);
+    }
     this.res.end();
     this.finish();
   }
@@ -281,8 +354,8 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
         this.finish();
         return;
       case 'cut':
-        // Cut mid-response: the client must see a cut, not a short body it could take for whole.
-        this.res.destroy();
+        // Cut mid-response: the client must see a cut (HTTP/2: a stream reset), not a short body it could take for whole.
+        this.cut();
         this.finish();
         return;
       case 'local':
@@ -308,13 +381,14 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
   refuse(status: number): void {
     if (!this.done) this.endByClient(status, 'malformed request body');
     // (Ended already when undici saw the body break first: the answer is still owed.)
-    else if (!this.res.headersSent) reply(this.res, status, true);
+    else if (!this.res.headersSent) this.answer(status, 'malformed request body', true);
   }
 
   /** The response closed (sent, or the client left): abandon the upstream request if it is still going. */
   resClose(): void {
     if (this.owed !== null) responseClosed(this.owed);
-    if (!this.done && !this.res.writableFinished) this.endByClient(null, 'client closed the connection');
+    // (HTTP/2: a stream the client reset reads as finished; the exchange not being done says it.)
+    if (!this.done && (this.h2 || !this.res.writableFinished)) this.endByClient(null, this.h2 ? 'client reset the stream' : 'client closed the connection');
   }
 
   /**
@@ -334,7 +408,7 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
     // undici's request destroys the request body, and with it the client socket).
     this.attempt.report('failed');
     const ctl = this.ctl;
-    this.res.shouldKeepAlive = false;
+    if (!this.h2) (this.res as http.ServerResponse).shouldKeepAlive = false;
     this.fail(504, 'the endpoint stopped reading the request body');
     ctl?.abort(Object.assign(new Error('the endpoint stopped reading the request body'), { code: 'BERTH_ERR_UPLOAD_STALLED' }));
     return true;
@@ -353,7 +427,10 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
   /** The client's side has failed: its request body broke off, or its connection is gone. */
   private clientFailed(): boolean {
     const req = this.req;
-    return req.errored !== null || (req.destroyed && !req.complete) || (this.res.destroyed && !this.res.writableFinished);
+    if (req.errored !== null || (req.destroyed && !req.complete)) return true;
+    // (HTTP/2: a reset stream reads as finished; closed before berth ended it, it is gone.)
+    if (this.h2) return (this.res as Http2ServerResponse).stream.closed;
+    return (this.res as http.ServerResponse).destroyed && !this.res.writableFinished;
   }
 
   /**
@@ -369,7 +446,7 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
     const ctl = this.ctl;
     if (status !== null) {
       this.status = status;
-      reply(this.res, status, true);
+      this.answer(status, why, true);
     }
     this.finish();
     // finish() has let go of the endpoint: undici's answer to the abort finds the exchange done.
@@ -382,22 +459,82 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
     if (status === 503) observer.noEndpoint(this.listener.settings.name, this.service);
     if (log.isLevelEnabled('debug')) log.debug({ service: this.service, status, reason: why, attempts: this.attempt.attempts }, 'request failed');
     this.status = status;
-    reply(this.res, status, false, status === 503 ? { 'retry-after': '1' } : undefined);
+    this.answer(status, why, false, status === 503 ? { 'retry-after': '1' } : undefined);
     this.finish();
+  }
+
+  /**
+   * berth's own answer on this exchange's response: to a gRPC request a gRPC one
+   * (Trailers-Only, the status mapped), else the plain-text one. `close`: the client
+   * connection ends after it (HTTP/1.1 only: an HTTP/2 stream ends on its own).
+   */
+  private answer(status: number, why: string, close: boolean, extra?: Record<string, string>): void {
+    if (this.grpc) {
+      this.grpcStatus = grpcStatusFor(status);
+      if (!grpcAnswer(this.res as Http2ServerResponse, this.grpcStatus, `berth: ${why}`)) this.cut();
+      return;
+    }
+    reply(this.res, status, close, extra);
+  }
+
+  /** The response breaks off where it is: HTTP/1.1 closes the connection, HTTP/2 resets the stream. */
+  private cut(): void {
+    if (this.h2) (this.res as Http2ServerResponse).stream.close(h2c.NGHTTP2_INTERNAL_ERROR);
+    else (this.res as http.ServerResponse).destroy();
+  }
+
+  /**
+   * gRPC: the call's deadline passed. The endpoint's stream is cancelled (RST_STREAM
+   * CANCEL; the endpoint is not to blame: the deadline is the client's), and the
+   * client gets DEADLINE_EXCEEDED: Trailers-Only before the response began, else as
+   * the trailers of what it has had.
+   */
+  deadlineExpired(): void {
+    this.deadlineTimer = null;
+    if (this.done) return;
+    this.attempt.clientEnded();
+    const ctl = this.ctl;
+    const message = `berth: deadline of ${this.deadline} ms exceeded`;
+    this.grpcStatus = GrpcStatus.DEADLINE_EXCEEDED;
+    const res = this.res as Http2ServerResponse;
+    if (!this.started) {
+      this.status = 200;
+      if (!grpcAnswer(res, GrpcStatus.DEADLINE_EXCEEDED, message)) this.cut();
+    } else if (!res.stream.destroyed) {
+      res.addTrailers({ 'grpc-status': String(GrpcStatus.DEADLINE_EXCEEDED), 'grpc-message': message });
+      res.end();
+    }
+    this.finish();
+    ctl?.abort(Object.assign(new Error(message), { code: 'BERTH_ERR_GRPC_DEADLINE' }));
   }
 
   private finish(): void {
     if (this.done) return;
     this.done = true;
+    this.listener.deps.pool.clock.cancel(this.deadlineTimer);
+    this.deadlineTimer = null;
     this.attempt.end();
     const l = this.listener;
     const { observer, pool, log } = l.deps;
     const seconds = (pool.clock.now() - this.t0) / 1000;
     const status = this.status === 0 ? 499 : this.status;
-    observer.httpRequest(l.settings.name, this.service, this.method, status, seconds);
+    observer.httpRequest(l.settings.name, this.service, this.method, status, seconds, this.h2 ? '2' : '1.1');
+    if (this.grpc) observer.grpcRequest(l.settings.name, this.service, this.grpcStatus < 0 ? (this.status === 0 ? 'CANCELLED' : 'none') : this.grpcStatus);
     if (l.settings.http.accessLog) {
       log.info(
-        { client: l.conn(this.req.socket).ip, method: this.method, path: this.path, host: this.req.headers.host, status, ms: Math.round(seconds * 1e6) / 1e3, service: this.service, endpoint: this.endpointId, attempts: this.attempt.attempts },
+        {
+          client: this.conn.ip,
+          method: this.method,
+          path: this.path,
+          host: this.host,
+          version: this.h2 ? '2' : '1.1',
+          status,
+          ...(this.grpc ? { grpcStatus: this.grpcStatus } : {}),
+          ms: Math.round(seconds * 1e6) / 1e3,
+          service: this.service,
+          endpoint: this.endpointId,
+          attempts: this.attempt.attempts,
+        },
         'request',
       );
     }

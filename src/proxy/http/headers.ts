@@ -120,6 +120,107 @@ export function inspectRequest(raw: readonly string[], httpVersionMajor: number,
   return f;
 }
 
+/** What an HTTP/2 request's head says: its pseudo-header fields, beside the facts of an HTTP/1.1 one. */
+export interface H2RequestFacts extends RequestFacts {
+  method: string;
+  path: string;
+}
+
+/** A field name HTTP/2 allows: a token in lower case (RFC 9113 §8.2.1). */
+const H2_NAME_RE = /^[a-z0-9!#$%&'*+\-.^_`|~]+$/;
+/** A field value HTTP/2 refuses: NUL, CR or LF anywhere, whitespace at either end (RFC 9113 §8.2.1). */
+const H2_BAD_VALUE_RE = /[\0\r\n]|^[ \t]|[ \t]$/;
+/** Connection-specific fields (RFC 9113 §8.2.2); te is allowed as "trailers" only. */
+const H2_CONNECTION_FIELDS = byLength(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
+
+/**
+ * Checks an HTTP/2 request head before any of it goes to an endpoint, which may
+ * take it as HTTP/1.1: a request that would read differently there is refused (400)
+ * here ("HTTP/2: The Sequel is Always Worse"). nghttp2 already refuses most of
+ * these with a stream reset; this is the second, berth-owned line, and the one that
+ * knows about Host. `raw`: node's rawHeaders (pseudo-header fields first);
+ * `endStream`: the HEADERS frame ended the stream (no body).
+ */
+export function inspectH2Request(raw: readonly string[], endStream: boolean): H2RequestFacts {
+  const f: H2RequestFacts = { host: undefined, bad: null, hasBody: !endStream, xff: undefined, xfProto: undefined, xfHost: undefined, method: '', path: '' };
+  let authority: string | undefined;
+  let hostField: string | undefined;
+  let scheme: string | undefined;
+  let regular = false;
+  let length: string | undefined;
+  const bad = (why: string): H2RequestFacts => {
+    f.bad = why;
+    return f;
+  };
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    const value = raw[i + 1]!;
+    if (H2_BAD_VALUE_RE.test(value)) return bad(`invalid value in ${name}`);
+    if (name.charCodeAt(0) === 58 /* : */) {
+      if (regular) return bad(`pseudo-header field ${name} after a regular field`);
+      let seen: boolean;
+      switch (name) {
+        case ':method':
+          seen = f.method !== '';
+          f.method = value;
+          break;
+        case ':path':
+          seen = f.path !== '';
+          f.path = value;
+          break;
+        case ':scheme':
+          seen = scheme !== undefined;
+          scheme = value;
+          break;
+        case ':authority':
+          seen = authority !== undefined;
+          authority = value;
+          break;
+        default:
+          return bad(`unknown pseudo-header field ${name}`);
+      }
+      if (seen) return bad(`more than one ${name}`);
+      continue;
+    }
+    regular = true;
+    if (!H2_NAME_RE.test(name)) return bad(`invalid field name "${name}"`);
+    if (inTable(H2_CONNECTION_FIELDS, name)) return bad(`connection-specific field ${name}`);
+    switch (name) {
+      case 'te':
+        if (value !== 'trailers') return bad(`te "${value}" (only "trailers" is allowed)`);
+        break;
+      case 'host':
+        if (hostField !== undefined) return bad('more than one host field');
+        hostField = value;
+        break;
+      case 'content-length':
+        if (!/^\d{1,15}$/.test(value) || (length !== undefined && length !== value)) return bad(`invalid content-length "${value}"`);
+        length = value;
+        break;
+      case 'x-forwarded-for':
+        f.xff = f.xff === undefined ? value : `${f.xff}, ${value}`;
+        break;
+      case 'x-forwarded-proto':
+        f.xfProto = value;
+        break;
+      case 'x-forwarded-host':
+        f.xfHost = value;
+        break;
+    }
+  }
+  if (f.method === '') return bad('no :method');
+  if (f.method === 'CONNECT') return f;
+  if (scheme !== 'http' && scheme !== 'https') return bad(scheme === undefined ? 'no :scheme' : `unsupported :scheme "${scheme}"`);
+  if (f.path === '') return bad('no :path');
+  if (f.path.charCodeAt(0) !== 47 /* / */ && !(f.path === '*' && f.method === 'OPTIONS')) return bad(':path does not start with /');
+  if (authority !== undefined && hostField !== undefined && authority.toLowerCase() !== hostField.toLowerCase()) return bad(':authority and host disagree');
+  f.host = authority ?? hostField;
+  if (f.host === undefined) return bad('no :authority or host');
+  if (!validHost(f.host) || f.host === '') return bad('invalid :authority');
+  if (length !== undefined && length !== '0' && endStream) return bad('content-length with no body');
+  return f;
+}
+
 /**
  * Host = uri-host [ ":" port ] (RFC 9110 §7.2, RFC 3986 §3.2.2): a bracketed IP
  * literal or a reg-name (unreserved, pct-encoded, sub-delims). Refuses what an
@@ -180,13 +281,39 @@ export function upstreamRequestHeaders(raw: readonly string[], fwd: Forwarded, u
 }
 
 /**
+ * The request headers for the endpoint of an HTTP/2 request: its regular fields
+ * minus those berth replaces (as for HTTP/1.1), Host from `host` (the :authority),
+ * and cookie fields — which HTTP/2 may split — joined with "; " into one (RFC 9113
+ * §8.2.3), as an HTTP/1.1 endpoint expects.
+ */
+export function upstreamRequestHeadersH2(raw: readonly string[], fwd: Forwarded, host: string): string[] {
+  const out: string[] = [];
+  let cookie: string | null = null;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.charCodeAt(0) === 58 /* : */ || name === 'host' || inTable(REQUEST_DROP_BY_LEN, name)) continue;
+    if (name === 'cookie') {
+      cookie = cookie === null ? raw[i + 1]! : `${cookie}; ${raw[i + 1]!}`;
+      continue;
+    }
+    out.push(name, raw[i + 1]!);
+  }
+  out.push('host', host);
+  if (cookie !== null) out.push('cookie', cookie);
+  out.push('x-forwarded-for', fwd.for, 'x-forwarded-proto', fwd.proto);
+  if (fwd.host !== undefined) out.push('x-forwarded-host', fwd.host);
+  if (fwd.clientCert !== undefined) out.push('x-forwarded-client-cert', fwd.clientCert);
+  return out;
+}
+
+/**
  * An endpoint's response headers (undici's object form: lowercase names) as a flat
  * list for writeHead, minus hop-by-hop headers and those named by Connection.
  * A transfer coding other than chunked (`gzip, chunked`) cannot be dropped like the
  * chunked framing undici has undone: it is sent on, re-framed as chunked by node;
- * an HTTP/1.0 client cannot receive it (throws). 204 and 1xx carry no framing fields.
+ * an HTTP/1.0 or HTTP/2 client cannot receive it (`noCodings`: throws). 204 and 1xx carry no framing fields.
  */
-export function downstreamResponseHeaders(headers: IncomingHttpHeaders, status = 200, http10 = false): string[] {
+export function downstreamResponseHeaders(headers: IncomingHttpHeaders, status = 200, noCodings = false): string[] {
   const conn = headers.connection;
   const tokens = conn === undefined ? null : connectionTokens(['connection', Array.isArray(conn) ? conn.join(',') : conn]);
   const out: string[] = [];
@@ -205,7 +332,7 @@ export function downstreamResponseHeaders(headers: IncomingHttpHeaders, status =
       .map((c) => c.trim().toLowerCase())
       .filter((c) => c !== '' && c !== 'chunked');
     if (codings.length > 0) {
-      if (http10) throw Object.assign(new Error(`transfer coding ${codings.join(', ')} cannot be sent to an HTTP/1.0 client`), { code: 'BERTH_ERR_TRANSFER_CODING' });
+      if (noCodings) throw Object.assign(new Error(`transfer coding ${codings.join(', ')} cannot be sent to an HTTP/1.0 or HTTP/2 client`), { code: 'BERTH_ERR_TRANSFER_CODING' });
       out.push('transfer-encoding', `${codings.join(', ')}, chunked`);
     }
   }

@@ -9,6 +9,7 @@
  * backpressure both ways.
  */
 import http from 'node:http';
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
@@ -23,7 +24,10 @@ import type { Listener } from '../listener.js';
 import { LocalErrorAlarm } from '../local-errors.js';
 import { rawReply, reply, responseClosed, type ConnFacts, type UpgradeParts } from './connection.js';
 import { Exchange, exchangeOf } from './exchange.js';
-import { hasDotSegment, inspectRequest, type Forwarded, type RequestFacts } from './headers.js';
+import { grpcAnswer, grpcStatusFor, isGrpc } from './grpc.js';
+import { H2Front } from './h2-front.js';
+import { hasDotSegment, inspectH2Request, inspectRequest, type Forwarded, type RequestFacts } from './headers.js';
+import { sniffPreface } from './preface.js';
 import type { Tunnel } from './tunnel.js';
 import { RetryBudget, Upstreams, type UpstreamSettings } from './upstream.js';
 import { normalizeHost, Router, type RouteRule } from './routes.js';
@@ -72,6 +76,8 @@ export interface HttpListenerSettings {
   /** When every endpoint has failed once and attempts remain: pause (ms, doubling per round), then try them again. */
   readonly retryBackoff: number;
   readonly http: HttpSettings;
+  /** HTTP/2 beside HTTP/1.1: ALPN h2 (tls) or the prior-knowledge preface (plaintext). Default false. */
+  readonly http2?: boolean | undefined;
 }
 
 export interface HttpListenerDeps {
@@ -148,6 +154,8 @@ export class HttpListener implements Listener<HttpListenerSettings> {
   private readonly budgets = new Map<string, RetryBudget>();
   /** Set when the listener stops accepting: responses then close their connection. */
   closing = false;
+  /** The HTTP/2 front: connections that speak HTTP/2 are handed to it (settings.http2). */
+  readonly h2: H2Front;
 
   constructor(settings: HttpListenerSettings, deps: HttpListenerDeps) {
     this.settings = settings;
@@ -170,7 +178,15 @@ export class HttpListener implements Listener<HttpListenerSettings> {
     if (t) {
       const server = https.createServer({ ...t.serverOptions(), ...options, handshakeTimeout: settings.timeouts.handshake ?? settings.timeouts.headers });
       t.attach(server, settings.name, (l, r) => this.deps.observer.tlsHandshake(l, r));
-      server.on('secureConnection', (socket: tls.TLSSocket) => this.secured(t, socket));
+      // node's own listener starts an HTTP/1.1 parser on every TLS connection; berth
+      // decides first: a connection that agreed on ALPN h2 goes to the HTTP/2 front.
+      const h1 = server.listeners('secureConnection')[0] as (socket: tls.TLSSocket) => void;
+      server.removeAllListeners('secureConnection');
+      server.on('secureConnection', (socket: tls.TLSSocket) => {
+        this.secured(t, socket);
+        if (socket.alpnProtocol === 'h2') this.h2.take(socket, this.conn(socket));
+        else h1.call(server, socket);
+      });
       this.server = server;
     } else {
       this.server = http.createServer(options);
@@ -183,7 +199,7 @@ export class HttpListener implements Listener<HttpListenerSettings> {
     // answer, as from HAProxy; node's default treats the FIN as an abort.
     (this.server as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
     this.applyServerSettings();
-    this.server.on('connection', (socket: net.Socket) => this.accept(socket));
+    this.server.on('connection', (socket: net.Socket) => this.track(socket));
     this.server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => this.request(req, res));
     this.server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.upgrade(req, socket as net.Socket, head));
     this.server.on('connect', (_req: http.IncomingMessage, socket: Duplex) => {
@@ -193,15 +209,60 @@ export class HttpListener implements Listener<HttpListenerSettings> {
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.clientError(err, socket as net.Socket));
     this.configureTrust();
     this.configureProxy();
-    const server = this.server;
+    this.h2 = new H2Front({
+      log: this.deps.log,
+      clock: this.deps.pool.clock,
+      settings: () => ({ maxHeaderSize: this.settings.http.maxHeaderSize, keepAlive: this.settings.timeouts.keepAlive, settingsTimeout: this.settings.timeouts.headers }),
+      request: (req, res, conn, verdict) => this.requestH2(req, res, conn, verdict),
+      violated: (why) => {
+        this.deps.observer.httpRejected(this.settings.name, 'h2_limit');
+        if (this.deps.log.isLevelEnabled('debug')) this.deps.log.debug({ reason: why }, 'HTTP/2 connection closed: over a limit');
+      },
+    });
     this.gate = new ConnectionGate(settings.name, settings.maxConnections ?? 0, {
       log: this.deps.log,
       alarm: this.alarm,
       admit: (socket) => {
-        if (this.acceptProxy === null) {
-          server.emit('connection', socket);
-          socket.resume();
-        } else this.readProxyHeader(socket, this.acceptProxy);
+        if (this.acceptProxy === null) this.serve(socket);
+        else this.readProxyHeader(socket, this.acceptProxy);
+      },
+    });
+  }
+
+  /**
+   * A connection (its PROXY header read, if one was due) to the parser that speaks
+   * its protocol: TLS to node's https server (which hands HTTP/2 back by ALPN);
+   * plaintext by its first bytes, when HTTP/2 is on, else to the HTTP/1.1 parser.
+   */
+  private serve(socket: net.Socket): void {
+    if (this.deps.tls !== null) {
+      this.server.emit('connection', socket);
+      return;
+    }
+    if (this.settings.http2 !== true) {
+      this.server.emit('connection', socket);
+      socket.resume();
+      return;
+    }
+    this.track(socket);
+    // Its bytes are berth's to read until a parser takes it: so is a reset meanwhile.
+    guardSocket(socket);
+    sniffPreface(socket, this.settings.timeouts.headers, {
+      decided: (version) => {
+        if (this.closing) {
+          socket.destroy();
+          return;
+        }
+        if (version === 'h2') {
+          this.h2.take(socket, this.conn(socket));
+          return;
+        }
+        this.server.emit('connection', socket);
+        socket.resume();
+      },
+      timedOut: () => {
+        this.deps.observer.httpRejected(this.settings.name, 'timeout');
+        rawReply(socket, 408);
       },
     });
   }
@@ -214,17 +275,10 @@ export class HttpListener implements Listener<HttpListenerSettings> {
   private readProxyHeader(socket: net.Socket, ap: AcceptProxy): void {
     const peer = plainAddress(socket.remoteAddress);
     let handed = false;
-    // Counted, and seen by `active` and destroyAll(), from accept on, once (accept() knows it).
-    this.sockets.add(socket);
-    this.deps.observer.listenerAccepted(this.settings.name);
+    // Counted, and seen by `active` and destroyAll(), from accept on, once.
+    this.track(socket);
     socket.once('close', () => {
-      // Handed to node's server, the connection is counted closed there (accept's listener).
-      if (!handed) {
-        reader.abort();
-        this.sockets.delete(socket);
-        this.deps.observer.listenerClosed(this.settings.name);
-        this.gate.closed();
-      }
+      if (!handed) reader.abort();
     });
     const reader = new PrereadReader(socket, { acceptProxy: ap, hello: false, timeout: this.settings.timeouts.preread ?? 5000, max: 0 }, this.deps.pool.clock, {
       proxyResult: (result, why) => {
@@ -242,9 +296,8 @@ export class HttpListener implements Listener<HttpListenerSettings> {
         // Found again by conn(), from this socket or (https) the TLS socket over it.
         if (p.proxied !== null) this.proxied.set(socket, p.proxied.source);
         if (p.held.length > 0) socket.unshift(p.held);
-        this.server.emit('connection', socket);
-        // (https: node's TLS takes the buffered bytes itself; a resume would flow them out to no one.)
-        if (this.deps.tls === null) socket.resume();
+        // (https: node's TLS takes the buffered bytes itself.)
+        this.serve(socket);
       },
     });
     reader.startOnPeer(() => peer);
@@ -313,10 +366,12 @@ export class HttpListener implements Listener<HttpListenerSettings> {
     // Not listening itself: close() stops its timeout checks and closes idle connections.
     this.server.close();
     this.server.closeIdleConnections();
+    this.h2.close();
   }
 
   /** Closes every connection, tunnel and pooled upstream connection now. */
   destroyAll(): void {
+    this.h2.destroyAll();
     for (const s of this.sockets) s.destroy();
     for (const t of this.tunnels) t.destroy();
     this.upstreams.destroy();
@@ -344,12 +399,14 @@ export class HttpListener implements Listener<HttpListenerSettings> {
     return b;
   }
 
-  private accept(socket: net.Socket): void {
-    // (A connection that came through a PROXY header was counted when it was accepted.)
-    if (!this.sockets.has(socket)) {
-      this.deps.observer.listenerAccepted(this.settings.name);
-      this.sockets.add(socket);
-    }
+  /**
+   * Counts an accepted client connection, once, however it goes on (PROXY header,
+   * first bytes read for HTTP/2, node's parser): `active`, destroyAll() and the gate's slot.
+   */
+  private track(socket: net.Socket): void {
+    if (this.sockets.has(socket)) return;
+    this.deps.observer.listenerAccepted(this.settings.name);
+    this.sockets.add(socket);
     socket.once('close', () => {
       this.sockets.delete(socket);
       this.deps.observer.listenerClosed(this.settings.name);
@@ -431,19 +488,21 @@ export class HttpListener implements Listener<HttpListenerSettings> {
     // An Upgrade with a body: the tunnel would start after a body node has not framed
     // for an Upgrade; refused rather than guessed at (WebSocket handshakes have none).
     const bad =
-      facts.bad ??
-      (target === null || typeof target === 'string'
-        ? (target ?? 'bad request')
-        : hasDotSegment(target.path)
-          ? 'dot segment in path'
-          : upgrade && facts.hasBody
-            ? 'an Upgrade request with a body'
-            : null);
+      facts.bad ?? (target === null || typeof target === 'string' ? (target ?? 'bad request') : upgrade && facts.hasBody ? 'an Upgrade request with a body' : null);
     if (bad !== null || target === null || typeof target === 'string') return { ok: false, status: 400, why: bad ?? 'bad request' };
-    if (!this.conn(req.socket).allowed) return { ok: false, status: 403, why: 'client certificate not allowed' };
-    const rule = this.routes().match(normalizeHost(target.host ?? facts.host), target.path);
+    return this.decide(this.conn(req.socket), facts, target.path, target.host);
+  }
+
+  /**
+   * What every request comes to once its head is read, HTTP/1.1 or HTTP/2 alike:
+   * the path's own check, the client's identity, then the route.
+   */
+  private decide(c: ConnFacts, facts: RequestFacts, path: string, hostOverride: string | null): Admission {
+    if (hasDotSegment(path)) return { ok: false, status: 400, why: 'dot segment in path' };
+    if (!c.allowed) return { ok: false, status: 403, why: 'client certificate not allowed' };
+    const rule = this.routes().match(normalizeHost(hostOverride ?? facts.host), path);
     if (rule === undefined) return { ok: false, status: 404, why: 'no route' };
-    return { ok: true, service: rule.service, facts, path: target.path, host: target.host };
+    return { ok: true, service: rule.service, facts, path, host: hostOverride };
   }
 
   private request(req: http.IncomingMessage, res: http.ServerResponse): void {
@@ -467,21 +526,62 @@ export class HttpListener implements Listener<HttpListenerSettings> {
       return;
     }
     if (this.closing) res.shouldKeepAlive = false;
-    new Exchange(this, req, res, a.service, a.facts, a.path, a.host, upgrade, owed).start();
+    new Exchange(this, req, res, a.service, a.facts, a.path, a.host, upgrade, owed, this.conn(req.socket)).start();
+  }
+
+  /**
+   * An HTTP/2 request: through the same checks as an HTTP/1.1 one (its own head
+   * rules, inspectH2Request), the same routes and the same Exchange. `verdict`: its
+   * header list was within the limits, or it is answered 431.
+   */
+  private requestH2(req: Http2ServerRequest, res: Http2ServerResponse, c: ConnFacts, verdict: 'ok' | 'too_large'): void {
+    const grpc = isGrpc(req.headers['content-type']);
+    if (verdict === 'too_large') {
+      this.deps.observer.httpRejected(this.settings.name, 'header_too_large');
+      this.refuseH2(res, grpc, 431, 'request header fields too large');
+      return;
+    }
+    const facts = inspectH2Request(req.rawHeaders, req.stream.endAfterHeaders);
+    if (facts.bad === null && facts.method === 'CONNECT') {
+      this.deps.observer.httpRejected(this.settings.name, 'method');
+      this.refuseH2(res, grpc, 405, 'CONNECT is not proxied', { allow: 'GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS' });
+      return;
+    }
+    const a: Admission = facts.bad !== null ? { ok: false, status: 400, why: facts.bad } : this.decide(c, facts, facts.path, null);
+    if (!a.ok) {
+      this.refused(facts.method, facts.path, a.status, a.why, '2');
+      this.refuseH2(res, grpc, a.status, a.why);
+      return;
+    }
+    new Exchange(this, req, res, a.service, facts, facts.path, null, null, null, c).start();
+  }
+
+  /** berth's own answer to an HTTP/2 request it does not proxy (gRPC: in gRPC). */
+  private refuseH2(res: Http2ServerResponse, grpc: boolean, status: number, why: string, extra?: Record<string, string>): void {
+    if (grpc) {
+      if (!grpcAnswer(res, grpcStatusFor(status), `berth: ${why}`)) res.stream.close();
+      return;
+    }
+    reply(res, status, false, extra);
   }
 
   private refuse(req: http.IncomingMessage, res: http.ServerResponse, status: 400 | 403 | 404, why: string): void {
-    const { log, observer } = this.deps;
-    if (log.isLevelEnabled('debug')) log.debug({ method: req.method, url: req.url, status, reason: why }, 'request refused');
+    this.refused(req.method ?? 'GET', req.url, status, why, '1.1');
     if (status === 400) {
-      observer.httpRejected(this.settings.name, 'bad_request');
       // The framing cannot be trusted: answer and close, reading nothing more.
       reply(res, 400, true);
       req.socket.destroySoon();
       return;
     }
-    observer.httpRequest(this.settings.name, DEFAULT_SERVICE_LABEL, req.method ?? 'GET', status, 0);
     reply(res, status, status === 403);
+  }
+
+  /** A request the gate refused, HTTP/1.1 or HTTP/2: logged (debug) and counted. */
+  private refused(method: string, url: string | undefined, status: 400 | 403 | 404, why: string, version: '1.1' | '2'): void {
+    const { log, observer } = this.deps;
+    if (log.isLevelEnabled('debug')) log.debug({ method, url, status, reason: why, version }, 'request refused');
+    if (status === 400) observer.httpRejected(this.settings.name, 'bad_request');
+    else observer.httpRequest(this.settings.name, DEFAULT_SERVICE_LABEL, method, status, 0, version);
   }
 
   /**

@@ -1,0 +1,136 @@
+/**
+ * The HTTP/2 side of an http listener's front: node's http2 server, never listening
+ * itself. The listener hands it the connections that speak HTTP/2 — a plaintext one
+ * that opened with the prior-knowledge preface (preface.ts), a TLS one that agreed
+ * on ALPN h2 — and it hands each request back, as node's compatibility request and
+ * response pair, to the same gate and Exchange as HTTP/1.1 requests. What is
+ * HTTP/2's own stays here: sessions, their limits (limits.ts), idle sessions, GOAWAY
+ * on stop.
+ */
+import http2, { type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import type net from 'node:net';
+import type { Clock } from '../../core/clock.js';
+import type { Logger } from '../../log.js';
+import type { ConnFacts } from './connection.js';
+import { H2Guard, h2ServerOptions, type H2Violation } from './limits.js';
+
+const kFacts = Symbol('berth.h2.conn');
+const kVerdict = Symbol('berth.h2.verdict');
+type TaggedSession = ServerHttp2Session & { [kFacts]?: ConnFacts; [kGuard]?: H2Guard; [kOpen]?: number };
+type TaggedStream = ServerHttp2Stream & { [kVerdict]?: 'ok' | 'too_large' | 'ended' };
+const kGuard = Symbol('berth.h2.guard');
+const kOpen = Symbol('berth.h2.open');
+
+export interface H2FrontDeps {
+  readonly log: Logger;
+  readonly clock: Clock;
+  /** The listener's settings of the moment (read per session). */
+  readonly settings: () => { readonly maxHeaderSize: number; readonly keepAlive: number; readonly settingsTimeout: number };
+  /** A request: its connection's facts and whether its head was within the limits. */
+  request(req: Http2ServerRequest, res: Http2ServerResponse, conn: ConnFacts, verdict: 'ok' | 'too_large'): void;
+  /** A connection ended for breaking a limit. */
+  violated(why: H2Violation): void;
+}
+
+export class H2Front {
+  readonly server: http2.Http2Server;
+  /** Open client sessions. */
+  readonly sessions = new Set<ServerHttp2Session>();
+  /** The facts of the connection being handed over (read by the 'session' event, which node emits at once). */
+  private incoming: ConnFacts | null = null;
+  private closing = false;
+
+  constructor(private readonly deps: H2FrontDeps) {
+    this.server = http2.createServer(h2ServerOptions(deps.settings().maxHeaderSize));
+    this.server.on('session', (s: ServerHttp2Session) => this.session(s));
+    // Before the compatibility layer's own 'stream' listener (added with 'request'):
+    // the verdict on the head is on the stream when its request is emitted.
+    this.server.on('stream', (stream: ServerHttp2Stream, _h: unknown, _f: number, raw: string[]) => this.stream(stream, raw));
+    this.server.on('request', (req: Http2ServerRequest, res: Http2ServerResponse) => {
+      const session = req.stream.session as TaggedSession | undefined;
+      const facts = session?.[kFacts];
+      const verdict = (req.stream as TaggedStream)[kVerdict];
+      if (facts === undefined || verdict === undefined || verdict === 'ended') {
+        req.stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+        return;
+      }
+      deps.request(req, res, facts, verdict);
+    });
+  }
+
+  /** A connection that speaks HTTP/2 (its preface or ALPN said so): a session of its own. */
+  take(socket: net.Socket, facts: ConnFacts): void {
+    if (this.closing) {
+      socket.destroy();
+      return;
+    }
+    // HTTP/2 half-closes streams, not the connection; and over a half-open socket
+    // (the listener's sockets allow it, for HTTP/1.1 clients) node's session never
+    // learns of a reset: its streams, and their requests to endpoints, would stay open.
+    socket.allowHalfOpen = false;
+    this.incoming = facts;
+    try {
+      this.server.emit('connection', socket);
+    } finally {
+      this.incoming = null;
+    }
+  }
+
+  private session(s: TaggedSession): void {
+    const facts = this.incoming;
+    if (facts === null) {
+      s.destroy();
+      return;
+    }
+    s[kFacts] = facts;
+    s[kOpen] = 0;
+    const st = this.deps.settings();
+    s[kGuard] = new H2Guard(s, {
+      clock: this.deps.clock,
+      settingsTimeout: st.settingsTimeout,
+      maxHeaderSize: () => this.deps.settings().maxHeaderSize,
+      violated: (_session, why) => this.deps.violated(why),
+    });
+    this.sessions.add(s);
+    // Errors end the session (node closes it); the reason is the client's doing.
+    s.on('error', (err: Error) => {
+      if (this.deps.log.isLevelEnabled('debug')) this.deps.log.debug({ client: facts.ip, err: (err as NodeJS.ErrnoException).code ?? err.message }, 'HTTP/2 connection error');
+    });
+    s.once('close', () => this.sessions.delete(s));
+    // An idle connection (no stream open) closes after the keep-alive timeout, as an
+    // HTTP/1.1 one does: GOAWAY first; a client still silent a timeout later (one
+    // that stopped mid-frame, say, which a graceful close would wait for) is cut.
+    s.setTimeout(st.keepAlive, () => {
+      if ((s[kOpen] ?? 0) !== 0 || s.closed) return;
+      s.close();
+      const cut = this.deps.clock.after(this.deps.settings().keepAlive, (x: ServerHttp2Session) => x.destroy(), s);
+      s.once('close', () => this.deps.clock.cancel(cut));
+    });
+  }
+
+  private stream(stream: TaggedStream, raw: string[]): void {
+    const session = stream.session as TaggedSession | undefined;
+    stream.on('error', () => {
+      // A reset or a broken stream: its exchange learns it from 'close'/'aborted'.
+    });
+    const guard = session?.[kGuard];
+    if (session === undefined || guard === undefined) {
+      stream[kVerdict] = 'ended';
+      return;
+    }
+    session[kOpen] = (session[kOpen] ?? 0) + 1;
+    stream.once('close', () => (session[kOpen] = (session[kOpen] ?? 1) - 1));
+    stream[kVerdict] = this.closing ? 'ended' : guard.stream(stream, raw);
+  }
+
+  /** Stops taking connections; open sessions are told (GOAWAY) and end once their streams have. */
+  close(): void {
+    this.closing = true;
+    for (const s of this.sessions) s.close();
+  }
+
+  /** Ends every session now. */
+  destroyAll(): void {
+    for (const s of this.sessions) s.destroy();
+  }
+}

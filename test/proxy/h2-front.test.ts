@@ -1,0 +1,557 @@
+/**
+ * HTTP/2 from clients (listeners' http2): prior-knowledge h2c beside HTTP/1.1 on one
+ * plaintext port; the same routes, forwarding headers and balancing as HTTP/1.1
+ * (each request picks its endpoint); trailers; gRPC answers from berth itself; the
+ * downgrade rules (a request that would read differently as HTTP/1.1 never reaches
+ * an endpoint); the limits against cheap-frame attacks, each sent as raw frames and
+ * each ending the connection with a GOAWAY while the process serves the next
+ * client; GOAWAY when the listener stops.
+ */
+import { once } from 'node:events';
+import http from 'node:http';
+import http2 from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import t, { type Test } from 'tap';
+import type { EndpointSpec } from '../../src/core/types.js';
+import { H2Guard, MAX_HEADER_FIELDS } from '../../src/proxy/http/limits.js';
+import { ManualClock } from '../helpers/clock.js';
+import { block, data, END_HEADERS, frame, GET, headers, ping, PREFACE, rawH2, rst, settings, settingsAck, T } from '../helpers/h2-frames.js';
+import net from 'node:net';
+import { httpProxy, httpSettings, rawRequest, recordingBackend, type Seen } from '../helpers/http.js';
+import { countingObserver, silent } from '../helpers/proxy.js';
+import { until } from '../helpers/net.js';
+import { Pool } from '../../src/pool/pool.js';
+import { HttpListener } from '../../src/proxy/http/listener.js';
+import { seededRandom } from '../../src/core/random.js';
+
+const { NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_SETTINGS_TIMEOUT, NGHTTP2_NO_ERROR } = http2.constants;
+
+const ep = (port: number): EndpointSpec => ({ id: `127.0.0.1:${port}`, host: '127.0.0.1', port, weight: 1, source: 'static' });
+
+interface H2Reply {
+  status: number;
+  headers: http2.IncomingHttpHeaders;
+  flags: number;
+  body: string;
+  trailers: http2.IncomingHttpHeaders | null;
+}
+
+/** One request on `session` (a fresh one on `port` when not given). */
+function h2Request(target: number | http2.ClientHttp2Session, fields: http2.OutgoingHttpHeaders, body?: string): Promise<H2Reply> {
+  const session = typeof target === 'number' ? http2.connect(`http://127.0.0.1:${target}`) : target;
+  session.on('error', () => {});
+  return new Promise((resolve, reject) => {
+    const s = session.request(fields, { endStream: body === undefined });
+    if (body !== undefined) s.end(body);
+    let r: Omit<H2Reply, 'body' | 'trailers'> | null = null;
+    let text = '';
+    let trailers: http2.IncomingHttpHeaders | null = null;
+    s.setEncoding('utf8');
+    s.on('response', (h, flags) => (r = { status: Number(h[':status']), headers: h, flags }));
+    s.on('trailers', (h) => (trailers = h));
+    s.on('data', (c: string) => (text += c));
+    s.on('error', reject);
+    s.on('close', () => {
+      if (typeof target === 'number') session.close();
+      if (r === null) reject(new Error(`stream closed without a response (rstCode ${s.rstCode})`));
+      else resolve({ ...r, body: text, trailers });
+    });
+  });
+}
+
+/** An http listener with HTTP/2 on, in front of `backends` (service "svc"). */
+async function h2Proxy(t: Test, ports: number[], over: Parameters<typeof httpProxy>[1] = {}, clock?: ManualClock) {
+  const observer = countingObserver();
+  const p = await httpProxy({ svc: ports.map(ep) }, { http2: true, ...over }, observer, clock);
+  t.teardown(p.close);
+  return { ...p, observer };
+}
+
+const header = (seen: Seen, name: string): string[] => {
+  const out: string[] = [];
+  for (let i = 0; i < seen.headers.length; i += 2) if (seen.headers[i]!.toLowerCase() === name) out.push(seen.headers[i + 1]!);
+  return out;
+};
+
+t.test('prior-knowledge h2c and HTTP/1.1 on one port: method, path, body, Host from :authority, cookies joined, X-Forwarded-*', async (t) => {
+  const be = await recordingBackend();
+  t.teardown(be.close);
+  const { port, observer } = await h2Proxy(t, [be.port]);
+  const r = await h2Request(port, { ':method': 'POST', ':path': '/p?q=1', ':authority': 'shop.example:8080', cookie: ['a=1', 'b=2'], 'x-forwarded-for': '6.6.6.6', 'content-type': 'text/plain' }, 'hello');
+  t.equal(r.status, 200);
+  const seen = be.seen[0]!;
+  t.equal(seen.method, 'POST');
+  t.equal(seen.url, '/p?q=1');
+  t.equal(seen.body, 5);
+  t.same(header(seen, 'host'), ['shop.example:8080'], 'Host built from :authority');
+  t.same(header(seen, 'cookie'), ['a=1; b=2'], 'cookie fields joined into one');
+  t.same(header(seen, 'x-forwarded-for'), ['127.0.0.1'], 'an untrusted client\'s X-Forwarded-For replaced');
+  t.same(header(seen, 'x-forwarded-proto'), ['http']);
+  t.notOk(seen.headers.some((h) => h.startsWith(':')), 'no pseudo-header field reaches an HTTP/1.1 endpoint');
+  // The same port still speaks HTTP/1.1.
+  const h1 = await rawRequest(port, 'GET /h1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+  t.match(h1, /^HTTP\/1\.1 200 /);
+  t.equal(be.seen[1]!.url, '/h1');
+  t.equal(observer.counts['h2.200'], 1, 'the HTTP/2 request counted with version 2');
+  t.equal(observer.counts['http.200'], 2);
+});
+
+t.test('one HTTP/2 connection, each request picks its endpoint: 30 requests over 3 endpoints, 10 each', async (t) => {
+  const bes = await Promise.all([0, 1, 2].map(() => recordingBackend()));
+  for (const b of bes) t.teardown(b.close);
+  const { port } = await h2Proxy(t, bes.map((b) => b.port));
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  t.teardown(() => session.close());
+  await Promise.all(Array.from({ length: 30 }, () => h2Request(session, { ':path': '/' })));
+  t.same(
+    bes.map((b) => b.seen.length),
+    [10, 10, 10],
+  );
+});
+
+t.test('trailers and 1xx: an endpoint\'s trailers reach the HTTP/2 client; a response without a body ends its stream', async (t) => {
+  const be = await recordingBackend((req, res) => {
+    if (req.url === '/trailers') {
+      res.writeHead(200, { trailer: 'x-checksum' });
+      res.write('body');
+      res.addTrailers({ 'x-checksum': 'abc' });
+      res.end();
+      return true;
+    }
+    if (req.url === '/hints') {
+      res.writeEarlyHints({ link: '</style.css>; rel=preload; as=style' });
+      res.end('after hints');
+      return true;
+    }
+    if (req.url === '/empty') {
+      res.writeHead(204);
+      res.end();
+      return true;
+    }
+    return false;
+  });
+  t.teardown(be.close);
+  const { port } = await h2Proxy(t, [be.port]);
+  const r = await h2Request(port, { ':path': '/trailers' });
+  t.equal(r.body, 'body');
+  t.equal(r.trailers?.['x-checksum'], 'abc');
+  t.equal(r.headers['trailer'], undefined, 'no hop-by-hop field towards an HTTP/2 client');
+  const e = await h2Request(port, { ':path': '/empty' });
+  t.equal(e.status, 204);
+  // 103 Early Hints: an interim HEADERS before the response.
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  t.teardown(() => session.close());
+  const hints = await new Promise<{ interim: http2.IncomingHttpHeaders[]; status: number }>((resolve, reject) => {
+    const interim: http2.IncomingHttpHeaders[] = [];
+    const s = session.request({ ':path': '/hints' });
+    s.on('headers', (h) => interim.push(h));
+    s.on('response', (h) => resolve({ interim, status: Number(h[':status']) }));
+    s.on('error', reject);
+    s.resume();
+  });
+  t.equal(hints.interim[0]?.[':status'], 103);
+  t.equal(hints.interim[0]?.['link'], '</style.css>; rel=preload; as=style');
+  t.equal(hints.status, 200);
+});
+
+t.test('gRPC: berth answers Trailers-Only in gRPC (no endpoint: UNAVAILABLE, no route: UNIMPLEMENTED), never an HTML 5xx', async (t) => {
+  const { port, observer, pool } = await h2Proxy(t, [], { routes: [{ host: 'grpc.example', service: 'svc' }], service: undefined });
+  t.ok(pool.service('svc'));
+  const grpc = { 'content-type': 'application/grpc', te: 'trailers', ':method': 'POST' };
+  const none = await h2Request(port, { ...grpc, ':path': '/pkg.Svc/Call', ':authority': 'grpc.example' }, '\0\0\0\0\0');
+  t.equal(none.status, 200);
+  t.equal(none.flags & 0x1, 0x1, 'one HEADERS frame that ends the stream (Trailers-Only)');
+  t.equal(none.headers['grpc-status'], '14');
+  t.match(String(none.headers['grpc-message']), /^berth: /);
+  t.comment(String(none.headers['grpc-message']));
+  t.equal(none.headers['content-type'], 'application/grpc');
+  const noRoute = await h2Request(port, { ...grpc, ':path': '/pkg.Svc/Call', ':authority': 'other.example' }, '\0\0\0\0\0');
+  t.equal(noRoute.headers['grpc-status'], '12');
+  t.equal(observer.counts['grpc.14'], 1, 'counted by grpc-status');
+  // Not gRPC: the plain answer.
+  const plain = await h2Request(port, { ':path': '/', ':authority': 'grpc.example' });
+  t.equal(plain.status, 503);
+});
+
+t.test('gRPC through to an endpoint: its grpc-status (in trailers) is counted, its trailers relayed', async (t) => {
+  const server = http2.createServer();
+  server.on('stream', (s) => {
+    s.on('error', () => {});
+    s.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+    s.on('wantTrailers', () => s.sendTrailers({ 'grpc-status': '5', 'grpc-message': 'not found' }));
+    s.end(Buffer.from([0, 0, 0, 0, 0]));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.teardown(() => server.close());
+  const observer = countingObserver();
+  const pool = new Pool({ random: seededRandom(1) });
+  pool.configureService('svc', { balance: 'round-robin' });
+  pool.applySnapshot({ provider: 'static', services: new Map([['svc', [ep((server.address() as AddressInfo).port)]]]) });
+  const listener = new HttpListener(httpSettings({ http2: true }), { pool, log: silent, observer, httpVersion: () => '2' });
+  const { port } = await listener.listen();
+  t.teardown(() => {
+    listener.stopAccepting();
+    listener.destroyAll();
+  });
+  const r = await h2Request(port, { ':method': 'POST', ':path': '/pkg.Svc/Get', 'content-type': 'application/grpc', te: 'trailers' }, '\0\0\0\0\0');
+  t.equal(r.status, 200);
+  t.equal(r.trailers?.['grpc-status'], '5');
+  t.equal(r.trailers?.['grpc-message'], 'not found');
+  t.equal(observer.counts['grpc.5'], 1);
+});
+
+t.test('http2: false: the preface is no request to the HTTP/1.1 parser (400), and no HTTP/2 is spoken', async (t) => {
+  const be = await recordingBackend();
+  t.teardown(be.close);
+  const { port } = await h2Proxy(t, [be.port], { http2: false });
+  const r = await rawRequest(port, 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+  t.match(r, /^HTTP\/1\.1 400 /);
+  t.equal(be.seen.length, 0);
+});
+
+t.test('downgrade rules: a request that would read differently as HTTP/1.1 never reaches the endpoint', async (t) => {
+  const be = await recordingBackend();
+  t.teardown(be.close);
+  const { port } = await h2Proxy(t, [be.port]);
+  const cases: [string, [string, string][]][] = [
+    ['transfer-encoding', [...GET(), ['transfer-encoding', 'chunked']]],
+    ['connection', [...GET(), ['connection', 'keep-alive']]],
+    ['keep-alive', [...GET(), ['keep-alive', 'timeout=5']]],
+    ['upgrade', [...GET(), ['upgrade', 'h2c']]],
+    ['te other than trailers', [...GET(), ['te', 'gzip']]],
+    ['an upper-case name', [...GET(), ['X-Upper', '1']]],
+    [':path without /', [[':method', 'GET'], [':scheme', 'http'], [':path', 'x/y'], [':authority', 'x']]],
+    ['no :path', [[':method', 'GET'], [':scheme', 'http'], [':authority', 'x']]],
+    ['two :path', [[':method', 'GET'], [':scheme', 'http'], [':path', '/a'], [':path', '/b'], [':authority', 'x']]],
+    ['no :scheme', [[':method', 'GET'], [':path', '/'], [':authority', 'x']]],
+    ['a pseudo-header field after a regular one', [[':method', 'GET'], [':scheme', 'http'], ['x-a', '1'], [':path', '/'], [':authority', 'x']]],
+    ['an unknown pseudo-header field', [...GET(), [':protocol', 'websocket']]],
+    [':authority and host disagree', [...GET('/', 'a.example'), ['host', 'b.example']]],
+    ['two host fields', [[':method', 'GET'], [':scheme', 'http'], [':path', '/'], ['host', 'a'], ['host', 'b']]],
+    ['no :authority nor host', [[':method', 'GET'], [':scheme', 'http'], [':path', '/']]],
+    ['a dot segment', GET('/a/../admin')],
+    ['content-length that is no number', [...GET(), ['content-length', '1, 1']]],
+    ['CONNECT', [[':method', 'CONNECT'], [':authority', 'internal:22']]],
+  ];
+  for (const [what, fields] of cases) {
+    const before = be.seen.length;
+    const c = await rawH2(port);
+    c.write(headers(1, fields));
+    // Refused: a 400 (or 405) answer on the stream, or nghttp2's reset of it, or of the connection.
+    await c.until((g) => (g.streams.get(1)?.includes(T.HEADERS) ?? false) || g.resets.has(1) || g.goaway !== null, what);
+    c.close();
+    t.same(be.seen.slice(before), [], `${what}: refused before the endpoint`);
+  }
+  // Fields node's HTTP/2 layer drops before berth sees the request (node answers
+  // nghttp2's invalid-field callback with "ignore"): the request goes on without
+  // them, and nothing of them, nor anything a CR LF would have injected, reaches the endpoint.
+  for (const [what, field] of [
+    ['a name that is no token', ['x y', '1']],
+    ['CR LF in a value', ['x-a', 'v\r\nx-injected: 1']],
+    ['LF in a value', ['x-a', 'v\nx-injected: 1']],
+    ['NUL in a value', ['x-a', 'v\0w']],
+    ['a value with leading space', ['x-a', ' v']],
+  ] as const) {
+    const before = be.seen.length;
+    const c = await rawH2(port);
+    c.write(headers(1, [...GET('/dropped'), field]));
+    await c.until((g) => (g.streams.get(1)?.includes(T.HEADERS) ?? false) || g.resets.has(1) || g.goaway !== null, what);
+    c.close();
+    for (const s of be.seen.slice(before)) {
+      t.same([header(s, 'x-a'), header(s, 'x y'), header(s, 'x-injected')], [[], [], []], `${what}: not passed on`);
+    }
+  }
+  // A body longer or shorter than its content-length: nghttp2 ends the stream; the endpoint never sees a whole request.
+  for (const [what, body] of [
+    ['more DATA than content-length', 'x'.repeat(20)],
+    ['less DATA than content-length', 'x'],
+  ] as const) {
+    const completed = be.seen.length;
+    const c = await rawH2(port);
+    const post: [string, string][] = [[':method', 'POST'], [':scheme', 'http'], [':path', '/cl'], [':authority', 'x'], ['content-length', '10']];
+    c.write([headers(1, post, END_HEADERS), data(1, body)]);
+    await c.until((g) => g.resets.has(1) || g.goaway !== null || g.ended, what);
+    c.close();
+    const full = be.seen.slice(completed).filter((s) => s.body === 10);
+    t.equal(full.length, 0, `${what}: no request with a whole 10-byte body reached the endpoint`);
+  }
+  // And the listener serves the next client.
+  t.equal((await h2Request(port, { ':path': '/after' })).status, 200);
+});
+
+t.test('limits: too many header fields, or a header list over the size limit: 431 on the stream, the connection takes no more (GOAWAY NO_ERROR)', async (t) => {
+  const be = await recordingBackend();
+  t.teardown(be.close);
+  const { port, observer } = await h2Proxy(t, [be.port]);
+  const many: [string, string][] = [...GET()];
+  for (let i = 0; i <= MAX_HEADER_FIELDS; i++) many.push([`x-h${i}`, 'v']);
+  const big: [string, string][] = [...GET(), ['x-big', 'v'.repeat(17_000)]];
+  for (const [what, fields] of [
+    ['129 fields', many],
+    ['17 kB of header list', big],
+  ] as const) {
+    const c = await rawH2(port);
+    await c.until((g) => g.settingsAcks > 0, 'settings acknowledged');
+    c.write(headers(1, fields));
+    await c.until((g) => g.goaway !== null && (g.streams.get(1)?.includes(T.HEADERS) ?? false), what);
+    t.equal(c.got.goaway?.code, NGHTTP2_NO_ERROR, `${what}: GOAWAY NO_ERROR`);
+    c.close();
+  }
+  t.equal(observer.counts['rejected.header_too_large'], 2);
+  t.equal(be.seen.length, 0);
+  // Within the limits: served.
+  const fine: http2.OutgoingHttpHeaders = { ':path': '/' };
+  for (let i = 0; i < MAX_HEADER_FIELDS; i++) fine[`x-h${i}`] = 'v';
+  t.equal((await h2Request(port, fine)).status, 200, '128 fields pass');
+});
+
+t.test('limits: floods and resets end the connection with GOAWAY(ENHANCE_YOUR_CALM); the next client is served', async (t) => {
+  const hang = http.createServer(() => {});
+  hang.listen(0, '127.0.0.1');
+  await once(hang, 'listening');
+  t.teardown(() => {
+    hang.closeAllConnections();
+    hang.close();
+  });
+  const be = await recordingBackend();
+  t.teardown(be.close);
+  // A clock that stands still: every frame of an attack falls in the same second.
+  const clock = new ManualClock(1_000_000);
+  const { port, observer } = await h2Proxy(t, [be.port], {}, clock);
+  type Conn = Awaited<ReturnType<typeof rawH2>>;
+  /** Writes `chunks` one batch at a time, each after the server answered a PING sent behind the one before. */
+  const paced = async (c: Conn, chunks: Buffer[]) => {
+    for (let i = 0; i < chunks.length && c.got.goaway === null && !c.got.ended; i++) {
+      const acks = c.got.pings;
+      c.write([chunks[i]!, ping(i)]);
+      await c.until((g) => g.pings > acks || g.goaway !== null, `batch ${i}`).catch(() => {});
+    }
+  };
+  const attacks: [string, (c: Conn) => Promise<void>][] = [
+    ['rapid reset (HEADERS then RST_STREAM(CANCEL), 150 streams, in batches of 10)', (c) => paced(c, Array.from({ length: 15 }, (_, b) => Buffer.concat(Array.from({ length: 10 }, (_, i) => [headers(2 * (b * 10 + i) + 1, GET('/'), END_HEADERS), rst(2 * (b * 10 + i) + 1, 8)]).flat())))],
+    ['MadeYouReset (trailers without END_STREAM: the server resets each stream), 150 streams', (c) => paced(c, Array.from({ length: 15 }, (_, b) => Buffer.concat(Array.from({ length: 10 }, (_, i) => [headers(2 * (b * 10 + i) + 1, GET('/'), END_HEADERS), frame(T.HEADERS, END_HEADERS, 2 * (b * 10 + i) + 1, block([['x-t', '1']]))]).flat())))],
+    ['PING flood (150 in one write)', async (c) => void c.write(Array.from({ length: 150 }, (_, i) => ping(i)))],
+    ['SETTINGS flood (30 in one write)', async (c) => void c.write(Array.from({ length: 30 }, () => settings([[4, 65535]])))],
+  ];
+  for (const [what, attack] of attacks) {
+    const c = await rawH2(port);
+    await c.until((g) => g.settingsAcks > 0, 'settings acknowledged');
+    await attack(c);
+    await c.until((g) => g.goaway !== null && g.ended, what);
+    t.equal(c.got.goaway?.code, NGHTTP2_ENHANCE_YOUR_CALM, `${what}: GOAWAY(ENHANCE_YOUR_CALM)`);
+    t.equal((await h2Request(port, { ':path': '/next' })).status, 200, `${what}: the next client is served`);
+  }
+  t.equal(observer.counts['rejected.h2_limit'], attacks.length);
+});
+
+t.test('limits: a client that never acknowledges berth\'s SETTINGS is ended at the headers timeout (GOAWAY SETTINGS_TIMEOUT)', async (t) => {
+  const be = await recordingBackend();
+  t.teardown(be.close);
+  const clock = new ManualClock(0);
+  const { port } = await h2Proxy(t, [be.port], {}, clock);
+  const c = await rawH2(port, { ack: false });
+  // The server's SETTINGS has arrived (so its timer runs), unacknowledged.
+  await c.until((g) => g.settingsAcks > 0, 'the server acknowledged ours');
+  clock.advance(1999);
+  t.equal(c.got.goaway, null, 'not before the timeout');
+  clock.advance(1);
+  await c.until((g) => g.goaway !== null && g.ended, 'GOAWAY');
+  t.equal(c.got.goaway?.code, NGHTTP2_SETTINGS_TIMEOUT);
+});
+
+t.test('limits: 100 streams at once; the 101st, once the client knows the limit, ends the connection', async (t) => {
+  const held: http.ServerResponse[] = [];
+  const be = await recordingBackend((_req, res) => {
+    held.push(res);
+    return true;
+  });
+  t.teardown(() => {
+    for (const r of held) r.destroy();
+    be.close();
+  });
+  const { port } = await h2Proxy(t, [be.port]);
+  const c = await rawH2(port);
+  await c.until((g) => g.settingsAcks > 0, 'settings acknowledged');
+  c.write(Array.from({ length: 101 }, (_, i) => headers(2 * i + 1, GET('/hold'))));
+  await c.until((g) => g.goaway !== null || g.resets.has(201), 'the 101st refused');
+  t.ok(be.seen.length <= 100, `the endpoint saw ${be.seen.length} requests, not more than 100`);
+  c.close();
+});
+
+t.test('the stream cap: a connection that has opened its share of streams is closed gracefully (GOAWAY NO_ERROR, open streams finish)', async (t) => {
+  const server = http2.createServer();
+  const clock = new ManualClock(0);
+  const guards = new Map<http2.ServerHttp2Session, H2Guard>();
+  server.on('session', (s) => {
+    guards.set(s, new H2Guard(s, { clock, settingsTimeout: 10_000, maxHeaderSize: () => 16_384, maxStreams: 3, violated: () => {} }));
+  });
+  server.on('stream', (s: http2.ServerHttp2Stream, _h: unknown, _f: number, raw: string[]) => {
+    guards.get(s.session as http2.ServerHttp2Session)!.stream(s, raw);
+    s.on('error', () => {});
+    s.respond({ ':status': 200 });
+    s.end('ok');
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.teardown(() => server.close());
+  const session = http2.connect(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+  session.on('error', () => {});
+  const goaway = new Promise<number>((resolve) => session.on('goaway', (code: number) => resolve(code)));
+  for (let i = 0; i < 3; i++) t.equal((await h2Request(session, { ':path': '/' })).status, 200, `stream ${i + 1} served`);
+  t.equal(await goaway, NGHTTP2_NO_ERROR);
+  session.destroy();
+});
+
+t.test('stop: open HTTP/2 connections get GOAWAY, their streams in flight finish', async (t) => {
+  let answer: (() => void) | null = null;
+  const be = await recordingBackend((_req, res) => {
+    answer = () => res.end('late');
+    return true;
+  });
+  t.teardown(be.close);
+  const { port, listener } = await h2Proxy(t, [be.port]);
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  session.on('error', () => {});
+  const goaway = new Promise<number>((resolve) => session.on('goaway', (code: number) => resolve(code)));
+  const pending = h2Request(session, { ':path': '/slow' });
+  while (be.seen.length === 0) await new Promise((r) => setImmediate(r));
+  listener.stopAccepting();
+  t.equal(await goaway, NGHTTP2_NO_ERROR);
+  answer!();
+  const r = await pending;
+  t.equal(r.body, 'late', 'the stream in flight finished');
+  await once(session, 'close');
+});
+
+/** An h2c endpoint (httpVersion 2 behind the listener) answering each stream with `answer`; the streams it saw. */
+async function grpcEndpoint(t: Test, answer: (s: http2.ServerHttp2Stream) => void) {
+  const server = http2.createServer();
+  const streams: http2.ServerHttp2Stream[] = [];
+  const sessions: http2.ServerHttp2Session[] = [];
+  server.on('session', (s) => sessions.push(s));
+  server.on('stream', (s) => {
+    s.on('error', () => {});
+    streams.push(s);
+    answer(s);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.teardown(() => {
+    for (const s of sessions) s.destroy();
+    server.close();
+  });
+  return { port: (server.address() as AddressInfo).port, streams };
+}
+
+async function grpcProxy(t: Test, port: number, clock?: ManualClock) {
+  const observer = countingObserver();
+  const pool = new Pool({ random: seededRandom(1), ...(clock ? { clock } : {}) });
+  pool.configureService('svc', { balance: 'round-robin' });
+  pool.applySnapshot({ provider: 'static', services: new Map([['svc', [ep(port)]]]) });
+  const listener = new HttpListener(httpSettings({ http2: true }), { pool, log: silent, observer, httpVersion: () => '2' });
+  const addr = await listener.listen();
+  t.teardown(() => {
+    listener.stopAccepting();
+    listener.destroyAll();
+  });
+  return { port: addr.port, observer };
+}
+
+const grpcCall = { ':method': 'POST', ':path': '/pkg.Svc/Call', 'content-type': 'application/grpc', te: 'trailers' };
+
+t.test('gRPC deadline (grpc-timeout): past it, the endpoint\'s stream is cancelled and the client gets DEADLINE_EXCEEDED; no idle timeout without one', async (t) => {
+  const clock = new ManualClock(0);
+  // Silent: no answer at all.
+  const silentEp = await grpcEndpoint(t, () => {});
+  const p = await grpcProxy(t, silentEp.port, clock);
+  const pending = h2Request(p.port, { ...grpcCall, 'grpc-timeout': '200m' }, '\0\0\0\0\0');
+  while (silentEp.streams.length === 0) await new Promise((r) => setImmediate(r));
+  clock.advance(199);
+  t.equal(silentEp.streams[0]!.closed, false, 'not before the deadline');
+  const cancelled = new Promise((r) => silentEp.streams[0]!.on('close', r));
+  clock.advance(1);
+  const r = await pending;
+  t.equal(r.status, 200);
+  t.equal(r.flags & 0x1, 0x1, 'Trailers-Only');
+  t.equal(r.headers['grpc-status'], '4');
+  await cancelled;
+  t.equal(silentEp.streams[0]!.rstCode, http2.constants.NGHTTP2_CANCEL, 'the endpoint\'s stream was cancelled');
+  t.equal(p.observer.counts['grpc.4'], 1);
+
+  // Begun: the response started, then stalled: DEADLINE_EXCEEDED comes as its trailers.
+  const stalls = await grpcEndpoint(t, (s) => {
+    s.respond({ ':status': 200, 'content-type': 'application/grpc' });
+    s.write(Buffer.from([0, 0, 0, 0, 1, 42]));
+  });
+  const p2 = await grpcProxy(t, stalls.port, clock);
+  const s2 = http2.connect(`http://127.0.0.1:${p2.port}`);
+  s2.on('error', () => {});
+  const call2 = s2.request({ ...grpcCall, 'grpc-timeout': '1S' });
+  call2.on('error', () => {});
+  call2.end('\0\0\0\0\0');
+  let got2 = 0;
+  let trailers2: http2.IncomingHttpHeaders | null = null;
+  call2.on('trailers', (h) => (trailers2 = h));
+  await new Promise<void>((resolve) =>
+    call2.on('data', (c: Buffer) => {
+      got2 += c.length;
+      if (got2 === 6) resolve();
+    }),
+  );
+  clock.advance(1000);
+  await new Promise((r) => call2.on('close', r));
+  t.equal(got2, 6, 'what the endpoint sent arrived');
+  t.equal((trailers2 as http2.IncomingHttpHeaders | null)?.['grpc-status'], '4', 'DEADLINE_EXCEEDED in the trailers');
+  s2.close();
+
+  // No grpc-timeout: no deadline, and no idle timeout either (a quiet stream lives on).
+  const quiet = await grpcEndpoint(t, () => {});
+  const p3 = await grpcProxy(t, quiet.port, clock);
+  const session = http2.connect(`http://127.0.0.1:${p3.port}`);
+  session.on('error', () => {});
+  const call = session.request(grpcCall, { endStream: false });
+  call.on('error', () => {});
+  call.write('\0\0\0\0\0');
+  while (quiet.streams.length === 0) await new Promise((r) => setImmediate(r));
+  // Past the listener's idle (10 s) and response (5 s) timeouts; short of the endpoint PING interval (30 s), which this clock would fire with no time for an answer.
+  clock.advance(29_000);
+  t.equal(quiet.streams[0]!.closed, false, 'past the idle and response timeouts, still open');
+  // The client cancels: the endpoint's stream is cancelled too.
+  const gone = new Promise((r) => quiet.streams[0]!.on('close', r));
+  call.close(http2.constants.NGHTTP2_CANCEL);
+  await gone;
+  t.equal(quiet.streams[0]!.rstCode, http2.constants.NGHTTP2_CANCEL, 'the client\'s CANCEL became the endpoint\'s');
+  session.close();
+});
+
+t.test('grpc-timeout is read as gRPC defines it', async (t) => {
+  const { grpcTimeout } = await import('../../src/proxy/http/grpc.js');
+  t.same(['1H', '2M', '3S', '250m', '1500u', '7n', '99999999S', '', '1', 'S', '1x', '123456789S', '-1S', '1.5S'].map(grpcTimeout), [3_600_000, 120_000, 3000, 250, 2, 1, 99_999_999_000, 0, 0, 0, 0, 0, 0, 0]);
+});
+
+t.test('an idle HTTP/2 connection closes after the keep-alive timeout: GOAWAY, then cut if the client is stuck mid-frame', async (t) => {
+  const be = await recordingBackend();
+  t.teardown(be.close);
+  const { port } = await h2Proxy(t, [be.port], { timeouts: { connect: 1000, idle: 10_000, headers: 2000, response: 5000, keepAlive: 100 } });
+  const c = await rawH2(port);
+  // Half a HEADERS frame, then nothing: no stream ever opens.
+  c.write(headers(1, GET()).subarray(0, 20));
+  await c.until((g) => g.goaway !== null && g.ended, 'GOAWAY and the end of the connection');
+  t.equal(c.got.goaway?.code, NGHTTP2_NO_ERROR);
+  t.equal(be.seen.length, 0);
+});
+
+t.test('a client connection reset mid-upload: the exchange ends, the endpoint\'s request is abandoned, the connection is let go', async (t) => {
+  const be = await recordingBackend((_req, _res) => true);
+  t.teardown(be.close);
+  const { port, listener, observer } = await h2Proxy(t, [be.port]);
+  const post: [string, string][] = [[':method', 'POST'], [':scheme', 'http'], [':path', '/upload'], [':authority', 'x'], ['content-length', '40']];
+  const sock = net.connect(port, '127.0.0.1');
+  sock.on('error', () => {});
+  await once(sock, 'connect');
+  // Everything in one write, the reset as soon as it has left.
+  sock.write(Buffer.concat([PREFACE, settings(), settingsAck(), headers(1, post, END_HEADERS), data(1, 'u'.repeat(10), 0)]), () => sock.resetAndDestroy());
+  await until(() => listener.active === 0 && (observer.counts['http.499'] ?? 0) === 1, 10_000, 'the exchange ended and the connection was let go');
+  t.equal(listener.h2.sessions.size, 0);
+});
