@@ -89,6 +89,8 @@ export interface Received {
   /** Frame types by stream id. */
   readonly streams: Map<number, number[]>;
   goaway: { code: number; last: number } | null;
+  /** Every GOAWAY, in order. */
+  readonly goaways: { code: number; last: number }[];
   /** RST_STREAM codes by stream id. */
   readonly resets: Map<number, number>;
   settingsAcks: number;
@@ -107,7 +109,7 @@ export async function rawH2(port: number, opts: { ack?: boolean } = {}) {
     sock.once('connect', resolve);
     sock.once('error', reject);
   });
-  const got: Received = { streams: new Map(), goaway: null, resets: new Map(), settingsAcks: 0, pings: 0, ended: false };
+  const got: Received = { streams: new Map(), goaway: null, goaways: [], resets: new Map(), settingsAcks: 0, pings: 0, ended: false };
   const waiters: { pred: () => boolean; resolve: () => void }[] = [];
   const check = () => {
     for (const w of [...waiters]) {
@@ -131,7 +133,9 @@ export async function rawH2(port: number, opts: { ack?: boolean } = {}) {
       if (type === T.SETTINGS) {
         if (flags & ACK) got.settingsAcks++;
         else if (opts.ack !== false) sock.write(settingsAck());
-      } else if (type === T.GOAWAY) got.goaway = { last: p.readUInt32BE(0) & 0x7fffffff, code: p.readUInt32BE(4) };
+      } else if (type === T.GOAWAY) got.goaways.push((got.goaway = { last: p.readUInt32BE(0) & 0x7fffffff, code: p.readUInt32BE(4) }));
+      // (A server's PING is answered, as every client must.)
+      else if (type === T.PING && !(flags & ACK)) sock.write(frame(T.PING, ACK, 0, Buffer.from(p)));
       else if (type === T.RST_STREAM) got.resets.set(id, p.readUInt32BE(0));
       else if (type === T.PING && flags & ACK) got.pings++;
       if (id !== 0) {

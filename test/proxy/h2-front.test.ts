@@ -422,6 +422,22 @@ t.test('stop: open HTTP/2 connections get GOAWAY, their streams in flight finish
   const r = await pending;
   t.equal(r.body, 'late', 'the stream in flight finished');
   await once(session, 'close');
+
+  // On the wire: GOAWAY(2^31-1) first, then, a round trip later, the last stream taken.
+  const { port: p2, listener: l2 } = await h2Proxy(t, [be.port]);
+  const c = await rawH2(p2);
+  await c.until((g) => g.settingsAcks > 0, 'settings acknowledged');
+  c.write(headers(1, GET('/slow2')));
+  while (be.seen.length < 2) await new Promise((r) => setImmediate(r));
+  l2.stopAccepting();
+  await c.until((g) => g.goaways.length === 2, 'two GOAWAYs');
+  t.same(c.got.goaways, [
+    { code: NGHTTP2_NO_ERROR, last: 2 ** 31 - 1 },
+    { code: NGHTTP2_NO_ERROR, last: 1 },
+  ]);
+  answer!();
+  await c.until((g) => g.ended, 'the connection ends once its stream is done');
+  t.ok(c.got.streams.get(1)?.includes(T.DATA), 'the stream in flight got its answer');
 });
 
 /** An h2c endpoint (httpVersion 2 behind the listener) answering each stream with `answer`; the streams it saw. */

@@ -14,6 +14,7 @@ import type { Logger } from '../../log.js';
 import type { ConnFacts } from './connection.js';
 import { H2Guard, h2ServerOptions, type H2Violation } from './limits.js';
 
+const { NGHTTP2_NO_ERROR } = http2.constants;
 const kFacts = Symbol('berth.h2.conn');
 const kVerdict = Symbol('berth.h2.verdict');
 type TaggedSession = ServerHttp2Session & { [kFacts]?: ConnFacts; [kGuard]?: H2Guard; [kOpen]?: number };
@@ -123,10 +124,20 @@ export class H2Front {
     stream[kVerdict] = this.closing ? 'ended' : guard.stream(stream, raw);
   }
 
-  /** Stops taking connections; open sessions are told (GOAWAY) and end once their streams have. */
+  /**
+   * Stops taking connections; open sessions are told and end once their streams
+   * have. Two GOAWAYs (RFC 9113 §6.8): the first names the highest stream id there
+   * can be, so a stream the client opens while it is on its way is still served;
+   * after a round trip (a PING's answer: the client has read the first by then) the
+   * final one names the last stream berth took, and nothing later is.
+   */
   close(): void {
     this.closing = true;
-    for (const s of this.sessions) s.close();
+    for (const s of this.sessions) {
+      if (s.closed || s.destroyed) continue;
+      s.goaway(NGHTTP2_NO_ERROR, 2 ** 31 - 1);
+      if (!s.ping(() => s.close())) s.close();
+    }
   }
 
   /** Ends every session now. */
