@@ -95,6 +95,8 @@ export interface Received {
   readonly resets: Map<number, number>;
   settingsAcks: number;
   pings: number;
+  /** The payload of the last PING the server sent. */
+  lastPing: Buffer | null;
   ended: boolean;
 }
 
@@ -102,14 +104,14 @@ export interface Received {
  * A raw HTTP/2 client connection: sends the preface and an empty SETTINGS (and acks
  * the server's, unless `ack` is false), then whatever the test writes.
  */
-export async function rawH2(port: number, opts: { ack?: boolean } = {}) {
+export async function rawH2(port: number, opts: { ack?: boolean; answerPings?: boolean } = {}) {
   const sock = net.connect(port, '127.0.0.1');
   sock.on('error', () => {});
   await new Promise<void>((resolve, reject) => {
     sock.once('connect', resolve);
     sock.once('error', reject);
   });
-  const got: Received = { streams: new Map(), goaway: null, goaways: [], resets: new Map(), settingsAcks: 0, pings: 0, ended: false };
+  const got: Received = { streams: new Map(), goaway: null, goaways: [], resets: new Map(), settingsAcks: 0, pings: 0, lastPing: null, ended: false };
   const waiters: { pred: () => boolean; resolve: () => void }[] = [];
   const check = () => {
     for (const w of [...waiters]) {
@@ -134,8 +136,11 @@ export async function rawH2(port: number, opts: { ack?: boolean } = {}) {
         if (flags & ACK) got.settingsAcks++;
         else if (opts.ack !== false) sock.write(settingsAck());
       } else if (type === T.GOAWAY) got.goaways.push((got.goaway = { last: p.readUInt32BE(0) & 0x7fffffff, code: p.readUInt32BE(4) }));
-      // (A server's PING is answered, as every client must.)
-      else if (type === T.PING && !(flags & ACK)) sock.write(frame(T.PING, ACK, 0, Buffer.from(p)));
+      // (A server's PING is answered, as every client must, unless the test answers it.)
+      else if (type === T.PING && !(flags & ACK)) {
+        got.lastPing = Buffer.from(p);
+        if (opts.answerPings !== false) sock.write(frame(T.PING, ACK, 0, got.lastPing));
+      }
       else if (type === T.RST_STREAM) got.resets.set(id, p.readUInt32BE(0));
       else if (type === T.PING && flags & ACK) got.pings++;
       if (id !== 0) {

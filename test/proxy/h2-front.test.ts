@@ -167,6 +167,7 @@ t.test('gRPC: berth answers Trailers-Only in gRPC (no endpoint: UNAVAILABLE, no 
   t.equal(none.headers['content-type'], 'application/grpc');
   const noRoute = await h2Request(port, { ...grpc, ':path': '/pkg.Svc/Call', ':authority': 'other.example' }, '\0\0\0\0\0');
   t.equal(noRoute.headers['grpc-status'], '12');
+  t.equal(observer.counts['grpc.12'], 1, 'a call refused at the gate counted too');
   t.equal(observer.counts['grpc.14'], 1, 'counted by grpc-status');
   // Not gRPC: the plain answer.
   const plain = await h2Request(port, { ':path': '/', ':authority': 'grpc.example' });
@@ -233,6 +234,10 @@ t.test('downgrade rules: a request that would read differently as HTTP/1.1 never
     ['a dot segment', GET('/a/../admin')],
     ['content-length that is no number', [...GET(), ['content-length', '1, 1']]],
     ['CONNECT', [[':method', 'CONNECT'], [':authority', 'internal:22']]],
+    ['a lower-case :method', [[':method', 'get'], [':scheme', 'http'], [':path', '/'], [':authority', 'x']]],
+    ['a :method that is no method', [[':method', 'GET /x HTTP/1.1'], [':scheme', 'http'], [':path', '/'], [':authority', 'x']]],
+    ['an 8-bit byte in :path', GET('/a\xffb')],
+    ['a space in :path', GET('/a b')],
   ];
   for (const [what, fields] of cases) {
     const before = be.seen.length;
@@ -299,6 +304,7 @@ t.test('limits: too many header fields, or a header list over the size limit: 43
     c.close();
   }
   t.equal(observer.counts['rejected.header_too_large'], 2);
+  t.equal(observer.counts['rejected.h2_limit'], undefined, 'a 431 is counted once');
   t.equal(be.seen.length, 0);
   // Within the limits: served.
   const fine: http2.OutgoingHttpHeaders = { ':path': '/' };
@@ -438,6 +444,28 @@ t.test('stop: open HTTP/2 connections get GOAWAY, their streams in flight finish
   answer!();
   await c.until((g) => g.ended, 'the connection ends once its stream is done');
   t.ok(c.got.streams.get(1)?.includes(T.DATA), 'the stream in flight got its answer');
+
+  // A stream the client opens after the first GOAWAY: node's nghttp2 takes none
+  // after any GOAWAY it sent (node has no shutdown notice), so the final GOAWAY names
+  // the last stream taken and the client knows that one was not processed (to retry).
+  const { port: p3, listener: l3 } = await h2Proxy(t, [be.port]);
+  const d = await rawH2(p3, { answerPings: false });
+  await d.until((g) => g.settingsAcks > 0, 'settings acknowledged');
+  d.write(headers(1, GET('/first')));
+  while (be.seen.length < 3) await new Promise((r) => setImmediate(r));
+  l3.stopAccepting();
+  await d.until((g) => g.goaways.length === 1 && g.lastPing !== null, 'the first GOAWAY and the PING behind it');
+  d.write(headers(3, GET('/meanwhile')));
+  d.write(frame(T.PING, 0x1, 0, d.got.lastPing!));
+  await d.until((g) => g.goaways.length === 2, 'the final GOAWAY');
+  t.equal(d.got.goaways[1]!.last, 1, 'the final GOAWAY names stream 1: stream 3 was not processed');
+  answer!();
+  await d.until((g) => g.ended, 'stream 1 done, the connection ends');
+  t.same(
+    be.seen.slice(2).map((x) => x.url),
+    ['/first'],
+    'stream 3 never reached an endpoint',
+  );
 });
 
 /** An h2c endpoint (httpVersion 2 behind the listener) answering each stream with `answer`; the streams it saw. */
@@ -543,7 +571,7 @@ t.test('gRPC deadline (grpc-timeout): past it, the endpoint\'s stream is cancell
 
 t.test('grpc-timeout is read as gRPC defines it', async (t) => {
   const { grpcTimeout } = await import('../../src/proxy/http/grpc.js');
-  t.same(['1H', '2M', '3S', '250m', '1500u', '7n', '99999999S', '', '1', 'S', '1x', '123456789S', '-1S', '1.5S'].map(grpcTimeout), [3_600_000, 120_000, 3000, 250, 2, 1, 99_999_999_000, 0, 0, 0, 0, 0, 0, 0]);
+  t.same(['1H', '2M', '3S', '250m', '1500u', '7n', '99999999S', '', '1', 'S', '1x', '123456789S', '-1S', '1.5S'].map(grpcTimeout), [3_600_000, 120_000, 3000, 250, 2, 1, 2 ** 31 - 1, 0, 0, 0, 0, 0, 0, 0]);
 });
 
 t.test('an idle HTTP/2 connection closes after the keep-alive timeout: GOAWAY, then cut if the client is stuck mid-frame', async (t) => {
@@ -570,4 +598,94 @@ t.test('a client connection reset mid-upload: the exchange ends, the endpoint\'s
   sock.write(Buffer.concat([PREFACE, settings(), settingsAck(), headers(1, post, END_HEADERS), data(1, 'u'.repeat(10), 0)]), () => sock.resetAndDestroy());
   await until(() => listener.active === 0 && (observer.counts['http.499'] ?? 0) === 1, 10_000, 'the exchange ended and the connection was let go');
   t.equal(listener.h2.sessions.size, 0);
+});
+
+t.test('idle timers: a session idle again after a slow response closes; a GET waiting on its endpoint past the idle timeout is not reset', async (t) => {
+  let hold: (() => void) | null = null;
+  const be = await recordingBackend((req, res) => {
+    if (req.url === '/slow') {
+      hold = () => res.end('slow');
+      return true;
+    }
+    return false;
+  });
+  t.teardown(be.close);
+  const { port } = await h2Proxy(t, [be.port], { timeouts: { connect: 1000, idle: 100, headers: 2000, response: 10_000, keepAlive: 100 } });
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  session.on('error', () => {});
+  const goaway = new Promise<number>((resolve) => session.on('goaway', (code: number) => resolve(code)));
+  const pending = h2Request(session, { ':path': '/slow' });
+  while (hold === null) await new Promise((r) => setImmediate(r));
+  // Several idle and keep-alive timeouts go by while the endpoint thinks (wall time:
+  // the timers are node's; the outcome does not depend on how many fired).
+  await new Promise((r) => setTimeout(r, 500));
+  (hold as (() => void) | null)!();
+  const r = await pending;
+  t.equal(r.status, 200, 'the GET waited for its endpoint');
+  t.equal(r.body, 'slow');
+  t.equal(await goaway, NGHTTP2_NO_ERROR, 'then the idle session was closed');
+});
+
+t.test('resets berth sends itself (responses cut by the endpoint) do not count against the client', async (t) => {
+  const be = await recordingBackend((_req, res) => {
+    res.writeHead(200, { 'content-length': '100' });
+    res.write('part');
+    setImmediate(() => res.socket?.destroy());
+    return true;
+  });
+  t.teardown(be.close);
+  const clock = new ManualClock(1_000_000);
+  const { port, observer } = await h2Proxy(t, [be.port], {}, clock);
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  session.on('error', () => {});
+  t.teardown(() => session.destroy());
+  for (let i = 0; i < 120; i++) {
+    await new Promise<void>((resolve) => {
+      const s = session.request({ ':path': `/${i}` });
+      s.on('error', () => {});
+      s.resume();
+      s.on('close', () => resolve());
+    });
+  }
+  t.equal(observer.counts['rejected.h2_limit'], undefined, 'no connection ended for resets');
+  t.equal(session.closed, false, 'the connection is still open');
+});
+
+t.test('streams node refuses before berth sees them (over its header-pair backstop) are limited too', async (t) => {
+  const be = await recordingBackend();
+  t.teardown(be.close);
+  const clock = new ManualClock(1_000_000);
+  const { port, observer } = await h2Proxy(t, [be.port], {}, clock);
+  const c = await rawH2(port);
+  await c.until((g) => g.settingsAcks > 0, 'settings acknowledged');
+  const fields: [string, string][] = [...GET()];
+  for (let i = 0; i < 270; i++) fields.push([`x-${i}`, 'v']);
+  // 150 such streams, each reset by node; a PING behind them says they were read.
+  for (let b = 0; b < 15; b++) {
+    const acks = c.got.pings;
+    c.write([...Array.from({ length: 10 }, (_, i) => headers(2 * (b * 10 + i) + 1, fields)), ping(b)]);
+    await c.until((g) => g.pings > acks, `batch ${b}`);
+  }
+  t.ok(c.got.resets.size >= 150, 'node reset each');
+  t.equal(c.got.goaway, null, 'nothing ended the connection yet');
+  clock.advance(1000);
+  await c.until((g) => g.goaway !== null && g.ended, 'GOAWAY at the next look');
+  t.equal(c.got.goaway?.code, NGHTTP2_ENHANCE_YOUR_CALM);
+  t.equal(observer.counts['rejected.h2_limit'], 1);
+  t.equal(be.seen.length, 0);
+});
+
+t.test('Upgrade: h2c is never honoured nor passed on: served as plain HTTP/1.1, the connection closes after', async (t) => {
+  const be = await recordingBackend();
+  t.teardown(be.close);
+  const { port } = await h2Proxy(t, [be.port]);
+  const r = await rawRequest(port, 'GET /admin HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n');
+  t.match(r, /^HTTP\/1\.1 200 /, 'an ordinary answer, no 101');
+  t.equal(be.seen.length, 1);
+  t.same([header(be.seen[0]!, 'upgrade'), header(be.seen[0]!, 'http2-settings')], [[], []], 'neither Upgrade nor HTTP2-Settings reached the endpoint');
+  t.same(header(be.seen[0]!, 'connection'), ['keep-alive'], 'only undici\'s own Connection');
+  // With a body: refused, as any Upgrade with one.
+  const withBody = await rawRequest(port, 'POST / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: 3\r\n\r\nabc');
+  t.match(withBody, /^HTTP\/1\.1 400 /);
+  t.equal(be.seen.length, 1);
 });

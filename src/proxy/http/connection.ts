@@ -6,6 +6,8 @@ import http from 'node:http';
 import http2, { type Http2ServerResponse } from 'node:http2';
 import type net from 'node:net';
 import { guardSocket } from '../connect.js';
+import { grpcAnswer, grpcStatusFor } from './grpc.js';
+import { resetStream } from './limits.js';
 
 /** Short bodies for answers berth makes itself. */
 const REASONS: Record<number, string> = {
@@ -27,13 +29,33 @@ const REASONS: Record<number, string> = {
 export function reply(res: http.ServerResponse | Http2ServerResponse, status: number, close: boolean, extra?: Record<string, string>): void {
   const body = `${REASONS[status] ?? http.STATUS_CODES[status] ?? ''}\n`;
   if (res.headersSent) {
-    if (res instanceof http.ServerResponse) res.destroy();
-    else res.stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+    cut(res);
     return;
   }
   if (close && res instanceof http.ServerResponse) res.shouldKeepAlive = false;
   res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': String(Buffer.byteLength(body)), 'cache-control': 'no-store', ...extra });
   res.end(body);
+}
+
+/**
+ * berth's own answer to a request, whatever its kind: to a gRPC call a gRPC one
+ * (Trailers-Only, the status mapped), else the plain-text one. Returns the
+ * grpc-status sent (-1: not gRPC).
+ */
+export function ownAnswer(res: http.ServerResponse | Http2ServerResponse, grpc: boolean, status: number, why: string, close: boolean, extra?: Record<string, string>): number {
+  if (grpc && !(res instanceof http.ServerResponse)) {
+    const code = grpcStatusFor(status);
+    if (!grpcAnswer(res, code, `berth: ${why}`)) cut(res);
+    return code;
+  }
+  reply(res, status, close, extra);
+  return -1;
+}
+
+/** The response breaks off where it is: HTTP/1.1 closes the connection, HTTP/2 resets the stream. */
+export function cut(res: http.ServerResponse | Http2ServerResponse): void {
+  if (res instanceof http.ServerResponse) res.destroy();
+  else resetStream(res.stream, http2.constants.NGHTTP2_INTERNAL_ERROR);
 }
 
 export function rawReply(socket: net.Socket, status: number, extra = ''): void {

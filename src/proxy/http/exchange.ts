@@ -3,7 +3,7 @@
  * undici, stream the answer back; an Upgrade until the endpoint's 101.
  */
 import type http from 'node:http';
-import { constants as h2c, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
+import type { Http2ServerRequest, Http2ServerResponse, ServerHttp2Stream } from 'node:http2';
 import type net from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
@@ -11,10 +11,10 @@ import type { EndpointState } from '../../pool/endpoint.js';
 import { connectResult, guardSocket } from '../connect.js';
 import { classifyHttpFailure, httpBlames, httpRetry, type HttpFailure } from '../retry-policy.js';
 import { UpstreamAttempt, type AttemptUser, type GiveUp } from '../upstream-attempt.js';
-import { reply, responseClosed, type ConnFacts, type UpgradeParts } from './connection.js';
-import { grpcAnswer, grpcStatusFor, grpcStatusOf, grpcTimeout, GrpcStatus, isGrpc } from './grpc.js';
+import { cut, ownAnswer, responseClosed, type ConnFacts, type UpgradeParts } from './connection.js';
+import { grpcAnswer, grpcStatusOf, grpcTimeout, GrpcStatus, isGrpc } from './grpc.js';
 import type { Timer } from '../../core/clock.js';
-import { downstreamResponseHeaders, idempotent, interimHead, reasonPhrase, trailerList, upstreamRequestHeaders, upstreamRequestHeadersH2, type RequestFacts } from './headers.js';
+import { downstreamResponseHeaders, fieldsOf, idempotent, interimHead, reasonPhrase, trailerList, upstreamRequestHeaders, upstreamRequestHeadersH2, type RequestFacts } from './headers.js';
 import type { HttpListener } from './listener.js';
 import { Tunnel } from './tunnel.js';
 
@@ -38,10 +38,16 @@ function onResTimeout(this: http.ServerResponse & { [kExchange]?: Exchange | und
   const x = this[kExchange];
   if (x === undefined || !x.idle()) this.socket?.destroy();
 }
-/** An HTTP/2 stream has been idle for `timeouts.idle`: the same rule, and only the stream is reset. */
-function onStreamTimeout(this: Http2ServerResponse & { [kExchange]?: Exchange | undefined }): void {
-  const x = this[kExchange];
-  if (x === undefined || !x.idle()) this.stream.close(h2c.NGHTTP2_CANCEL);
+const kStreamExchange = Symbol('berth.h2.exchange');
+type TaggedStream = ServerHttp2Stream & { [kStreamExchange]?: Exchange | undefined };
+
+/**
+ * An HTTP/2 stream has been idle for `timeouts.idle` (the front's timer): the same
+ * rule as for an HTTP/1.1 connection. True when it stays open.
+ */
+export function streamIdle(stream: ServerHttp2Stream): boolean {
+  const x = (stream as TaggedStream)[kStreamExchange];
+  return x !== undefined && x.idle();
 }
 function onResClose(this: TaggedRes): void {
   const x = this[kExchange];
@@ -83,6 +89,8 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
   private readonly grpc: boolean;
   /** The grpc-status the endpoint's answer carried (-1: none, or not gRPC). */
   private grpcStatus = -1;
+  /** The client went away before its answer was whole (a gRPC call counts as CANCELLED). */
+  private clientLeft = false;
   /** gRPC: the request's deadline (its grpc-timeout, ms; 0: none) and its timer. */
   private readonly deadline: number;
   private deadlineTimer: Timer | null = null;
@@ -139,13 +147,13 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
     r[kExchange] = this;
     r.on('drain', onResDrain);
     r.on('close', onResClose);
-    if (this.grpc) {
-      // A gRPC call lives as long as its deadline, or as long as it lives: a watch
-      // stream may be quiet for hours. No idle or response timeout, then.
+    if (this.h2) {
+      // (The stream's idle timer is the front's, for every stream: it asks idle().)
+      const stream = (this.res as Http2ServerResponse).stream as TaggedStream;
+      stream[kStreamExchange] = this;
+      // A gRPC call's deadline is its own; it has no response timeout (a long unary
+      // call, a watch stream), only the stream idle timeout, as Envoy's.
       if (this.deadline > 0) this.deadlineTimer = this.listener.deps.pool.clock.after(this.deadline, onDeadline, this);
-    } else if (this.h2) {
-      const res = this.res as Http2ServerResponse;
-      res.stream.setTimeout(this.listener.settings.timeouts.idle, onStreamTimeout.bind(res));
     } else r.on('timeout', onResTimeout);
     this.listener.budget(this.service).request();
     this.attempt.start();
@@ -164,7 +172,7 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
         headers: this.headers,
         body: this.hasBody && u === null ? (this.req as Readable) : null,
         headersTimeout: this.grpc ? 0 : t.response,
-        bodyTimeout: this.grpc ? 0 : t.idle,
+        bodyTimeout: t.idle,
         idempotent: false,
         // A plain literal (no spread): one object shape per request on the hot path.
         upgrade: u !== null ? u.protocol : null,
@@ -246,9 +254,8 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
     if (this.h2) {
       const res = this.res as Http2ServerResponse;
       if (res.headersSent || res.stream.destroyed) return;
-      const list = downstreamResponseHeaders(headers, statusCode);
-      const fields: http.OutgoingHttpHeaders = { ':status': statusCode };
-      for (let i = 0; i < list.length; i += 2) fields[list[i]!] = list[i + 1]!;
+      const fields = fieldsOf(downstreamResponseHeaders(headers, statusCode));
+      fields[':status'] = statusCode;
       try {
         res.stream.additionalHeaders(fields);
       } catch (err) {
@@ -315,14 +322,7 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
       if (st >= 0) this.grpcStatus = st;
     }
     if (t !== null) {
-      if (this.h2) {
-        const fields: http.OutgoingHttpHeaders = {};
-        for (const [k, v] of t) {
-          const prev = fields[k];
-          fields[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [String(prev), v];
-        }
-        (this.res as Http2ServerResponse).addTrailers(fields);
-      } else if ((this.res as http.ServerResponse).chunkedEncoding) (this.res as http.ServerResponse).addTrailers(t);
+      if (this.h2) (this.res as Http2ServerResponse).addTrailers(fieldsOf(t.flat())); else if ((this.res as http.ServerResponse).chunkedEncoding) (this.res as http.ServerResponse).addTrailers(t);
     }
     this.res.end();
     this.finish();
@@ -401,7 +401,8 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
    */
   idle(): boolean {
     if (this.done || !this.sent || this.started) return false;
-    if (this.req.complete) return true;
+    // (HTTP/2: a request with no body reads as incomplete until someone reads its end.)
+    if (this.h2 ? !this.hasBody || this.req.readableEnded : this.req.complete) return true;
     if (!this.req.isPaused()) return false;
     // The endpoint's timeout: counted against it and answered 504, best effort — the
     // upload still in flight means the connection is reset right after (aborting
@@ -441,6 +442,7 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
    */
   private endByClient(status: number | null, why: string): void {
     this.attempt.clientEnded();
+    this.clientLeft = status === null;
     const { log } = this.listener.deps;
     if (log.isLevelEnabled('debug')) log.debug({ service: this.service, endpoint: this.endpointId, reason: why }, 'client ended the request');
     const ctl = this.ctl;
@@ -469,18 +471,13 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
    * connection ends after it (HTTP/1.1 only: an HTTP/2 stream ends on its own).
    */
   private answer(status: number, why: string, close: boolean, extra?: Record<string, string>): void {
-    if (this.grpc) {
-      this.grpcStatus = grpcStatusFor(status);
-      if (!grpcAnswer(this.res as Http2ServerResponse, this.grpcStatus, `berth: ${why}`)) this.cut();
-      return;
-    }
-    reply(this.res, status, close, extra);
+    const code = ownAnswer(this.res, this.grpc, status, why, close, extra);
+    if (code >= 0) this.grpcStatus = code;
   }
 
   /** The response breaks off where it is: HTTP/1.1 closes the connection, HTTP/2 resets the stream. */
   private cut(): void {
-    if (this.h2) (this.res as Http2ServerResponse).stream.close(h2c.NGHTTP2_INTERNAL_ERROR);
-    else (this.res as http.ServerResponse).destroy();
+    cut(this.res);
   }
 
   /**
@@ -519,7 +516,7 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
     const seconds = (pool.clock.now() - this.t0) / 1000;
     const status = this.status === 0 ? 499 : this.status;
     observer.httpRequest(l.settings.name, this.service, this.method, status, seconds, this.h2 ? '2' : '1.1');
-    if (this.grpc) observer.grpcRequest(l.settings.name, this.service, this.grpcStatus < 0 ? (this.status === 0 ? 'CANCELLED' : 'none') : this.grpcStatus);
+    if (this.grpc) observer.grpcRequest(l.settings.name, this.service, this.clientLeft ? 'CANCELLED' : this.grpcStatus < 0 ? 'none' : this.grpcStatus);
     if (l.settings.http.accessLog) {
       log.info(
         {

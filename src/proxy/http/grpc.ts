@@ -89,7 +89,8 @@ export function grpcTimeout(v: string | string[] | undefined): number {
   const unit = UNIT_MS[v[v.length - 1]!];
   const digits = v.slice(0, -1);
   if (unit === undefined || !/^\d+$/.test(digits)) return 0;
-  return Math.max(1, Math.ceil(Number(digits) * unit));
+  // (Past a timer's range, 2^31-1 ms — some 24 days — a deadline is that range: grpc-go sends 720H for "none".)
+  return Math.min(2 ** 31 - 1, Math.max(1, Math.ceil(Number(digits) * unit)));
 }
 
 /** The grpc-status an endpoint's answer carried (trailers, or the headers of a Trailers-Only answer); -1 when none. */

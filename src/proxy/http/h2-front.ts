@@ -12,7 +12,8 @@ import type net from 'node:net';
 import type { Clock } from '../../core/clock.js';
 import type { Logger } from '../../log.js';
 import type { ConnFacts } from './connection.js';
-import { H2Guard, h2ServerOptions, type H2Violation } from './limits.js';
+import { H2Guard, h2ServerOptions, resetStream, type H2Violation } from './limits.js';
+import type { Timer } from '../../core/clock.js';
 
 const { NGHTTP2_NO_ERROR } = http2.constants;
 const kFacts = Symbol('berth.h2.conn');
@@ -26,7 +27,12 @@ export interface H2FrontDeps {
   readonly log: Logger;
   readonly clock: Clock;
   /** The listener's settings of the moment (read per session). */
-  readonly settings: () => { readonly maxHeaderSize: number; readonly keepAlive: number; readonly settingsTimeout: number };
+  readonly settings: () => { readonly maxHeaderSize: number; readonly keepAlive: number; readonly settingsTimeout: number; readonly idle: number };
+  /**
+   * A stream had no traffic either way for the idle timeout: true when it stays open
+   * (its exchange waits on the endpoint), false to reset it.
+   */
+  streamIdle(stream: ServerHttp2Stream): boolean;
   /** A request: its connection's facts and whether its head was within the limits. */
   request(req: Http2ServerRequest, res: Http2ServerResponse, conn: ConnFacts, verdict: 'ok' | 'too_large'): void;
   /** A connection ended for breaking a limit. */
@@ -40,6 +46,8 @@ export class H2Front {
   /** The facts of the connection being handed over (read by the 'session' event, which node emits at once). */
   private incoming: ConnFacts | null = null;
   private closing = false;
+  /** The once-a-second look at every session's hidden refusals (runs while there are sessions). */
+  private sweeper: Timer | null = null;
 
   constructor(private readonly deps: H2FrontDeps) {
     this.server = http2.createServer(h2ServerOptions(deps.settings().maxHeaderSize));
@@ -52,7 +60,7 @@ export class H2Front {
       const facts = session?.[kFacts];
       const verdict = (req.stream as TaggedStream)[kVerdict];
       if (facts === undefined || verdict === undefined || verdict === 'ended') {
-        req.stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+        resetStream(req.stream, http2.constants.NGHTTP2_REFUSED_STREAM);
         return;
       }
       deps.request(req, res, facts, verdict);
@@ -93,6 +101,7 @@ export class H2Front {
       violated: (_session, why) => this.deps.violated(why),
     });
     this.sessions.add(s);
+    if (this.sweeper === null) this.sweeper = this.deps.clock.after(1000, sweepAll, this);
     // Errors end the session (node closes it); the reason is the client's doing.
     s.on('error', (err: Error) => {
       if (this.deps.log.isLevelEnabled('debug')) this.deps.log.debug({ client: facts.ip, err: (err as NodeJS.ErrnoException).code ?? err.message }, 'HTTP/2 connection error');
@@ -101,7 +110,10 @@ export class H2Front {
     // An idle connection (no stream open) closes after the keep-alive timeout, as an
     // HTTP/1.1 one does: GOAWAY first; a client still silent a timeout later (one
     // that stopped mid-frame, say, which a graceful close would wait for) is cut.
-    s.setTimeout(st.keepAlive, () => {
+    // ('on', not setTimeout's callback: node registers that once, and a timeout that
+    // fires while a stream is open must come again once the session is idle.)
+    s.setTimeout(st.keepAlive);
+    s.on('timeout', () => {
       if ((s[kOpen] ?? 0) !== 0 || s.closed) return;
       s.close();
       const cut = this.deps.clock.after(this.deps.settings().keepAlive, (x: ServerHttp2Session) => x.destroy(), s);
@@ -121,7 +133,21 @@ export class H2Front {
     }
     session[kOpen] = (session[kOpen] ?? 0) + 1;
     stream.once('close', () => (session[kOpen] = (session[kOpen] ?? 1) - 1));
-    stream[kVerdict] = this.closing ? 'ended' : guard.stream(stream, raw);
+    // Every stream has the idle timeout, whatever becomes of it (an exchange, a
+    // refusal, berth's answer with the client's half still open).
+    stream.setTimeout(this.deps.settings().idle);
+    stream.on('timeout', () => {
+      if (!stream.closed && !this.deps.streamIdle(stream)) resetStream(stream, http2.constants.NGHTTP2_CANCEL);
+    });
+    // (While stopping too: a stream the client opened before the final GOAWAY is served.)
+    stream[kVerdict] = guard.stream(stream, raw);
+  }
+
+  /** Each session's hidden refusals, once a second while there are sessions. */
+  sweep(): void {
+    this.sweeper = null;
+    for (const s of this.sessions) (s as TaggedSession)[kGuard]?.sweep();
+    if (this.sessions.size > 0) this.sweeper = this.deps.clock.after(1000, sweepAll, this);
   }
 
   /**
@@ -143,5 +169,11 @@ export class H2Front {
   /** Ends every session now. */
   destroyAll(): void {
     for (const s of this.sessions) s.destroy();
+    this.deps.clock.cancel(this.sweeper);
+    this.sweeper = null;
   }
+}
+
+function sweepAll(f: H2Front): void {
+  f.sweep();
 }

@@ -130,6 +130,10 @@ export interface H2RequestFacts extends RequestFacts {
 const H2_NAME_RE = /^[a-z0-9!#$%&'*+\-.^_`|~]+$/;
 /** A field value HTTP/2 refuses: NUL, CR or LF anywhere, whitespace at either end (RFC 9113 §8.2.1). */
 const H2_BAD_VALUE_RE = /[\0\r\n]|^[ \t]|[ \t]$/;
+/** A method as llhttp takes one (upper-case letters, '-' as in M-SEARCH). */
+const H2_METHOD_RE = /^[A-Z][A-Z-]{0,31}$/;
+/** A request target's bytes as llhttp takes them: visible ASCII, no space. */
+const H2_PATH_RE = /^[\x21-\x7e]+$/;
 /** Connection-specific fields (RFC 9113 §8.2.2); te is allowed as "trailers" only. */
 const H2_CONNECTION_FIELDS = byLength(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
 
@@ -209,10 +213,13 @@ export function inspectH2Request(raw: readonly string[], endStream: boolean): H2
     }
   }
   if (f.method === '') return bad('no :method');
+  // As the HTTP/1.1 parser takes them: an upper-case method; a path of visible ASCII.
+  if (!H2_METHOD_RE.test(f.method)) return bad(`invalid :method "${f.method}"`);
   if (f.method === 'CONNECT') return f;
   if (scheme !== 'http' && scheme !== 'https') return bad(scheme === undefined ? 'no :scheme' : `unsupported :scheme "${scheme}"`);
   if (f.path === '') return bad('no :path');
   if (f.path.charCodeAt(0) !== 47 /* / */ && !(f.path === '*' && f.method === 'OPTIONS')) return bad(':path does not start with /');
+  if (!H2_PATH_RE.test(f.path)) return bad(':path with a byte outside visible ASCII');
   if (authority !== undefined && hostField !== undefined && authority.toLowerCase() !== hostField.toLowerCase()) return bad(':authority and host disagree');
   f.host = authority ?? hostField;
   if (f.host === undefined) return bad('no :authority or host');
@@ -382,6 +389,18 @@ export function interimHead(status: number, reason: string, headers: IncomingHtt
     s += `connection: upgrade\r\nupgrade: ${upgrade}\r\n`;
   }
   return `${s}\r\n`;
+}
+
+/** A flat [name, value, ...] list as node's HTTP/2 header object (a name given twice keeps both values). */
+export function fieldsOf(list: readonly string[]): Record<string, string | string[] | number> {
+  const out: Record<string, string | string[] | number> = {};
+  for (let i = 0; i < list.length; i += 2) {
+    const k = list[i]!;
+    const v = list[i + 1]!;
+    const prev = out[k];
+    out[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [String(prev), v];
+  }
+  return out;
 }
 
 /** Response trailers without hop-by-hop fields, or null when there are none. */

@@ -45,6 +45,17 @@ export function h2ServerOptions(maxHeaderSize: number): http2.ServerOptions {
   };
 }
 
+const kByBerth = Symbol('berth.h2.resetByBerth');
+
+/**
+ * berth resets a client's stream itself (a response cut, an idle stream, a refused
+ * one): marked, so that the reset budget counts only what the client caused.
+ */
+export function resetStream(stream: ServerHttp2Stream, code: number): void {
+  (stream as ServerHttp2Stream & { [kByBerth]?: true })[kByBerth] = true;
+  stream.close(code);
+}
+
 /** A per-second counter on the injected clock (no timer). */
 class Rate {
   private windowStart = 0;
@@ -60,7 +71,7 @@ class Rate {
   }
 }
 
-export type H2Violation = 'resets' | 'pings' | 'settings' | 'settings_timeout' | 'headers';
+export type H2Violation = 'resets' | 'pings' | 'settings' | 'settings_timeout' | 'hidden_rejects';
 
 export interface H2GuardDeps {
   readonly clock: Clock;
@@ -83,6 +94,8 @@ export class H2Guard {
   private readonly pings = new Rate(MAX_PINGS_PER_SECOND);
   private readonly settings = new Rate(MAX_SETTINGS_PER_SECOND);
   private streams = 0;
+  /** Streams refused by node before berth saw them, at the last sweep. */
+  private hidden = 0;
   private ackTimer: Timer | null;
   private ended = false;
 
@@ -120,7 +133,8 @@ export class H2Guard {
       // A reset either way (the client's RST_STREAM, or one nghttp2 sent because the
       // client broke the stream's rules): from a close handler, destroyed on the next
       // turn, or the GOAWAY can be lost in nghttp2's send loop.
-      if (stream.rstCode !== undefined && stream.rstCode !== NGHTTP2_NO_ERROR && this.resets.over(this.deps.clock.now())) setImmediate(() => this.kill('resets'));
+      const byBerth = (stream as ServerHttp2Stream & { [kByBerth]?: true })[kByBerth] === true;
+      if (!byBerth && stream.rstCode !== undefined && stream.rstCode !== NGHTTP2_NO_ERROR && this.resets.over(this.deps.clock.now())) setImmediate(() => this.kill('resets'));
     });
     if (++this.streams === (this.deps.maxStreams ?? MAX_STREAMS_PER_CONNECTION)) {
       // Streams already open finish; nghttp2 refuses later ones.
@@ -133,12 +147,29 @@ export class H2Guard {
       if (rawHeaders[i]!.charCodeAt(0) !== 58 /* : */) fields++;
     }
     if (fields > MAX_HEADER_FIELDS || size > this.deps.maxHeaderSize()) {
-      this.deps.violated(this.session, 'headers');
-      // Answered on its stream; the connection takes no more streams (GOAWAY NO_ERROR).
+      // Answered on its stream (431, counted there); the connection takes no more streams (GOAWAY NO_ERROR).
       this.session.close();
       return 'too_large';
     }
     return 'ok';
+  }
+
+  /**
+   * Streams node refused before berth saw them (a header list over node's own
+   * backstops, malformed ones: RST_STREAM, no 'stream' event): read off the highest
+   * stream id the session processed. Called about once a second; more than
+   * MAX_RESETS_PER_SECOND new ones since the last call end the connection, and they
+   * count towards the stream cap.
+   */
+  sweep(): void {
+    if (this.ended || this.session.destroyed) return;
+    const last = this.session.state.lastProcStreamID ?? 0;
+    const opened = (last + 1) / 2;
+    const hidden = opened - this.streams;
+    const fresh = hidden - this.hidden;
+    this.hidden = hidden;
+    if (fresh > MAX_RESETS_PER_SECOND) this.kill('hidden_rejects');
+    else if (opened >= (this.deps.maxStreams ?? MAX_STREAMS_PER_CONNECTION) && !this.session.closed) this.session.close();
   }
 
   /** Ends the connection at once: GOAWAY(code), then the socket closes. */

@@ -22,9 +22,9 @@ import { guardSocket, tcpConnect, type ConnectFn } from '../connect.js';
 import { ConnectionGate } from '../gate.js';
 import type { Listener } from '../listener.js';
 import { LocalErrorAlarm } from '../local-errors.js';
-import { rawReply, reply, responseClosed, type ConnFacts, type UpgradeParts } from './connection.js';
-import { Exchange, exchangeOf } from './exchange.js';
-import { grpcAnswer, grpcStatusFor, isGrpc } from './grpc.js';
+import { ownAnswer, rawReply, reply, responseClosed, type ConnFacts, type UpgradeParts } from './connection.js';
+import { Exchange, exchangeOf, streamIdle } from './exchange.js';
+import { isGrpc } from './grpc.js';
 import { H2Front } from './h2-front.js';
 import { hasDotSegment, inspectH2Request, inspectRequest, type Forwarded, type RequestFacts } from './headers.js';
 import { sniffPreface } from './preface.js';
@@ -212,7 +212,8 @@ export class HttpListener implements Listener<HttpListenerSettings> {
     this.h2 = new H2Front({
       log: this.deps.log,
       clock: this.deps.pool.clock,
-      settings: () => ({ maxHeaderSize: this.settings.http.maxHeaderSize, keepAlive: this.settings.timeouts.keepAlive, settingsTimeout: this.settings.timeouts.headers }),
+      settings: () => ({ maxHeaderSize: this.settings.http.maxHeaderSize, keepAlive: this.settings.timeouts.keepAlive, settingsTimeout: this.settings.timeouts.headers, idle: this.settings.timeouts.idle }),
+      streamIdle,
       request: (req, res, conn, verdict) => this.requestH2(req, res, conn, verdict),
       violated: (why) => {
         this.deps.observer.httpRejected(this.settings.name, 'h2_limit');
@@ -518,8 +519,8 @@ export class HttpListener implements Listener<HttpListenerSettings> {
    * this one closes (through the exchange's own 'close' listener, or one added
    * here for the answers berth gives itself).
    */
-  private handle(req: http.IncomingMessage, res: http.ServerResponse, upgrade: UpgradeParts | null, owed: ConnFacts | null): void {
-    const a = this.admit(req, upgrade !== null);
+  private handle(req: http.IncomingMessage, res: http.ServerResponse, upgrade: UpgradeParts | null, owed: ConnFacts | null, parserGone = false): void {
+    const a = this.admit(req, upgrade !== null || parserGone);
     if (!a.ok) {
       if (owed !== null) res.once('close', () => responseClosed(owed));
       this.refuse(req, res, a.status, a.why);
@@ -551,18 +552,17 @@ export class HttpListener implements Listener<HttpListenerSettings> {
     if (!a.ok) {
       this.refused(facts.method, facts.path, a.status, a.why, '2');
       this.refuseH2(res, grpc, a.status, a.why);
+      // A client whose certificate is not allowed: its connection takes no more (as HTTP/1.1 closes it).
+      if (a.status === 403) req.stream.session?.close();
       return;
     }
     new Exchange(this, req, res, a.service, facts, facts.path, null, null, null, c).start();
   }
 
-  /** berth's own answer to an HTTP/2 request it does not proxy (gRPC: in gRPC). */
+  /** berth's own answer to an HTTP/2 request it does not proxy (gRPC: in gRPC, and counted as such). */
   private refuseH2(res: Http2ServerResponse, grpc: boolean, status: number, why: string, extra?: Record<string, string>): void {
-    if (grpc) {
-      if (!grpcAnswer(res, grpcStatusFor(status), `berth: ${why}`)) res.stream.close();
-      return;
-    }
-    reply(res, status, false, extra);
+    const code = ownAnswer(res, grpc, status, why, false, extra);
+    if (code >= 0) this.deps.observer.grpcRequest(this.settings.name, DEFAULT_SERVICE_LABEL, code);
   }
 
   private refuse(req: http.IncomingMessage, res: http.ServerResponse, status: 400 | 403 | 404, why: string): void {
@@ -607,6 +607,15 @@ export class HttpListener implements Listener<HttpListenerSettings> {
     res.once('finish', onUpgradeAnswered);
     let protocol = '';
     for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i]!.toLowerCase() === 'upgrade') protocol = req.rawHeaders[i + 1]!;
+    if (protocol.split(',').some((p) => /^\s*h2c?\s*$/i.test(p))) {
+      // HTTP/2 by Upgrade (h2c; RFC 9113 dropped it) is never honoured: a tunnel to the
+      // endpoint would let every later request on the connection past berth's gate.
+      // Served as the plain HTTP/1.1 request it also is (Upgrade and Connection
+      // dropped as hop-by-hop), and the connection closes after it (node's parser
+      // has let go of it). A body is refused (400), as with any Upgrade.
+      this.handle(req, res, null, null, true);
+      return;
+    }
     this.handle(req, res, { protocol, socket, early: head }, null);
   }
 }
