@@ -190,3 +190,43 @@ t.test('http listener with tls and http2: ALPN h2 speaks HTTP/2 (the PROXY heade
   t.equal(s1.alpnProtocol, 'http/1.1');
   s1.destroy();
 });
+
+t.test('mTLS over HTTP/2: an allowed client is served; one verified but not allowed gets 403 and its connection takes no more streams (GOAWAY), as HTTP/1.1 closes it', async (t) => {
+  await issueCert({ ca: dir, out: dir, name: 'frontend', sans: [], usage: 'client', days: 2, bits: 2048 });
+  await issueCert({ ca: dir, out: dir, name: 'intruder', sans: [], usage: 'client', days: 2, bits: 2048 });
+  const be = await recordingBackend();
+  const pool = new Pool({ random: seededRandom(1) });
+  pool.configureService('svc', { balance: 'round-robin' });
+  pool.applySnapshot({ provider: 'static', services: new Map([['svc', [endpoint(be.port)]]]) });
+  const term = new ListenerTls('mtls-h2', { cert: join(dir, 'server.pem'), key: join(dir, 'server-key.pem'), sni: [], allow: ['CN=frontend'], clientCa: join(dir, 'ca.pem'), minVersion: 'TLSv1.2' }, silent, { tlsMaterial: () => {} }, ['h2', 'http/1.1']);
+  // (A keep-alive timeout far away: the GOAWAY below is the refusal's, not an idle session's.)
+  const l = new HttpListener(httpSettings({ http2: true, timeouts: { connect: 1000, idle: 600_000, headers: 2000, response: 5000, keepAlive: 600_000 } }), { pool, log: silent, tls: term });
+  const { port } = await l.listen();
+  t.teardown(() => {
+    l.stopAccepting();
+    l.destroyAll();
+    term.close();
+    be.close();
+  });
+  const as = (who: string) => {
+    const session = http2.connect(`https://localhost:${port}`, { ca, cert: readFileSync(join(dir, `${who}.pem`)), key: readFileSync(join(dir, `${who}-key.pem`)), host: '127.0.0.1', servername: 'localhost' } as http2.SecureClientSessionOptions);
+    session.on('error', () => {});
+    const goaway = new Promise<number>((resolve) => session.on('goaway', (code: number) => resolve(code)));
+    const status = new Promise<number>((resolve, reject) => {
+      const req = session.request({ ':path': '/' });
+      req.on('response', (h) => resolve(Number(h[':status'])));
+      req.on('error', reject);
+      req.resume();
+    });
+    return { session, goaway, status };
+  };
+  const ok = as('frontend');
+  t.equal(await ok.status, 200);
+  t.match(rawValues(be.seen[0]!.headers, 'x-forwarded-client-cert')[0] ?? '', /Subject="CN=frontend"/, 'XFCC names the client');
+  ok.session.close();
+  const no = as('intruder');
+  t.equal(await no.status, 403);
+  t.equal(await no.goaway, http2.constants.NGHTTP2_NO_ERROR, 'told to open no more streams');
+  await once(no.session, 'close');
+  t.equal(be.seen.length, 1, 'the intruder reached no endpoint');
+});
