@@ -1,11 +1,12 @@
 #!/usr/bin/env node
-// npm run bench -- [tcp|http|tls|udp|sni|dns|scale|docker|metrics] [--reps N] [--seconds S] [--rss-connections N]
+// npm run bench -- [tcp|http|h2|tls|udp|sni|dns|scale|docker|metrics] [--reps N] [--seconds S] [--rss-connections N]
 // npm run bench -- ab --ref /path/to/another/built/checkout [--reps N] [--seconds S]   (not in the default set)
 // Prints a markdown table of medians and ratios, and writes the raw runs to bench/out/.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { abBench } from './ab.mjs';
 import { dockerBench } from './docker.mjs';
+import { h2Bench } from './h2.mjs';
 import { httpBench } from './http.mjs';
 import { metricsBench } from './metrics.mjs';
 import { scaleBench } from './scale.mjs';
@@ -20,7 +21,7 @@ const opt = (name, def) => {
   const i = argv.indexOf(`--${name}`);
   return i >= 0 ? Number(argv[i + 1]) : def;
 };
-const suites = { tcp: tcpBench, http: httpBench, tls: tlsBench, udp: udpBench, sni: sniBench, dns: dnsBench, scale: scaleBench, docker: dockerBench, metrics: metricsBench, ab: abBench };
+const suites = { tcp: tcpBench, http: httpBench, h2: h2Bench, tls: tlsBench, udp: udpBench, sni: sniBench, dns: dnsBench, scale: scaleBench, docker: dockerBench, metrics: metricsBench, ab: abBench };
 const chosen = argv.filter((a, i) => !a.startsWith('--') && !(i > 0 && argv[i - 1].startsWith('--')));
 const names = chosen.length ? chosen : Object.keys(suites).filter((n) => n !== 'ab');
 const refAt = argv.indexOf('--ref');

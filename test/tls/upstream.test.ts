@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { Berth } from '../../src/runtime/runtime.js';
-import { validateConfig } from '../../src/config/validate.js';
+import { H2_FRONT_NODE, validateConfig } from '../../src/config/validate.js';
 import { createCa, issueCert } from '../../src/tls/certs.js';
 import { ListenerTls, loadUpstreamTls } from '../../src/tls/terminate.js';
 import { silent } from '../helpers/proxy.js';
@@ -50,7 +50,7 @@ t.test('a reload that adds the first SNI certificate to a bound listener is refu
   t.same(await berth.reload(cfg([])), { added: 0, removed: 0, kept: 1 }, 'the same config still reloads');
 });
 
-t.test('a reload that turns http2 on or off on a bound TLS listener is refused (the ALPN offer is fixed at bind); on a plaintext one it applies', async (t) => {
+t.test('a reload that turns http2 on or off on a bound TLS listener is refused (the ALPN offer is fixed at bind); on a plaintext one it applies', { skip: H2_FRONT_NODE ? false : 'HTTP/2 from clients needs Node 24' }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'berth-h2-reload-'));
   await createCa({ out: dir, cn: 'ca', days: 2, bits: 2048 });
   await issueCert({ ca: dir, out: dir, name: 'a', sans: [{ type: 'DNS', value: 'a.example' }], usage: 'server', days: 2, bits: 2048 });

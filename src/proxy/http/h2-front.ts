@@ -18,7 +18,8 @@ import type { Timer } from '../../core/clock.js';
 const { NGHTTP2_NO_ERROR } = http2.constants;
 const kFacts = Symbol('berth.h2.conn');
 const kVerdict = Symbol('berth.h2.verdict');
-type TaggedSession = ServerHttp2Session & { [kFacts]?: ConnFacts; [kGuard]?: H2Guard; [kOpen]?: number };
+type TaggedSession = ServerHttp2Session & { [kFacts]?: ConnFacts; [kGuard]?: H2Guard; [kOpen]?: number; [kIdleSince]?: number };
+const kIdleSince = Symbol('berth.h2.idleSince');
 type TaggedStream = ServerHttp2Stream & { [kVerdict]?: 'ok' | 'too_large' | 'ended' };
 const kGuard = Symbol('berth.h2.guard');
 const kOpen = Symbol('berth.h2.open');
@@ -93,6 +94,7 @@ export class H2Front {
     }
     s[kFacts] = facts;
     s[kOpen] = 0;
+    s[kIdleSince] = this.deps.clock.now();
     const st = this.deps.settings();
     s[kGuard] = new H2Guard(s, {
       clock: this.deps.clock,
@@ -132,7 +134,10 @@ export class H2Front {
       return;
     }
     session[kOpen] = (session[kOpen] ?? 0) + 1;
-    stream.once('close', () => (session[kOpen] = (session[kOpen] ?? 1) - 1));
+    stream.once('close', () => {
+      session[kOpen] = (session[kOpen] ?? 1) - 1;
+      if (session[kOpen] === 0) session[kIdleSince] = this.deps.clock.now();
+    });
     // Every stream has the idle timeout, whatever becomes of it (an exchange, a
     // refusal, berth's answer with the client's half still open).
     stream.setTimeout(this.deps.settings().idle);
@@ -143,10 +148,20 @@ export class H2Front {
     stream[kVerdict] = guard.stream(stream, raw);
   }
 
-  /** Each session's hidden refusals, once a second while there are sessions. */
+  /**
+   * Once a second while there are sessions: each one's hidden refusals, and a
+   * backstop for idle ones. A session with no stream open for twice the keep-alive
+   * timeout is cut, whatever node's own timers did: node 20 leaves a session whose
+   * peer broke the protocol open after its GOAWAY, with no event at all.
+   */
   sweep(): void {
     this.sweeper = null;
-    for (const s of this.sessions) (s as TaggedSession)[kGuard]?.sweep();
+    const now = this.deps.clock.now();
+    const limit = 2 * this.deps.settings().keepAlive;
+    for (const s of this.sessions as Set<TaggedSession>) {
+      s[kGuard]?.sweep();
+      if ((s[kOpen] ?? 0) === 0 && now - (s[kIdleSince] ?? now) >= limit) s.destroy();
+    }
     if (this.sessions.size > 0) this.sweeper = this.deps.clock.after(1000, sweepAll, this);
   }
 

@@ -1,0 +1,142 @@
+// HTTP/2 both sides: h2load (prior-knowledge h2c, 10 connections x 10 streams) through
+// berth (an http listener, httpVersion 2 to the endpoint) vs HAProxy (proto h2 on the
+// bind and the server, one thread) vs Caddy (h2c front, h2c transport, GOMAXPROCS=1)
+// vs a direct connection to the endpoint (nginx with http2 on a plaintext listen: h2c),
+// interleaved in one run. Proxies pinned alone to CPU 1; h2load and nginx on CPU 0.
+import { fileURLToPath } from 'node:url';
+import { fmt, freePort, measure, median, need, portOpen, runPinned, sleep, startPinned, tmp, write } from './lib.mjs';
+
+const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
+const LOAD_CPU = 0;
+const PROXY_CPU = 1;
+const CONNECTIONS = 10;
+const STREAMS = 10;
+
+async function startEndpoint(dir, port) {
+  const conf = write(
+    dir,
+    'nginx-h2.conf',
+    `worker_processes 1; master_process off; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/nginx-error.log;
+events { worker_connections 20000; }
+http { access_log off; keepalive_requests 1000000; keepalive_timeout 60s; http2_max_requests 10000000; http2_max_concurrent_streams 1000;
+  server { listen 127.0.0.1:${port} http2 backlog=4096; location / { return 200 "hello from the endpoint\\n"; } } }
+`,
+  );
+  return startPinned(LOAD_CPU, 'nginx', ['-c', conf, '-e', `${dir}/nginx-error.log`], { ready: () => portOpen(port) });
+}
+
+async function startProxy(kind, dir, port, target) {
+  const ready = { ready: () => portOpen(port) };
+  if (kind === 'haproxy') {
+    const cfg = write(
+      dir,
+      `haproxy-${port}.cfg`,
+      `global
+  nbthread 1
+  maxconn 9000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend f
+  bind 127.0.0.1:${port} proto h2
+  default_backend b
+backend b
+  http-reuse always
+  server s1 127.0.0.1:${target} proto h2
+`,
+    );
+    return startPinned(PROXY_CPU, 'haproxy', ['-f', cfg, '-db'], ready);
+  }
+  if (kind === 'caddy') {
+    const cfg = write(
+      dir,
+      `Caddyfile-h2-${port}`,
+      `{
+  admin off
+  auto_https off
+  servers {
+    protocols h1 h2c
+  }
+}
+http://127.0.0.1:${port} {
+  bind 127.0.0.1
+  reverse_proxy 127.0.0.1:${target} {
+    transport http {
+      versions h2c
+    }
+  }
+}
+`,
+    );
+    return startPinned(PROXY_CPU, 'caddy', ['run', '--config', cfg, '--adapter', 'caddyfile'], { ...ready, env: { GOMAXPROCS: '1', XDG_DATA_HOME: dir, XDG_CONFIG_HOME: dir } });
+  }
+  const cfg = write(
+    dir,
+    `berth-h2-${port}.yaml`,
+    `listeners:
+  - { name: web, bind: "127.0.0.1:${port}", mode: http, service: web }
+services:
+  web: { httpVersion: 2, endpoints: ["127.0.0.1:${target}"] }
+admin: { bind: "off" }
+`,
+  );
+  return startPinned(PROXY_CPU, MAIN, ['-c', cfg, '--log-level', 'warn'], ready);
+}
+
+/** h2load for `seconds`: requests per second, and how many failed. */
+async function h2load(port, seconds) {
+  const out = await runPinned(LOAD_CPU, 'h2load', ['-t1', `-c${CONNECTIONS}`, `-m${STREAMS}`, `-D${seconds}`, `http://127.0.0.1:${port}/`]);
+  const rps = Number(/finished in [\d.]+\w*, ([\d.]+) req\/s/.exec(out)?.[1] ?? NaN);
+  const m = /requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored/.exec(out);
+  const mean = /time for request:\s+\S+\s+\S+\s+(\S+)/.exec(out)?.[1] ?? '';
+  return { rps, total: Number(m?.[3] ?? 0), failed: Number(m?.[4] ?? 0) + Number(m?.[5] ?? 0), mean };
+}
+
+export async function h2Bench({ reps, seconds }) {
+  for (const b of ['h2load', 'haproxy', 'nginx', 'caddy', 'taskset']) need(b);
+  const dir = tmp('berth-bench-h2-');
+  const endpoint = await freePort();
+  const procs = [];
+  try {
+    procs.push(await startEndpoint(dir, endpoint));
+    const kinds = ['direct', 'haproxy', 'caddy', 'berth'];
+    const targets = { direct: { port: endpoint, pid: 0 } };
+    for (const k of kinds.slice(1)) {
+      const port = await freePort();
+      const p = await startProxy(k, dir, port, endpoint);
+      procs.push(p);
+      targets[k] = { port, pid: p.pid };
+    }
+    for (const k of kinds) await h2load(targets[k].port, 2);
+    const runs = Object.fromEntries(kinds.map((k) => [k, []]));
+    for (let rep = 1; rep <= reps; rep++) {
+      for (const k of kinds) {
+        const t = targets[k];
+        const m = await measure(t.pid, () => h2load(t.port, seconds));
+        runs[k].push({ ...m.result, busy: m.busy, usPerReq: t.pid ? (m.proxyCpuSeconds * 1e6) / m.result.total : NaN });
+        process.stderr.write(`rep ${rep} ${k}: ${fmt(m.result.rps, 0)} req/s, ${m.result.failed} failed, mean ${m.result.mean} busy ${JSON.stringify(m.busy)}\n`);
+        await sleep(300);
+      }
+    }
+    const med = (k, key) => median(runs[k].map((x) => x[key]));
+    const label = { direct: 'direct (nginx h2c)', haproxy: 'HAProxy 1 thread (h2 both sides)', caddy: 'Caddy (GOMAXPROCS=1, h2c both sides)', berth: 'berth 1 process (h2c in, httpVersion 2 out)' };
+    const hap = med('haproxy', 'rps');
+    const caddy = med('caddy', 'rps');
+    const table = [
+      `h2load -t1 -c${CONNECTIONS} -m${STREAMS} (prior-knowledge h2c), GET of a 24-byte body from nginx over h2c`,
+      '',
+      '| target | req/s | vs HAProxy | vs Caddy | failed | proxy CPU µs/req | busy % CPU0/CPU1 |',
+      '|---|---|---|---|---|---|---|',
+      ...kinds.map(
+        (k) =>
+          `| ${label[k]} | ${fmt(med(k, 'rps'), 0)} | ${k === 'direct' ? '-' : `**${fmt(med(k, 'rps') / hap, 2)}x**`} | ${k === 'direct' ? '-' : `${fmt(med(k, 'rps') / caddy, 2)}x`} | ${runs[k].reduce((n, x) => n + x.failed, 0)} | ${fmt(med(k, 'usPerReq'), 1)} | ${median(runs[k].map((x) => x.busy['0']))}/${median(runs[k].map((x) => x.busy['1']))} |`,
+      ),
+    ].join('\n');
+    return { table, params: { reps, seconds }, runs };
+  } finally {
+    for (const p of procs) p.kill('SIGKILL');
+    await Promise.all(procs.map((p) => p.exited));
+  }
+}
