@@ -11,10 +11,10 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { seededRandom } from '../../src/core/random.js';
 import { Pool } from '../../src/pool/pool.js';
-import { HttpListener } from '../../src/proxy/http/listener.js';
+import { HttpListener, type HttpListenerSettings } from '../../src/proxy/http/listener.js';
 import { createCa, issueCert } from '../../src/tls/certs.js';
 import { ListenerTls } from '../../src/tls/terminate.js';
 import { httpSettings, rawValues, recordingBackend } from '../helpers/http.js';
@@ -25,7 +25,26 @@ const dir = mkdtempSync(join(tmpdir(), 'berth-proxy-tls-'));
 await createCa({ out: dir, cn: 'test ca', days: 2, bits: 2048 });
 await issueCert({ ca: dir, out: dir, name: 'server', sans: [{ type: 'DNS', value: 'localhost' }], usage: 'server', days: 2, bits: 2048 });
 const ca = readFileSync(join(dir, 'ca.pem'));
-const terminator = (name: string) => new ListenerTls(name, { cert: join(dir, 'server.pem'), key: join(dir, 'server-key.pem'), sni: [], allow: [], minVersion: 'TLSv1.2' }, silent, { tlsMaterial: () => {} }, undefined);
+/** The server certificate's terminator; `alpn`: what it offers by default; `over`: more of its config (mTLS). */
+const terminator = (name: string, alpn?: string[], over: { allow?: string[]; clientCa?: string } = {}) =>
+  new ListenerTls(name, { cert: join(dir, 'server.pem'), key: join(dir, 'server-key.pem'), sni: [], allow: [], minVersion: 'TLSv1.2', ...over }, silent, { tlsMaterial: () => {} }, alpn);
+
+/** An http listener terminating TLS with `term`, in front of a recording endpoint (service "svc"); all closed at teardown. */
+async function httpsListener(t: Test, term: ListenerTls, settings: Partial<HttpListenerSettings>) {
+  const be = await recordingBackend();
+  const pool = new Pool({ random: seededRandom(1) });
+  pool.configureService('svc', { balance: 'round-robin' });
+  pool.applySnapshot({ provider: 'static', services: new Map([['svc', [endpoint(be.port)]]]) });
+  const l = new HttpListener(httpSettings(settings), { pool, log: silent, tls: term });
+  const { port } = await l.listen();
+  t.teardown(() => {
+    l.stopAccepting();
+    l.destroyAll();
+    term.close();
+    be.close();
+  });
+  return { be, pool, l, port };
+}
 const trusted = { trusted: ['127.0.0.1/32'], untrusted: 'refuse' as const };
 
 /**
@@ -98,19 +117,7 @@ t.test('tcp listener with tls: the PROXY header before the handshake names the c
 });
 
 t.test('http listener with tls: X-Forwarded-For names the client of the PROXY header read before the handshake', async (t) => {
-  const be = await recordingBackend();
-  const pool = new Pool({ random: seededRandom(1) });
-  pool.configureService('svc', { balance: 'round-robin' });
-  pool.applySnapshot({ provider: 'static', services: new Map([['svc', [endpoint(be.port)]]]) });
-  const term = terminator('https');
-  const l = new HttpListener(httpSettings({ acceptProxy: trusted }), { pool, log: silent, tls: term });
-  const { port } = await l.listen();
-  t.teardown(() => {
-    l.stopAccepting();
-    l.destroyAll();
-    term.close();
-    be.close();
-  });
+  const { be, l, port } = await httpsListener(t, terminator('https'), { acceptProxy: trusted });
   const c = await tlsAfter(port, 'PROXY TCP6 2001:db8::7 2001:db8::1 51000 443\r\n', true);
   await once(c, 'secureConnect');
   const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
@@ -127,19 +134,7 @@ t.test('http listener with tls: X-Forwarded-For names the client of the PROXY he
 });
 
 t.test('http listener with tls and http2: ALPN h2 speaks HTTP/2 (the PROXY header\'s client in X-Forwarded-For), http/1.1 HTTP/1.1; without http2 only http/1.1 is offered', async (t) => {
-  const be = await recordingBackend();
-  const pool = new Pool({ random: seededRandom(1) });
-  pool.configureService('svc', { balance: 'round-robin' });
-  pool.applySnapshot({ provider: 'static', services: new Map([['svc', [endpoint(be.port)]]]) });
-  const term = new ListenerTls('h2', { cert: join(dir, 'server.pem'), key: join(dir, 'server-key.pem'), sni: [], allow: [], minVersion: 'TLSv1.2' }, silent, { tlsMaterial: () => {} }, ['h2', 'http/1.1']);
-  const l = new HttpListener(httpSettings({ acceptProxy: trusted, http2: true }), { pool, log: silent, tls: term });
-  const { port } = await l.listen();
-  t.teardown(() => {
-    l.stopAccepting();
-    l.destroyAll();
-    term.close();
-    be.close();
-  });
+  const { be, l, port } = await httpsListener(t, terminator('h2', ['h2', 'http/1.1']), { acceptProxy: trusted, http2: true });
   const raw = net.connect(port, '127.0.0.1');
   raw.on('error', () => {});
   await once(raw, 'connect');
@@ -176,14 +171,7 @@ t.test('http listener with tls and http2: ALPN h2 speaks HTTP/2 (the PROXY heade
   await until(() => l.active === 0);
 
   // http2 off: ALPN offers http/1.1 alone, so an h2 client falls back to HTTP/1.1.
-  const term1 = new ListenerTls('h1', { cert: join(dir, 'server.pem'), key: join(dir, 'server-key.pem'), sni: [], allow: [], minVersion: 'TLSv1.2' }, silent, { tlsMaterial: () => {} }, ['http/1.1']);
-  const l1 = new HttpListener(httpSettings({ http2: false }), { pool, log: silent, tls: term1 });
-  const p1 = await l1.listen();
-  t.teardown(() => {
-    l1.stopAccepting();
-    l1.destroyAll();
-    term1.close();
-  });
+  const p1 = await httpsListener(t, terminator('h1', ['http/1.1']), { http2: false });
   const s1 = tls.connect({ port: p1.port, host: '127.0.0.1', servername: 'localhost', ca, ALPNProtocols: ['h2', 'http/1.1'] });
   s1.on('error', () => {});
   await once(s1, 'secureConnect');
@@ -194,20 +182,9 @@ t.test('http listener with tls and http2: ALPN h2 speaks HTTP/2 (the PROXY heade
 t.test('mTLS over HTTP/2: an allowed client is served; one verified but not allowed gets 403 and its connection takes no more streams (GOAWAY), as HTTP/1.1 closes it', async (t) => {
   await issueCert({ ca: dir, out: dir, name: 'frontend', sans: [], usage: 'client', days: 2, bits: 2048 });
   await issueCert({ ca: dir, out: dir, name: 'intruder', sans: [], usage: 'client', days: 2, bits: 2048 });
-  const be = await recordingBackend();
-  const pool = new Pool({ random: seededRandom(1) });
-  pool.configureService('svc', { balance: 'round-robin' });
-  pool.applySnapshot({ provider: 'static', services: new Map([['svc', [endpoint(be.port)]]]) });
-  const term = new ListenerTls('mtls-h2', { cert: join(dir, 'server.pem'), key: join(dir, 'server-key.pem'), sni: [], allow: ['CN=frontend'], clientCa: join(dir, 'ca.pem'), minVersion: 'TLSv1.2' }, silent, { tlsMaterial: () => {} }, ['h2', 'http/1.1']);
+  const term = terminator('mtls-h2', ['h2', 'http/1.1'], { allow: ['CN=frontend'], clientCa: join(dir, 'ca.pem') });
   // (A keep-alive timeout far away: the GOAWAY below is the refusal's, not an idle session's.)
-  const l = new HttpListener(httpSettings({ http2: true, timeouts: { connect: 1000, idle: 600_000, headers: 2000, response: 5000, keepAlive: 600_000 } }), { pool, log: silent, tls: term });
-  const { port } = await l.listen();
-  t.teardown(() => {
-    l.stopAccepting();
-    l.destroyAll();
-    term.close();
-    be.close();
-  });
+  const { be, port } = await httpsListener(t, term, { http2: true, timeouts: { connect: 1000, idle: 600_000, headers: 2000, response: 5000, keepAlive: 600_000 } });
   const as = (who: string) => {
     const session = http2.connect(`https://localhost:${port}`, { ca, cert: readFileSync(join(dir, `${who}.pem`)), key: readFileSync(join(dir, `${who}-key.pem`)), host: '127.0.0.1', servername: 'localhost' } as http2.SecureClientSessionOptions);
     session.on('error', () => {});

@@ -133,12 +133,11 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
     this.deadline = this.grpc ? grpcTimeout(req.headers['grpc-timeout']) : 0;
     const { pool } = listener.deps;
     this.t0 = pool.clock.now();
-    const c = conn;
     this.host = hostOverride ?? facts.host;
-    const fwd = listener.forwarded(c, facts, hostOverride ?? facts.host);
+    const fwd = listener.forwarded(conn, facts, this.host);
     // Connection/Upgrade are hop-by-hop; for an Upgrade undici writes its own pair.
     this.headers = this.h2 ? upstreamRequestHeadersH2(req.rawHeaders, fwd, facts.host!) : upstreamRequestHeaders(req.rawHeaders, fwd, null, hostOverride);
-    const key = pool.service(service)?.balance === 'source-hash' ? c.ip : undefined;
+    const key = pool.service(service)?.balance === 'source-hash' ? conn.ip : undefined;
     this.attempt = new UpstreamAttempt(pool, service, listener.settings, key, this);
   }
 
@@ -355,7 +354,7 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
         return;
       case 'cut':
         // Cut mid-response: the client must see a cut (HTTP/2: a stream reset), not a short body it could take for whole.
-        this.cut();
+        cut(this.res);
         this.finish();
         return;
       case 'local':
@@ -475,11 +474,6 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
     if (code >= 0) this.grpcStatus = code;
   }
 
-  /** The response breaks off where it is: HTTP/1.1 closes the connection, HTTP/2 resets the stream. */
-  private cut(): void {
-    cut(this.res);
-  }
-
   /**
    * gRPC: the call's deadline passed. The endpoint's stream is cancelled (RST_STREAM
    * CANCEL; the endpoint is not to blame: the deadline is the client's), and the
@@ -496,7 +490,7 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
     const res = this.res as Http2ServerResponse;
     if (!this.started) {
       this.status = 200;
-      if (!grpcAnswer(res, GrpcStatus.DEADLINE_EXCEEDED, message)) this.cut();
+      if (!grpcAnswer(res, GrpcStatus.DEADLINE_EXCEEDED, message)) cut(this.res);
     } else if (!res.stream.destroyed) {
       res.addTrailers({ 'grpc-status': String(GrpcStatus.DEADLINE_EXCEEDED), 'grpc-message': message });
       res.end();
@@ -526,7 +520,8 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
           host: this.host,
           version: this.h2 ? '2' : '1.1',
           status,
-          ...(this.grpc ? { grpcStatus: this.grpcStatus } : {}),
+          // (undefined is left out of the line: one object shape, no spread)
+          grpcStatus: this.grpc ? this.grpcStatus : undefined,
           ms: Math.round(seconds * 1e6) / 1e3,
           service: this.service,
           endpoint: this.endpointId,

@@ -97,6 +97,8 @@ export interface HttpListenerDeps {
 }
 
 const DEFAULT_SERVICE_LABEL = '-';
+/** The Allow field of a 405 to CONNECT (HTTP/1.1 and HTTP/2 alike). */
+const ALLOWED_METHODS = 'GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS';
 
 /**
  * Makes a request target origin-form. Absolute-form ("http://host/path", RFC 9112
@@ -204,7 +206,7 @@ export class HttpListener implements Listener<HttpListenerSettings> {
     this.server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.upgrade(req, socket as net.Socket, head));
     this.server.on('connect', (_req: http.IncomingMessage, socket: Duplex) => {
       this.deps.observer.httpRejected(this.settings.name, 'method');
-      rawReply(socket as net.Socket, 405, 'allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS\r\n');
+      rawReply(socket as net.Socket, 405, `allow: ${ALLOWED_METHODS}\r\n`);
     });
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.clientError(err, socket as net.Socket));
     this.configureTrust();
@@ -241,8 +243,7 @@ export class HttpListener implements Listener<HttpListenerSettings> {
       return;
     }
     if (this.settings.http2 !== true) {
-      this.server.emit('connection', socket);
-      socket.resume();
+      this.toH1(socket);
       return;
     }
     this.track(socket);
@@ -254,18 +255,20 @@ export class HttpListener implements Listener<HttpListenerSettings> {
           socket.destroy();
           return;
         }
-        if (version === 'h2') {
-          this.h2.take(socket, this.conn(socket));
-          return;
-        }
-        this.server.emit('connection', socket);
-        socket.resume();
+        if (version === 'h2') this.h2.take(socket, this.conn(socket));
+        else this.toH1(socket);
       },
       timedOut: () => {
         this.deps.observer.httpRejected(this.settings.name, 'timeout');
         rawReply(socket, 408);
       },
     });
+  }
+
+  /** A plaintext connection to node's HTTP/1.1 parser (paused until now: nothing read is lost). */
+  private toH1(socket: net.Socket): void {
+    this.server.emit('connection', socket);
+    socket.resume();
   }
 
   /**
@@ -545,7 +548,7 @@ export class HttpListener implements Listener<HttpListenerSettings> {
     const facts = inspectH2Request(req.rawHeaders, req.stream.endAfterHeaders);
     if (facts.bad === null && facts.method === 'CONNECT') {
       this.deps.observer.httpRejected(this.settings.name, 'method');
-      this.refuseH2(res, grpc, 405, 'CONNECT is not proxied', { allow: 'GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS' });
+      this.refuseH2(res, grpc, 405, 'CONNECT is not proxied', { allow: ALLOWED_METHODS });
       return;
     }
     const a: Admission = facts.bad !== null ? { ok: false, status: 400, why: facts.bad } : this.decide(c, facts, facts.path, null);
