@@ -4,7 +4,7 @@
 // vs a direct connection to the endpoint (nginx with http2 on a plaintext listen: h2c),
 // interleaved in one run. Proxies pinned alone to CPU 1; h2load and nginx on CPU 0.
 import { fileURLToPath } from 'node:url';
-import { fmt, freePort, measure, median, need, portOpen, runPinned, sleep, startPinned, tmp, write } from './lib.mjs';
+import { fmt, freePort, startCaddyProxy, startHaproxyHttp, measure, median, need, portOpen, runPinned, sleep, startPinned, tmp, write } from './lib.mjs';
 
 const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
 const LOAD_CPU = 0;
@@ -27,51 +27,8 @@ http { access_log off; keepalive_requests 1000000; keepalive_timeout 60s; http2_
 
 async function startProxy(kind, dir, port, target) {
   const ready = { ready: () => portOpen(port) };
-  if (kind === 'haproxy') {
-    const cfg = write(
-      dir,
-      `haproxy-${port}.cfg`,
-      `global
-  nbthread 1
-  maxconn 9000
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-frontend f
-  bind 127.0.0.1:${port} proto h2
-  default_backend b
-backend b
-  http-reuse always
-  server s1 127.0.0.1:${target} proto h2
-`,
-    );
-    return startPinned(PROXY_CPU, 'haproxy', ['-f', cfg, '-db'], ready);
-  }
-  if (kind === 'caddy') {
-    const cfg = write(
-      dir,
-      `Caddyfile-h2-${port}`,
-      `{
-  admin off
-  auto_https off
-  servers {
-    protocols h1 h2c
-  }
-}
-http://127.0.0.1:${port} {
-  bind 127.0.0.1
-  reverse_proxy 127.0.0.1:${target} {
-    transport http {
-      versions h2c
-    }
-  }
-}
-`,
-    );
-    return startPinned(PROXY_CPU, 'caddy', ['run', '--config', cfg, '--adapter', 'caddyfile'], { ...ready, env: { GOMAXPROCS: '1', XDG_DATA_HOME: dir, XDG_CONFIG_HOME: dir } });
-  }
+  if (kind === 'haproxy') return startHaproxyHttp(PROXY_CPU, dir, port, target, { h2: true });
+  if (kind === 'caddy') return startCaddyProxy(PROXY_CPU, dir, port, target, { h2: true });
   const cfg = write(
     dir,
     `berth-h2-${port}.yaml`,

@@ -7,7 +7,7 @@
 // this 2-core machine the workers share the cores with wrk and nginx).
 // Then latency at a fixed rate: hey at half of HAProxy's maximum, p50/p99 per proxy.
 import { fileURLToPath } from 'node:url';
-import { fmt, freePort, measure, median, need, parseWrk, portOpen, runPinned, sleep, startNginxEndpoint, startPinned, tmp, write } from './lib.mjs';
+import { fmt, freePort, startCaddyProxy, startHaproxyHttp, measure, median, need, parseWrk, portOpen, runPinned, sleep, startNginxEndpoint, startPinned, tmp, write } from './lib.mjs';
 
 const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
 const LOAD_CPU = 0;
@@ -30,29 +30,7 @@ http.createServer((req, res) => {
 
 async function startProxy(kind, dir, port, target) {
   const ready = { ready: () => portOpen(port) };
-  if (kind === 'haproxy') {
-    const cfg = write(
-      dir,
-      `haproxy-${port}.cfg`,
-      `global
-  nbthread 1
-  maxconn 9000
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  option http-keep-alive
-  http-reuse always
-frontend f
-  bind 127.0.0.1:${port}
-  default_backend b
-backend b
-  server s1 127.0.0.1:${target}
-`,
-    );
-    return startPinned(PROXY_CPU, 'haproxy', ['-f', cfg, '-db'], ready);
-  }
+  if (kind === 'haproxy') return startHaproxyHttp(PROXY_CPU, dir, port, target);
   if (kind === 'nginx') {
     // One process (no master: the pid measured is the one working); upstream keep-alive.
     const conf = write(
@@ -70,22 +48,7 @@ http { access_log off; keepalive_requests 1000000; keepalive_timeout 60s;
     return startPinned(PROXY_CPU, 'nginx', ['-c', conf, '-e', `${dir}/nginx-proxy-error.log`], ready);
   }
   if (kind === 'node-naive') return startPinned(PROXY_CPU, process.execPath, ['-e', NAIVE, String(port), String(target)], ready);
-  if (kind === 'caddy') {
-    const cfg = write(
-      dir,
-      `Caddyfile-${port}`,
-      `{
-  admin off
-  auto_https off
-}
-http://127.0.0.1:${port} {
-  bind 127.0.0.1
-  reverse_proxy 127.0.0.1:${target}
-}
-`,
-    );
-    return startPinned(PROXY_CPU, 'caddy', ['run', '--config', cfg, '--adapter', 'caddyfile'], { ...ready, env: { GOMAXPROCS: '1', XDG_DATA_HOME: dir, XDG_CONFIG_HOME: dir } });
-  }
+  if (kind === 'caddy') return startCaddyProxy(PROXY_CPU, dir, port, target);
   const cfg = write(
     dir,
     `berth-${port}.yaml`,

@@ -234,3 +234,53 @@ http { access_log off; keepalive_requests 1000000; keepalive_timeout 60s;
   );
   return startPinned(cpu, 'nginx', ['-c', conf, '-e', `${dir}/nginx-error.log`], { ready: () => portOpen(port) });
 }
+
+/**
+ * HAProxy in http mode, one thread, pinned to `cpu`, in front of `target`; `h2`:
+ * HTTP/2 both sides (prior-knowledge h2c on the bind, proto h2 to the server).
+ */
+export function startHaproxyHttp(cpu, dir, port, target, { h2 = false } = {}) {
+  const proto = h2 ? ' proto h2' : '';
+  const cfg = write(
+    dir,
+    `haproxy-${h2 ? 'h2-' : ''}${port}.cfg`,
+    `global
+  nbthread 1
+  maxconn 9000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+  http-reuse always
+frontend f
+  bind 127.0.0.1:${port}${proto}
+  default_backend b
+backend b
+  server s1 127.0.0.1:${target}${proto}
+`,
+  );
+  return startPinned(cpu, 'haproxy', ['-f', cfg, '-db'], { ready: () => portOpen(port) });
+}
+
+/**
+ * Caddy as a reverse proxy, GOMAXPROCS=1 (it stands for the Go proxies Traefik users
+ * run), pinned to `cpu`; `h2`: h2c both sides.
+ */
+export function startCaddyProxy(cpu, dir, port, target, { h2 = false } = {}) {
+  const cfg = write(
+    dir,
+    `Caddyfile-${h2 ? 'h2-' : ''}${port}`,
+    `{
+  admin off
+  auto_https off${h2 ? '\n  servers {\n    protocols h1 h2c\n  }' : ''}
+}
+http://127.0.0.1:${port} {
+  bind 127.0.0.1
+  reverse_proxy 127.0.0.1:${target}${h2 ? ' {\n    transport http {\n      versions h2c\n    }\n  }' : ''}
+}
+`,
+  );
+  return startPinned(cpu, 'caddy', ['run', '--config', cfg, '--adapter', 'caddyfile'], { ready: () => portOpen(port), env: { GOMAXPROCS: '1', XDG_DATA_HOME: dir, XDG_CONFIG_HOME: dir } });
+}
