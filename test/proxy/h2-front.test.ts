@@ -23,6 +23,7 @@ import { until } from '../helpers/net.js';
 import { Pool } from '../../src/pool/pool.js';
 import { HttpListener } from '../../src/proxy/http/listener.js';
 import { seededRandom } from '../../src/core/random.js';
+import { websocketAccept } from '../../src/proxy/http/exchange.js';
 
 const { NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_SETTINGS_TIMEOUT, NGHTTP2_NO_ERROR } = http2.constants;
 
@@ -227,7 +228,8 @@ t.test('downgrade rules: a request that would read differently as HTTP/1.1 never
     ['two :path', [[':method', 'GET'], [':scheme', 'http'], [':path', '/a'], [':path', '/b'], [':authority', 'x']]],
     ['no :scheme', [[':method', 'GET'], [':path', '/'], [':authority', 'x']]],
     ['a pseudo-header field after a regular one', [[':method', 'GET'], [':scheme', 'http'], ['x-a', '1'], [':path', '/'], [':authority', 'x']]],
-    ['an unknown pseudo-header field', [...GET(), [':protocol', 'websocket']]],
+    ['an unknown pseudo-header field', [...GET(), [':x-unknown', '1']]],
+    [':protocol without CONNECT', [...GET(), [':protocol', 'websocket']]],
     [':authority and host disagree', [...GET('/', 'a.example'), ['host', 'b.example']]],
     ['two host fields', [[':method', 'GET'], [':scheme', 'http'], [':path', '/'], ['host', 'a'], ['host', 'b']]],
     ['no :authority nor host', [[':method', 'GET'], [':scheme', 'http'], [':path', '/']]],
@@ -688,4 +690,191 @@ t.test('Upgrade: h2c is never honoured nor passed on: served as plain HTTP/1.1, 
   const withBody = await rawRequest(port, 'POST / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: 3\r\n\r\nabc');
   t.match(withBody, /^HTTP\/1\.1 400 /);
   t.equal(be.seen.length, 1);
+});
+
+/**
+ * A WebSocket endpoint (HTTP/1.1): answers a handshake with the 101 RFC 6455 asks
+ * for and echoes; by path, a refusal (403), a 200 that is no upgrade, a 101 with a
+ * wrong accept, and one that resets the connection once it has echoed.
+ */
+async function websocketBackend() {
+  const seen: http.IncomingMessage[] = [];
+  const upgrades: net.Socket[] = [];
+  const be = http.createServer((req, res) => {
+    seen.push(req);
+    res.end(req.url === '/refuse' ? 'not you' : 'plain');
+  });
+  be.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+    seen.push(req);
+    if (req.url === '/refuse') {
+      socket.end('HTTP/1.1 403 Forbidden\r\ncontent-length: 7\r\n\r\nnot you');
+      return;
+    }
+    if (req.url === '/no-upgrade') {
+      socket.end('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
+      return;
+    }
+    const accept = req.url === '/bad-accept' ? 'AAAAAAAAAAAAAAAAAAAAAAAAAAA=' : websocketAccept(String(req.headers['sec-websocket-key']));
+    socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\nSec-WebSocket-Protocol: chat\r\n\r\n`);
+    upgrades.push(socket);
+    if (head.length > 0) socket.write(head);
+    if (req.url === '/reset') socket.once('data', (d: Buffer) => socket.write(d, () => socket.resetAndDestroy()));
+    else socket.pipe(socket);
+  });
+  await new Promise<void>((r) => be.listen(0, '127.0.0.1', r));
+  return {
+    port: (be.address() as AddressInfo).port,
+    seen,
+    upgrades,
+    close: () => {
+      be.closeAllConnections();
+      be.close();
+      for (const s of upgrades) s.destroy();
+    },
+  };
+}
+
+/** An extended CONNECT for a WebSocket (RFC 8441 §4) on `session`, once the server has allowed it. */
+async function websocketOverH2(session: http2.ClientHttp2Session, path: string) {
+  if (!session.remoteSettings.enableConnectProtocol) await once(session, 'remoteSettings');
+  const s = session.request({ ':method': 'CONNECT', ':protocol': 'websocket', ':scheme': 'http', ':path': path, ':authority': 'chat.example', 'sec-websocket-version': '13', 'sec-websocket-protocol': 'chat', origin: 'http://chat.example' }, { endStream: false });
+  s.on('error', () => {});
+  let got = '';
+  s.on('data', (d: Buffer) => (got += d.toString('latin1')));
+  const [h] = (await once(s, 'response')) as [http2.IncomingHttpHeaders];
+  return { s, status: Number(h[':status']), headers: h, got: () => got };
+}
+
+t.test('WebSocket over HTTP/2 (RFC 8441): the server allows extended CONNECT; it reaches an HTTP/1.1 endpoint as a GET Upgrade with a key of berth\'s, its 101 becomes 200, bytes both ways', async (t) => {
+  const be = await websocketBackend();
+  t.teardown(be.close);
+  const { port, observer, listener } = await h2Proxy(t, [be.port]);
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  session.on('error', () => {});
+  t.teardown(() => session.destroy());
+  await once(session, 'remoteSettings');
+  t.equal(session.remoteSettings.enableConnectProtocol, true, 'SETTINGS_ENABLE_CONNECT_PROTOCOL sent');
+  const ws = await websocketOverH2(session, '/chat?room=1');
+  t.equal(ws.status, 200, 'the 101 is the client\'s 200');
+  t.equal(ws.headers['sec-websocket-protocol'], 'chat', 'the agreed subprotocol relayed');
+  t.equal(ws.headers['sec-websocket-accept'], undefined, 'no accept: HTTP/2 has no key');
+  t.equal(ws.headers.upgrade, undefined);
+  const req = be.seen[0]!;
+  t.equal(req.method, 'GET');
+  t.equal(req.url, '/chat?room=1');
+  t.equal(req.headers.upgrade, 'websocket');
+  t.match(req.headers.connection, /upgrade/i);
+  t.match(req.headers['sec-websocket-key'], /^[A-Za-z0-9+/]{22}==$/, 'a key of 16 random bytes');
+  t.equal(req.headers['sec-websocket-version'], '13');
+  t.equal(req.headers.host, 'chat.example', 'Host from :authority');
+  t.equal(req.headers['x-forwarded-for'], '127.0.0.1');
+  t.notOk(req.rawHeaders.some((h) => h.startsWith(':')), 'no pseudo-header field reaches the endpoint');
+  ws.s.write('ping-1');
+  await until(() => ws.got() === 'ping-1', 2000, 'echo');
+  // The same session serves plain requests beside the tunnel.
+  t.equal((await h2Request(session, { ':path': '/beside' })).status, 200);
+  t.equal(observer.counts.upgrade, 1);
+  t.equal(listener.tunnels.size, 1);
+  // The client ends its half (END_STREAM): the endpoint's socket ends, its end ends the stream, cleanly.
+  ws.s.end();
+  await once(ws.s, 'close');
+  t.equal(ws.s.rstCode, NGHTTP2_NO_ERROR, 'closed cleanly both ways');
+  await until(() => listener.tunnels.size === 0, 2000, 'tunnel closed');
+});
+
+t.test('WebSocket over HTTP/2: bytes sent before the 200 follow the handshake; an endpoint that resets the connection resets the stream (CONNECT_ERROR)', async (t) => {
+  const be = await websocketBackend();
+  t.teardown(be.close);
+  const { port, listener } = await h2Proxy(t, [be.port]);
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  session.on('error', () => {});
+  t.teardown(() => session.destroy());
+  await once(session, 'remoteSettings');
+  const s = session.request({ ':method': 'CONNECT', ':protocol': 'websocket', ':scheme': 'http', ':path': '/reset', ':authority': 'x', 'sec-websocket-version': '13' }, { endStream: false });
+  s.on('error', () => {});
+  let got = '';
+  s.on('data', (d: Buffer) => (got += d.toString('latin1')));
+  s.write('early');
+  const [h] = (await once(s, 'response')) as [http2.IncomingHttpHeaders];
+  t.equal(h[':status'], 200);
+  await new Promise((r) => s.once('close', r));
+  t.equal(got, 'early', 'the early bytes went through the tunnel, after the endpoint agreed');
+  t.equal(s.rstCode, http2.constants.NGHTTP2_CONNECT_ERROR, 'the endpoint\'s reset is the stream\'s');
+  await until(() => listener.tunnels.size === 0, 2000, 'tunnel closed');
+  t.equal((await h2Request(session, { ':path': '/after' })).status, 200, 'the session goes on');
+});
+
+t.test('WebSocket over HTTP/2: nothing is tunnelled unless the endpoint agreed; other CONNECTs are refused', async (t) => {
+  const be = await websocketBackend();
+  t.teardown(be.close);
+  const { port, observer, listener } = await h2Proxy(t, [be.port]);
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  session.on('error', () => {});
+  t.teardown(() => session.destroy());
+  const body = (s: http2.ClientHttp2Stream) =>
+    new Promise<string>((resolve) => {
+      let b = '';
+      s.on('data', (d: Buffer) => (b += d.toString()));
+      s.on('close', () => resolve(b));
+    });
+  // The endpoint's refusal reaches the client as it is.
+  const refused = await websocketOverH2(session, '/refuse');
+  t.equal(refused.status, 403);
+  t.equal(await body(refused.s), 'not you');
+  // A 200 that is no 101 would read as an open tunnel to an HTTP/2 client: 502.
+  const plain = await websocketOverH2(session, '/no-upgrade');
+  t.equal(plain.status, 502, 'a 2xx that is no upgrade');
+  // A 101 that does not answer berth's key: no WebSocket endpoint of the client's; 502.
+  const wrong = await websocketOverH2(session, '/bad-accept');
+  t.equal(wrong.status, 502, 'a 101 with a wrong Sec-WebSocket-Accept');
+  t.equal(observer.counts.upgrade ?? 0, 0, 'no tunnel opened');
+  t.equal(listener.tunnels.size, 0);
+  // Another :protocol: 501; a plain CONNECT: 405 with Allow; :protocol without CONNECT: 400.
+  const other = await h2Request(session, { ':method': 'CONNECT', ':protocol': 'connect-udp', ':scheme': 'http', ':path': '/', ':authority': 'x' }, '');
+  t.equal(other.status, 501);
+  const connect = await h2Request(session, { ':method': 'CONNECT', ':authority': 'internal:22' }, '');
+  t.equal(connect.status, 405);
+  t.equal(connect.headers.allow, 'GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS');
+  const c = await rawH2(port);
+  c.write(headers(1, [...GET(), [':protocol', 'websocket']]));
+  await c.until((g) => (g.streams.get(1)?.includes(T.HEADERS) ?? false) || g.resets.has(1) || g.goaway !== null, ':protocol on a GET');
+  c.close();
+  t.same(
+    be.seen.map((r) => r.url),
+    ['/refuse', '/no-upgrade', '/bad-accept'],
+    'only the three handshakes reached the endpoint',
+  );
+});
+
+t.test('a reload of an HTTP/2 listener cuts nothing: a request in flight and a WebSocket tunnel go on, the session takes new requests under the new settings', async (t) => {
+  let answer: (() => void) | null = null;
+  const be = await recordingBackend((req, res) => {
+    if (req.url !== '/slow') return false;
+    answer = () => res.end('late');
+    return true;
+  });
+  t.teardown(be.close);
+  const ws = await websocketBackend();
+  t.teardown(ws.close);
+  const { port, listener, pool } = await h2Proxy(t, [be.port]);
+  pool.configureService('chat', { balance: 'round-robin' });
+  pool.applySnapshot({ provider: 'static', services: new Map([['svc', [ep(be.port)]], ['chat', [ep(ws.port)]]]) });
+  listener.configure(httpSettings({ http2: true, routes: [{ pathPrefix: '/ws', service: 'chat' }] }));
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  session.on('error', () => {});
+  t.teardown(() => session.destroy());
+  const pending = h2Request(session, { ':path': '/slow' });
+  const tunnel = await websocketOverH2(session, '/ws');
+  t.equal(tunnel.status, 200);
+  while (!be.seen.some((s) => s.url === '/slow')) await new Promise((r) => setImmediate(r));
+  // The reload: other timeouts, and HTTP/2 off for new connections on this plaintext port.
+  listener.configure(httpSettings({ http2: false, routes: [{ pathPrefix: '/ws', service: 'chat' }], timeouts: { connect: 2000, idle: 30_000, headers: 5000, response: 20_000, keepAlive: 5000 } }));
+  tunnel.s.write('after-reload');
+  await until(() => tunnel.got() === 'after-reload', 2000, 'the tunnel still echoes');
+  answer!();
+  t.equal((await pending).body, 'late', 'the request in flight finished');
+  t.equal((await h2Request(session, { ':path': '/next' })).status, 200, 'the open session takes a new request');
+  t.equal(listener.tunnels.size, 1);
+  const h1 = await rawRequest(port, 'GET /h1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+  t.match(h1, /^HTTP\/1\.1 200 /, 'new connections: HTTP/1.1 as before');
 });

@@ -85,11 +85,17 @@ export interface ConnFacts {
   last: http.ServerResponse | null;
   readonly socket: net.Socket;
 }
-/** An Upgrade request's own parts: the client socket node handed over and the bytes it read past the head. */
+/**
+ * An Upgrade request's own parts. HTTP/1.1: the client socket node handed over and
+ * the bytes it read past the head. HTTP/2 (an extended CONNECT, RFC 8441): no socket
+ * (the tunnel is the request's stream) and the Sec-WebSocket-Key berth made for the
+ * endpoint, whose 101 must answer it.
+ */
 export interface UpgradeParts {
   readonly protocol: string;
-  readonly socket: net.Socket;
+  readonly socket: net.Socket | null;
   readonly early: Buffer;
+  readonly key: string | null;
 }
 
 /** A response of a request has ended (or its connection closed): a refusal waiting for it goes out. */

@@ -3,6 +3,8 @@
  * undici, stream the answer back; an Upgrade until the endpoint's 101.
  */
 import type http from 'node:http';
+import { createHash } from 'node:crypto';
+import type http2 from 'node:http2';
 import type { Http2ServerRequest, Http2ServerResponse, ServerHttp2Stream } from 'node:http2';
 import type net from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
@@ -136,7 +138,7 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
     this.host = hostOverride ?? facts.host;
     const fwd = listener.forwarded(conn, facts, this.host);
     // Connection/Upgrade are hop-by-hop; for an Upgrade undici writes its own pair.
-    this.headers = this.h2 ? upstreamRequestHeadersH2(req.rawHeaders, fwd, facts.host!) : upstreamRequestHeaders(req.rawHeaders, fwd, null, hostOverride);
+    this.headers = this.h2 ? upstreamRequestHeadersH2(req.rawHeaders, fwd, facts.host!, upgrade?.key ?? null) : upstreamRequestHeaders(req.rawHeaders, fwd, null, hostOverride);
     const key = pool.service(service)?.balance === 'source-hash' ? conn.ip : undefined;
     this.attempt = new UpstreamAttempt(pool, service, listener.settings, key, this);
   }
@@ -167,7 +169,8 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
     this.listener.upstreams.agent(ep).dispatch(
       {
         path: this.path,
-        method: this.method,
+        // (An HTTP/2 extended CONNECT goes out as the HTTP/1.1 handshake it stands for: a GET with Upgrade.)
+        method: u !== null && this.h2 ? 'GET' : this.method,
         headers: this.headers,
         body: this.hasBody && u === null ? (this.req as Readable) : null,
         headersTimeout: this.grpc ? 0 : t.response,
@@ -210,6 +213,12 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
     }
     if (statusCode < 200) {
       this.interim(controller, statusCode, headers, statusMessage);
+      return;
+    }
+    if (this.upgrade !== null && this.h2 && statusCode < 300) {
+      // A success that is not a 101 would tell the HTTP/2 client its tunnel is open
+      // (RFC 8441 §5: a 2xx) while nothing is: the endpoint did not agree to the upgrade.
+      this.endpointFault(controller, Object.assign(new Error(`status ${statusCode} to a WebSocket handshake`), { code: 'BERTH_ERR_NOT_UPGRADED' }));
       return;
     }
     let list: string[];
@@ -285,6 +294,10 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
       up.destroy();
       return;
     }
+    if (u.socket === null) {
+      this.upgradedH2(_controller, u, headers, up);
+      return;
+    }
     let head: string;
     try {
       head = interimHead(statusCode, reasonPhrase(statusCode, 'Switching Protocols'), headers, headers.upgrade ?? u.protocol);
@@ -296,15 +309,48 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
     this.answered(statusCode);
     this.started = true;
     // The tunnel owns the endpoint's slot and the client socket from here on.
-    const ep = this.attempt.detach()!;
     const client = u.socket;
     (this.res as http.ServerResponse).detachSocket(client);
+    client.write(head);
+    if (u.early.length > 0) up.write(u.early);
+    this.tunnel(client, up);
+  }
+
+  /**
+   * An HTTP/2 client's extended CONNECT that the endpoint upgraded (RFC 8441 §5): its
+   * 101 must answer the key berth sent, and becomes the client's 200; the stream is
+   * the tunnel's client side. The stream was not read before (the request has no
+   * body), so nothing the client sent early has gone anywhere until now.
+   */
+  private upgradedH2(controller: Dispatcher.DispatchController, u: UpgradeParts, headers: http.IncomingHttpHeaders, up: net.Socket): void {
+    const res = this.res as Http2ServerResponse;
+    let fields: http2.OutgoingHttpHeaders;
+    try {
+      if (headers['sec-websocket-accept'] !== websocketAccept(u.key!)) {
+        throw Object.assign(new Error('the 101 does not answer the Sec-WebSocket-Key sent'), { code: 'BERTH_ERR_WS_ACCEPT' });
+      }
+      fields = fieldsOf(downstreamResponseHeaders(headers, 101));
+      delete fields['sec-websocket-accept'];
+      fields[':status'] = 200;
+      res.stream.respond(fields);
+    } catch (err) {
+      up.destroy();
+      this.onResponseError(controller, err as Error);
+      return;
+    }
+    this.answered(101);
+    this.status = 200;
+    this.started = true;
+    this.tunnel(res.stream, up);
+  }
+
+  /** The endpoint agreed: the tunnel owns the endpoint's slot and both sides from here on. */
+  private tunnel(client: net.Socket | ServerHttp2Stream, up: net.Socket): void {
+    const ep = this.attempt.detach()!;
     const l = this.listener;
     l.deps.observer.httpUpgrade(l.settings.name, this.service);
     const tunnel = new Tunnel(l, client, up, ep);
     l.tunnels.add(tunnel);
-    client.write(head);
-    if (u.early.length > 0) up.write(u.early);
     tunnel.start();
     this.finish();
   }
@@ -532,4 +578,9 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
     }
     // (The response keeps this exchange until it closes: its 'close' settles `owed`.)
   }
+}
+
+/** The Sec-WebSocket-Accept that answers `key` (RFC 6455 §4.2.2). */
+export function websocketAccept(key: string): string {
+  return createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
 }

@@ -56,7 +56,8 @@ export class H2Front {
     // Before the compatibility layer's own 'stream' listener (added with 'request'):
     // the verdict on the head is on the stream when its request is emitted.
     this.server.on('stream', (stream: ServerHttp2Stream, _h: unknown, _f: number, raw: string[]) => this.stream(stream, raw));
-    this.server.on('request', (req: Http2ServerRequest, res: Http2ServerResponse) => {
+    // (node's compatibility layer emits CONNECT requests as 'connect', the rest as 'request'.)
+    const onRequest = (req: Http2ServerRequest, res: Http2ServerResponse): void => {
       const session = req.stream.session as TaggedSession | undefined;
       const facts = session?.[kFacts];
       const verdict = (req.stream as TaggedStream)[kVerdict];
@@ -65,7 +66,9 @@ export class H2Front {
         return;
       }
       deps.request(req, res, facts, verdict);
-    });
+    };
+    this.server.on('request', onRequest);
+    this.server.on('connect', onRequest);
   }
 
   /** A connection that speaks HTTP/2 (its preface or ALPN said so): a session of its own. */

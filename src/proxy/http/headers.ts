@@ -124,6 +124,8 @@ export function inspectRequest(raw: readonly string[], httpVersionMajor: number,
 export interface H2RequestFacts extends RequestFacts {
   method: string;
   path: string;
+  /** An extended CONNECT's :protocol (RFC 8441: "websocket"); undefined otherwise. */
+  protocol: string | undefined;
 }
 
 /** A field name HTTP/2 allows: a token in lower case (RFC 9113 §8.2.1). */
@@ -146,7 +148,7 @@ const H2_CONNECTION_FIELDS = byLength(['connection', 'keep-alive', 'proxy-connec
  * `endStream`: the HEADERS frame ended the stream (no body).
  */
 export function inspectH2Request(raw: readonly string[], endStream: boolean): H2RequestFacts {
-  const f: H2RequestFacts = { host: undefined, bad: null, hasBody: !endStream, xff: undefined, xfProto: undefined, xfHost: undefined, method: '', path: '' };
+  const f: H2RequestFacts = { host: undefined, bad: null, hasBody: !endStream, xff: undefined, xfProto: undefined, xfHost: undefined, method: '', path: '', protocol: undefined };
   let authority: string | undefined;
   let hostField: string | undefined;
   let scheme: string | undefined;
@@ -179,6 +181,10 @@ export function inspectH2Request(raw: readonly string[], endStream: boolean): H2
         case ':authority':
           seen = authority !== undefined;
           authority = value;
+          break;
+        case ':protocol':
+          seen = f.protocol !== undefined;
+          f.protocol = value;
           break;
         default:
           return bad(`unknown pseudo-header field ${name}`);
@@ -215,7 +221,13 @@ export function inspectH2Request(raw: readonly string[], endStream: boolean): H2
   if (f.method === '') return bad('no :method');
   // As the HTTP/1.1 parser takes them: an upper-case method; a path of visible ASCII.
   if (!H2_METHOD_RE.test(f.method)) return bad(`invalid :method "${f.method}"`);
-  if (f.method === 'CONNECT') return f;
+  if (f.protocol !== undefined) {
+    // Extended CONNECT (RFC 8441 §4): a tunnel, with :scheme, :path and :authority as a
+    // request has them; its stream carries the tunnel's bytes, never a framed body.
+    if (f.method !== 'CONNECT') return bad(':protocol without CONNECT');
+    if (length !== undefined) return bad('content-length on an extended CONNECT');
+    f.hasBody = false;
+  } else if (f.method === 'CONNECT') return f;
   if (scheme !== 'http' && scheme !== 'https') return bad(scheme === undefined ? 'no :scheme' : `unsupported :scheme "${scheme}"`);
   if (f.path === '') return bad('no :path');
   if (f.path.charCodeAt(0) !== 47 /* / */ && !(f.path === '*' && f.method === 'OPTIONS')) return bad(':path does not start with /');
@@ -291,14 +303,16 @@ export function upstreamRequestHeaders(raw: readonly string[], fwd: Forwarded, u
  * The request headers for the endpoint of an HTTP/2 request: its regular fields
  * minus those berth replaces (as for HTTP/1.1), Host from `host` (the :authority),
  * and cookie fields — which HTTP/2 may split — joined with "; " into one (RFC 9113
- * §8.2.3), as an HTTP/1.1 endpoint expects.
+ * §8.2.3), as an HTTP/1.1 endpoint expects. `wsKey`: an extended CONNECT going out
+ * as a WebSocket handshake (RFC 8441 §5) takes the Sec-WebSocket-Key berth made.
  */
-export function upstreamRequestHeadersH2(raw: readonly string[], fwd: Forwarded, host: string): string[] {
+export function upstreamRequestHeadersH2(raw: readonly string[], fwd: Forwarded, host: string, wsKey: string | null = null): string[] {
   const out: string[] = [];
   let cookie: string | null = null;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     if (name.charCodeAt(0) === 58 /* : */ || name === 'host' || inTable(REQUEST_DROP_BY_LEN, name)) continue;
+    if (wsKey !== null && (name === 'sec-websocket-key' || name === 'sec-websocket-accept')) continue;
     if (name === 'cookie') {
       cookie = cookie === null ? raw[i + 1]! : `${cookie}; ${raw[i + 1]!}`;
       continue;
@@ -310,6 +324,7 @@ export function upstreamRequestHeadersH2(raw: readonly string[], fwd: Forwarded,
   out.push('x-forwarded-for', fwd.for, 'x-forwarded-proto', fwd.proto);
   if (fwd.host !== undefined) out.push('x-forwarded-host', fwd.host);
   if (fwd.clientCert !== undefined) out.push('x-forwarded-client-cert', fwd.clientCert);
+  if (wsKey !== null) out.push('sec-websocket-key', wsKey);
   return out;
 }
 

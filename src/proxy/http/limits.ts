@@ -35,7 +35,8 @@ export const MAX_SETTINGS_PER_SECOND = 20;
  */
 export function h2ServerOptions(maxHeaderSize: number): http2.ServerOptions {
   return {
-    settings: { maxConcurrentStreams: MAX_CONCURRENT_STREAMS, maxHeaderListSize: 2 * maxHeaderSize + 4096 },
+    // enableConnectProtocol: WebSockets over HTTP/2 (RFC 8441's extended CONNECT).
+    settings: { maxConcurrentStreams: MAX_CONCURRENT_STREAMS, maxHeaderListSize: 2 * maxHeaderSize + 4096, enableConnectProtocol: true },
     // Counted with pseudo-header fields; twice berth's limit, so a request over berth's
     // limit reaches berth (431, counted) rather than vanishing in a reset.
     maxHeaderListPairs: 2 * (MAX_HEADER_FIELDS + 4),

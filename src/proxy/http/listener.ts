@@ -8,6 +8,7 @@
  * own, and response bytes are written to the client as they arrive, with
  * backpressure both ways.
  */
+import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import https from 'node:https';
@@ -34,6 +35,8 @@ import { normalizeHost, Router, type RouteRule } from './routes.js';
 import { ByConnection } from '../preread/by-connection.js';
 import { acceptProxyOf, PrereadReader, type AcceptProxy } from '../preread/chain.js';
 import { PeerLogLimit, plainAddress, trustList } from '../preread/trust.js';
+
+const NO_BYTES = Buffer.alloc(0);
 
 export interface HttpSettings {
   /** Request head size limit in bytes (431 beyond). */
@@ -546,9 +549,11 @@ export class HttpListener implements Listener<HttpListenerSettings> {
       return;
     }
     const facts = inspectH2Request(req.rawHeaders, req.stream.endAfterHeaders);
-    if (facts.bad === null && facts.method === 'CONNECT') {
+    if (facts.bad === null && facts.method === 'CONNECT' && facts.protocol !== 'websocket') {
+      // A plain CONNECT (a TCP tunnel anywhere) is never proxied; an extended one only for WebSocket.
       this.deps.observer.httpRejected(this.settings.name, 'method');
-      this.refuseH2(res, grpc, 405, 'CONNECT is not proxied', { allow: ALLOWED_METHODS });
+      if (facts.protocol === undefined) this.refuseH2(res, grpc, 405, 'CONNECT is not proxied', { allow: ALLOWED_METHODS });
+      else this.refuseH2(res, grpc, 501, `the ${facts.protocol} protocol is not proxied (only websocket)`);
       return;
     }
     const a: Admission = facts.bad !== null ? { ok: false, status: 400, why: facts.bad } : this.decide(c, facts, facts.path, null);
@@ -559,7 +564,9 @@ export class HttpListener implements Listener<HttpListenerSettings> {
       if (a.status === 403) req.stream.session?.close();
       return;
     }
-    new Exchange(this, req, res, a.service, facts, facts.path, null, null, null, c).start();
+    // WebSocket over HTTP/2 (RFC 8441): to the endpoint, the HTTP/1.1 handshake, with a key of berth's.
+    const upgrade: UpgradeParts | null = facts.protocol === undefined ? null : { protocol: 'websocket', socket: null, early: NO_BYTES, key: randomBytes(16).toString('base64') };
+    new Exchange(this, req, res, a.service, facts, facts.path, null, upgrade, null, c).start();
   }
 
   /** berth's own answer to an HTTP/2 request it does not proxy (gRPC: in gRPC, and counted as such). */
@@ -619,7 +626,7 @@ export class HttpListener implements Listener<HttpListenerSettings> {
       this.handle(req, res, null, null, true);
       return;
     }
-    this.handle(req, res, { protocol, socket, early: head }, null);
+    this.handle(req, res, { protocol, socket, early: head, key: null }, null);
   }
 }
 
