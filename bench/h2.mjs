@@ -3,12 +3,14 @@
 // bind and the server, one thread) vs Caddy (h2c front, h2c transport, GOMAXPROCS=1)
 // vs a direct connection to the endpoint (nginx with http2 on a plaintext listen: h2c),
 // interleaved in one run. Proxies pinned alone to CPU 1; h2load and nginx on CPU 0.
-// Then gRPC unary calls per second to a grpc-js server, direct and through berth.
+// Beside them, h2-floor.mjs: a proxy with no logic on node's http2 (what any proxy on
+// node pays). Then gRPC unary calls per second to a grpc-js server, direct and through berth.
 import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { fmt, freePort, startCaddyProxy, startHaproxyHttp, measure, median, need, portOpen, runPinned, sleep, startPinned, tmp, write } from './lib.mjs';
 
 const MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
+const FLOOR = fileURLToPath(new URL('./h2-floor.mjs', import.meta.url));
 const LOAD_CPU = 0;
 const PROXY_CPU = 1;
 const CONNECTIONS = 10;
@@ -31,6 +33,7 @@ async function startProxy(kind, dir, port, target) {
   const ready = { ready: () => portOpen(port) };
   if (kind === 'haproxy') return startHaproxyHttp(PROXY_CPU, dir, port, target, { h2: true });
   if (kind === 'caddy') return startCaddyProxy(PROXY_CPU, dir, port, target, { h2: true });
+  if (kind === 'floor') return startPinned(PROXY_CPU, process.execPath, [FLOOR, String(port), String(target)], ready);
   const cfg = write(
     dir,
     `berth-h2-${port}.yaml`,
@@ -83,7 +86,7 @@ export async function h2Bench({ reps, seconds }) {
   const procs = [];
   try {
     procs.push(await startEndpoint(dir, endpoint));
-    const kinds = ['direct', 'haproxy', 'caddy', 'berth'];
+    const kinds = ['direct', 'haproxy', 'caddy', 'floor', 'berth'];
     const targets = { direct: { port: endpoint, pid: 0 } };
     for (const k of kinds.slice(1)) {
       const port = await freePort();
@@ -103,7 +106,7 @@ export async function h2Bench({ reps, seconds }) {
       }
     }
     const med = (k, key) => median(runs[k].map((x) => x[key]));
-    const label = { direct: 'direct (nginx h2c)', haproxy: 'HAProxy 1 thread (h2 both sides)', caddy: 'Caddy (GOMAXPROCS=1, h2c both sides)', berth: 'berth 1 process (h2c in, httpVersion 2 out)' };
+    const label = { direct: 'direct (nginx h2c)', haproxy: 'HAProxy 1 thread (h2 both sides)', caddy: 'Caddy (GOMAXPROCS=1, h2c both sides)', floor: 'node\'s http2 floor (h2-floor.mjs: no logic, stream API both sides)', berth: 'berth 1 process (h2c in, httpVersion 2 out)' };
     const hap = med('haproxy', 'rps');
     const caddy = med('caddy', 'rps');
     const table = [
@@ -115,6 +118,8 @@ export async function h2Bench({ reps, seconds }) {
         (k) =>
           `| ${label[k]} | ${fmt(med(k, 'rps'), 0)} | ${k === 'direct' ? '-' : `**${fmt(med(k, 'rps') / hap, 2)}x**`} | ${k === 'direct' ? '-' : `${fmt(med(k, 'rps') / caddy, 2)}x`} | ${runs[k].reduce((n, x) => n + x.failed, 0)} | ${fmt(med(k, 'usPerReq'), 1)} | ${median(runs[k].map((x) => x.busy['0']))}/${median(runs[k].map((x) => x.busy['1']))} |`,
       ),
+      '',
+      `berth at **${fmt(med('berth', 'rps') / med('floor', 'rps'), 2)}x** the rate of node's http2 floor (the rest of the gap to HAProxy is node's).`,
     ].join('\n');
     const grpc = await grpcUnary(dir, procs, reps, seconds);
     return { table: `${table}\n\n${grpc.table}`, params: { reps, seconds }, runs: { ...runs, grpc: grpc.runs } };
