@@ -3,7 +3,7 @@
  * itself (on a response, or raw on a socket node has let go of).
  */
 import http from 'node:http';
-import http2, { type Http2ServerResponse } from 'node:http2';
+import http2, { type ServerHttp2Stream } from 'node:http2';
 import type net from 'node:net';
 import { guardSocket } from '../connect.js';
 import { grpcAnswer, grpcStatusFor } from './grpc.js';
@@ -22,18 +22,29 @@ const REASONS: Record<number, string> = {
   504: 'gateway timeout: the endpoint did not answer in time',
 };
 
+/** An answer to a client: HTTP/1.1's response, or the HTTP/2 request's own stream. */
+export type ClientResponse = http.ServerResponse | ServerHttp2Stream;
+
 /**
  * berth's own plain-text answer. `close`: the connection ends after it (HTTP/1.1;
  * an HTTP/2 answer ends its stream only). Once the head is out, only a cut is left.
  */
-export function reply(res: http.ServerResponse | Http2ServerResponse, status: number, close: boolean, extra?: Record<string, string>): void {
+export function reply(res: ClientResponse, status: number, close: boolean, extra?: Record<string, string>): void {
   const body = `${REASONS[status] ?? http.STATUS_CODES[status] ?? ''}\n`;
   if (res.headersSent) {
     cut(res);
     return;
   }
-  if (close && res instanceof http.ServerResponse) res.shouldKeepAlive = false;
-  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': String(Buffer.byteLength(body)), 'cache-control': 'no-store', ...extra });
+  const fields = { 'content-type': 'text/plain; charset=utf-8', 'content-length': String(Buffer.byteLength(body)), 'cache-control': 'no-store', ...extra };
+  if (res instanceof http.ServerResponse) {
+    if (close) res.shouldKeepAlive = false;
+    res.writeHead(status, fields);
+    res.end(body);
+    return;
+  }
+  // (A stream the client has reset takes no answer.)
+  if (res.destroyed || res.closed) return;
+  res.respond({ ...fields, ':status': status });
   res.end(body);
 }
 
@@ -42,7 +53,7 @@ export function reply(res: http.ServerResponse | Http2ServerResponse, status: nu
  * (Trailers-Only, the status mapped), else the plain-text one. Returns the
  * grpc-status sent (-1: not gRPC).
  */
-export function ownAnswer(res: http.ServerResponse | Http2ServerResponse, grpc: boolean, status: number, why: string, close: boolean, extra?: Record<string, string>): number {
+export function ownAnswer(res: ClientResponse, grpc: boolean, status: number, why: string, close: boolean, extra?: Record<string, string>): number {
   if (grpc && !(res instanceof http.ServerResponse)) {
     const code = grpcStatusFor(status);
     if (!grpcAnswer(res, code, `berth: ${why}`)) cut(res);
@@ -53,9 +64,9 @@ export function ownAnswer(res: http.ServerResponse | Http2ServerResponse, grpc: 
 }
 
 /** The response breaks off where it is: HTTP/1.1 closes the connection, HTTP/2 resets the stream. */
-export function cut(res: http.ServerResponse | Http2ServerResponse): void {
+export function cut(res: ClientResponse): void {
   if (res instanceof http.ServerResponse) res.destroy();
-  else resetStream(res.stream, http2.constants.NGHTTP2_INTERNAL_ERROR);
+  else resetStream(res, http2.constants.NGHTTP2_INTERNAL_ERROR);
 }
 
 export function rawReply(socket: net.Socket, status: number, extra = ''): void {

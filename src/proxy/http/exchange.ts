@@ -2,30 +2,40 @@
  * One request through an http listener: pick an endpoint, dispatch through
  * undici, stream the answer back; an Upgrade until the endpoint's 101.
  */
-import type http from 'node:http';
+import http from 'node:http';
 import { createHash } from 'node:crypto';
 import type http2 from 'node:http2';
-import type { Http2ServerRequest, Http2ServerResponse, ServerHttp2Stream } from 'node:http2';
+import type { ServerHttp2Stream } from 'node:http2';
 import type net from 'node:net';
-import type { Duplex, Readable } from 'node:stream';
+import { Readable, type Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { EndpointState } from '../../pool/endpoint.js';
 import { connectResult, guardSocket } from '../connect.js';
 import { classifyHttpFailure, httpBlames, httpRetry, type HttpFailure } from '../retry-policy.js';
 import { UpstreamAttempt, type AttemptUser, type GiveUp } from '../upstream-attempt.js';
-import { cut, ownAnswer, responseClosed, type ConnFacts, type UpgradeParts } from './connection.js';
+import { cut, ownAnswer, responseClosed, type ClientResponse, type ConnFacts, type UpgradeParts } from './connection.js';
 import { grpcAnswer, grpcStatusOf, grpcTimeout, GrpcStatus, isGrpc } from './grpc.js';
 import type { Timer } from '../../core/clock.js';
-import { downstreamResponseHeaders, fieldsOf, idempotent, interimHead, reasonPhrase, trailerList, upstreamRequestHeaders, upstreamRequestHeadersH2, type RequestFacts } from './headers.js';
+import { downstreamResponseFields, downstreamResponseHeaders, fieldsOf, idempotent, interimHead, reasonPhrase, trailerList, upstreamRequestHeaders, upstreamRequestHeadersH2, type H2RequestFacts, type RequestFacts } from './headers.js';
 import type { HttpListener } from './listener.js';
 import { Tunnel } from './tunnel.js';
 
 const kExchange = Symbol('berth.http.exchange');
-/** A client's request: HTTP/1.x (node's parser) or HTTP/2 (node's compatibility layer over a stream). */
-export type ClientRequest = http.IncomingMessage | Http2ServerRequest;
-/** The response to it. */
-export type ClientResponse = http.ServerResponse | Http2ServerResponse;
+/**
+ * A client's request: HTTP/1.x (node's parser), or HTTP/2: its stream, which is its
+ * body and its response both (node's stream API; its head is in the H2RequestFacts).
+ */
+export type ClientRequest = http.IncomingMessage | ServerHttp2Stream;
+export type { ClientResponse };
 type TaggedRes = ClientResponse & { [kExchange]?: Exchange | undefined };
+const kTrailers = Symbol('berth.h2.trailers');
+type TrailedStream = ServerHttp2Stream & { [kTrailers]?: Record<string, string | string[] | number> | undefined };
+/** An HTTP/2 response's end: its trailers (the endpoint's, berth's), or none (an empty DATA frame with END_STREAM). */
+function onWantTrailers(this: TrailedStream): void {
+  const t = this[kTrailers];
+  this[kTrailers] = undefined;
+  if (!this.destroyed) this.sendTrailers(t ?? {});
+}
 
 /** The exchange answering through `res`, while it has one. */
 export function exchangeOf(res: ClientResponse): Exchange | undefined {
@@ -40,15 +50,48 @@ function onResTimeout(this: http.ServerResponse & { [kExchange]?: Exchange | und
   const x = this[kExchange];
   if (x === undefined || !x.idle()) this.socket?.destroy();
 }
-const kStreamExchange = Symbol('berth.h2.exchange');
-type TaggedStream = ServerHttp2Stream & { [kStreamExchange]?: Exchange | undefined };
+const kBody = Symbol('berth.h2.body');
+type BodyStream = ServerHttp2Stream & { [kBody]?: H2Body | undefined };
+function onH2BodyData(this: BodyStream, chunk: Buffer): void {
+  if (this[kBody]?.push(chunk) === false) this.pause();
+}
+function onH2BodyEnd(this: BodyStream): void {
+  this[kBody]?.push(null);
+}
+
+/**
+ * An HTTP/2 request's body as a Readable of its own, for the endpoint's side:
+ * undici destroys a body it has sent, and the stream is the response too. Reads
+ * what the stream has, with its backpressure (the stream is paused while this one is full).
+ */
+class H2Body extends Readable {
+  constructor(private readonly stream: BodyStream) {
+    super();
+    stream[kBody] = this;
+    stream.on('data', onH2BodyData);
+    stream.on('end', onH2BodyEnd);
+    stream.pause();
+  }
+
+  override _read(): void {
+    this.stream.resume();
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    const s = this.stream;
+    s[kBody] = undefined;
+    s.off('data', onH2BodyData);
+    s.off('end', onH2BodyEnd);
+    cb(err);
+  }
+}
 
 /**
  * An HTTP/2 stream has been idle for `timeouts.idle` (the front's timer): the same
  * rule as for an HTTP/1.1 connection. True when it stays open.
  */
 export function streamIdle(stream: ServerHttp2Stream): boolean {
-  const x = (stream as TaggedStream)[kStreamExchange];
+  const x = (stream as TaggedRes)[kExchange];
   return x !== undefined && x.idle();
 }
 function onResClose(this: TaggedRes): void {
@@ -114,6 +157,8 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
   private interimCongested = false;
   /** The error berth aborted the upstream request with, for the endpoint's fault. */
   private fault: Error | null = null;
+  /** An HTTP/2 request's body, as the endpoint's side reads it. */
+  private body: Readable | null = null;
 
   constructor(
     private readonly listener: HttpListener,
@@ -127,18 +172,19 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
     private readonly owed: ConnFacts | null,
     private readonly conn: ConnFacts,
   ) {
-    this.method = req.method ?? 'GET';
+    this.h2 = !(res instanceof http.ServerResponse);
+    const h2f = this.h2 ? (facts as H2RequestFacts) : null;
+    this.method = h2f !== null ? h2f.method : ((req as http.IncomingMessage).method ?? 'GET');
     this.hasBody = facts.hasBody;
-    this.h2 = req.httpVersionMajor === 2;
-    this.http10 = !this.h2 && req.httpVersionMinor === 0;
-    this.grpc = this.h2 && isGrpc(req.headers['content-type']);
-    this.deadline = this.grpc ? grpcTimeout(req.headers['grpc-timeout']) : 0;
+    this.http10 = h2f === null && (req as http.IncomingMessage).httpVersionMinor === 0;
+    this.grpc = h2f !== null && isGrpc(h2f.contentType);
+    this.deadline = h2f !== null && this.grpc ? grpcTimeout(h2f.grpcTimeout) : 0;
     const { pool } = listener.deps;
     this.t0 = pool.clock.now();
     this.host = hostOverride ?? facts.host;
     const fwd = listener.forwarded(conn, facts, this.host);
     // Connection/Upgrade are hop-by-hop; for an Upgrade undici writes its own pair.
-    this.headers = this.h2 ? upstreamRequestHeadersH2(req.rawHeaders, fwd, facts.host!, upgrade?.key ?? null) : upstreamRequestHeaders(req.rawHeaders, fwd, null, hostOverride);
+    this.headers = h2f !== null ? upstreamRequestHeadersH2(h2f.raw, fwd, facts.host!, upgrade?.key ?? null) : upstreamRequestHeaders((req as http.IncomingMessage).rawHeaders, fwd, null, hostOverride);
     const key = pool.service(service)?.balance === 'source-hash' ? conn.ip : undefined;
     this.attempt = new UpstreamAttempt(pool, service, listener.settings, key, this);
   }
@@ -150,8 +196,6 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
     r.on('close', onResClose);
     if (this.h2) {
       // (The stream's idle timer is the front's, for every stream: it asks idle().)
-      const stream = (this.res as Http2ServerResponse).stream as TaggedStream;
-      stream[kStreamExchange] = this;
       // A gRPC call's deadline is its own; it has no response timeout (a long unary
       // call, a watch stream), only the stream idle timeout, as Envoy's.
       if (this.deadline > 0) this.deadlineTimer = this.listener.deps.pool.clock.after(this.deadline, onDeadline, this);
@@ -172,7 +216,7 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
         // (An HTTP/2 extended CONNECT goes out as the HTTP/1.1 handshake it stands for: a GET with Upgrade.)
         method: u !== null && this.h2 ? 'GET' : this.method,
         headers: this.headers,
-        body: this.hasBody && u === null ? (this.req as Readable) : null,
+        body: this.hasBody && u === null ? this.requestBody() : null,
         headersTimeout: this.grpc ? 0 : t.response,
         bodyTimeout: t.idle,
         idempotent: false,
@@ -181,6 +225,11 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
       },
       this,
     );
+  }
+
+  private requestBody(): Readable {
+    if (!this.h2) return this.req as Readable;
+    return (this.body ??= new H2Body(this.req as ServerHttp2Stream));
   }
 
   /** No endpoint will take the request: 503 when none could be tried, 502 when every one failed. */
@@ -221,9 +270,11 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
       this.endpointFault(controller, Object.assign(new Error(`status ${statusCode} to a WebSocket handshake`), { code: 'BERTH_ERR_NOT_UPGRADED' }));
       return;
     }
-    let list: string[];
+    let list: string[] | null = null;
+    let fields: Record<string, string | string[] | number> | null = null;
     try {
-      list = downstreamResponseHeaders(headers, statusCode, this.http10 || this.h2);
+      if (this.h2) fields = downstreamResponseFields(headers, statusCode);
+      else list = downstreamResponseHeaders(headers, statusCode, this.http10);
     } catch (err) {
       this.endpointFault(controller, err as Error);
       return;
@@ -232,11 +283,16 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
     if (this.grpc) this.grpcStatus = grpcStatusOf(headers);
     this.started = true;
     try {
-      if (this.h2) (this.res as Http2ServerResponse).writeHead(statusCode, list as unknown as http.OutgoingHttpHeaders);
-      else {
+      if (fields !== null) {
+        const stream = this.res as ServerHttp2Stream;
+        if (stream.destroyed) return;
+        // Trailers, if the endpoint sends any, follow the body (onResponseEnd).
+        stream.respond(fields, { waitForTrailers: true });
+        stream.once('wantTrailers', onWantTrailers);
+      } else {
         const res = this.res as http.ServerResponse;
         if (this.listener.closing) res.shouldKeepAlive = false;
-        res.writeHead(statusCode, reasonPhrase(statusCode, statusMessage), list);
+        res.writeHead(statusCode, reasonPhrase(statusCode, statusMessage), list!);
       }
     } catch (err) {
       // A header value node will not write (a control character): the response cannot be relayed.
@@ -260,12 +316,10 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
       return;
     }
     if (this.h2) {
-      const res = this.res as Http2ServerResponse;
-      if (res.headersSent || res.stream.destroyed) return;
-      const fields = fieldsOf(downstreamResponseHeaders(headers, statusCode));
-      fields[':status'] = statusCode;
+      const stream = this.res as ServerHttp2Stream;
+      if (stream.headersSent || stream.destroyed) return;
       try {
-        res.stream.additionalHeaders(fields);
+        stream.additionalHeaders(downstreamResponseFields(headers, statusCode));
       } catch (err) {
         this.endpointFault(controller, err as Error);
       }
@@ -323,16 +377,16 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
    * body), so nothing the client sent early has gone anywhere until now.
    */
   private upgradedH2(controller: Dispatcher.DispatchController, u: UpgradeParts, headers: http.IncomingHttpHeaders, up: net.Socket): void {
-    const res = this.res as Http2ServerResponse;
+    const stream = this.res as ServerHttp2Stream;
     let fields: http2.OutgoingHttpHeaders;
     try {
       if (headers['sec-websocket-accept'] !== websocketAccept(u.key!)) {
         throw Object.assign(new Error('the 101 does not answer the Sec-WebSocket-Key sent'), { code: 'BERTH_ERR_WS_ACCEPT' });
       }
-      fields = fieldsOf(downstreamResponseHeaders(headers, 101));
+      fields = downstreamResponseFields(headers, 101);
       delete fields['sec-websocket-accept'];
       fields[':status'] = 200;
-      res.stream.respond(fields);
+      stream.respond(fields);
     } catch (err) {
       up.destroy();
       this.onResponseError(controller, err as Error);
@@ -341,7 +395,7 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
     this.answered(101);
     this.status = 200;
     this.started = true;
-    this.tunnel(res.stream, up);
+    this.tunnel(stream, up);
   }
 
   /** The endpoint agreed: the tunnel owns the endpoint's slot and both sides from here on. */
@@ -367,7 +421,8 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
       if (st >= 0) this.grpcStatus = st;
     }
     if (t !== null) {
-      if (this.h2) (this.res as Http2ServerResponse).addTrailers(fieldsOf(t.flat())); else if ((this.res as http.ServerResponse).chunkedEncoding) (this.res as http.ServerResponse).addTrailers(t);
+      if (this.h2) (this.res as TrailedStream)[kTrailers] = fieldsOf(t.flat());
+      else if ((this.res as http.ServerResponse).chunkedEncoding) (this.res as http.ServerResponse).addTrailers(t);
     }
     this.res.end();
     this.finish();
@@ -447,7 +502,7 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
   idle(): boolean {
     if (this.done || !this.sent || this.started) return false;
     // (HTTP/2: a request with no body reads as incomplete until someone reads its end.)
-    if (this.h2 ? !this.hasBody || this.req.readableEnded : this.req.complete) return true;
+    if (this.h2 ? !this.hasBody || this.req.readableEnded : (this.req as http.IncomingMessage).complete) return true;
     if (!this.req.isPaused()) return false;
     // The endpoint's timeout: counted against it and answered 504, best effort — the
     // upload still in flight means the connection is reset right after (aborting
@@ -472,10 +527,10 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
 
   /** The client's side has failed: its request body broke off, or its connection is gone. */
   private clientFailed(): boolean {
-    const req = this.req;
-    if (req.errored !== null || (req.destroyed && !req.complete)) return true;
     // (HTTP/2: a reset stream reads as finished; closed before berth ended it, it is gone.)
-    if (this.h2) return (this.res as Http2ServerResponse).stream.closed;
+    if (this.h2) return (this.res as ServerHttp2Stream).closed;
+    const req = this.req as http.IncomingMessage;
+    if (req.errored !== null || (req.destroyed && !req.complete)) return true;
     return (this.res as http.ServerResponse).destroyed && !this.res.writableFinished;
   }
 
@@ -533,13 +588,13 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
     const ctl = this.ctl;
     const message = `berth: deadline of ${this.deadline} ms exceeded`;
     this.grpcStatus = GrpcStatus.DEADLINE_EXCEEDED;
-    const res = this.res as Http2ServerResponse;
+    const stream = this.res as TrailedStream;
     if (!this.started) {
       this.status = 200;
-      if (!grpcAnswer(res, GrpcStatus.DEADLINE_EXCEEDED, message)) cut(this.res);
-    } else if (!res.stream.destroyed) {
-      res.addTrailers({ 'grpc-status': String(GrpcStatus.DEADLINE_EXCEEDED), 'grpc-message': message });
-      res.end();
+      if (!grpcAnswer(stream, GrpcStatus.DEADLINE_EXCEEDED, message)) cut(stream);
+    } else if (!stream.destroyed) {
+      stream[kTrailers] = { 'grpc-status': String(GrpcStatus.DEADLINE_EXCEEDED), 'grpc-message': message };
+      stream.end();
     }
     this.finish();
     ctl?.abort(Object.assign(new Error(message), { code: 'BERTH_ERR_GRPC_DEADLINE' }));

@@ -6,7 +6,7 @@
  * `grpc-status`, `grpc-message`), as Envoy sends them: a gRPC client maps an HTML
  * 502 to UNAVAILABLE too, but loses why.
  */
-import { constants, type Http2ServerResponse } from 'node:http2';
+import { constants, type ServerHttp2Stream } from 'node:http2';
 
 /** gRPC status codes berth answers with (grpc/doc/statuscodes.md). */
 export const GrpcStatus = {
@@ -66,9 +66,8 @@ export function encodeGrpcMessage(message: string): string {
  * Answers a gRPC request Trailers-Only. Returns false when the response has already
  * started (the stream can only be reset then, which the caller does).
  */
-export function grpcAnswer(res: Http2ServerResponse, status: number, message: string): boolean {
-  const stream = res.stream;
-  if (res.headersSent || stream.headersSent || stream.destroyed) return false;
+export function grpcAnswer(stream: ServerHttp2Stream, status: number, message: string): boolean {
+  if (stream.headersSent || stream.destroyed) return false;
   stream.respond(
     { [constants.HTTP2_HEADER_STATUS]: 200, 'content-type': 'application/grpc', 'grpc-status': String(status), 'grpc-message': encodeGrpcMessage(message) },
     { endStream: true },

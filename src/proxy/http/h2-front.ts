@@ -2,12 +2,12 @@
  * The HTTP/2 side of an http listener's front: node's http2 server, never listening
  * itself. The listener hands it the connections that speak HTTP/2 — a plaintext one
  * that opened with the prior-knowledge preface (preface.ts), a TLS one that agreed
- * on ALPN h2 — and it hands each request back, as node's compatibility request and
- * response pair, to the same gate and Exchange as HTTP/1.1 requests. What is
- * HTTP/2's own stays here: sessions, their limits (limits.ts), idle sessions, GOAWAY
- * on stop.
+ * on ALPN h2 — and it hands each request back, as its stream (node's stream API: no
+ * compatibility layer, which costs more per request than all of berth's own work
+ * on it), to the same gate and Exchange as HTTP/1.1 requests. What is HTTP/2's own
+ * stays here: sessions, their limits (limits.ts), idle sessions, GOAWAY on stop.
  */
-import http2, { type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import http2, { type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import type net from 'node:net';
 import type { Clock } from '../../core/clock.js';
 import type { Logger } from '../../log.js';
@@ -17,10 +17,8 @@ import type { Timer } from '../../core/clock.js';
 
 const { NGHTTP2_NO_ERROR } = http2.constants;
 const kFacts = Symbol('berth.h2.conn');
-const kVerdict = Symbol('berth.h2.verdict');
 type TaggedSession = ServerHttp2Session & { [kFacts]?: ConnFacts; [kGuard]?: H2Guard; [kOpen]?: number; [kIdleSince]?: number };
 const kIdleSince = Symbol('berth.h2.idleSince');
-type TaggedStream = ServerHttp2Stream & { [kVerdict]?: 'ok' | 'too_large' | 'ended' };
 const kGuard = Symbol('berth.h2.guard');
 const kOpen = Symbol('berth.h2.open');
 
@@ -34,8 +32,8 @@ export interface H2FrontDeps {
    * (its exchange waits on the endpoint), false to reset it.
    */
   streamIdle(stream: ServerHttp2Stream): boolean;
-  /** A request: its connection's facts and whether its head was within the limits. */
-  request(req: Http2ServerRequest, res: Http2ServerResponse, conn: ConnFacts, verdict: 'ok' | 'too_large'): void;
+  /** A request (its stream, its head as node parsed it and as it came), its connection's facts, and whether its head was within the limits. */
+  request(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, raw: string[], conn: ConnFacts, verdict: 'ok' | 'too_large'): void;
   /** A connection ended for breaking a limit. */
   violated(why: H2Violation): void;
 }
@@ -53,22 +51,8 @@ export class H2Front {
   constructor(private readonly deps: H2FrontDeps) {
     this.server = http2.createServer(h2ServerOptions(deps.settings().maxHeaderSize));
     this.server.on('session', (s: ServerHttp2Session) => this.session(s));
-    // Before the compatibility layer's own 'stream' listener (added with 'request'):
-    // the verdict on the head is on the stream when its request is emitted.
-    this.server.on('stream', (stream: ServerHttp2Stream, _h: unknown, _f: number, raw: string[]) => this.stream(stream, raw));
-    // (node's compatibility layer emits CONNECT requests as 'connect', the rest as 'request'.)
-    const onRequest = (req: Http2ServerRequest, res: Http2ServerResponse): void => {
-      const session = req.stream.session as TaggedSession | undefined;
-      const facts = session?.[kFacts];
-      const verdict = (req.stream as TaggedStream)[kVerdict];
-      if (facts === undefined || verdict === undefined || verdict === 'ended') {
-        resetStream(req.stream, http2.constants.NGHTTP2_REFUSED_STREAM);
-        return;
-      }
-      deps.request(req, res, facts, verdict);
-    };
-    this.server.on('request', onRequest);
-    this.server.on('connect', onRequest);
+    // (No 'request' listener: node builds its compatibility objects only for one.)
+    this.server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, _f: number, raw: string[]) => this.stream(stream, headers, raw));
   }
 
   /** A connection that speaks HTTP/2 (its preface or ALPN said so): a session of its own. */
@@ -126,14 +110,15 @@ export class H2Front {
     });
   }
 
-  private stream(stream: TaggedStream, raw: string[]): void {
+  private stream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, raw: string[]): void {
     const session = stream.session as TaggedSession | undefined;
     stream.on('error', () => {
-      // A reset or a broken stream: its exchange learns it from 'close'/'aborted'.
+      // A reset or a broken stream: its exchange learns it from 'close'.
     });
     const guard = session?.[kGuard];
-    if (session === undefined || guard === undefined) {
-      stream[kVerdict] = 'ended';
+    const facts = session?.[kFacts];
+    if (session === undefined || guard === undefined || facts === undefined) {
+      resetStream(stream, http2.constants.NGHTTP2_REFUSED_STREAM);
       return;
     }
     session[kOpen] = (session[kOpen] ?? 0) + 1;
@@ -148,7 +133,9 @@ export class H2Front {
       if (!stream.closed && !this.deps.streamIdle(stream)) resetStream(stream, http2.constants.NGHTTP2_CANCEL);
     });
     // (While stopping too: a stream the client opened before the final GOAWAY is served.)
-    stream[kVerdict] = guard.stream(stream, raw);
+    const verdict = guard.stream(stream, raw);
+    if (verdict === 'ended') resetStream(stream, http2.constants.NGHTTP2_REFUSED_STREAM);
+    else this.deps.request(stream, headers, raw, facts, verdict);
   }
 
   /**

@@ -106,6 +106,9 @@ class Session {
   }
 }
 
+/** A response without trailers (one object for all of them). */
+const NO_TRAILERS: IncomingHttpHeaders = Object.freeze({});
+
 /** One request on its way: its own undici controller (abort, pause, resume). */
 class Stream implements Dispatcher.DispatchController {
   aborted = false;
@@ -123,8 +126,15 @@ class Stream implements Dispatcher.DispatchController {
   replayed = false;
   avoid: Session | null = null;
   done = false;
+  /**
+   * The request's one timer: the headers timeout until the response head, then the
+   * body timeout from the last byte. Activity only moves `deadline`; the timer, due
+   * at `due`, looks at it when it fires (no timer per chunk).
+   */
   timer: Timer | null = null;
-  trailers: IncomingHttpHeaders = {};
+  deadline = 0;
+  due = 0;
+  trailers: IncomingHttpHeaders = NO_TRAILERS;
   /** The request body (null: none); its listeners are attached once, on the first stream. */
   readonly body: Readable | null;
   private bodyAttached = false;
@@ -133,7 +143,7 @@ class Stream implements Dispatcher.DispatchController {
     readonly up: H2Upstream,
     readonly opts: Dispatcher.DispatchOptions,
     readonly handler: Dispatcher.DispatchHandler,
-    /** The request's fields as HTTP/2 sends them (pseudo-headers but :scheme and :authority set per session). */
+    /** The request's fields as HTTP/2 sends them, pseudo-header fields included. */
     readonly headers: http2.OutgoingHttpHeaders,
   ) {
     const b = opts.body as Readable | null | undefined;
@@ -227,10 +237,10 @@ class Stream implements Dispatcher.DispatchController {
 }
 
 /** The request's fields for HTTP/2, or why HTTP/2 cannot carry it. */
-function h2Headers(o: Dispatcher.DispatchOptions, authority: string): http2.OutgoingHttpHeaders | Error {
+function h2Headers(o: Dispatcher.DispatchOptions, authority: string, scheme: string): http2.OutgoingHttpHeaders | Error {
   if (o.upgrade !== null && o.upgrade !== undefined) return codeError('an Upgrade cannot go to an HTTP/2 endpoint', 'BERTH_ERR_H2_REQUEST');
   // te: trailers always: gRPC servers require it, others ignore it, and berth relays trailers.
-  const headers: http2.OutgoingHttpHeaders = { ':method': o.method, ':path': o.path, ':authority': authority, te: 'trailers' };
+  const headers: http2.OutgoingHttpHeaders = { ':method': o.method, ':path': o.path, ':scheme': scheme, ':authority': authority, te: 'trailers' };
   const raw = o.headers as string[] | null | undefined;
   if (raw !== null && raw !== undefined) {
     for (let i = 0; i < raw.length; i += 2) {
@@ -254,16 +264,18 @@ export class H2Upstream {
   private readonly queue: Stream[] = [];
   private closing = false;
   private readonly authority: string;
+  private readonly scheme: string;
 
   constructor(
     private readonly t: H2Target,
     private readonly settings: H2Settings,
   ) {
     this.authority = net.isIPv6(t.host) ? `[${t.host}]:${t.port}` : `${t.host}:${t.port}`;
+    this.scheme = t.tls !== undefined ? 'https' : 'http';
   }
 
   dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
-    const headers = h2Headers(opts, this.authority);
+    const headers = h2Headers(opts, this.authority, this.scheme);
     const s = new Stream(this, opts, handler, headers instanceof Error ? {} : headers);
     if (headers instanceof Error) {
       s.fail(headers);
@@ -274,7 +286,7 @@ export class H2Upstream {
       return true;
     }
     const headersTimeout = opts.headersTimeout ?? 0;
-    if (headersTimeout > 0) s.timer = this.t.clock.after(headersTimeout, onHeadersTimeout, s);
+    if (headersTimeout > 0) this.deadline(s, headersTimeout);
     this.queue.push(s);
     this.pump();
     return true;
@@ -431,10 +443,10 @@ export class H2Upstream {
       s.handler.onRequestStart?.(s, {});
       if (s.done) return;
     }
-    const headers = { ...s.headers, ':scheme': this.t.tls !== undefined ? 'https' : 'http' };
     let h2s: http2.ClientHttp2Stream;
     try {
-      h2s = session.h2.request(headers, { endStream: s.body === null });
+      // (node copies the fields: the same object serves a replay.)
+      h2s = session.h2.request(s.headers, { endStream: s.body === null });
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code ?? '';
       // A field node will not send: the request's, before any byte went out; no endpoint's fault.
@@ -448,27 +460,22 @@ export class H2Upstream {
       return;
     }
     s.h2 = h2s;
+    (h2s as OwnedStream)[kOwner] = s;
     if (s.paused) h2s.pause();
-    h2s.on('response', (h: http2.IncomingHttpHeaders & http2.IncomingHttpStatusHeader) => onResponse(s, h));
+    // (Functions shared by every stream, which finds its request by its tag: no closures per request.)
+    h2s.on('response', onH2Response);
     // 1xx other than 100 (node answers 100 itself for the request it sent).
-    h2s.on('headers', (h: http2.IncomingHttpHeaders & http2.IncomingHttpStatusHeader) => onResponse(s, h));
-    h2s.on('data', (chunk: Buffer) => {
-      if (s.done) return;
-      this.bodyActivity(s);
-      s.handler.onResponseData?.(s, chunk);
-    });
-    h2s.on('trailers', (tr: IncomingHttpHeaders) => (s.trailers = tr));
-    // Whole only with END_STREAM after a head: a reset also ends the readable side ('end', then 'close' with its code).
-    h2s.on('end', () => {
-      if (s.responded && (h2s.rstCode === undefined || h2s.rstCode === NGHTTP2_NO_ERROR) && !h2s.aborted) s.complete();
-    });
-    h2s.on('error', () => {});
-    h2s.on('close', () => this.closed(s, h2s));
+    h2s.on('headers', onH2Response);
+    h2s.on('data', onH2Data);
+    h2s.on('trailers', onH2Trailers);
+    h2s.on('end', onH2End);
+    h2s.on('error', ignore);
+    h2s.on('close', onH2Close);
     s.attachBody(h2s);
   }
 
   /** The stream closed: whatever did not complete fails, and says whether the endpoint processed it. */
-  private closed(s: Stream, h2s: http2.ClientHttp2Stream): void {
+  closed(s: Stream, h2s: http2.ClientHttp2Stream): void {
     if (s.done || s.h2 !== h2s) return;
     const session = s.session!;
     const code = h2s.rstCode ?? NGHTTP2_NO_ERROR;
@@ -492,12 +499,37 @@ export class H2Upstream {
     s.fail(codeError(`endpoint ${this.t.id}: stream closed${code !== NGHTTP2_NO_ERROR ? ` (code ${code})` : ' before the response ended'}`, s.responded ? 'UND_ERR_SOCKET' : 'ECONNRESET'));
   }
 
-  /** The response moved: its body timeout starts again. */
+  /** The response moved: its body timeout starts again (none: the headers timeout is over too). */
   bodyActivity(s: Stream): void {
     const ms = s.opts.bodyTimeout ?? 0;
-    if (ms <= 0) return;
-    this.t.clock.cancel(s.timer);
-    s.timer = this.t.clock.after(ms, onBodyTimeout, s);
+    if (ms > 0) this.deadline(s, ms);
+    else if (s.timer !== null) {
+      this.t.clock.cancel(s.timer);
+      s.timer = null;
+    }
+  }
+
+  /** The request's timeout is `ms` from now: its timer moves earlier if it must, else it will look again when it fires. */
+  private deadline(s: Stream, ms: number): void {
+    const clock = this.t.clock;
+    s.deadline = clock.now() + ms;
+    if (s.timer !== null && s.due <= s.deadline) return;
+    clock.cancel(s.timer);
+    s.due = s.deadline;
+    s.timer = clock.after(ms, onStreamTimer, s);
+  }
+
+  /** The request's timer fired: its deadline has passed (the headers or the body timeout), or moved and it waits on. */
+  expired(s: Stream): void {
+    s.timer = null;
+    if (s.done) return;
+    const left = s.deadline - this.t.clock.now();
+    if (left > 0) {
+      s.due = s.deadline;
+      s.timer = this.t.clock.after(left, onStreamTimer, s);
+      return;
+    }
+    s.fail(s.responded ? codeError('Body Timeout Error', 'UND_ERR_BODY_TIMEOUT') : codeError('Headers Timeout Error', 'UND_ERR_HEADERS_TIMEOUT'));
   }
 
   /** A request ended (any way): its stream slot frees, the next waiting request gets it. */
@@ -577,14 +609,35 @@ function onResponse(s: Stream, h: http2.IncomingHttpHeaders & http2.IncomingHttp
   s.handler.onResponseStart?.(s, status, headers, undefined);
 }
 
-function onHeadersTimeout(s: Stream): void {
-  s.timer = null;
-  if (!s.responded) s.fail(codeError('Headers Timeout Error', 'UND_ERR_HEADERS_TIMEOUT'));
+const kOwner = Symbol('berth.h2up.request');
+type OwnedStream = http2.ClientHttp2Stream & { [kOwner]?: Stream };
+function onH2Response(this: OwnedStream, h: http2.IncomingHttpHeaders & http2.IncomingHttpStatusHeader): void {
+  onResponse(this[kOwner]!, h);
+}
+function onH2Data(this: OwnedStream, chunk: Buffer): void {
+  const s = this[kOwner]!;
+  if (s.done) return;
+  s.up.bodyActivity(s);
+  s.handler.onResponseData?.(s, chunk);
+}
+function onH2Trailers(this: OwnedStream, tr: IncomingHttpHeaders): void {
+  this[kOwner]!.trailers = tr;
+}
+/** Whole only with END_STREAM after a head: a reset also ends the readable side ('end', then 'close' with its code). */
+function onH2End(this: OwnedStream): void {
+  const s = this[kOwner]!;
+  if (s.responded && (this.rstCode === undefined || this.rstCode === NGHTTP2_NO_ERROR) && !this.aborted) s.complete();
+}
+function onH2Close(this: OwnedStream): void {
+  const s = this[kOwner]!;
+  s.up.closed(s, this);
+}
+function ignore(): void {
+  // (A stream's error: its 'close' tells the request, with the code.)
 }
 
-function onBodyTimeout(s: Stream): void {
-  s.timer = null;
-  s.fail(codeError('Body Timeout Error', 'UND_ERR_BODY_TIMEOUT'));
+function onStreamTimer(s: Stream): void {
+  s.up.expired(s);
 }
 
 function closeIdle(session: Session): void {

@@ -126,6 +126,11 @@ export interface H2RequestFacts extends RequestFacts {
   path: string;
   /** An extended CONNECT's :protocol (RFC 8441: "websocket"); undefined otherwise. */
   protocol: string | undefined;
+  /** The head as it came (node's rawHeaders: pseudo-header fields first). */
+  raw: readonly string[];
+  /** Its content-type and grpc-timeout (a gRPC call's), as sent. */
+  contentType: string | undefined;
+  grpcTimeout: string | undefined;
 }
 
 /** A field name HTTP/2 allows: a token in lower case (RFC 9113 §8.2.1). */
@@ -148,7 +153,7 @@ const H2_CONNECTION_FIELDS = byLength(['connection', 'keep-alive', 'proxy-connec
  * `endStream`: the HEADERS frame ended the stream (no body).
  */
 export function inspectH2Request(raw: readonly string[], endStream: boolean): H2RequestFacts {
-  const f: H2RequestFacts = { host: undefined, bad: null, hasBody: !endStream, xff: undefined, xfProto: undefined, xfHost: undefined, method: '', path: '', protocol: undefined };
+  const f: H2RequestFacts = { host: undefined, bad: null, hasBody: !endStream, xff: undefined, xfProto: undefined, xfHost: undefined, method: '', path: '', protocol: undefined, raw, contentType: undefined, grpcTimeout: undefined };
   let authority: string | undefined;
   let hostField: string | undefined;
   let scheme: string | undefined;
@@ -215,6 +220,12 @@ export function inspectH2Request(raw: readonly string[], endStream: boolean): H2
         break;
       case 'x-forwarded-host':
         f.xfHost = value;
+        break;
+      case 'content-type':
+        f.contentType = value;
+        break;
+      case 'grpc-timeout':
+        f.grpcTimeout = value;
         break;
     }
   }
@@ -356,6 +367,31 @@ export function downstreamResponseHeaders(headers: IncomingHttpHeaders, status =
     if (codings.length > 0) {
       if (noCodings) throw Object.assign(new Error(`transfer coding ${codings.join(', ')} cannot be sent to an HTTP/1.0 or HTTP/2 client`), { code: 'BERTH_ERR_TRANSFER_CODING' });
       out.push('transfer-encoding', `${codings.join(', ')}, chunked`);
+    }
+  }
+  return out;
+}
+
+/**
+ * The same for an HTTP/2 client, as the fields node's respond() takes, `:status`
+ * included: one object, no list in between. A transfer coding other than chunked
+ * cannot be sent to it (throws); 204 and 1xx carry no content-length.
+ */
+export function downstreamResponseFields(headers: IncomingHttpHeaders, status: number): Record<string, string | string[] | number> {
+  const conn = headers.connection;
+  const tokens = conn === undefined ? null : connectionTokens(['connection', Array.isArray(conn) ? conn.join(',') : conn]);
+  const bodiless = status === 204 || status < 200;
+  const out: Record<string, string | string[] | number> = { ':status': status };
+  for (const name in headers) {
+    if (inTable(HOP_BY_LEN, name) || named(tokens, name) || (bodiless && name === 'content-length')) continue;
+    const v = headers[name];
+    if (v !== undefined) out[name] = v;
+  }
+  const te = headers['transfer-encoding'];
+  if (te !== undefined && !bodiless) {
+    for (const c of (Array.isArray(te) ? te.join(',') : te).split(',')) {
+      const coding = c.trim().toLowerCase();
+      if (coding !== '' && coding !== 'chunked') throw Object.assign(new Error(`transfer coding ${coding} cannot be sent to an HTTP/1.0 or HTTP/2 client`), { code: 'BERTH_ERR_TRANSFER_CODING' });
     }
   }
   return out;

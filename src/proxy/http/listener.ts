@@ -10,7 +10,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
-import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
@@ -219,7 +219,7 @@ export class HttpListener implements Listener<HttpListenerSettings> {
       clock: this.deps.pool.clock,
       settings: () => ({ maxHeaderSize: this.settings.http.maxHeaderSize, keepAlive: this.settings.timeouts.keepAlive, settingsTimeout: this.settings.timeouts.headers, idle: this.settings.timeouts.idle }),
       streamIdle,
-      request: (req, res, conn, verdict) => this.requestH2(req, res, conn, verdict),
+      request: (stream, headers, raw, conn, verdict) => this.requestH2(stream, headers, raw, conn, verdict),
       violated: (why) => {
         this.deps.observer.httpRejected(this.settings.name, 'h2_limit');
         if (this.deps.log.isLevelEnabled('debug')) this.deps.log.debug({ reason: why }, 'HTTP/2 connection closed: over a limit');
@@ -541,37 +541,46 @@ export class HttpListener implements Listener<HttpListenerSettings> {
    * rules, inspectH2Request), the same routes and the same Exchange. `verdict`: its
    * header list was within the limits, or it is answered 431.
    */
-  private requestH2(req: Http2ServerRequest, res: Http2ServerResponse, c: ConnFacts, verdict: 'ok' | 'too_large'): void {
-    const grpc = isGrpc(req.headers['content-type']);
+  private requestH2(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, raw: string[], c: ConnFacts, verdict: 'ok' | 'too_large'): void {
     if (verdict === 'too_large') {
       this.deps.observer.httpRejected(this.settings.name, 'header_too_large');
-      this.refuseH2(res, grpc, 431, 'request header fields too large');
+      this.refuseH2(stream, isGrpc(headers['content-type']), 431, 'request header fields too large');
       return;
     }
-    const facts = inspectH2Request(req.rawHeaders, req.stream.endAfterHeaders);
+    const facts = inspectH2Request(raw, stream.endAfterHeaders);
+    const grpc = isGrpc(facts.contentType);
     if (facts.bad === null && facts.method === 'CONNECT' && facts.protocol !== 'websocket') {
       // A plain CONNECT (a TCP tunnel anywhere) is never proxied; an extended one only for WebSocket.
       this.deps.observer.httpRejected(this.settings.name, 'method');
-      if (facts.protocol === undefined) this.refuseH2(res, grpc, 405, 'CONNECT is not proxied', { allow: ALLOWED_METHODS });
-      else this.refuseH2(res, grpc, 501, `the ${facts.protocol} protocol is not proxied (only websocket)`);
+      if (facts.protocol === undefined) this.refuseH2(stream, grpc, 405, 'CONNECT is not proxied', { allow: ALLOWED_METHODS });
+      else this.refuseH2(stream, grpc, 501, `the ${facts.protocol} protocol is not proxied (only websocket)`);
+      return;
+    }
+    const expect = headers.expect;
+    if (expect !== undefined && expect !== '100-continue') {
+      // (As node's HTTP/1.1 server answers an expectation it cannot meet.)
+      this.refused(facts.method, facts.path, 417, `expectation "${expect}"`, '2');
+      this.refuseH2(stream, grpc, 417, 'expectation failed');
       return;
     }
     const a: Admission = facts.bad !== null ? { ok: false, status: 400, why: facts.bad } : this.decide(c, facts, facts.path, null);
     if (!a.ok) {
       this.refused(facts.method, facts.path, a.status, a.why, '2');
-      this.refuseH2(res, grpc, a.status, a.why);
+      this.refuseH2(stream, grpc, a.status, a.why);
       // A client whose certificate is not allowed: its connection takes no more (as HTTP/1.1 closes it).
-      if (a.status === 403) req.stream.session?.close();
+      if (a.status === 403) stream.session?.close();
       return;
     }
+    // The client may send its body (berth strips Expect: the endpoint never sees it, as with HTTP/1.1).
+    if (expect !== undefined && !stream.headersSent) stream.additionalHeaders({ ':status': 100 });
     // WebSocket over HTTP/2 (RFC 8441): to the endpoint, the HTTP/1.1 handshake, with a key of berth's.
     const upgrade: UpgradeParts | null = facts.protocol === undefined ? null : { protocol: 'websocket', socket: null, early: NO_BYTES, key: randomBytes(16).toString('base64') };
-    new Exchange(this, req, res, a.service, facts, facts.path, null, upgrade, null, c).start();
+    new Exchange(this, stream, stream, a.service, facts, facts.path, null, upgrade, null, c).start();
   }
 
   /** berth's own answer to an HTTP/2 request it does not proxy (gRPC: in gRPC, and counted as such). */
-  private refuseH2(res: Http2ServerResponse, grpc: boolean, status: number, why: string, extra?: Record<string, string>): void {
-    const code = ownAnswer(res, grpc, status, why, false, extra);
+  private refuseH2(stream: ServerHttp2Stream, grpc: boolean, status: number, why: string, extra?: Record<string, string>): void {
+    const code = ownAnswer(stream, grpc, status, why, false, extra);
     if (code >= 0) this.deps.observer.grpcRequest(this.settings.name, DEFAULT_SERVICE_LABEL, code);
   }
 
@@ -587,7 +596,7 @@ export class HttpListener implements Listener<HttpListenerSettings> {
   }
 
   /** A request the gate refused, HTTP/1.1 or HTTP/2: logged (debug) and counted. */
-  private refused(method: string, url: string | undefined, status: 400 | 403 | 404, why: string, version: '1.1' | '2'): void {
+  private refused(method: string, url: string | undefined, status: 400 | 403 | 404 | 417, why: string, version: '1.1' | '2'): void {
     const { log, observer } = this.deps;
     if (log.isLevelEnabled('debug')) log.debug({ method, url, status, reason: why, version }, 'request refused');
     if (status === 400) observer.httpRejected(this.settings.name, 'bad_request');
