@@ -878,3 +878,24 @@ t.test('a reload of an HTTP/2 listener cuts nothing: a request in flight and a W
   const h1 = await rawRequest(port, 'GET /h1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
   t.match(h1, /^HTTP\/1\.1 200 /, 'new connections: HTTP/1.1 as before');
 });
+
+t.test('Expect over HTTP/2: 100-continue gets its 100 and the body goes on (Expect itself is not passed on); another expectation is 417', async (t) => {
+  const be = await recordingBackend();
+  t.teardown(be.close);
+  const { port } = await h2Proxy(t, [be.port]);
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  session.on('error', () => {});
+  t.teardown(() => session.destroy());
+  const s = session.request({ ':method': 'PUT', ':path': '/up', expect: '100-continue' }, { endStream: false });
+  s.on('error', () => {});
+  await once(s, 'continue');
+  s.end('payload');
+  const [h] = (await once(s, 'response')) as [http2.IncomingHttpHeaders];
+  t.equal(h[':status'], 200);
+  s.resume();
+  t.equal(be.seen[0]!.body, 7, 'the body reached the endpoint after the 100');
+  t.same(header(be.seen[0]!, 'expect'), [], 'Expect is hop-by-hop for berth');
+  const other = await h2Request(session, { ':method': 'POST', ':path': '/x', expect: 'something-else' }, '');
+  t.equal(other.status, 417);
+  t.equal(be.seen.length, 1, 'the refused one never reached the endpoint');
+});
