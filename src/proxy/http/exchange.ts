@@ -288,7 +288,7 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
         if (stream.destroyed) return;
         // Trailers, if the endpoint sends any, follow the body (onResponseEnd).
         stream.respond(fields, { waitForTrailers: true });
-        stream.once('wantTrailers', onWantTrailers);
+        stream.on('wantTrailers', onWantTrailers);
       } else {
         const res = this.res as http.ServerResponse;
         if (this.listener.closing) res.shouldKeepAlive = false;

@@ -110,11 +110,10 @@ export class H2Front {
     });
   }
 
-  private stream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, raw: string[]): void {
+  private stream(stream: FrontStream, headers: IncomingHttpHeaders, raw: string[]): void {
     const session = stream.session as TaggedSession | undefined;
-    stream.on('error', () => {
-      // A reset or a broken stream: its exchange learns it from 'close'.
-    });
+    // (Listeners shared by every stream, which finds its session and front by its tags: no closures per request.)
+    stream.on('error', ignoreStreamError);
     const guard = session?.[kGuard];
     const facts = session?.[kFacts];
     if (session === undefined || guard === undefined || facts === undefined) {
@@ -122,20 +121,28 @@ export class H2Front {
       return;
     }
     session[kOpen] = (session[kOpen] ?? 0) + 1;
-    stream.once('close', () => {
-      session[kOpen] = (session[kOpen] ?? 1) - 1;
-      if (session[kOpen] === 0) session[kIdleSince] = this.deps.clock.now();
-    });
+    stream[kSessionOf] = session;
+    stream[kFront] = this;
+    stream.on('close', onFrontStreamClose);
     // Every stream has the idle timeout, whatever becomes of it (an exchange, a
     // refusal, berth's answer with the client's half still open).
     stream.setTimeout(this.deps.settings().idle);
-    stream.on('timeout', () => {
-      if (!stream.closed && !this.deps.streamIdle(stream)) resetStream(stream, http2.constants.NGHTTP2_CANCEL);
-    });
+    stream.on('timeout', onFrontStreamTimeout);
     // (While stopping too: a stream the client opened before the final GOAWAY is served.)
     const verdict = guard.stream(stream, raw);
     if (verdict === 'ended') resetStream(stream, http2.constants.NGHTTP2_REFUSED_STREAM);
     else this.deps.request(stream, headers, raw, facts, verdict);
+  }
+
+  /** A stream closed: its session has one fewer open (idle since now when none is left). */
+  streamClosed(session: TaggedSession): void {
+    session[kOpen] = (session[kOpen] ?? 1) - 1;
+    if (session[kOpen] === 0) session[kIdleSince] = this.deps.clock.now();
+  }
+
+  /** A stream had no traffic for the idle timeout: reset, unless its exchange waits on the endpoint. */
+  streamTimedOut(stream: ServerHttp2Stream): void {
+    if (!stream.closed && !this.deps.streamIdle(stream)) resetStream(stream, http2.constants.NGHTTP2_CANCEL);
   }
 
   /**
@@ -181,4 +188,19 @@ export class H2Front {
 
 function sweepAll(f: H2Front): void {
   f.sweep();
+}
+
+const kSessionOf = Symbol('berth.h2.sessionOf');
+const kFront = Symbol('berth.h2.front');
+/** A client's stream, tagged with its session (node forgets it when the stream is destroyed, before 'close') and its front. */
+type FrontStream = ServerHttp2Stream & { [kSessionOf]?: TaggedSession; [kFront]?: H2Front };
+function onFrontStreamClose(this: FrontStream): void {
+  const session = this[kSessionOf];
+  if (session !== undefined) this[kFront]?.streamClosed(session);
+}
+function onFrontStreamTimeout(this: FrontStream): void {
+  this[kFront]?.streamTimedOut(this);
+}
+function ignoreStreamError(): void {
+  // A reset or a broken stream: its exchange learns it from 'close'.
 }
