@@ -22,6 +22,7 @@ import { HttpListener } from '../../src/proxy/http/listener.js';
 import { createCa, issueCert } from '../../src/tls/certs.js';
 import { httpSettings, rawRequest, request } from '../helpers/http.js';
 import { silent } from '../helpers/proxy.js';
+import { until } from '../helpers/net.js';
 
 type Answer = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, n: number) => void;
 
@@ -52,11 +53,11 @@ async function h2Endpoint(t: Test, name: string, answer: Answer = (s) => {
 }
 
 /** An http listener whose service `svc` speaks HTTP/2 to `ports`. */
-async function proxy(t: Test, ports: number[], over: { tls?: UpstreamTls; response?: number } = {}) {
+async function proxy(t: Test, ports: number[], over: { tls?: UpstreamTls; response?: number; http2?: boolean } = {}) {
   const pool = new Pool({ random: seededRandom(1) });
   pool.configureService('svc', { balance: 'round-robin' });
   pool.applySnapshot({ provider: 'static', services: new Map([['svc', ports.map((p) => ({ id: `127.0.0.1:${p}`, host: '127.0.0.1', port: p, weight: 1, source: 'static' as const }))]]) });
-  const listener = new HttpListener(httpSettings(over.response !== undefined ? { timeouts: { connect: 1000, idle: 10_000, headers: 2000, response: over.response, keepAlive: 5000 } } : {}), {
+  const listener = new HttpListener(httpSettings({ ...(over.response !== undefined ? { timeouts: { connect: 1000, idle: 10_000, headers: 2000, response: over.response, keepAlive: 5000 } } : {}), ...(over.http2 ? { http2: true } : {}) }), {
     pool,
     log: silent,
     httpVersion: () => '2',
@@ -301,7 +302,7 @@ t.test('a request refused before its body arrived is sent again with the body on
   t.same(bodies, ['AAAABBBB'], 'the whole body, once');
 });
 
-t.test('a field sent twice goes as one list; TE: trailers always; an Upgrade to an HTTP/2 endpoint is a 502 that reaches and blames no endpoint', async (t) => {
+t.test('a field sent twice goes as one list; TE: trailers always; a WebSocket to an HTTP/2 endpoint that does not allow extended CONNECT is a 502 that reaches and blames no endpoint', async (t) => {
   const a = await h2Endpoint(t, 'a');
   const b = await h2Endpoint(t, 'b');
   const one = await proxy(t, [a.port]);
@@ -318,4 +319,63 @@ t.test('a field sent twice goes as one list; TE: trailers always; an Upgrade to 
   t.match(up, /^HTTP\/1\.1 502/);
   t.equal(a.seen.streams + b.seen.streams, streams, 'no endpoint saw it');
   t.same([...pool.service('svc')!.endpoints.values()].map((e) => e.flags), [0, 0], 'none blamed');
+});
+
+t.test('WebSockets to an HTTP/2 endpoint (RFC 8441 upstream): an HTTP/1.1 client\'s Upgrade and an HTTP/2 client\'s extended CONNECT go out as an extended CONNECT; its 200 is the 101 (with the accept the client\'s key asks for) or the 200; bytes both ways; the stream holds its session slot until it closes', async (t) => {
+  const ep = await h2Endpoint(
+    t,
+    'ws',
+    (s, h) => {
+      if (h[':path'] === '/refuse') {
+        s.respond({ ':status': 403 });
+        s.end('no');
+        return;
+      }
+      s.respond({ ':status': 200, 'sec-websocket-protocol': 'chat' });
+      s.pipe(s);
+    },
+    { settings: { enableConnectProtocol: true } },
+  );
+  const { port, listener } = await proxy(t, [ep.port], { http2: true });
+  // HTTP/1.1 client.
+  const c = netConnect(port, '127.0.0.1');
+  t.teardown(() => c.destroy());
+  let got = '';
+  c.setEncoding('latin1');
+  c.on('data', (d: string) => (got += d));
+  c.write('GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat\r\n\r\n');
+  await until(() => got.includes('\r\n\r\n'), 5000, 'the 101');
+  t.match(got, /^HTTP\/1\.1 101 /);
+  t.match(got, /sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK\+xOo=\r\n/i, 'the accept RFC 6455 gives for that key');
+  t.match(got, /upgrade: websocket\r\n/i);
+  t.match(got, /sec-websocket-protocol: chat\r\n/i);
+  const h = ep.seen.headers[0]!;
+  t.same([h[':method'], h[':protocol'], h[':path'], h['sec-websocket-key'], h['sec-websocket-version'], h.upgrade], ['CONNECT', 'websocket', '/chat', undefined, '13', undefined], 'an extended CONNECT, no key, no Upgrade');
+  got = '';
+  c.write('ping-1');
+  await until(() => got === 'ping-1', 5000, 'echo over h1 → h2');
+  t.equal(listener.tunnels.size, 1);
+  // HTTP/2 client, on the same endpoint session.
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  session.on('error', () => {});
+  t.teardown(() => session.destroy());
+  if (!session.remoteSettings.enableConnectProtocol) await once(session, 'remoteSettings');
+  const s = session.request({ ':method': 'CONNECT', ':protocol': 'websocket', ':scheme': 'http', ':path': '/chat2', ':authority': 'x', 'sec-websocket-version': '13' }, { endStream: false });
+  s.on('error', () => {});
+  let got2 = '';
+  s.on('data', (d: Buffer) => (got2 += d.toString()));
+  const [rh] = (await once(s, 'response')) as [http2.IncomingHttpHeaders];
+  t.equal(rh[':status'], 200);
+  s.write('ping-2');
+  await until(() => got2 === 'ping-2', 5000, 'echo over h2 → h2');
+  t.equal(ep.seen.sessions, 1, 'both tunnels on one endpoint session');
+  t.equal(listener.tunnels.size, 2);
+  // The endpoint's refusal is relayed; no tunnel.
+  const r = await rawRequest(port, 'GET /refuse HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
+  t.match(r, /^HTTP\/1\.1 403 /);
+  t.equal(listener.tunnels.size, 2);
+  // A clean end on the client's side ends the endpoint's stream (its echo ends too): the tunnels close, their slots free.
+  s.end();
+  c.end();
+  await until(() => listener.tunnels.size === 0, 5000, 'tunnels closed');
 });

@@ -5,8 +5,8 @@
 import http from 'node:http';
 import { createHash } from 'node:crypto';
 import type http2 from 'node:http2';
+import net from 'node:net';
 import type { ServerHttp2Stream } from 'node:http2';
-import type net from 'node:net';
 import { Readable, type Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { EndpointState } from '../../pool/endpoint.js';
@@ -340,20 +340,33 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
     }
   }
 
+  /**
+   * The endpoint agreed to the Upgrade: an HTTP/1.1 endpoint's 101 with its socket, or
+   * an HTTP/2 endpoint's 2xx to the extended CONNECT berth sent for a WebSocket (RFC
+   * 8441), with that stream. Either becomes what the client asked for: a 101 (with the
+   * Sec-WebSocket-Accept that answers its key, which HTTP/2 does not carry), or an
+   * HTTP/2 client's 200.
+   */
   onRequestUpgrade(_controller: Dispatcher.DispatchController, statusCode: number, headers: http.IncomingHttpHeaders, socket: Duplex): void {
-    const up = socket as net.Socket;
-    guardSocket(up);
+    const fromH2 = !(socket instanceof net.Socket);
+    const up = socket as net.Socket | http2.ClientHttp2Stream;
+    if (!fromH2) guardSocket(up as net.Socket);
     const u = this.upgrade;
     if (this.done || u === null) {
       up.destroy();
       return;
     }
     if (u.socket === null) {
-      this.upgradedH2(_controller, u, headers, up);
+      this.upgradedH2(_controller, u, headers, up, fromH2);
       return;
     }
     let head: string;
     try {
+      if (fromH2) {
+        const key = (this.req as http.IncomingMessage).headers['sec-websocket-key'];
+        headers = { ...headers, 'sec-websocket-accept': typeof key === 'string' ? websocketAccept(key) : undefined };
+        statusCode = 101;
+      }
       head = interimHead(statusCode, reasonPhrase(statusCode, 'Switching Protocols'), headers, headers.upgrade ?? u.protocol);
     } catch (err) {
       up.destroy();
@@ -376,11 +389,12 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
    * the tunnel's client side. The stream was not read before (the request has no
    * body), so nothing the client sent early has gone anywhere until now.
    */
-  private upgradedH2(controller: Dispatcher.DispatchController, u: UpgradeParts, headers: http.IncomingHttpHeaders, up: net.Socket): void {
+  private upgradedH2(controller: Dispatcher.DispatchController, u: UpgradeParts, headers: http.IncomingHttpHeaders, up: net.Socket | http2.ClientHttp2Stream, fromH2: boolean): void {
     const stream = this.res as ServerHttp2Stream;
     let fields: http2.OutgoingHttpHeaders;
     try {
-      if (headers['sec-websocket-accept'] !== websocketAccept(u.key!)) {
+      // (An HTTP/2 endpoint's 2xx needs no key: there is none over HTTP/2.)
+      if (!fromH2 && headers['sec-websocket-accept'] !== websocketAccept(u.key!)) {
         throw Object.assign(new Error('the 101 does not answer the Sec-WebSocket-Key sent'), { code: 'BERTH_ERR_WS_ACCEPT' });
       }
       fields = downstreamResponseFields(headers, 101);
@@ -399,7 +413,7 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
   }
 
   /** The endpoint agreed: the tunnel owns the endpoint's slot and both sides from here on. */
-  private tunnel(client: net.Socket | ServerHttp2Stream, up: net.Socket): void {
+  private tunnel(client: net.Socket | ServerHttp2Stream, up: net.Socket | http2.ClientHttp2Stream): void {
     const ep = this.attempt.detach()!;
     const l = this.listener;
     l.deps.observer.httpUpgrade(l.settings.name, this.service);

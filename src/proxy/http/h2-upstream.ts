@@ -68,6 +68,11 @@ export interface H2Target {
 const DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'http2-settings', 'host', 'te']);
 const { NGHTTP2_REFUSED_STREAM, NGHTTP2_CANCEL, NGHTTP2_NO_ERROR } = http2.constants;
 
+/** The request asks for an Upgrade (a WebSocket: RFC 8441's extended CONNECT over HTTP/2). */
+function upgrades(o: Dispatcher.DispatchOptions): boolean {
+  return o.upgrade !== null && o.upgrade !== undefined && o.upgrade !== false;
+}
+
 function codeError(message: string, code: string): Error {
   return Object.assign(new Error(message), { code });
 }
@@ -122,6 +127,8 @@ class Stream implements Dispatcher.DispatchController {
   bodyRead = false;
   /** The handler was told a connection is in hand (once, also when the request is sent again). */
   begun = false;
+  /** A WebSocket the endpoint agreed to (its extended CONNECT answered 2xx): the stream is the tunnel's now, and holds its slot until it closes. */
+  upgraded = false;
   /** Sent again once after the endpoint did not process it; preferably not on the session that refused it. */
   replayed = false;
   avoid: Session | null = null;
@@ -238,16 +245,23 @@ class Stream implements Dispatcher.DispatchController {
 
 /** The request's fields for HTTP/2, or why HTTP/2 cannot carry it. */
 function h2Headers(o: Dispatcher.DispatchOptions, authority: string, scheme: string): http2.OutgoingHttpHeaders | Error {
-  if (o.upgrade !== null && o.upgrade !== undefined) return codeError('an Upgrade cannot go to an HTTP/2 endpoint', 'BERTH_ERR_H2_REQUEST');
-  // te: trailers always: gRPC servers require it, others ignore it, and berth relays trailers.
-  const headers: http2.OutgoingHttpHeaders = { ':method': o.method, ':path': o.path, ':scheme': scheme, ':authority': authority, te: 'trailers' };
+  const upgrade = typeof o.upgrade === 'string' ? o.upgrade : o.upgrade === true ? '' : null;
+  let headers: http2.OutgoingHttpHeaders;
+  if (upgrade !== null) {
+    // A WebSocket goes to an HTTP/2 endpoint as RFC 8441's extended CONNECT (no key: HTTP/2 has none); nothing else upgrades over HTTP/2.
+    if (upgrade.toLowerCase() !== 'websocket') return codeError(`an Upgrade to ${upgrade} cannot go to an HTTP/2 endpoint`, 'BERTH_ERR_H2_REQUEST');
+    headers = { ':method': 'CONNECT', ':protocol': 'websocket', ':path': o.path, ':scheme': scheme, ':authority': authority };
+  } else {
+    // te: trailers always: gRPC servers require it, others ignore it, and berth relays trailers.
+    headers = { ':method': o.method, ':path': o.path, ':scheme': scheme, ':authority': authority, te: 'trailers' };
+  }
   const raw = o.headers as string[] | null | undefined;
   if (raw !== null && raw !== undefined) {
     for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i]!.toLowerCase();
       const value = raw[i + 1]!;
       if (name === 'host') headers[':authority'] = value;
-      if (DROP.has(name)) continue;
+      if (DROP.has(name) || (upgrade !== null && (name === 'sec-websocket-key' || name === 'sec-websocket-accept'))) continue;
       const prev = headers[name];
       // A repeated field is one list (RFC 9110 §5.3; cookies joined with "; ", RFC 9113 §8.2.3): node refuses
       // a second value of the fields it holds to one.
@@ -443,10 +457,15 @@ export class H2Upstream {
       s.handler.onRequestStart?.(s, {});
       if (s.done) return;
     }
+    const tunnel = upgrades(s.opts);
+    if (tunnel && session.h2.remoteSettings.enableConnectProtocol !== true) {
+      s.fail(codeError(`endpoint ${this.t.id} does not take WebSockets over HTTP/2 (no SETTINGS_ENABLE_CONNECT_PROTOCOL)`, 'BERTH_ERR_H2_REQUEST'));
+      return;
+    }
     let h2s: http2.ClientHttp2Stream;
     try {
       // (node copies the fields: the same object serves a replay.)
-      h2s = session.h2.request(s.headers, { endStream: s.body === null });
+      h2s = session.h2.request(s.headers, { endStream: s.body === null && !tunnel });
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code ?? '';
       // A field node will not send: the request's, before any byte went out; no endpoint's fault.
@@ -476,6 +495,11 @@ export class H2Upstream {
 
   /** The stream closed: whatever did not complete fails, and says whether the endpoint processed it. */
   closed(s: Stream, h2s: http2.ClientHttp2Stream): void {
+    if (s.upgraded) {
+      // A tunnel's stream: its slot frees now.
+      if (s.h2 === h2s) this.finished(s);
+      return;
+    }
     if (s.done || s.h2 !== h2s) return;
     const session = s.session!;
     const code = h2s.rstCode ?? NGHTTP2_NO_ERROR;
@@ -497,6 +521,25 @@ export class H2Upstream {
       return;
     }
     s.fail(codeError(`endpoint ${this.t.id}: stream closed${code !== NGHTTP2_NO_ERROR ? ` (code ${code})` : ' before the response ended'}`, s.responded ? 'UND_ERR_SOCKET' : 'ECONNRESET'));
+  }
+
+  /**
+   * The endpoint agreed to a WebSocket (a 2xx to its extended CONNECT): the stream is
+   * handed over as the tunnel's endpoint side; it keeps its session slot until it closes.
+   */
+  upgrade(s: Stream, headers: IncomingHttpHeaders): void {
+    const h2s = s.h2!;
+    this.t.clock.cancel(s.timer);
+    s.timer = null;
+    s.done = true;
+    s.upgraded = true;
+    h2s.off('response', onH2Response);
+    h2s.off('headers', onH2Response);
+    h2s.off('data', onH2Data);
+    h2s.off('trailers', onH2Trailers);
+    h2s.off('end', onH2End);
+    if (s.handler.onRequestUpgrade !== undefined) s.handler.onRequestUpgrade(s, 200, headers, h2s);
+    else h2s.close(NGHTTP2_CANCEL);
   }
 
   /** The response moved: its body timeout starts again (none: the headers timeout is over too). */
@@ -602,6 +645,10 @@ function onResponse(s: Stream, h: http2.IncomingHttpHeaders & http2.IncomingHttp
   const status = Number(h[':status']);
   const headers: IncomingHttpHeaders = {};
   for (const name in h) if (name.charCodeAt(0) !== 58 /* : */) headers[name] = h[name] as string | string[];
+  if (status >= 200 && status < 300 && upgrades(s.opts)) {
+    s.up.upgrade(s, headers);
+    return;
+  }
   if (status >= 200) {
     s.responded = true;
     s.up.bodyActivity(s);

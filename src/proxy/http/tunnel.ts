@@ -1,4 +1,4 @@
-import http2, { type ServerHttp2Stream } from 'node:http2';
+import http2, { type ClientHttp2Stream, type ServerHttp2Stream } from 'node:http2';
 import net from 'node:net';
 import type { EndpointState } from '../../pool/endpoint.js';
 import type { HttpListener } from './listener.js';
@@ -7,15 +7,15 @@ import { resetStream } from './limits.js';
 const { NGHTTP2_NO_ERROR, NGHTTP2_CONNECT_ERROR } = http2.constants;
 
 const kTunnel = Symbol('berth.http.tunnel');
-/** One side of a tunnel: a socket (the endpoint's; an HTTP/1.1 client's) or an HTTP/2 client's stream (RFC 8441). */
-type Side = net.Socket | ServerHttp2Stream;
+/** One side of a tunnel: a socket (an HTTP/1.1 endpoint's or client's) or a stream (an HTTP/2 client's or endpoint's: RFC 8441). */
+type Side = net.Socket | ServerHttp2Stream | ClientHttp2Stream;
 type TunnelSide = Side & { [kTunnel]?: Tunnel };
 
 function onSideClose(this: TunnelSide, hadError?: boolean): void {
   const t = this[kTunnel];
   if (t === undefined) return;
   // A socket says whether it failed; a stream, by how it was closed (a reset, or both halves ended).
-  const clean = this instanceof net.Socket ? hadError !== true : (this as ServerHttp2Stream).rstCode === NGHTTP2_NO_ERROR;
+  const clean = this instanceof net.Socket ? hadError !== true : (this as ServerHttp2Stream | ClientHttp2Stream).rstCode === NGHTTP2_NO_ERROR;
   t.sideClosed(this, clean);
 }
 function onSideError(this: TunnelSide): void {
@@ -26,9 +26,10 @@ function onIdle(this: TunnelSide): void {
 }
 
 /**
- * An upgraded connection (WebSocket and others), after the endpoint's 101: bytes
- * both ways with backpressure, bounded by the idle timeout. The client side is the
- * HTTP/1.1 client's socket, or the HTTP/2 client's stream of an extended CONNECT.
+ * An upgraded connection (WebSocket and others), after the endpoint agreed: bytes
+ * both ways with backpressure, bounded by the idle timeout. Each side is a socket
+ * (HTTP/1.1: the client's, the endpoint's after its 101) or a stream (HTTP/2: the
+ * client's extended CONNECT, or berth's to an HTTP/2 endpoint).
  * A side that ends cleanly ends the other cleanly once what is written to it is
  * flushed (a FIN; on HTTP/2, END_STREAM then the stream's close), so the last
  * frames of a WebSocket close handshake are never dropped; a side that fails (an
@@ -44,7 +45,7 @@ export class Tunnel {
   constructor(
     private readonly listener: HttpListener,
     private readonly client: Side,
-    private readonly up: net.Socket,
+    private readonly up: net.Socket | ClientHttp2Stream,
     private readonly ep: EndpointState,
   ) {}
 
@@ -108,6 +109,6 @@ function endCleanly(s: Side): void {
 
 function cutSide(s: Side): void {
   if (s instanceof net.Socket) s.destroy();
-  else if (!s.closed) resetStream(s, NGHTTP2_CONNECT_ERROR);
+  else if (!s.closed) resetStream(s as ServerHttp2Stream, NGHTTP2_CONNECT_ERROR);
   else s.destroy();
 }
