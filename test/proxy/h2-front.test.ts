@@ -24,6 +24,8 @@ import { Pool } from '../../src/pool/pool.js';
 import { HttpListener } from '../../src/proxy/http/listener.js';
 import { seededRandom } from '../../src/core/random.js';
 import { websocketAccept } from '../../src/proxy/http/exchange.js';
+import { grpcAnswer } from '../../src/proxy/http/grpc.js';
+import { reply } from '../../src/proxy/http/connection.js';
 
 const { NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_SETTINGS_TIMEOUT, NGHTTP2_NO_ERROR } = http2.constants;
 
@@ -898,4 +900,103 @@ t.test('Expect over HTTP/2: 100-continue gets its 100 and the body goes on (Expe
   const other = await h2Request(session, { ':method': 'POST', ':path': '/x', expect: 'something-else' }, '');
   t.equal(other.status, 417);
   t.equal(be.seen.length, 1, 'the refused one never reached the endpoint');
+});
+
+t.test('a WebSocket tunnel whose endpoint ends cleanly while the HTTP/2 client has stopped reading still ends (the idle timeout cuts it) and frees the endpoint', async (t) => {
+  const be = http.createServer();
+  const ups: net.Socket[] = [];
+  be.on('upgrade', (req: http.IncomingMessage, socket: net.Socket) => {
+    ups.push(socket);
+    socket.on('error', () => {});
+    socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${websocketAccept(String(req.headers['sec-websocket-key']))}\r\n\r\n`);
+    // A little more than the client's flow-control window (the rest waits in berth,
+    // under its buffer's high-water mark: the endpoint's side is read to its end), then a clean close.
+    socket.end(Buffer.alloc(70_000, 120));
+  });
+  await new Promise<void>((r) => be.listen(0, '127.0.0.1', r));
+  t.teardown(() => {
+    be.close();
+    for (const s of ups) s.destroy();
+  });
+  const { port, listener, pool } = await h2Proxy(t, [(be.address() as AddressInfo).port], { timeouts: { connect: 1000, idle: 300, headers: 2000, response: 5000, keepAlive: 5000 } });
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  session.on('error', () => {});
+  t.teardown(() => session.destroy());
+  await once(session, 'remoteSettings');
+  // Nothing reads the stream: the client's window fills and stays full.
+  const s = session.request({ ':method': 'CONNECT', ':protocol': 'websocket', ':scheme': 'http', ':path': '/', ':authority': 'x', 'sec-websocket-version': '13' }, { endStream: false });
+  s.on('error', () => {});
+  const [h] = (await once(s, 'response')) as [http2.IncomingHttpHeaders];
+  t.equal(h[':status'], 200);
+  await until(() => listener.tunnels.size === 0, 10_000, 'the tunnel ended');
+  t.equal(pool.service('svc')!.endpoints.get(`127.0.0.1:${(be.address() as AddressInfo).port}`)!.active, 0, 'the endpoint\'s slot is free');
+});
+
+t.test('trailers HTTP/2 cannot carry (a field that may appear once, twice; a connection-specific one) reset the client\'s stream; berth goes on', async (t) => {
+  for (const trailer of ['Age: 1\r\nAge: 2', 'HTTP2-Settings: x', 'Content-Type: a\r\nContent-Type: b']) {
+    const be = net.createServer((s) => {
+      s.on('error', () => {});
+      s.once('data', () => s.write(`HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x\r\n\r\n4\r\nbody\r\n0\r\n${trailer}\r\n\r\n`));
+    });
+    await new Promise<void>((r) => be.listen(0, '127.0.0.1', r));
+    const { port } = await h2Proxy(t, [(be.address() as AddressInfo).port]);
+    const session = http2.connect(`http://127.0.0.1:${port}`);
+    session.on('error', () => {});
+    const s = session.request({ ':path': '/' });
+    s.on('error', () => {});
+    s.resume();
+    await new Promise((r) => s.once('close', r));
+    t.equal(s.rstCode, http2.constants.NGHTTP2_INTERNAL_ERROR, `${JSON.stringify(trailer)}: a reset, not a whole response`);
+    session.destroy();
+    be.close();
+  }
+});
+
+t.test('an upload berth will not take (no endpoint answered: 502) is stopped with RST_STREAM(NO_ERROR) once the answer is out, not left for the idle timeout', async (t) => {
+  const closed = net.createServer();
+  await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+  const dead = (closed.address() as AddressInfo).port;
+  await new Promise<void>((r) => closed.close(() => r()));
+  const { port } = await h2Proxy(t, [dead], { retries: 0, timeouts: { connect: 1000, idle: 120_000, headers: 2000, response: 5000, keepAlive: 5000 } });
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  session.on('error', () => {});
+  t.teardown(() => session.destroy());
+  const s = session.request({ ':method': 'POST', ':path': '/' }, { endStream: false });
+  s.on('error', () => {});
+  let status = 0;
+  s.on('response', (h) => (status = Number(h[':status'])));
+  s.resume();
+  s.end(Buffer.alloc(2 << 20));
+  await new Promise((r) => s.once('close', r));
+  t.equal(status, 502);
+  t.equal(s.rstCode, NGHTTP2_NO_ERROR, 'stopped without error right after the answer (the idle timeout would be CANCEL, two minutes on)');
+});
+
+t.test('berth\'s own answers to a stream the client has reset but node has not destroyed yet (its upload unread) throw nothing', async (t) => {
+  const server = http2.createServer();
+  let served: http2.ServerHttp2Stream | null = null;
+  server.on('stream', (s) => {
+    s.on('error', () => {});
+    // As an exchange's body reader leaves it: read listeners on, paused.
+    s.on('data', () => {});
+    s.pause();
+    served = s;
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => server.close());
+  const session = http2.connect(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+  session.on('error', () => {});
+  t.teardown(() => session.destroy());
+  const s = session.request({ ':method': 'POST', ':path': '/svc/M', 'content-type': 'application/grpc' }, { endStream: false });
+  s.on('error', () => {});
+  s.write(Buffer.alloc(30_000));
+  await until(() => served !== null, 2000, 'the stream');
+  // The upload reaches the server before the reset (a PING's answer is the barrier both times).
+  await new Promise((r) => session.ping(r));
+  s.close(NGHTTP2_NO_ERROR);
+  await new Promise((r) => session.ping(r));
+  const stream = served! as http2.ServerHttp2Stream;
+  t.ok(stream.closed && !stream.destroyed, 'closed, not destroyed');
+  t.equal(grpcAnswer(stream, 4, 'deadline'), false, 'no gRPC answer, no throw');
+  t.doesNotThrow(() => reply(stream, 502, false), 'no plain answer, no throw');
 });

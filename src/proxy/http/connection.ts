@@ -46,6 +46,24 @@ export function reply(res: ClientResponse, status: number, close: boolean, extra
   if (res.destroyed || res.closed) return;
   res.respond({ ...fields, ':status': status });
   res.end(body);
+  requestNotWanted(res);
+}
+
+/**
+ * berth's own answer to an HTTP/2 request is whole: a request body still coming is not
+ * wanted. Once the answer is out, RST_STREAM(NO_ERROR) tells the client to stop
+ * sending (RFC 9113 section 8.1) rather than the stream waiting, its upload stuck behind
+ * flow control, for the idle timeout. (A client that has sent all of it needs nothing.)
+ */
+export function requestNotWanted(stream: ServerHttp2Stream): void {
+  if (stream.endAfterHeaders || stream.closed || stream.destroyed) return;
+  if (stream.writableFinished) closeAnswered.call(stream);
+  else stream.once('finish', closeAnswered);
+}
+
+function closeAnswered(this: ServerHttp2Stream): void {
+  // (Both halves done: the stream closes on its own.)
+  if (!this.closed && !this.destroyed && !this.readableEnded) resetStream(this, http2.constants.NGHTTP2_NO_ERROR);
 }
 
 /**
@@ -57,6 +75,7 @@ export function ownAnswer(res: ClientResponse, grpc: boolean, status: number, wh
   if (grpc && !(res instanceof http.ServerResponse)) {
     const code = grpcStatusFor(status);
     if (!grpcAnswer(res, code, `berth: ${why}`)) cut(res);
+    else requestNotWanted(res);
     return code;
   }
   reply(res, status, close, extra);

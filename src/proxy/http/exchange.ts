@@ -4,7 +4,7 @@
  */
 import http from 'node:http';
 import { createHash } from 'node:crypto';
-import type http2 from 'node:http2';
+import http2 from 'node:http2';
 import net from 'node:net';
 import type { ServerHttp2Stream } from 'node:http2';
 import { Readable, type Duplex } from 'node:stream';
@@ -14,6 +14,7 @@ import { connectResult, guardSocket } from '../connect.js';
 import { classifyHttpFailure, httpBlames, httpRetry, type HttpFailure } from '../retry-policy.js';
 import { UpstreamAttempt, type AttemptUser, type GiveUp } from '../upstream-attempt.js';
 import { cut, ownAnswer, responseClosed, type ClientResponse, type ConnFacts, type UpgradeParts } from './connection.js';
+import { resetStream } from './limits.js';
 import { grpcAnswer, grpcStatusOf, grpcTimeout, GrpcStatus, isGrpc } from './grpc.js';
 import type { Timer } from '../../core/clock.js';
 import { downstreamResponseFields, downstreamResponseHeaders, fieldsOf, idempotent, interimHead, reasonPhrase, trailerList, upstreamRequestHeaders, upstreamRequestHeadersH2, type H2RequestFacts, type RequestFacts } from './headers.js';
@@ -34,7 +35,14 @@ type TrailedStream = ServerHttp2Stream & { [kTrailers]?: Record<string, string |
 function onWantTrailers(this: TrailedStream): void {
   const t = this[kTrailers];
   this[kTrailers] = undefined;
-  if (!this.destroyed) this.sendTrailers(t ?? {});
+  if (this.destroyed) return;
+  try {
+    this.sendTrailers(t ?? {});
+  } catch {
+    // Trailers HTTP/2 cannot carry (a field given twice that may appear once, a
+    // connection-specific one): the response cannot end as the endpoint ended it.
+    resetStream(this, http2.constants.NGHTTP2_INTERNAL_ERROR);
+  }
 }
 
 /** The exchange answering through `res`, while it has one. */
@@ -285,7 +293,8 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
     try {
       if (fields !== null) {
         const stream = this.res as ServerHttp2Stream;
-        if (stream.destroyed) return;
+        // (Reset by the client, not destroyed yet: its 'close' ends the exchange, on the client's account.)
+        if (stream.destroyed || stream.closed) return;
         // Trailers, if the endpoint sends any, follow the body (onResponseEnd).
         stream.respond(fields, { waitForTrailers: true });
         stream.on('wantTrailers', onWantTrailers);
@@ -391,6 +400,10 @@ export class Exchange implements Dispatcher.DispatchHandler, AttemptUser {
    */
   private upgradedH2(controller: Dispatcher.DispatchController, u: UpgradeParts, headers: http.IncomingHttpHeaders, up: net.Socket | http2.ClientHttp2Stream, fromH2: boolean): void {
     const stream = this.res as ServerHttp2Stream;
+    if (stream.destroyed || stream.closed) {
+      up.destroy();
+      return;
+    }
     let fields: http2.OutgoingHttpHeaders;
     try {
       // (An HTTP/2 endpoint's 2xx needs no key: there is none over HTTP/2.)

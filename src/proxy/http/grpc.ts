@@ -67,7 +67,8 @@ export function encodeGrpcMessage(message: string): string {
  * started (the stream can only be reset then, which the caller does).
  */
 export function grpcAnswer(stream: ServerHttp2Stream, status: number, message: string): boolean {
-  if (stream.headersSent || stream.destroyed) return false;
+  // (Closed: the client reset it; node has not destroyed it yet, and would throw.)
+  if (stream.headersSent || stream.destroyed || stream.closed) return false;
   stream.respond(
     { [constants.HTTP2_HEADER_STATUS]: 200, 'content-type': 'application/grpc', 'grpc-status': String(status), 'grpc-message': encodeGrpcMessage(message) },
     { endStream: true },

@@ -100,11 +100,20 @@ export class Tunnel {
 function endCleanly(s: Side): void {
   if (s.destroyed) return;
   if (s instanceof net.Socket) s.destroySoon();
-  // END_STREAM (pipe may have sent it already), then the stream closes once its data is out.
   else if (!s.closed) {
+    // END_STREAM (pipe may have sent it already), and once it is out the stream is
+    // closed (RST_STREAM NO_ERROR: the peer may stop sending too). Not close() at once:
+    // node then waits for the data to flow out with the stream's timeout taken off, and
+    // a peer that stopped reading would hold it, and the endpoint's slot, for ever; this
+    // way the idle timeout still cuts it.
     s.end();
-    s.close(NGHTTP2_NO_ERROR);
+    if (s.writableFinished) resetStream(s as ServerHttp2Stream, NGHTTP2_NO_ERROR);
+    else s.once('finish', closeFinished);
   }
+}
+
+function closeFinished(this: ServerHttp2Stream | ClientHttp2Stream): void {
+  if (!this.closed) resetStream(this as ServerHttp2Stream, NGHTTP2_NO_ERROR);
 }
 
 function cutSide(s: Side): void {
