@@ -23,6 +23,7 @@ import { Berth } from './runtime/runtime.js';
 import { parseArgs, type DemoArgs, type RunArgs } from './cli/args.js';
 import { startDemoBackend } from './cli/demo-backends.js';
 import { status } from './cli/status.js';
+import { override } from './cli/override.js';
 import { usableCpus, workerCount } from './cluster/cpus.js';
 import { runPrimary } from './cluster/primary.js';
 import { runWorker } from './cluster/worker.js';
@@ -217,6 +218,14 @@ async function main(): Promise<void> {
         process.stdout.write(await status(cmd.admin, cmd.adminTokenFile));
       } catch (err) {
         process.stderr.write(`berth status: ${err instanceof Error ? err.message : String(err)}\n`);
+        process.exit(ExitCode.Runtime);
+      }
+      return;
+    case 'override':
+      try {
+        process.stdout.write(await override(cmd.override));
+      } catch (err) {
+        process.stderr.write(`berth ${cmd.override.op}: ${err instanceof Error ? err.message : String(err)}\n`);
         process.exit(ExitCode.Runtime);
       }
       return;

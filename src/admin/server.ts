@@ -8,6 +8,7 @@ import { BerthError } from '../core/errors.js';
 import { formatHostPort, type HostPort } from '../core/types.js';
 import type { Logger } from '../log.js';
 import type { CountersOf, EndpointState } from '../pool/endpoint.js';
+import type { OverrideOp } from '../pool/pool.js';
 import { statusPage } from './page.js';
 import { explainEndpoint, type ProviderView, type RateSampler, type Readiness, type ServiceView } from './view.js';
 
@@ -26,7 +27,15 @@ export interface AdminSource {
   capOf?(e: EndpointState): number;
   /** Where traffic counters are read (with --workers: the sum over the workers). */
   countersOf?: CountersOf;
+  /** An operator's drain, undrain or weight: the endpoints it changed, or null when there is no such service or endpoint. */
+  override?(op: OverrideOp): EndpointState[] | null;
 }
+
+/** The admin API's writes: an endpoint's drain, undrain and weight; a whole service's drain and undrain. */
+const ENDPOINT_WRITE = /^\/api\/v1\/endpoints\/(.+)\/(drain|undrain|weight)$/;
+const SERVICE_WRITE = /^\/api\/v1\/services\/([^/]+)\/(drain|undrain)$/;
+/** A weight body: an integer 0–1000, as text or as {"weight": n}. */
+const WEIGHT_RE = /^\s*(\d{1,4})\s*$/;
 
 export class AdminServer {
   readonly server: http.Server;
@@ -77,8 +86,71 @@ export class AdminServer {
     return sameToken(h.slice(7).trim(), this.token);
   }
 
+  /**
+   * The admin API's writes (drain, undrain, weight). Only with a token: an admin
+   * without one is read-only, and says how to set one. Each change is logged with
+   * who made it (the peer's address: tokens have no names).
+   */
+  private async write(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    if (this.token === null) {
+      return json(res, 403, {
+        error: 'the admin API is read-only without a token: set admin.tokenFile in the config (or --admin-token-file) to a file that holds one, reload, and send it as Authorization: Bearer <token>',
+      });
+    }
+    if (!this.authorized(req)) {
+      res.setHeader('www-authenticate', 'Bearer realm="berth"');
+      return send(res, 401, 'text/plain; charset=utf-8', 'unauthorized: send Authorization: Bearer <token>\n');
+    }
+    const url = new URL(req.url ?? '/', 'http://admin');
+    const by = req.socket.remoteAddress ?? 'unknown';
+    const override = this.source.override?.bind(this.source);
+    if (override === undefined) return json(res, 501, { error: 'this berth takes no changes through its admin API' });
+    const svc = SERVICE_WRITE.exec(url.pathname);
+    if (svc !== null) {
+      const what = svc[2] as 'drain' | 'undrain';
+      if (req.method !== 'POST') return methodNotAllowed(res, 'POST');
+      let name: string;
+      try {
+        name = decodeURIComponent(svc[1]!);
+      } catch {
+        return json(res, 400, { error: 'the service name is not valid percent-encoding' });
+      }
+      const changed = override({ op: what, service: name, endpoint: null, at: Date.now(), by });
+      if (changed === null) return json(res, 404, { error: `no service ${name}` });
+      return json(res, 200, { service: name, op: what, changed: changed.map((e) => e.id) });
+    }
+    const m = ENDPOINT_WRITE.exec(url.pathname)!;
+    const what = m[2] as 'drain' | 'undrain' | 'weight';
+    const allowed = writeMethod(what);
+    if (!allowed.split(', ').includes(req.method ?? '')) return methodNotAllowed(res, allowed);
+    let id: string;
+    try {
+      id = decodeURIComponent(m[1]!);
+    } catch {
+      return json(res, 400, { error: 'the endpoint id is not valid percent-encoding' });
+    }
+    let weight: number | null = null;
+    if (what === 'weight' && req.method === 'PUT') {
+      const body = await readBody(req, 256);
+      if (body === null) return json(res, 413, { error: 'a weight body is an integer 0-1000' });
+      weight = parseWeight(body);
+      if (weight === null) return json(res, 400, { error: 'the body must be an integer 0-1000 (or {"weight": n})' });
+    }
+    const service = url.searchParams.get('service') ?? undefined;
+    const found = this.source.findEndpoints(id, service);
+    if (found.length === 0) return json(res, 404, { error: `no endpoint ${id}${service ? ` in service ${service}` : ''}` });
+    if (found.length > 1) return json(res, 409, { error: `endpoint ${id} is in several services; add ?service=`, services: found.map((e) => e.service) });
+    const e = found[0]!;
+    const at = Date.now();
+    const changed = what === 'weight' ? override({ op: 'weight', service: e.service, endpoint: e.id, weight, at, by }) : override({ op: what, service: e.service, endpoint: e.id, at, by });
+    if (changed === null) return json(res, 404, { error: `no endpoint ${id}` });
+    return json(res, 200, explainEndpoint(e, this.source.rates, this.source.capOf?.(e), this.source.countersOf));
+  }
+
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     if (req.method !== 'GET' && req.method !== 'HEAD') {
+      const path = new URL(req.url ?? '/', 'http://admin').pathname;
+      if (ENDPOINT_WRITE.test(path) || SERVICE_WRITE.test(path)) return this.write(req, res);
       res.setHeader('allow', 'GET, HEAD');
       return send(res, 405, 'text/plain; charset=utf-8', 'method not allowed\n');
     }
@@ -140,11 +212,50 @@ export class AdminServer {
   }
 }
 
+/** The operator's change through the admin API, as a path and a method say it. */
+function writeMethod(what: string): string {
+  return what === 'weight' ? 'PUT, DELETE' : 'POST';
+}
+
 /** Compares in constant time, so the token cannot be guessed byte by byte from response times. */
 function sameToken(given: string, token: string): boolean {
   const a = Buffer.from(given);
   const b = Buffer.from(token);
   return a.length === b.length && timingSafeEqual(a, b);
+}
+
+function methodNotAllowed(res: http.ServerResponse, allow: string): void {
+  res.setHeader('allow', allow);
+  send(res, 405, 'text/plain; charset=utf-8', 'method not allowed\n');
+}
+
+/** The request body as text, or null when it is longer than `limit` bytes. */
+async function readBody(req: http.IncomingMessage, limit: number): Promise<string | null> {
+  let size = 0;
+  const parts: Buffer[] = [];
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) return null;
+    parts.push(chunk);
+  }
+  return Buffer.concat(parts).toString('utf8');
+}
+
+/** An integer 0–1000 as text or as {"weight": n}; null otherwise. */
+export function parseWeight(body: string): number | null {
+  let text = body;
+  if (body.trim().startsWith('{')) {
+    try {
+      const v = (JSON.parse(body) as { weight?: unknown }).weight;
+      text = typeof v === 'number' ? String(v) : '';
+    } catch {
+      return null;
+    }
+  }
+  const m = WEIGHT_RE.exec(text);
+  if (m === null) return null;
+  const n = Number(m[1]);
+  return n <= 1000 ? n : null;
 }
 
 function send(res: http.ServerResponse, status: number, type: string, body: string): void {

@@ -27,6 +27,8 @@ export interface EndpointView {
   readonly latencyMs: number;
   /** New connections per second over the last sampling window. */
   readonly connectionRate: number;
+  /** The operator's drain or weight over what discovery says (admin API), with who and when; null: none. */
+  readonly override: { readonly drained: { readonly at: string; readonly by: string } | null; readonly weight: { readonly value: number; readonly at: string; readonly by: string } | null } | null;
 }
 
 export interface ServiceView {
@@ -115,7 +117,23 @@ export function endpointView(e: EndpointState, rates?: RateSampler, cap: number 
     failuresTotal: c.failures,
     latencyMs: Math.round(c.latency * 1000) / 1000,
     connectionRate: Math.round((rates?.rate(e) ?? 0) * 100) / 100,
+    override:
+      e.override === null
+        ? null
+        : {
+            drained: e.override.drained ? { at: new Date(e.override.drained.at).toISOString(), by: e.override.drained.by } : null,
+            weight: e.override.weight ? { value: e.override.weight.value, at: new Date(e.override.weight.at).toISOString(), by: e.override.weight.by } : null,
+          },
   };
+}
+
+/** The operator's part in an endpoint's state, in words ("drained by 127.0.0.1 at …"). */
+function overrideWords(e: EndpointState): string[] {
+  const out: string[] = [];
+  const o = e.override;
+  if (o?.drained) out.push(`drained by ${o.drained.by} at ${new Date(o.drained.at).toISOString()}`);
+  if (o?.weight) out.push(`weight ${o.weight.value} set by ${o.weight.by} at ${new Date(o.weight.at).toISOString()} (discovery says ${e.spec.weight})`);
+  return out;
 }
 
 export function servicesView(pool: Pool, listeners: readonly { readonly name: string; readonly service: string }[], rates?: RateSampler, countersOf: CountersOf = ownCounters): ServiceView[] {
@@ -149,7 +167,9 @@ export function explainEndpoint(e: EndpointState, rates?: RateSampler, cap: numb
     joined: new Date(e.addedAt).toISOString(),
     healthInputs: inputs,
     inPickSet: e.eligible,
-    why: e.eligible ? (atCap ? `in the pick set, but at its connection cap (${active}/${cap}): passed over until one closes` : 'in the pick set') : `out of the pick set: ${out.join(', ')}`,
+    why:
+      (e.eligible ? (atCap ? `in the pick set, but at its connection cap (${active}/${cap}): passed over until one closes` : 'in the pick set') : `out of the pick set: ${out.join(', ')}`) +
+      overrideWords(e).map((w) => `; ${w}`).join(''),
     recentEvents: e.history.map((h) => ({ at: new Date(h.at).toISOString(), what: h.what })),
   };
 }

@@ -1,6 +1,7 @@
 import yargs, { type Argv } from 'yargs';
 import { balanceAlgorithms } from '../core/types.js';
 import { logLevels, type LogFormat } from '../log.js';
+import type { OverrideCommand } from './override.js';
 
 /** Options of `berth run`, as parsed from flags and BERTH_* variables. */
 export interface RunArgs {
@@ -41,6 +42,7 @@ export type Command =
   | { readonly name: 'run'; readonly args: RunArgs }
   | { readonly name: 'check'; readonly config: string }
   | { readonly name: 'status'; readonly admin: string; readonly adminTokenFile?: string | undefined }
+  | { readonly name: 'override'; readonly override: OverrideCommand }
   | { readonly name: 'certs-ca'; readonly out: string; readonly cn: string; readonly days: number; readonly force: boolean }
   | {
       readonly name: 'certs-issue';
@@ -233,6 +235,33 @@ export async function parseArgs(argv: string[], version: string): Promise<Comman
         command = { name: 'status', admin: a.admin, adminTokenFile: str(a['admin-token-file']) };
       },
     )
+    .command(
+      'drain [endpoint]',
+      'take an endpoint (or a --service, whole) out of the pick set until undrained: open connections go on (admin API; needs its token)',
+      (y) => overrideOptions(y),
+      (a) => {
+        command = overrideCommand('drain', a);
+      },
+    )
+    .command(
+      'undrain [endpoint]',
+      'put a drained endpoint (or --service) back in the pick set',
+      (y) => overrideOptions(y),
+      (a) => {
+        command = overrideCommand('undrain', a);
+      },
+    )
+    .command(
+      'weight <endpoint> <weight>',
+      'set an endpoint\'s weight (0-1000) over what discovery says, or "discovery" to give it back',
+      (y) => overrideOptions(y).positional('weight', { type: 'string', describe: '0-1000, or discovery' }),
+      (a) => {
+        const w = String(a['weight']);
+        if (w !== 'discovery' && !/^\d{1,4}$/.test(w)) throw new Error(`weight ${w}: an integer 0-1000, or "discovery"`);
+        if (w !== 'discovery' && Number(w) > 1000) throw new Error(`weight ${w}: at most 1000`);
+        command = overrideCommand('weight', a, w === 'discovery' ? null : Number(w));
+      },
+    )
     .command('certs', 'make a CA and server/client certificates for mTLS (RSA keys, node-forge)', (y) =>
       y
         .command(
@@ -291,4 +320,19 @@ export async function parseArgs(argv: string[], version: string): Promise<Comman
   await parser.parseAsync();
   if (command === undefined) process.exit(0);
   return command;
+}
+
+function overrideOptions<T>(y: Argv<T>) {
+  return y
+    .positional('endpoint', { type: 'string', describe: 'endpoint id (as berth status shows it)' })
+    .option('service', { type: 'string', describe: 'the service (an endpoint id in several; or, without an endpoint, the whole service)' })
+    .option('admin', { type: 'string', default: '127.0.0.1:9901', describe: 'admin address or URL of the berth to change' })
+    .option('admin-token-file', { type: 'string', describe: 'file with the bearer token of that admin API' });
+}
+
+function overrideCommand(op: 'drain' | 'undrain' | 'weight', a: Record<string, unknown>, weight: number | null = null): Command {
+  const endpoint = str(a['endpoint']) ?? null;
+  const service = str(a['service']);
+  if (endpoint === null && service === undefined) throw new Error(`berth ${op}: name an endpoint, or a --service`);
+  return { name: 'override', override: { op, endpoint, service, weight, admin: String(a['admin']), adminTokenFile: str(a['admin-token-file']) } };
 }

@@ -95,6 +95,7 @@ export async function runPrimary(
     role: 'primary',
     countersOf: (e) => workerCounters.get(statsKey(e.service, e.id)) ?? NO_COUNTERS,
     onHealth: (v) => broadcast({ t: 'health', v }),
+    onOverride: (op) => broadcast({ t: 'override', op }),
     onProviderSnapshot: (snap) => broadcast(toMsg(snap)),
     metricsText: async () => {
       const parts = (await ask<Extract<FromWorker, { t: 'metrics' }>>((id) => ({ t: 'metrics', id }))).map((m) => m.json);
@@ -124,7 +125,8 @@ export async function runPrimary(
     workers.set(worker.id, state);
     worker.on('message', (m: FromWorker) => {
       if (m.t === 'hello') {
-        worker.send({ t: 'config', raw: current, reusePort: socketPlan.perWorker } satisfies ToWorker);
+        // (The operator's overrides with it: in force before the worker's listeners open.)
+        worker.send({ t: 'config', raw: current, reusePort: socketPlan.perWorker, overrides: berth.overrideOps() } satisfies ToWorker);
         return;
       }
       if (m.t === 'ready') {
@@ -132,6 +134,8 @@ export async function runPrimary(
         // Every provider's last snapshot (docker, swarm, dns), not just the latest one seen.
         for (const snap of berth.providerSnapshots()) worker.send(toMsg(snap));
         for (const v of berth.healthVerdicts()) worker.send({ t: 'health', v });
+        // The operator's drains and weights, after the snapshots that made their endpoints.
+        for (const op of berth.overrideOps()) worker.send({ t: 'override', op });
         if ([...workers.values()].every((w) => w.ready)) startupDone();
         return;
       }

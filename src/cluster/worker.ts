@@ -3,6 +3,7 @@ import { Berth, type PreparedReload } from '../runtime/runtime.js';
 import { validateConfig } from '../config/validate.js';
 import type { Logger } from '../log.js';
 import type { EndpointStats, FromWorker, ToWorker } from './protocol.js';
+import type { OverrideOp } from '../pool/pool.js';
 
 /** Runs in each worker: takes its config, snapshots and reloads from the primary, and proxies. */
 export async function runWorker(log: Logger, version: string): Promise<void> {
@@ -31,7 +32,7 @@ export async function runWorker(log: Logger, version: string): Promise<void> {
   };
   process.on('message', (raw: ToWorker) => {
     if (raw.t === 'config') {
-      void startWorker(raw.raw, raw.reusePort);
+      void startWorker(raw.raw, raw.reusePort, raw.overrides);
       return;
     }
     const b = berth;
@@ -42,6 +43,9 @@ export async function runWorker(log: Logger, version: string): Promise<void> {
         return;
       case 'health':
         b.applyHealth(raw.v);
+        return;
+      case 'override':
+        b.applyOverride(raw.op);
         return;
       case 'prepare': {
         if (prepared !== null) settle(prepared.id, 'abort');
@@ -92,10 +96,10 @@ export async function runWorker(log: Logger, version: string): Promise<void> {
         return;
     }
   });
-  const startWorker = async (raw: unknown, reusePort: boolean): Promise<void> => {
+  const startWorker = async (raw: unknown, reusePort: boolean, overrides: OverrideOp[]): Promise<void> => {
     if (berth !== null) return;
     try {
-      berth = new Berth(validateConfig(raw), { log, version, role: 'worker', reusePort });
+      berth = new Berth(validateConfig(raw), { log, version, role: 'worker', reusePort, overrides });
       await berth.start();
     } catch (err) {
       log.fatal({ err }, err instanceof Error ? err.message : String(err));

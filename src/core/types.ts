@@ -96,6 +96,8 @@ export const Flag = {
   Paused: 1 << 5,
   /** Active checks configured, first pass not seen yet. */
   ActivePending: 1 << 6,
+  /** Drained by an operator (admin API): no new connections until undrained; open ones go on. */
+  AdminDrained: 1 << 7,
 } as const;
 export type FlagBit = (typeof Flag)[keyof typeof Flag];
 
@@ -107,6 +109,7 @@ export const flagNames: Readonly<Record<FlagBit, string>> = {
   [Flag.Stopping]: 'stopping',
   [Flag.Paused]: 'paused',
   [Flag.ActivePending]: 'active-check-pending',
+  [Flag.AdminDrained]: 'drained-by-admin',
 };
 
 /** Flags that say an endpoint is unfit (as opposed to leaving: draining, stopping, paused). Panic mode ignores these. */

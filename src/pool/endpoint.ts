@@ -64,6 +64,25 @@ export interface EndpointState extends BalancerHost, EndpointCounters {
   readonly eligible: boolean;
   /** Why the endpoint is out of the pick set (empty when it is in). */
   readonly outReasons: string[];
+  /** An operator's drain or weight, over what discovery says (null: none). */
+  readonly override: OperatorOverride | null;
+}
+
+/** Who changed something, and when (wall-clock ms): an operator override's stamp. */
+export interface OverrideStamp {
+  readonly at: number;
+  readonly by: string;
+}
+
+/**
+ * The operator's word over discovery for one endpoint (admin API, `berth drain`): kept
+ * through label changes, reloads and resyncs until undone or the endpoint leaves.
+ */
+export interface OperatorOverride {
+  /** Drained: out of the pick set (open connections go on). */
+  readonly drained: OverrideStamp | null;
+  /** A weight of the operator's, over the provider's. */
+  readonly weight: (OverrideStamp & { readonly value: number }) | null;
 }
 
 /** Where counters are read from: the endpoint itself, or (a --workers primary) the sum over the workers. */
@@ -118,6 +137,7 @@ export class MutableEndpoint implements EndpointState {
   ejections = 0;
   readonly history: EndpointEvent[] = [];
   spec: EndpointSpec;
+  override: OperatorOverride | null = null;
 
   constructor(service: string, spec: EndpointSpec, joinedAt: number, wallNow: number) {
     this.service = service;

@@ -3,7 +3,7 @@ import { systemClock, type Clock, type Timer } from '../core/clock.js';
 import { systemRandom, type Random } from '../core/random.js';
 import { describeFlags, Flag, PROVIDER_FLAGS, specFlags, type BalanceAlgorithm, type EndpointSpec, type ProviderSnapshot, type RouteSpec } from '../core/types.js';
 import { Admission, type QueueSettings } from './admission.js';
-import { MutableEndpoint, type EndpointState } from './endpoint.js';
+import { MutableEndpoint, type EndpointState, type OperatorOverride, type OverrideStamp } from './endpoint.js';
 import { OutlierDetector, type OutlierSettings } from './outlier.js';
 import { Picker } from './picker.js';
 import { SlowStart } from './slow-start.js';
@@ -20,6 +20,16 @@ export type PoolEvent =
   | { readonly type: 'picker-updated'; readonly service: string; readonly eligible: number; readonly total: number; readonly panic: boolean };
 
 export type PoolListener = (e: PoolEvent) => void;
+
+/**
+ * An operator's change (the admin API, `berth drain|undrain|weight`): one endpoint, or
+ * (drain/undrain with `endpoint` null) every endpoint of the service, those that join
+ * it later included. `weight` null gives the endpoint back the weight discovery says.
+ * A --workers primary applies it to its pool and sends it to every worker.
+ */
+export type OverrideOp =
+  | { readonly op: 'drain' | 'undrain'; readonly service: string; readonly endpoint: string | null; readonly at: number; readonly by: string }
+  | { readonly op: 'weight'; readonly service: string; readonly endpoint: string; readonly weight: number | null; readonly at: number; readonly by: string };
 
 /** An http route that an endpoint asked for, to its service. */
 export interface ServiceRoute extends RouteSpec {
@@ -172,6 +182,10 @@ export class Pool {
   private readonly outliers: OutlierDetector;
   private rampTimer: Timer | null = null;
   private routeTable: readonly ServiceRoute[] = Object.freeze([]);
+  /** Services an operator drained whole: an endpoint that joins one joins drained. */
+  private readonly drainedServices = new Map<string, OverrideStamp>();
+  /** Overrides for endpoints not here yet (a --workers worker gets them before the snapshots that bring them). */
+  private readonly upcoming = new Map<string, OverrideOp[]>();
   private routesStale = false;
 
   constructor(opts: PoolOptions = {}) {
@@ -302,7 +316,14 @@ export class Pool {
       let e = s.endpoints.get(spec.id);
       if (!e) {
         e = new MutableEndpoint(s.name, spec, this.clock.now(), wall);
-        e.setFlags(specFlags(spec), wall);
+        const drained = this.drainedServices.get(s.name);
+        if (drained !== undefined) e.override = { drained, weight: null };
+        e.setFlags(specFlags(spec) | (drained !== undefined ? Flag.AdminDrained : 0), wall);
+        const early = this.upcoming.get(`${s.name}\n${e.id}`);
+        if (early !== undefined) {
+          this.upcoming.delete(`${s.name}\n${e.id}`);
+          for (const op of early) this.overrideOne(e, op);
+        }
         e.sources.set(provider, spec);
         e.record(`${provider}: added ${e.address} weight ${spec.weight}${e.flags ? ` (out: ${describeFlags(e.flags).join(', ')})` : ''}`, wall);
         s.endpoints.set(e.id, e);
@@ -353,10 +374,12 @@ export class Pool {
       e.port = spec.port;
       parts.push(`address ${e.address}`);
     }
-    if (spec.weight !== e.configuredWeight) {
-      e.configuredWeight = spec.weight;
-      if (e.rampStart === null) e.weight = spec.weight;
-      parts.push(`weight ${spec.weight}`);
+    // (An operator's weight stands over the provider's.)
+    const weight = e.override?.weight?.value ?? spec.weight;
+    if (weight !== e.configuredWeight) {
+      e.configuredWeight = weight;
+      if (e.rampStart === null) e.weight = weight;
+      parts.push(`weight ${weight}`);
     }
     const flags = (e.flags & ~PROVIDER_FLAGS) | specFlags(spec);
     if (flags !== e.flags) {
@@ -431,6 +454,101 @@ export class Pool {
     this.emit({ type: 'endpoint-updated', endpoint: e, what: why });
     this.publish(s);
     return true;
+  }
+
+  /**
+   * An operator's drain, undrain or weight (OverrideOp). Returns the endpoints it
+   * changed (none when they already were so), or null when the service or endpoint
+   * is not in the pool.
+   */
+  override(op: OverrideOp, orUpcoming = false): EndpointState[] | null {
+    const s = this.state.get(op.service);
+    if (s === undefined || (op.endpoint !== null && !s.endpoints.has(op.endpoint))) {
+      if (!orUpcoming) return null;
+      // Kept for when it comes: a whole service's drain as for any newcomer; one endpoint's by its id.
+      if (op.endpoint === null) {
+        if (op.op === 'drain') this.drainedServices.set(op.service, { at: op.at, by: op.by });
+        else if (op.op === 'undrain') this.drainedServices.delete(op.service);
+        if (s === undefined) return [];
+      } else {
+        const key = `${op.service}\n${op.endpoint}`;
+        this.upcoming.set(key, [...(this.upcoming.get(key) ?? []), op]);
+        return [];
+      }
+    }
+    if (s === undefined) return null;
+    let targets: MutableEndpoint[];
+    if (op.endpoint === null) {
+      targets = [...s.endpoints.values()];
+      if (op.op === 'drain') this.drainedServices.set(op.service, { at: op.at, by: op.by });
+      else if (op.op === 'undrain') this.drainedServices.delete(op.service);
+    } else {
+      const e = s.endpoints.get(op.endpoint);
+      if (e === undefined) return null;
+      targets = [e];
+    }
+    const changed: MutableEndpoint[] = [];
+    for (const e of targets) if (this.overrideOne(e, op)) changed.push(e);
+    if (changed.length > 0) this.publish(s);
+    return changed;
+  }
+
+  private overrideOne(e: MutableEndpoint, op: OverrideOp): boolean {
+    const stamp: OverrideStamp = { at: op.at, by: op.by };
+    const was: OperatorOverride = e.override ?? { drained: null, weight: null };
+    let next: OperatorOverride;
+    let what: string;
+    if (op.op === 'weight') {
+      if (op.weight === null) {
+        if (was.weight === null) return false;
+        next = { drained: was.drained, weight: null };
+        what = `weight back to discovery's ${e.spec.weight}, by ${op.by}`;
+      } else {
+        if (was.weight?.value === op.weight) return false;
+        next = { drained: was.drained, weight: { ...stamp, value: op.weight } };
+        what = `weight ${op.weight} set by ${op.by}`;
+      }
+    } else if (op.op === 'drain') {
+      if (was.drained !== null) return false;
+      next = { drained: stamp, weight: was.weight };
+      what = `drained by ${op.by}`;
+    } else {
+      if (was.drained === null) return false;
+      next = { drained: null, weight: was.weight };
+      what = `undrained by ${op.by}`;
+    }
+    e.override = next.drained === null && next.weight === null ? null : next;
+    const flags = next.drained !== null ? e.flags | Flag.AdminDrained : e.flags & ~Flag.AdminDrained;
+    if (flags !== e.flags) e.setFlags(flags, op.at);
+    const weight = next.weight?.value ?? e.spec.weight;
+    if (weight !== e.configuredWeight) {
+      e.configuredWeight = weight;
+      if (e.rampStart === null) e.weight = weight;
+    }
+    e.record(what, this.clock.wall());
+    this.emit({ type: 'endpoint-updated', endpoint: e, what });
+    return true;
+  }
+
+  /** The operator's overrides as the changes that make them (what a new --workers worker is sent). */
+  overrideOps(): OverrideOp[] {
+    const out: OverrideOp[] = [];
+    for (const [service, st] of this.drainedServices) out.push({ op: 'drain', service, endpoint: null, at: st.at, by: st.by });
+    for (const s of this.state.values()) {
+      const whole = this.drainedServices.has(s.name);
+      for (const e of s.endpoints.values()) {
+        const ov = e.override;
+        if (ov?.drained && !whole) out.push({ op: 'drain', service: s.name, endpoint: e.id, at: ov.drained.at, by: ov.drained.by });
+        if (!ov?.drained && whole) out.push({ op: 'undrain', service: s.name, endpoint: e.id, at: this.clock.wall(), by: 'replay' });
+        if (ov?.weight) out.push({ op: 'weight', service: s.name, endpoint: e.id, weight: ov.weight.value, at: ov.weight.at, by: ov.weight.by });
+      }
+    }
+    return out;
+  }
+
+  /** A service an operator drained whole: when and by whom (undefined: not drained). */
+  serviceDrained(service: string): OverrideStamp | undefined {
+    return this.drainedServices.get(service);
   }
 
   /** The pool's own object behind a read-only endpoint it handed out. */

@@ -28,7 +28,7 @@ import { formatHostPort, type ProviderSnapshot } from '../core/types.js';
 import { staticSnapshot } from '../discovery/static.js';
 import { SnapshotWatcher } from '../discovery/watcher.js';
 import type { Logger } from '../log.js';
-import { Pool } from '../pool/pool.js';
+import { Pool, type OverrideOp } from '../pool/pool.js';
 import { HttpListener } from '../proxy/http/listener.js';
 import { TcpListener } from '../proxy/tcp/listener.js';
 import { UdpListener } from '../proxy/udp/listener.js';
@@ -79,6 +79,10 @@ export interface BerthOptions {
   readonly countersOf?: CountersOf;
   /** Primary: an active-check verdict, to pass on to the workers. */
   readonly onHealth?: (h: HealthVerdict) => void;
+  /** Primary: an operator's drain, undrain or weight, to pass on to the workers. */
+  readonly onOverride?: (op: OverrideOp) => void;
+  /** Worker: the operator's overrides so far, in force before its listeners open (for endpoints that come later too). */
+  readonly overrides?: readonly OverrideOp[];
   /** Worker: listeners on a fixed port bind a socket of their own (SO_REUSEPORT). */
   readonly reusePort?: boolean;
 }
@@ -142,6 +146,7 @@ export class Berth {
     this.opts = opts;
     this.log = opts.log;
     this.pool = opts.pool ?? new Pool();
+    for (const op of opts.overrides ?? []) this.pool.override(op, true);
     this.role = opts.role ?? 'single';
     this.countersOf = opts.countersOf ?? ownCounters;
     this.metrics = config.admin ? new MetricsCollector(this.pool, () => this.listenerViews(), this.countersOf) : null;
@@ -220,6 +225,29 @@ export class Berth {
   /** Applies an active-check verdict (from this process's checker, or from the primary). */
   applyHealth(v: HealthVerdict): void {
     this.health.apply(v);
+  }
+
+  /**
+   * An operator's drain, undrain or weight (admin API): applied to the pool, logged
+   * (who and what), and (a --workers primary) passed on to every worker. Returns the
+   * endpoints it changed, or null when the service or endpoint is not in the pool.
+   */
+  override(op: OverrideOp): EndpointState[] | null {
+    const changed = this.pool.override(op);
+    if (changed === null) return null;
+    this.log.info({ op: op.op, service: op.service, endpoint: op.endpoint ?? '*', ...(op.op === 'weight' ? { weight: op.weight ?? 'discovery' } : {}), by: op.by, changed: changed.length }, 'operator override');
+    this.opts.onOverride?.(op);
+    return changed;
+  }
+
+  /** An override the primary passed on (a worker applies it as it came, kept for an endpoint not here yet; nothing is logged twice). */
+  applyOverride(op: OverrideOp): void {
+    this.pool.override(op, true);
+  }
+
+  /** The operator's overrides as the changes that make them, for a worker that has just started. */
+  overrideOps(): OverrideOp[] {
+    return this.pool.overrideOps();
   }
 
   /** Current active-check verdicts, for a worker that has just started. */
@@ -724,6 +752,7 @@ export class Berth {
       providers: () => this.providers(),
       readiness: () => this.readiness(),
       capOf: (e: EndpointState) => this.pool.service(e.service)?.capOf(e) ?? 0,
+      override: (op: OverrideOp) => this.override(op),
       findEndpoints: (id: string, service?: string): EndpointState[] => {
         const out: EndpointState[] = [];
         for (const s of this.pool.services.values()) {

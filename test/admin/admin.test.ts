@@ -249,3 +249,108 @@ t.test('--workers primary: the admin API and metrics read the workers\' counters
   const e = [...berth.pool.service('web')!.endpoints.values()][0]!;
   t.same([e.active, e.connections, e.failures], [0, 0, 0], 'nothing was written into the pool');
 });
+
+/** A request to the admin API with a method, a body and a token. */
+function call(port: number, method: string, path: string, token?: string, body?: string): Promise<{ status: number; json: Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, path, method, agent: false, headers: token !== undefined ? { authorization: `Bearer ${token}` } : {} }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (text += d));
+      res.on('end', () => {
+        let json: Record<string, unknown>;
+        try {
+          json = JSON.parse(text) as Record<string, unknown>;
+        } catch {
+          json = { text };
+        }
+        resolve({ status: res.statusCode ?? 0, json });
+      });
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+t.test('operator overrides: drain, undrain and weight through the admin API, only with its token; shown in the views; a reload keeps them; each change logged with who', async (t) => {
+  const a = await nameServer('A');
+  const b = await nameServer('B');
+  t.teardown(() => {
+    a.close();
+    b.close();
+  });
+  const dir = mkdtempSync(join(tmpdir(), 'berth-override-'));
+  const file = join(dir, 'token');
+  writeFileSync(file, 'operator-token-123\n');
+  const cfg = (tokenFile: string | null, weightB = 1) =>
+    validateConfig({
+      listeners: [{ name: 'front', bind: '127.0.0.1:0', service: 'web' }],
+      services: { web: { balance: 'round-robin', endpoints: [`127.0.0.1:${a.port}`, `127.0.0.1:${b.port},weight=${weightB}`] } },
+      admin: { bind: '127.0.0.1:0', ...(tokenFile !== null ? { tokenFile } : {}) },
+    });
+  // Without a token the admin API is read-only, and says how to change that.
+  const lines: Record<string, unknown>[] = [];
+  const open = new Berth(cfg(null), { log: silent, version: '9.9.9' });
+  await open.start();
+  const refused = await call(open.adminAddress!.port, 'POST', `/api/v1/endpoints/127.0.0.1:${a.port}/drain`);
+  await open.shutdown(0);
+  t.equal(refused.status, 403);
+  t.match(refused.json['error'], /read-only without a token: set admin\.tokenFile/);
+
+  const { pino } = await import('pino');
+  const { Writable } = await import('node:stream');
+  const sink = new Writable({
+    write(chunk: Buffer, _e, cb) {
+      for (const l of chunk.toString().split('\n')) if (l.trim() !== '') lines.push(JSON.parse(l) as Record<string, unknown>);
+      cb();
+    },
+  });
+  const berth = new Berth(cfg(file), { log: pino({ level: 'info' }, sink), version: '9.9.9' });
+  await berth.start();
+  t.teardown(() => berth.shutdown(0));
+  const admin = berth.adminAddress!.port;
+  const port = [...berth.listeners.values()][0]!.address.port;
+  const token = 'operator-token-123';
+  const A = `127.0.0.1:${a.port}`;
+  t.equal((await call(admin, 'POST', `/api/v1/endpoints/${A}/drain`)).status, 401, 'a token is needed');
+  const drained = await call(admin, 'POST', `/api/v1/endpoints/${A}/drain`, token);
+  t.equal(drained.status, 200);
+  t.equal(drained.json['health'], 'drained-by-admin');
+  t.match(drained.json['why'], /out of the pick set: drained-by-admin; drained by 127\.0\.0\.1 at \d{4}-/);
+  t.match(drained.json['override'], { drained: { by: '127.0.0.1' }, weight: null });
+  for (let i = 0; i < 6; i++) t.equal((await exchange(port)).data.toString(), 'B', 'new connections go to B only');
+  // A reload (the token file and B's weight change) keeps the drain.
+  await berth.reload(cfg(file, 3));
+  t.equal((await exchange(port)).data.toString(), 'B', 'still drained after a reload');
+  const services = (await call(admin, 'GET', '/api/v1/services', token)).json as { services: { endpoints: { id: string; health: string; override: unknown }[] }[] };
+  t.match(services.services[0]!.endpoints.find((e) => e.id === A), { health: 'drained-by-admin', override: { drained: { by: '127.0.0.1' } } });
+  // Weight: an integer 0-1000, as text or JSON; DELETE gives discovery's back.
+  const B = `127.0.0.1:${b.port}`;
+  t.equal((await call(admin, 'PUT', `/api/v1/endpoints/${B}/weight`, token, '1001')).status, 400);
+  t.equal((await call(admin, 'PUT', `/api/v1/endpoints/${B}/weight`, token, 'ten')).status, 400);
+  t.equal((await call(admin, 'PUT', `/api/v1/endpoints/${B}/weight`, token, 'x'.repeat(300))).status, 413);
+  t.equal((await call(admin, 'POST', `/api/v1/endpoints/${B}/weight`, token, '5')).status, 405);
+  const w = await call(admin, 'PUT', `/api/v1/endpoints/${B}/weight`, token, '{"weight": 250}');
+  t.equal(w.json['configuredWeight'], 250);
+  t.equal((await call(admin, 'DELETE', `/api/v1/endpoints/${B}/weight`, token)).json['configuredWeight'], 3, 'discovery\'s (the reloaded config\'s) weight again');
+  t.equal((await call(admin, 'POST', '/api/v1/endpoints/10.9.9.9:1/drain', token)).status, 404);
+  // A whole service.
+  const svc = await call(admin, 'POST', '/api/v1/services/web/drain', token);
+  t.same(svc.json['changed'], [B], 'A was drained already');
+  t.equal((await call(admin, 'POST', '/api/v1/services/nope/drain', token)).status, 404);
+  t.same(((await call(admin, 'POST', '/api/v1/services/web/undrain', token)).json['changed'] as string[]).sort(), [A, B].sort());
+  const seen = new Set<string>();
+  for (let i = 0; i < 6; i++) seen.add((await exchange(port)).data.toString());
+  t.same([...seen].sort(), ['A', 'B'], 'both back');
+  t.same(
+    lines.filter((l) => l['msg'] === 'operator override').map((l) => [l['op'], l['endpoint'], l['by']]),
+    [
+      ['drain', A, '127.0.0.1'],
+      ['weight', B, '127.0.0.1'],
+      ['weight', B, '127.0.0.1'],
+      ['drain', '*', '127.0.0.1'],
+      ['undrain', '*', '127.0.0.1'],
+    ],
+    'one line per change, with who',
+  );
+});
