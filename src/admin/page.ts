@@ -15,8 +15,8 @@ export function statusPage(p: { version: string; uptimeS: number; readiness: Rea
   <td>${esc(e.address)}</td>
   <td>${esc(e.sources.join(', '))}</td>
   <td class="state">${e.eligible ? 'UP' : 'OUT'}</td>
-  <td>${esc(e.eligible ? '' : e.outReasons.join(', '))}</td>
-  <td class="num">${e.weight}${e.weight !== e.configuredWeight ? ` (of ${e.configuredWeight})` : ''}</td>
+  <td>${esc(e.eligible ? '' : e.outReasons.join(', '))}${e.override?.drained ? ` <small>by ${esc(e.override.drained.by)} at ${esc(e.override.drained.at)}</small>` : ''}</td>
+  <td class="num">${e.weight}${e.weight !== e.configuredWeight ? ` (of ${e.configuredWeight})` : ''}${e.override?.weight ? ` <small>set by ${esc(e.override.weight.by)}</small>` : ''}</td>
   <td class="num">${e.activeConnections}${e.maxConnections ? ` / ${e.maxConnections}` : ''}</td>
   <td class="num">${e.connectionRate.toFixed(1)}/s</td>
   <td class="num">${e.connectionsTotal} / ${e.failuresTotal}</td>

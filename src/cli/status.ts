@@ -60,7 +60,8 @@ export function renderStatus(a: ServicesAnswer): string {
           e.address,
           e.sources.join(','),
           e.eligible ? 'up' : `out: ${e.outReasons.join(',')}`,
-          String(e.weight),
+          // (An operator's weight, over discovery's, is marked.)
+          e.override?.weight ? `${e.weight} (admin)` : String(e.weight),
           e.maxConnections ? `${e.activeConnections}/${e.maxConnections}` : String(e.activeConnections),
           e.connectionRate.toFixed(1),
           String(e.connectionsTotal),

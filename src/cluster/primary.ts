@@ -95,7 +95,8 @@ export async function runPrimary(
     role: 'primary',
     countersOf: (e) => workerCounters.get(statsKey(e.service, e.id)) ?? NO_COUNTERS,
     onHealth: (v) => broadcast({ t: 'health', v }),
-    onOverride: (op) => broadcast({ t: 'override', op }),
+    // The whole state after each change: a worker takes it in place of its own, so none drifts.
+    onOverride: () => broadcast({ t: 'overrides', state: berth.overrideState() }),
     onProviderSnapshot: (snap) => broadcast(toMsg(snap)),
     metricsText: async () => {
       const parts = (await ask<Extract<FromWorker, { t: 'metrics' }>>((id) => ({ t: 'metrics', id }))).map((m) => m.json);
@@ -126,7 +127,7 @@ export async function runPrimary(
     worker.on('message', (m: FromWorker) => {
       if (m.t === 'hello') {
         // (The operator's overrides with it: in force before the worker's listeners open.)
-        worker.send({ t: 'config', raw: current, reusePort: socketPlan.perWorker, overrides: berth.overrideOps() } satisfies ToWorker);
+        worker.send({ t: 'config', raw: current, reusePort: socketPlan.perWorker, overrides: berth.overrideState() } satisfies ToWorker);
         return;
       }
       if (m.t === 'ready') {
@@ -134,8 +135,8 @@ export async function runPrimary(
         // Every provider's last snapshot (docker, swarm, dns), not just the latest one seen.
         for (const snap of berth.providerSnapshots()) worker.send(toMsg(snap));
         for (const v of berth.healthVerdicts()) worker.send({ t: 'health', v });
-        // The operator's drains and weights, after the snapshots that made their endpoints.
-        for (const op of berth.overrideOps()) worker.send({ t: 'override', op });
+        // The operator's drains and weights as they are now, after the snapshots that made their endpoints.
+        worker.send({ t: 'overrides', state: berth.overrideState() });
         if ([...workers.values()].every((w) => w.ready)) startupDone();
         return;
       }

@@ -5,7 +5,7 @@
 import type { HealthVerdict } from '../runtime/runtime.js';
 import type { EndpointSpec, ProviderSnapshot } from '../core/types.js';
 import type { MetricsJson } from '../metrics/collect.js';
-import type { OverrideOp } from '../pool/pool.js';
+import type { OverrideState } from '../pool/pool.js';
 
 export type SnapshotMsg = { t: 'snapshot'; provider: string; services: [string, EndpointSpec[]][] };
 /**
@@ -16,9 +16,9 @@ export type SnapshotMsg = { t: 'snapshot'; provider: string; services: [string, 
  */
 export type ToWorker =
   | SnapshotMsg
-  | { t: 'config'; raw: unknown; reusePort: boolean; overrides: OverrideOp[] }
+  | { t: 'config'; raw: unknown; reusePort: boolean; overrides: OverrideState }
   | { t: 'health'; v: HealthVerdict }
-  | { t: 'override'; op: OverrideOp }
+  | { t: 'overrides'; state: OverrideState }
   | { t: 'prepare'; id: number; raw: unknown }
   | { t: 'commit'; id: number }
   | { t: 'abort'; id: number }

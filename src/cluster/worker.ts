@@ -3,7 +3,7 @@ import { Berth, type PreparedReload } from '../runtime/runtime.js';
 import { validateConfig } from '../config/validate.js';
 import type { Logger } from '../log.js';
 import type { EndpointStats, FromWorker, ToWorker } from './protocol.js';
-import type { OverrideOp } from '../pool/pool.js';
+import type { OverrideState } from '../pool/pool.js';
 
 /** Runs in each worker: takes its config, snapshots and reloads from the primary, and proxies. */
 export async function runWorker(log: Logger, version: string): Promise<void> {
@@ -44,8 +44,8 @@ export async function runWorker(log: Logger, version: string): Promise<void> {
       case 'health':
         b.applyHealth(raw.v);
         return;
-      case 'override':
-        b.applyOverride(raw.op);
+      case 'overrides':
+        b.replaceOverrides(raw.state);
         return;
       case 'prepare': {
         if (prepared !== null) settle(prepared.id, 'abort');
@@ -96,7 +96,7 @@ export async function runWorker(log: Logger, version: string): Promise<void> {
         return;
     }
   });
-  const startWorker = async (raw: unknown, reusePort: boolean, overrides: OverrideOp[]): Promise<void> => {
+  const startWorker = async (raw: unknown, reusePort: boolean, overrides: OverrideState): Promise<void> => {
     if (berth !== null) return;
     try {
       berth = new Berth(validateConfig(raw), { log, version, role: 'worker', reusePort, overrides });

@@ -27,6 +27,18 @@ export type PoolListener = (e: PoolEvent) => void;
  * it later included. `weight` null gives the endpoint back the weight discovery says.
  * A --workers primary applies it to its pool and sends it to every worker.
  */
+/**
+ * Every override a pool holds, as one value: a --workers primary sends it whole after
+ * each change (and to a worker that starts), and the worker takes it in place of its
+ * own, so the two cannot drift.
+ */
+export interface OverrideState {
+  /** Services drained whole (their newcomers join drained). */
+  readonly services: readonly (readonly [string, OverrideStamp])[];
+  /** Each endpoint's override: [service, endpoint id, override]. */
+  readonly endpoints: readonly (readonly [string, string, OperatorOverride])[];
+}
+
 export type OverrideOp =
   | { readonly op: 'drain' | 'undrain'; readonly service: string; readonly endpoint: string | null; readonly at: number; readonly by: string }
   | { readonly op: 'weight'; readonly service: string; readonly endpoint: string; readonly weight: number | null; readonly at: number; readonly by: string };
@@ -184,8 +196,11 @@ export class Pool {
   private routeTable: readonly ServiceRoute[] = Object.freeze([]);
   /** Services an operator drained whole: an endpoint that joins one joins drained. */
   private readonly drainedServices = new Map<string, OverrideStamp>();
-  /** Overrides for endpoints not here yet (a --workers worker gets them before the snapshots that bring them). */
-  private readonly upcoming = new Map<string, OverrideOp[]>();
+  /**
+   * A worker's overrides for endpoints it does not have yet (the primary's state came
+   * before the snapshots that bring them); replaced whole by each state from the primary.
+   */
+  private upcoming = new Map<string, OperatorOverride>();
   private routesStale = false;
 
   constructor(opts: PoolOptions = {}) {
@@ -316,14 +331,14 @@ export class Pool {
       let e = s.endpoints.get(spec.id);
       if (!e) {
         e = new MutableEndpoint(s.name, spec, this.clock.now(), wall);
+        // An operator's word that waits for it: its service drained whole, or (a worker) the primary's override for it.
+        const key = `${s.name}\n${e.id}`;
         const drained = this.drainedServices.get(s.name);
-        if (drained !== undefined) e.override = { drained, weight: null };
-        e.setFlags(specFlags(spec) | (drained !== undefined ? Flag.AdminDrained : 0), wall);
-        const early = this.upcoming.get(`${s.name}\n${e.id}`);
-        if (early !== undefined) {
-          this.upcoming.delete(`${s.name}\n${e.id}`);
-          for (const op of early) this.overrideOne(e, op);
-        }
+        const early = this.upcoming.get(key) ?? (drained !== undefined ? { drained, weight: null } : null);
+        this.upcoming.delete(key);
+        e.override = early;
+        if (early?.weight) e.configuredWeight = e.weight = early.weight.value;
+        e.setFlags(specFlags(spec) | (early?.drained ? Flag.AdminDrained : 0), wall);
         e.sources.set(provider, spec);
         e.record(`${provider}: added ${e.address} weight ${spec.weight}${e.flags ? ` (out: ${describeFlags(e.flags).join(', ')})` : ''}`, wall);
         s.endpoints.set(e.id, e);
@@ -343,6 +358,12 @@ export class Pool {
   private settle(s: ServiceState, e: MutableEndpoint, why: string): number {
     const wall = this.clock.wall();
     if (e.sources.size === 0) {
+      // It leaves: the operator's word for it goes (one that comes back, even before its
+      // last connection closes, is new).
+      if (e.override !== null) {
+        e.override = null;
+        e.setFlags(e.flags & ~Flag.AdminDrained, wall);
+      }
       if (e.active > 0) {
         if (e.flags & Flag.Draining) return 0;
         e.setFlags(e.flags | Flag.Draining, wall);
@@ -461,21 +482,8 @@ export class Pool {
    * changed (none when they already were so), or null when the service or endpoint
    * is not in the pool.
    */
-  override(op: OverrideOp, orUpcoming = false): EndpointState[] | null {
+  override(op: OverrideOp): EndpointState[] | null {
     const s = this.state.get(op.service);
-    if (s === undefined || (op.endpoint !== null && !s.endpoints.has(op.endpoint))) {
-      if (!orUpcoming) return null;
-      // Kept for when it comes: a whole service's drain as for any newcomer; one endpoint's by its id.
-      if (op.endpoint === null) {
-        if (op.op === 'drain') this.drainedServices.set(op.service, { at: op.at, by: op.by });
-        else if (op.op === 'undrain') this.drainedServices.delete(op.service);
-        if (s === undefined) return [];
-      } else {
-        const key = `${op.service}\n${op.endpoint}`;
-        this.upcoming.set(key, [...(this.upcoming.get(key) ?? []), op]);
-        return [];
-      }
-    }
     if (s === undefined) return null;
     let targets: MutableEndpoint[];
     if (op.endpoint === null) {
@@ -530,20 +538,47 @@ export class Pool {
     return true;
   }
 
-  /** The operator's overrides as the changes that make them (what a new --workers worker is sent). */
-  overrideOps(): OverrideOp[] {
-    const out: OverrideOp[] = [];
-    for (const [service, st] of this.drainedServices) out.push({ op: 'drain', service, endpoint: null, at: st.at, by: st.by });
+  /** Every override this pool holds (what a --workers primary sends its workers). */
+  overrideState(): OverrideState {
+    const endpoints: [string, string, OperatorOverride][] = [];
+    for (const s of this.state.values()) for (const e of s.endpoints.values()) if (e.override !== null) endpoints.push([s.name, e.id, e.override]);
+    return { services: [...this.drainedServices], endpoints };
+  }
+
+  /**
+   * Takes `state` in place of every override here (a --workers worker, from its
+   * primary): endpoints it names get theirs, every other one none; those not here yet
+   * get theirs when they come, and only those the latest state names.
+   */
+  replaceOverrides(state: OverrideState): void {
+    this.drainedServices.clear();
+    for (const [name, stamp] of state.services) this.drainedServices.set(name, stamp);
+    const want = new Map<string, OperatorOverride>();
+    for (const [service, id, ov] of state.endpoints) want.set(`${service}\n${id}`, ov);
+    const wall = this.clock.wall();
     for (const s of this.state.values()) {
-      const whole = this.drainedServices.has(s.name);
+      let changed = false;
       for (const e of s.endpoints.values()) {
-        const ov = e.override;
-        if (ov?.drained && !whole) out.push({ op: 'drain', service: s.name, endpoint: e.id, at: ov.drained.at, by: ov.drained.by });
-        if (!ov?.drained && whole) out.push({ op: 'undrain', service: s.name, endpoint: e.id, at: this.clock.wall(), by: 'replay' });
-        if (ov?.weight) out.push({ op: 'weight', service: s.name, endpoint: e.id, weight: ov.weight.value, at: ov.weight.at, by: ov.weight.by });
+        const key = `${s.name}\n${e.id}`;
+        const next = want.get(key) ?? null;
+        want.delete(key);
+        if (sameOverride(e.override, next)) continue;
+        e.override = next;
+        const flags = next?.drained ? e.flags | Flag.AdminDrained : e.flags & ~Flag.AdminDrained;
+        if (flags !== e.flags) e.setFlags(flags, wall);
+        const weight = next?.weight?.value ?? e.spec.weight;
+        if (weight !== e.configuredWeight) {
+          e.configuredWeight = weight;
+          if (e.rampStart === null) e.weight = weight;
+        }
+        const what = next === null ? 'operator override cleared' : `operator override: ${next.drained ? `drained by ${next.drained.by}` : 'not drained'}${next.weight ? `, weight ${next.weight.value}` : ''}`;
+        e.record(what, wall);
+        this.emit({ type: 'endpoint-updated', endpoint: e, what });
+        changed = true;
       }
+      if (changed) this.publish(s);
     }
-    return out;
+    this.upcoming = want;
   }
 
   /** A service an operator drained whole: when and by whom (undefined: not drained). */
@@ -682,4 +717,13 @@ function sameLabels(a: Readonly<Record<string, string>> | undefined, b: Readonly
   if (ka.length !== Object.keys(b).length) return false;
   for (const k of ka) if (a[k] !== b[k]) return false;
   return true;
+}
+
+function sameStamp(a: OverrideStamp | null, b: OverrideStamp | null): boolean {
+  return a === b || (a !== null && b !== null && a.at === b.at && a.by === b.by);
+}
+
+function sameOverride(a: OperatorOverride | null, b: OperatorOverride | null): boolean {
+  if (a === null || b === null) return a === b;
+  return sameStamp(a.drained, b.drained) && sameStamp(a.weight, b.weight) && (a.weight?.value ?? -1) === (b.weight?.value ?? -1);
 }

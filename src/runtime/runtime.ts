@@ -28,7 +28,7 @@ import { formatHostPort, type ProviderSnapshot } from '../core/types.js';
 import { staticSnapshot } from '../discovery/static.js';
 import { SnapshotWatcher } from '../discovery/watcher.js';
 import type { Logger } from '../log.js';
-import { Pool, type OverrideOp } from '../pool/pool.js';
+import { Pool, type OverrideOp, type OverrideState } from '../pool/pool.js';
 import { HttpListener } from '../proxy/http/listener.js';
 import { TcpListener } from '../proxy/tcp/listener.js';
 import { UdpListener } from '../proxy/udp/listener.js';
@@ -79,10 +79,10 @@ export interface BerthOptions {
   readonly countersOf?: CountersOf;
   /** Primary: an active-check verdict, to pass on to the workers. */
   readonly onHealth?: (h: HealthVerdict) => void;
-  /** Primary: an operator's drain, undrain or weight, to pass on to the workers. */
-  readonly onOverride?: (op: OverrideOp) => void;
-  /** Worker: the operator's overrides so far, in force before its listeners open (for endpoints that come later too). */
-  readonly overrides?: readonly OverrideOp[];
+  /** Primary: the operator changed an override (the workers are sent the pool's whole override state). */
+  readonly onOverride?: () => void;
+  /** Worker: the primary's overrides, in force before its listeners open (for endpoints that come later too). */
+  readonly overrides?: OverrideState;
   /** Worker: listeners on a fixed port bind a socket of their own (SO_REUSEPORT). */
   readonly reusePort?: boolean;
 }
@@ -146,7 +146,7 @@ export class Berth {
     this.opts = opts;
     this.log = opts.log;
     this.pool = opts.pool ?? new Pool();
-    for (const op of opts.overrides ?? []) this.pool.override(op, true);
+    if (opts.overrides !== undefined) this.pool.replaceOverrides(opts.overrides);
     this.role = opts.role ?? 'single';
     this.countersOf = opts.countersOf ?? ownCounters;
     this.metrics = config.admin ? new MetricsCollector(this.pool, () => this.listenerViews(), this.countersOf) : null;
@@ -236,18 +236,18 @@ export class Berth {
     const changed = this.pool.override(op);
     if (changed === null) return null;
     this.log.info({ op: op.op, service: op.service, endpoint: op.endpoint ?? '*', ...(op.op === 'weight' ? { weight: op.weight ?? 'discovery' } : {}), by: op.by, changed: changed.length }, 'operator override');
-    this.opts.onOverride?.(op);
+    this.opts.onOverride?.();
     return changed;
   }
 
-  /** An override the primary passed on (a worker applies it as it came, kept for an endpoint not here yet; nothing is logged twice). */
-  applyOverride(op: OverrideOp): void {
-    this.pool.override(op, true);
+  /** The primary's overrides, whole (a worker takes them in place of its own; nothing is logged twice). */
+  replaceOverrides(state: OverrideState): void {
+    this.pool.replaceOverrides(state);
   }
 
-  /** The operator's overrides as the changes that make them, for a worker that has just started. */
-  overrideOps(): OverrideOp[] {
-    return this.pool.overrideOps();
+  /** Every override, for the workers. */
+  overrideState(): OverrideState {
+    return this.pool.overrideState();
   }
 
   /** Current active-check verdicts, for a worker that has just started. */

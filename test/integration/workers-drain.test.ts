@@ -71,4 +71,5 @@ t.test('--workers 2: berth drain through the primary stops new connections on ev
   t.same(Object.keys(after).sort(), ['A', 'B'], `both answer again: ${JSON.stringify(after)}`);
   const status = await runCli(['status', ...adminArgs]);
   t.match(status.stdout, /2\/2 in the pick set/);
+  t.match(status.stdout, new RegExp(`127\\.0\\.0\\.1:${b.port}\\s.*\\s300 \\(admin\\)\\s`), 'the operator\'s weight marked as such');
 });

@@ -97,7 +97,7 @@ t.test('a whole service: drained, those that join it too, until undrained; the o
   const late = new Pool({ random: seededRandom(1) });
   late.configureService('web', 'round-robin');
   late.applySnapshot(snap({ web: [ep('10.0.0.1:80'), ep('10.0.0.2:80'), ep('10.0.0.3:80')] }));
-  for (const op of pool.overrideOps()) late.override(op);
+  late.replaceOverrides(pool.overrideState());
   t.same(picks(late, 'web'), ['10.0.0.2:80'], 'the same pick set');
   t.equal(late.service('web')!.endpoints.get('10.0.0.3:80')!.configuredWeight, 7);
   pool.override(undrain('web', null));
@@ -105,15 +105,39 @@ t.test('a whole service: drained, those that join it too, until undrained; the o
   t.equal(pool.serviceDrained('web'), undefined);
 });
 
-t.test('overrides for endpoints not here yet (a worker gets them before the snapshots): in force when they come', async (t) => {
+t.test('a worker takes the primary\'s whole state in place of its own: endpoints not here yet get theirs when they come, and only while the latest state names them', async (t) => {
   const pool = new Pool({ random: seededRandom(1) });
   pool.configureService('web', 'round-robin');
-  t.equal(pool.override(drain('web', '10.0.0.1:80')), null, 'not kept unless asked');
-  t.same(pool.override(drain('web', '10.0.0.1:80'), true), []);
-  t.same(pool.override(weight('web', '10.0.0.2:80', 9), true), []);
-  t.same(pool.override(drain('api', null), true), [], 'a service not configured yet');
+  const stamp = { at: 1_000, by };
+  pool.replaceOverrides({ services: [['api', stamp]], endpoints: [['web', '10.0.0.1:80', { drained: stamp, weight: null }], ['web', '10.0.0.2:80', { drained: null, weight: { ...stamp, value: 9 } }]] });
   pool.applySnapshot(snap({ web: [ep('10.0.0.1:80'), ep('10.0.0.2:80')], api: [ep('10.0.1.1:80')] }));
   t.same(picks(pool, 'web'), ['10.0.0.2:80']);
   t.equal(pool.service('web')!.endpoints.get('10.0.0.2:80')!.configuredWeight, 9);
-  t.same(pool.service('api')!.endpoints.get('10.0.1.1:80')!.outReasons, ['drained-by-admin']);
+  t.same(pool.service('api')!.endpoints.get('10.0.1.1:80')!.outReasons, ['drained-by-admin'], 'a service drained whole');
+  t.match(pool.service('web')!.endpoints.get('10.0.0.1:80')!.history.map((h) => h.what), ['docker: added 10.0.0.1:80 weight 1'], 'joined drained: one event, in order');
+  // The primary undrained the service and dropped 10.0.0.1's drain while a state for 10.0.0.3 (not here) was pending: the next state replaces all of it.
+  pool.replaceOverrides({ services: [], endpoints: [['web', '10.0.0.3:80', { drained: stamp, weight: null }]] });
+  pool.replaceOverrides({ services: [], endpoints: [] });
+  t.same(picks(pool, 'web'), ['10.0.0.1:80', '10.0.0.2:80']);
+  t.equal(pool.service('web')!.endpoints.get('10.0.0.2:80')!.configuredWeight, 1, 'discovery\'s weight again');
+  t.same(pool.service('api')!.endpoints.get('10.0.1.1:80')!.outReasons, []);
+  pool.applySnapshot(snap({ web: [ep('10.0.0.1:80'), ep('10.0.0.2:80'), ep('10.0.0.3:80')], api: [ep('10.0.1.1:80')] }));
+  t.same(picks(pool, 'web'), ['10.0.0.1:80', '10.0.0.2:80', '10.0.0.3:80'], 'a pending override the latest state no longer names is gone');
+});
+
+t.test('an endpoint that leaves while it still has connections, and comes back, comes back without the override', async (t) => {
+  const pool = new Pool({ random: seededRandom(1) });
+  pool.configureService('web', 'round-robin');
+  pool.applySnapshot(snap({ web: [ep('10.0.0.1:80'), ep('10.0.0.2:80')] }));
+  const a = pool.service('web')!.endpoints.get('10.0.0.1:80')!;
+  pool.acquire(a);
+  pool.override(drain('web', '10.0.0.1:80'));
+  pool.override(weight('web', '10.0.0.1:80', 5));
+  pool.applySnapshot(snap({ web: [ep('10.0.0.2:80')] }));
+  t.same(a.outReasons, ['draining'], 'leaving: draining its connection, the operator\'s word gone');
+  pool.applySnapshot(snap({ web: [ep('10.0.0.1:80'), ep('10.0.0.2:80')] }));
+  t.equal(pool.service('web')!.endpoints.get('10.0.0.1:80'), a, 'the same endpoint, back from draining');
+  t.equal(a.override, null);
+  t.equal(a.configuredWeight, 1);
+  t.same(picks(pool, 'web'), ['10.0.0.1:80', '10.0.0.2:80']);
 });
