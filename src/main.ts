@@ -59,7 +59,7 @@ function exitFor(err: unknown, log?: Logger): never {
 }
 
 function sourceOf(a: RunArgs): ConfigSource {
-  if (a.config !== undefined) return { path: a.config, overrides: { balance: a.balance, admin: a.admin, adminTokenFile: a.adminTokenFile, docker: a.docker, dockerHost: a.dockerHost, dns: a.dns, etcd: a.etcd, hostId: a.hostId, advertise: a.advertise } };
+  if (a.config !== undefined) return { path: a.config, overrides: { balance: a.balance, admin: a.admin, adminTokenFile: a.adminTokenFile, docker: a.docker, swarm: a.swarm, dockerHost: a.dockerHost, dns: a.dns, etcd: a.etcd, hostId: a.hostId, advertise: a.advertise } };
   return { flags: a };
 }
 

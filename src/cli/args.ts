@@ -18,6 +18,7 @@ export interface RunArgs {
   readonly dns?: string | undefined;
   readonly docker: boolean;
   readonly dockerHost?: string | undefined;
+  readonly swarm: boolean;
   /** --etcd (repeatable): register in and read other hosts from etcd. */
   readonly etcd: string[];
   readonly hostId?: string | undefined;
@@ -90,6 +91,7 @@ const COMMAND_FLAGS: Readonly<Record<string, readonly { name: string; kind: 'str
     { name: 'dns', kind: 'string' },
     { name: 'docker', kind: 'boolean' },
     { name: 'docker-host', kind: 'string' },
+    { name: 'swarm', kind: 'boolean' },
     { name: 'etcd', kind: 'array' },
     { name: 'host-id', kind: 'string' },
     { name: 'advertise', kind: 'string' },
@@ -169,6 +171,7 @@ export async function parseArgs(argv: string[], version: string): Promise<Comman
           .option('dns', { type: 'string', describe: 'DNS interface address [host:]port (udp and tcp): <service>.service.berth. from the pick set' })
           .option('docker', { type: 'boolean', describe: 'discover endpoints from the Docker engine (containers labelled berth.enable=true)' })
           .option('docker-host', { type: 'string', describe: 'Docker engine: unix:///var/run/docker.sock (default) or tcp://host:port' })
+          .option('swarm', { type: 'boolean', describe: 'discover Swarm services from the engine, a manager (services labelled berth.enable=true)' })
           .option('etcd', { type: 'string', array: true, describe: 'etcd client URL (repeatable): publish this host\'s endpoints and add other hosts\'' })
           .option('host-id', { type: 'string', describe: 'this host\'s id in etcd (default: the hostname)' })
           .option('advertise', { type: 'string', describe: 'address other hosts reach this host\'s published ports at' })
@@ -203,7 +206,8 @@ export async function parseArgs(argv: string[], version: string): Promise<Comman
             adminTokenFile: str(a['admin-token-file']),
             drainTimeout: str(a['drain-timeout']),
             dns: str(a.dns),
-            docker: a.docker === true || a['docker-host'] !== undefined,
+            docker: a.docker === true || (a['docker-host'] !== undefined && a.swarm !== true),
+            swarm: a.swarm === true,
             dockerHost: str(a['docker-host']),
             etcd: list(a.etcd),
             hostId: str(a['host-id']),
@@ -333,6 +337,6 @@ function overrideOptions<T>(y: Argv<T>) {
 function overrideCommand(op: 'drain' | 'undrain' | 'weight', a: Record<string, unknown>, weight: number | null = null): Command {
   const endpoint = str(a['endpoint']) ?? null;
   const service = str(a['service']);
-  if (endpoint === null && service === undefined) throw new Error(`berth ${op}: name an endpoint, or a --service`);
+  if (endpoint === null && service === undefined) throw new Error(`${op}: name an endpoint, or a --service`);
   return { name: 'override', override: { op, endpoint, service, weight, admin: String(a['admin']), adminTokenFile: str(a['admin-token-file']) } };
 }

@@ -17,6 +17,8 @@ export interface FlagConfig {
   /** --docker: discover endpoints from the Docker engine. */
   readonly docker?: boolean | undefined;
   readonly dockerHost?: string | undefined;
+  /** --swarm: discover Swarm services from the engine (its manager). */
+  readonly swarm?: boolean | undefined;
   readonly etcd?: readonly string[] | undefined;
   readonly hostId?: string | undefined;
   readonly advertise?: string | undefined;
@@ -39,7 +41,7 @@ export function loadedFromFlags(f: FlagConfig): { readonly raw: unknown; readonl
   if (f.listen.length === 0) issues.push({ path: '--listen', message: 'at least one address to listen on is required (or use --config)' });
   const etcd = f.etcd !== undefined && f.etcd.length > 0;
   // Other hosts' endpoints (--etcd) are a source of endpoints as much as --docker.
-  if (f.backend.length === 0 && !f.docker && !etcd) issues.push({ path: '--backend', message: 'at least one endpoint host:port is required (or --docker, --etcd, or --config)' });
+  if (f.backend.length === 0 && !f.docker && !f.swarm && !etcd) issues.push({ path: '--backend', message: 'at least one endpoint host:port is required (or --docker, --swarm, --etcd, or --config)' });
   if (!etcd && (f.hostId !== undefined || f.advertise !== undefined)) {
     issues.push({ path: '--etcd', message: `${f.hostId !== undefined ? '--host-id' : '--advertise'} is this host's registration in etcd: it needs --etcd URL` });
   }
@@ -58,8 +60,7 @@ export function loadedFromFlags(f: FlagConfig): { readonly raw: unknown; readonl
       : {}),
     ...(f.drainTimeout !== undefined ? { drainTimeout: f.drainTimeout } : {}),
     ...(f.dns !== undefined ? { dns: { bind: f.dns } } : {}),
-    ...(f.docker ? { discovery: { docker: f.dockerHost !== undefined ? { host: f.dockerHost } : {} } } : {}),
-  }, { etcd: f.etcd, hostId: f.hostId, advertise: f.advertise });
+  }, { docker: f.docker, swarm: f.swarm, dockerHost: f.dockerHost, etcd: f.etcd, hostId: f.hostId, advertise: f.advertise });
   try {
     return { raw, config: validateConfig(raw) };
   } catch (err) {
@@ -82,7 +83,7 @@ function flagPath(path: string, manyListeners: boolean): string {
   if (path.startsWith('admin')) return '--admin';
   if (path.startsWith('drainTimeout')) return '--drain-timeout';
   if (path.startsWith('dns')) return '--dns';
-  if (path.startsWith('discovery.docker.host')) return '--docker-host';
+  if (path.startsWith('discovery.docker.host') || path.startsWith('discovery.swarm.host')) return '--docker-host';
   if (path.startsWith('discovery.etcd.endpoints')) return `--etcd${path.slice('discovery.etcd.endpoints'.length)}`;
   if (path.startsWith('discovery.etcd.host')) return '--host-id';
   if (path.startsWith('discovery.etcd.advertise')) return '--advertise';

@@ -39,6 +39,8 @@ export interface ConfigOverrides {
   /** --docker / --docker-host: turn on (or point) Docker discovery. */
   readonly docker?: boolean | undefined;
   readonly dockerHost?: string | undefined;
+  /** --swarm: Swarm services from the engine (--docker-host names it for both). */
+  readonly swarm?: boolean | undefined;
   /** --admin-token-file. */
   readonly adminTokenFile?: string | undefined;
   /** --dns: the DNS interface's address. */
@@ -62,9 +64,14 @@ export function applyOverrides(raw: unknown, o: ConfigOverrides): unknown {
   if (o.admin !== undefined) doc['admin'] = { ...mappingAt(doc, 'admin'), bind: o.admin };
   if (o.adminTokenFile !== undefined) doc['admin'] = { ...mappingAt(doc, 'admin'), tokenFile: o.adminTokenFile };
   if (o.dns !== undefined) doc['dns'] = { ...mappingAt(doc, 'dns'), bind: o.dns };
-  if (o.docker || o.dockerHost !== undefined) {
+  // --docker-host alone means --docker (as it always has); with --swarm it names the engine of both.
+  if (o.docker || (o.dockerHost !== undefined && !o.swarm)) {
     const discovery = mappingAt(doc, 'discovery');
     doc['discovery'] = { ...discovery, docker: { ...mappingAt(discovery, 'docker'), ...(o.dockerHost !== undefined ? { host: o.dockerHost } : {}) } };
+  }
+  if (o.swarm) {
+    const discovery = mappingAt(doc, 'discovery');
+    doc['discovery'] = { ...discovery, swarm: { ...mappingAt(discovery, 'swarm'), ...(o.dockerHost !== undefined ? { host: o.dockerHost } : {}) } };
   }
   if ((o.etcd !== undefined && o.etcd.length > 0) || o.hostId !== undefined || o.advertise !== undefined) {
     const discovery = mappingAt(doc, 'discovery');

@@ -339,12 +339,16 @@ export const configSchema = z.strictObject({
   listeners: z.array(listener).min(1, 'at least one listener is required'),
   services: z.record(name, service).default({}),
   discovery: discovery.default({ dns: [] }),
+  /** The admin server; `admin: off` (a plain string) is `admin: { bind: off }`, as `--admin off`. */
   admin: z
-    .strictObject({
-      bind: adminAddress,
-      /** A file holding a bearer token: every admin path but /healthz then needs `Authorization: Bearer <token>`. */
-      tokenFile: filePath.optional(),
-    })
+    .preprocess(
+      (v) => (typeof v === 'string' && v.trim() === 'off' ? { bind: 'off' } : v),
+      z.strictObject({
+        bind: adminAddress,
+        /** A file holding a bearer token: every admin path but /healthz then needs `Authorization: Bearer <token>`. */
+        tokenFile: filePath.optional(),
+      }),
+    )
     .default({ bind: { host: '127.0.0.1', port: 9901 } }),
   /** How long SIGTERM waits for open connections before closing them (ms). */
   drainTimeout: duration.default(30_000),

@@ -271,6 +271,18 @@ t.test('flags build a config and errors name the flag', async (t) => {
     '--admin: expected [host:]port, got "bad admin"',
   ]);
   t.match(issues(() => configFromFlags({ listen: [], backend: [] })), [/^--listen: /, /^--backend: /]);
+  // --swarm is discovery of its own (it needs no --backend); --docker-host names its engine.
+  const swarm = configFromFlags({ listen: ['127.0.0.1:0'], backend: [], swarm: true, dockerHost: 'tcp://127.0.0.1:2375' });
+  t.match(swarm.discovery.swarm, { host: 'tcp://127.0.0.1:2375' });
+  t.equal(swarm.discovery.docker, null, '--docker-host with --swarm does not also turn on container discovery');
+  const both = configFromFlags({ listen: ['127.0.0.1:0'], backend: [], swarm: true, docker: true });
+  t.ok(both.discovery.swarm !== null && both.discovery.docker !== null, '--docker --swarm: both');
+});
+
+t.test('admin: off as a plain string, as --admin off; anything else is named', async (t) => {
+  t.equal(validateConfig({ ...good, admin: 'off' }).admin, null);
+  t.equal(validateConfig({ ...good, admin: { bind: 'off' } }).admin, null);
+  t.match(issues(() => validateConfig({ ...good, admin: 'on' })), [/^admin: /]);
 });
 
 t.test('YAML and JSON files; syntax errors; overrides', async (t) => {
