@@ -73,7 +73,7 @@ function str(v: unknown): string | undefined {
 function logOptions<T>(y: Argv<T>) {
   return y
     .option('log-level', { type: 'string', choices: logLevels as string[], default: 'info', describe: 'pino log level' })
-    .option('log-format', { type: 'string', choices: ['json', 'pretty'], default: 'json', describe: 'log output format' });
+    .option('log-format', { type: 'string', choices: ['auto', 'json', 'pretty'], default: 'auto', describe: 'log output format: auto is pretty at a terminal, JSON otherwise' });
 }
 
 /** The flags each command takes, for BERTH_<FLAG> environment variables. */
