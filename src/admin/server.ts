@@ -109,12 +109,8 @@ export class AdminServer {
     if (svc !== null) {
       const what = svc[2] as 'drain' | 'undrain';
       if (req.method !== 'POST') return methodNotAllowed(res, 'POST');
-      let name: string;
-      try {
-        name = decodeURIComponent(svc[1]!);
-      } catch {
-        return json(res, 400, { error: 'the service name is not valid percent-encoding' });
-      }
+      const name = decoded(res, svc[1]!, 'the service name');
+      if (name === null) return;
       const changed = override({ op: what, service: name, endpoint: null, at: Date.now(), by });
       if (changed === null) return json(res, 404, { error: `no service ${name}` });
       return json(res, 200, { service: name, op: what, changed: changed.map((e) => e.id) });
@@ -123,12 +119,8 @@ export class AdminServer {
     const what = m[2] as 'drain' | 'undrain' | 'weight';
     const allowed = writeMethod(what);
     if (!allowed.split(', ').includes(req.method ?? '')) return methodNotAllowed(res, allowed);
-    let id: string;
-    try {
-      id = decodeURIComponent(m[1]!);
-    } catch {
-      return json(res, 400, { error: 'the endpoint id is not valid percent-encoding' });
-    }
+    const id = decoded(res, m[1]!, 'the endpoint id');
+    if (id === null) return;
     let weight: number | null = null;
     if (what === 'weight' && req.method === 'PUT') {
       const body = await readBody(req, 256);
@@ -136,15 +128,26 @@ export class AdminServer {
       weight = parseWeight(body);
       if (weight === null) return json(res, 400, { error: 'the body must be an integer 0-1000 (or {"weight": n})' });
     }
-    const service = url.searchParams.get('service') ?? undefined;
-    const found = this.source.findEndpoints(id, service);
-    if (found.length === 0) return json(res, 404, { error: `no endpoint ${id}${service ? ` in service ${service}` : ''}` });
-    if (found.length > 1) return json(res, 409, { error: `endpoint ${id} is in several services; add ?service=`, services: found.map((e) => e.service) });
-    const e = found[0]!;
+    const e = this.oneEndpoint(res, id, url);
+    if (e === null) return;
     const at = Date.now();
     const changed = what === 'weight' ? override({ op: 'weight', service: e.service, endpoint: e.id, weight, at, by }) : override({ op: what, service: e.service, endpoint: e.id, at, by });
     if (changed === null) return json(res, 404, { error: `no endpoint ${id}` });
-    return json(res, 200, explainEndpoint(e, this.source.rates, this.source.capOf?.(e), this.source.countersOf));
+    return json(res, 200, this.explain(e));
+  }
+
+  /** The one endpoint `id` names (in `?service=` when given), or null once 404 or 409 has said why not. */
+  private oneEndpoint(res: http.ServerResponse, id: string, url: URL): EndpointState | null {
+    const service = url.searchParams.get('service') ?? undefined;
+    const found = this.source.findEndpoints(id, service);
+    if (found.length === 1) return found[0]!;
+    if (found.length === 0) json(res, 404, { error: `no endpoint ${id}${service ? ` in service ${service}` : ''}` });
+    else json(res, 409, { error: `endpoint ${id} is in several services; add ?service=`, services: found.map((e) => e.service) });
+    return null;
+  }
+
+  private explain(e: EndpointState) {
+    return explainEndpoint(e, this.source.rates, this.source.capOf?.(e), this.source.countersOf);
   }
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -185,17 +188,11 @@ export class AdminServer {
     }
     const m = /^\/api\/v1\/endpoints\/(.+)$/.exec(path);
     if (m) {
-      let id: string;
-      try {
-        id = decodeURIComponent(m[1]!);
-      } catch {
-        return json(res, 400, { error: 'the endpoint id is not valid percent-encoding' });
-      }
-      const service = url.searchParams.get('service') ?? undefined;
-      const found = this.source.findEndpoints(id, service);
-      if (found.length === 0) return json(res, 404, { error: `no endpoint ${id}${service ? ` in service ${service}` : ''}` });
-      if (found.length > 1) return json(res, 409, { error: `endpoint ${id} is in several services; add ?service=`, services: found.map((e) => e.service) });
-      return json(res, 200, explainEndpoint(found[0]!, this.source.rates, this.source.capOf?.(found[0]!), this.source.countersOf));
+      const id = decoded(res, m[1]!, 'the endpoint id');
+      if (id === null) return;
+      const e = this.oneEndpoint(res, id, url);
+      if (e !== null) json(res, 200, this.explain(e));
+      return;
     }
     if (path === '/') {
       const html = statusPage({
@@ -222,6 +219,16 @@ function sameToken(given: string, token: string): boolean {
   const a = Buffer.from(given);
   const b = Buffer.from(token);
   return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/** A path segment percent-decoded, or null once a 400 has said it is not valid. */
+function decoded(res: http.ServerResponse, raw: string, what: string): string | null {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    json(res, 400, { error: `${what} is not valid percent-encoding` });
+    return null;
+  }
 }
 
 function methodNotAllowed(res: http.ServerResponse, allow: string): void {
