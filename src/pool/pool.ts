@@ -525,17 +525,22 @@ export class Pool {
       next = { drained: null, weight: was.weight };
       what = `undrained by ${op.by}`;
     }
-    e.override = next.drained === null && next.weight === null ? null : next;
-    const flags = next.drained !== null ? e.flags | Flag.AdminDrained : e.flags & ~Flag.AdminDrained;
-    if (flags !== e.flags) e.setFlags(flags, op.at);
-    const weight = next.weight?.value ?? e.spec.weight;
+    this.putOverride(e, next, op.at, what);
+    return true;
+  }
+
+  /** Puts an override in force on `e` (its flag, its weight: discovery's where it sets none), told as `what`. */
+  private putOverride(e: MutableEndpoint, next: OperatorOverride | null, at: number, what: string): void {
+    e.override = next === null || (next.drained === null && next.weight === null) ? null : next;
+    const flags = next?.drained ? e.flags | Flag.AdminDrained : e.flags & ~Flag.AdminDrained;
+    if (flags !== e.flags) e.setFlags(flags, at);
+    const weight = next?.weight?.value ?? e.spec.weight;
     if (weight !== e.configuredWeight) {
       e.configuredWeight = weight;
       if (e.rampStart === null) e.weight = weight;
     }
     e.record(what, this.clock.wall());
     this.emit({ type: 'endpoint-updated', endpoint: e, what });
-    return true;
   }
 
   /** Every override this pool holds (what a --workers primary sends its workers). */
@@ -563,17 +568,7 @@ export class Pool {
         const next = want.get(key) ?? null;
         want.delete(key);
         if (sameOverride(e.override, next)) continue;
-        e.override = next;
-        const flags = next?.drained ? e.flags | Flag.AdminDrained : e.flags & ~Flag.AdminDrained;
-        if (flags !== e.flags) e.setFlags(flags, wall);
-        const weight = next?.weight?.value ?? e.spec.weight;
-        if (weight !== e.configuredWeight) {
-          e.configuredWeight = weight;
-          if (e.rampStart === null) e.weight = weight;
-        }
-        const what = next === null ? 'operator override cleared' : `operator override: ${next.drained ? `drained by ${next.drained.by}` : 'not drained'}${next.weight ? `, weight ${next.weight.value}` : ''}`;
-        e.record(what, wall);
-        this.emit({ type: 'endpoint-updated', endpoint: e, what });
+        this.putOverride(e, next, wall, next === null ? 'operator override cleared' : `operator override: ${next.drained ? `drained by ${next.drained.by}` : 'not drained'}${next.weight ? `, weight ${next.weight.value}` : ''}`);
         changed = true;
       }
       if (changed) this.publish(s);
