@@ -7,7 +7,7 @@ import http2, { type ServerHttp2Stream } from 'node:http2';
 import type net from 'node:net';
 import { guardSocket } from '../connect.js';
 import { grpcAnswer, grpcStatusFor } from './grpc.js';
-import { resetStream } from './limits.js';
+import { closeWhenFlushed, resetStream } from './limits.js';
 
 /** Short bodies for answers berth makes itself. */
 const REASONS: Record<number, string> = {
@@ -56,14 +56,7 @@ export function reply(res: ClientResponse, status: number, close: boolean, extra
  * flow control, for the idle timeout. (A client that has sent all of it needs nothing.)
  */
 export function requestNotWanted(stream: ServerHttp2Stream): void {
-  if (stream.endAfterHeaders || stream.closed || stream.destroyed) return;
-  if (stream.writableFinished) closeAnswered.call(stream);
-  else stream.once('finish', closeAnswered);
-}
-
-function closeAnswered(this: ServerHttp2Stream): void {
-  // (Both halves done: the stream closes on its own.)
-  if (!this.closed && !this.destroyed && !this.readableEnded) resetStream(this, http2.constants.NGHTTP2_NO_ERROR);
+  if (!stream.endAfterHeaders) closeWhenFlushed(stream);
 }
 
 /**

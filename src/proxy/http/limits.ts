@@ -10,7 +10,7 @@
  * burst floods, too many settings, malformed frames) they end with their own GOAWAY;
  * node's options below are set to sit behind berth's checks.
  */
-import http2, { type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import http2, { type Http2Stream, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import type { Clock, Timer } from '../../core/clock.js';
 
 const { NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_SETTINGS_TIMEOUT, NGHTTP2_NO_ERROR } = http2.constants;
@@ -52,9 +52,26 @@ const kByBerth = Symbol('berth.h2.resetByBerth');
  * berth resets a client's stream itself (a response cut, an idle stream, a refused
  * one): marked, so that the reset budget counts only what the client caused.
  */
-export function resetStream(stream: ServerHttp2Stream, code: number): void {
-  (stream as ServerHttp2Stream & { [kByBerth]?: true })[kByBerth] = true;
+export function resetStream(stream: Http2Stream, code: number): void {
+  (stream as Http2Stream & { [kByBerth]?: true })[kByBerth] = true;
   stream.close(code);
+}
+
+/**
+ * Once what berth has written on `stream` is out, RST_STREAM(NO_ERROR): the peer may
+ * stop sending too (RFC 9113 §8.1), unless the stream has closed on its own by then
+ * (both halves ended). Not close() at once: node then waits for the data to flow out
+ * with the stream's timeout taken off, and a peer that stopped reading would hold the
+ * stream for ever; this way its idle timeout still cuts it.
+ */
+export function closeWhenFlushed(stream: Http2Stream): void {
+  if (stream.closed || stream.destroyed) return;
+  if (stream.writableFinished) closeFlushed.call(stream);
+  else stream.once('finish', closeFlushed);
+}
+
+function closeFlushed(this: Http2Stream): void {
+  if (!this.closed && !this.destroyed && !this.readableEnded) resetStream(this, http2.constants.NGHTTP2_NO_ERROR);
 }
 
 /** A per-second counter on the injected clock (no timer). */

@@ -2,7 +2,7 @@ import http2, { type ClientHttp2Stream, type ServerHttp2Stream } from 'node:http
 import net from 'node:net';
 import type { EndpointState } from '../../pool/endpoint.js';
 import type { HttpListener } from './listener.js';
-import { resetStream } from './limits.js';
+import { closeWhenFlushed, resetStream } from './limits.js';
 
 const { NGHTTP2_NO_ERROR, NGHTTP2_CONNECT_ERROR } = http2.constants;
 
@@ -101,23 +101,16 @@ function endCleanly(s: Side): void {
   if (s.destroyed) return;
   if (s instanceof net.Socket) s.destroySoon();
   else if (!s.closed) {
-    // END_STREAM (pipe may have sent it already), and once it is out the stream is
-    // closed (RST_STREAM NO_ERROR: the peer may stop sending too). Not close() at once:
-    // node then waits for the data to flow out with the stream's timeout taken off, and
-    // a peer that stopped reading would hold it, and the endpoint's slot, for ever; this
-    // way the idle timeout still cuts it.
+    // END_STREAM (pipe may have sent it already), then closed once it is out, still
+    // under the idle timeout (a peer that stopped reading would otherwise hold the
+    // stream, and the endpoint's slot, for ever).
     s.end();
-    if (s.writableFinished) resetStream(s as ServerHttp2Stream, NGHTTP2_NO_ERROR);
-    else s.once('finish', closeFinished);
+    closeWhenFlushed(s);
   }
-}
-
-function closeFinished(this: ServerHttp2Stream | ClientHttp2Stream): void {
-  if (!this.closed) resetStream(this as ServerHttp2Stream, NGHTTP2_NO_ERROR);
 }
 
 function cutSide(s: Side): void {
   if (s instanceof net.Socket) s.destroy();
-  else if (!s.closed) resetStream(s as ServerHttp2Stream, NGHTTP2_CONNECT_ERROR);
+  else if (!s.closed) resetStream(s, NGHTTP2_CONNECT_ERROR);
   else s.destroy();
 }
