@@ -347,8 +347,7 @@ export function upstreamRequestHeadersH2(raw: readonly string[], fwd: Forwarded,
  * an HTTP/1.0 or HTTP/2 client cannot receive it (`noCodings`: throws). 204 and 1xx carry no framing fields.
  */
 export function downstreamResponseHeaders(headers: IncomingHttpHeaders, status = 200, noCodings = false): string[] {
-  const conn = headers.connection;
-  const tokens = conn === undefined ? null : connectionTokens(['connection', Array.isArray(conn) ? conn.join(',') : conn]);
+  const tokens = responseConnectionTokens(headers);
   const out: string[] = [];
   for (const name in headers) {
     if (inTable(HOP_BY_LEN, name) || named(tokens, name)) continue;
@@ -358,18 +357,32 @@ export function downstreamResponseHeaders(headers: IncomingHttpHeaders, status =
     else for (const x of v) out.push(name, x);
   }
   if (status === 204 || status < 200) return withoutFraming(out);
-  const te = headers['transfer-encoding'];
-  if (te !== undefined) {
-    const codings = (Array.isArray(te) ? te.join(',') : te)
-      .split(',')
-      .map((c) => c.trim().toLowerCase())
-      .filter((c) => c !== '' && c !== 'chunked');
-    if (codings.length > 0) {
-      if (noCodings) throw Object.assign(new Error(`transfer coding ${codings.join(', ')} cannot be sent to an HTTP/1.0 or HTTP/2 client`), { code: 'BERTH_ERR_TRANSFER_CODING' });
-      out.push('transfer-encoding', `${codings.join(', ')}, chunked`);
-    }
+  const codings = transferCodings(headers);
+  if (codings.length > 0) {
+    if (noCodings) throw codingsError(codings);
+    out.push('transfer-encoding', `${codings.join(', ')}, chunked`);
   }
   return out;
+}
+
+/** The fields a response's Connection names (hop-by-hop for it), or null. */
+function responseConnectionTokens(headers: IncomingHttpHeaders): string[] | null {
+  const conn = headers.connection;
+  return conn === undefined ? null : connectionTokens(['connection', Array.isArray(conn) ? conn.join(',') : conn]);
+}
+
+/** A response's transfer codings other than chunked (which undici has undone). */
+function transferCodings(headers: IncomingHttpHeaders): string[] {
+  const te = headers['transfer-encoding'];
+  if (te === undefined) return [];
+  return (Array.isArray(te) ? te.join(',') : te)
+    .split(',')
+    .map((c) => c.trim().toLowerCase())
+    .filter((c) => c !== '' && c !== 'chunked');
+}
+
+function codingsError(codings: string[]): Error {
+  return Object.assign(new Error(`transfer coding ${codings.join(', ')} cannot be sent to an HTTP/1.0 or HTTP/2 client`), { code: 'BERTH_ERR_TRANSFER_CODING' });
 }
 
 /**
@@ -378,8 +391,7 @@ export function downstreamResponseHeaders(headers: IncomingHttpHeaders, status =
  * cannot be sent to it (throws); 204 and 1xx carry no content-length.
  */
 export function downstreamResponseFields(headers: IncomingHttpHeaders, status: number): Record<string, string | string[] | number> {
-  const conn = headers.connection;
-  const tokens = conn === undefined ? null : connectionTokens(['connection', Array.isArray(conn) ? conn.join(',') : conn]);
+  const tokens = responseConnectionTokens(headers);
   const bodiless = status === 204 || status < 200;
   const out: Record<string, string | string[] | number> = { ':status': status };
   for (const name in headers) {
@@ -387,12 +399,9 @@ export function downstreamResponseFields(headers: IncomingHttpHeaders, status: n
     const v = headers[name];
     if (v !== undefined) out[name] = v;
   }
-  const te = headers['transfer-encoding'];
-  if (te !== undefined && !bodiless) {
-    for (const c of (Array.isArray(te) ? te.join(',') : te).split(',')) {
-      const coding = c.trim().toLowerCase();
-      if (coding !== '' && coding !== 'chunked') throw Object.assign(new Error(`transfer coding ${coding} cannot be sent to an HTTP/1.0 or HTTP/2 client`), { code: 'BERTH_ERR_TRANSFER_CODING' });
-    }
+  if (!bodiless) {
+    const codings = transferCodings(headers);
+    if (codings.length > 0) throw codingsError(codings);
   }
   return out;
 }
