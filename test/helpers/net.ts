@@ -61,6 +61,23 @@ export function exchange(port: number, payload: Buffer | string = '', opts: { en
   });
 }
 
+/** `n` connections to `port`, `parallel` at a time: who answered each (the bytes each got, or its error). */
+export async function answers(port: number, n: number, parallel = 20): Promise<Record<string, number>> {
+  let next = 0;
+  const got: Record<string, number> = {};
+  await Promise.all(
+    Array.from({ length: parallel }, async () => {
+      while (next < n) {
+        next++;
+        const r = await exchange(port);
+        const k = r.data.toString() || `error ${r.error?.code}`;
+        got[k] = (got[k] ?? 0) + 1;
+      }
+    }),
+  );
+  return got;
+}
+
 /** Resolves when `fn` returns true, polling every `everyMs`; rejects after `timeoutMs`. */
 export async function until(fn: () => boolean | Promise<boolean>, timeoutMs = 5000, what = 'condition', everyMs = 10): Promise<void> {
   const deadline = Date.now() + timeoutMs;

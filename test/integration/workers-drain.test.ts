@@ -8,24 +8,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { exchange, freePort, nameServer, runCli, startBerth, until } from '../helpers/net.js';
-
-/** `n` connections, `parallel` at a time: who answered each. */
-async function answers(port: number, n: number, parallel = 20): Promise<Record<string, number>> {
-  let next = 0;
-  const got: Record<string, number> = {};
-  await Promise.all(
-    Array.from({ length: parallel }, async () => {
-      while (next < n) {
-        next++;
-        const r = await exchange(port);
-        const k = r.data.toString() || `error ${r.error?.code}`;
-        got[k] = (got[k] ?? 0) + 1;
-      }
-    }),
-  );
-  return got;
-}
+import { answers, freePort, nameServer, runCli, startBerth, until } from '../helpers/net.js';
 
 t.test('--workers 2: berth drain through the primary stops new connections on every worker, a restarted worker included; undrain and weight likewise', async (t) => {
   const a = await nameServer('A');

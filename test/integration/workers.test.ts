@@ -1,5 +1,5 @@
 import t from 'tap';
-import { exchange, freePort, httpGet, nameServer, runCli, startBerth, until } from '../helpers/net.js';
+import { answers, freePort, httpGet, nameServer, runCli, startBerth, until } from '../helpers/net.js';
 
 const getJson = async (url: string): Promise<unknown> => JSON.parse((await httpGet(url)).body);
 const getText = async (url: string): Promise<string> => (await httpGet(url)).body;
@@ -18,18 +18,7 @@ t.test('--workers 2: one /metrics and one status view for all workers; SIGTERM d
   await until(() => berth.logs.filter((l) => l.msg === 'listening').length === 2, 5000, 'both workers listening');
   t.pass('both workers listen');
   const N = 400;
-  let next = 0;
-  const got: Record<string, number> = {};
-  await Promise.all(
-    Array.from({ length: 40 }, async () => {
-      while (next < N) {
-        next++;
-        const r = await exchange(berth.port);
-        const k = r.data.toString() || `error ${r.error?.code}`;
-        got[k] = (got[k] ?? 0) + 1;
-      }
-    }),
-  );
+  const got = await answers(berth.port, N, 40);
   t.same(Object.keys(got).sort(), ['A', 'B'], `all answered: ${JSON.stringify(got)}`);
   const admin = `http://127.0.0.1:${adminPort}`;
   const metrics = await getText(`${admin}/metrics`);

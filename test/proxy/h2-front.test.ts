@@ -63,6 +63,14 @@ function h2Request(target: number | http2.ClientHttp2Session, fields: http2.Outg
   });
 }
 
+/** A client session to `port` (prior-knowledge h2c), destroyed with the test. */
+function h2Session(t: Test, port: number): http2.ClientHttp2Session {
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  session.on('error', () => {});
+  t.teardown(() => session.destroy());
+  return session;
+}
+
 /** An http listener with HTTP/2 on, in front of `backends` (service "svc"). */
 async function h2Proxy(t: Test, ports: number[], over: Parameters<typeof httpProxy>[1] = {}, clock?: ManualClock) {
   const observer = countingObserver();
@@ -641,9 +649,7 @@ t.test('resets berth sends itself (responses cut by the endpoint) do not count a
   t.teardown(be.close);
   const clock = new ManualClock(1_000_000);
   const { port, observer } = await h2Proxy(t, [be.port], {}, clock);
-  const session = http2.connect(`http://127.0.0.1:${port}`);
-  session.on('error', () => {});
-  t.teardown(() => session.destroy());
+  const session = h2Session(t, port);
   for (let i = 0; i < 120; i++) {
     await new Promise<void>((resolve) => {
       const s = session.request({ ':path': `/${i}` });
@@ -752,9 +758,7 @@ t.test('WebSocket over HTTP/2 (RFC 8441): the server allows extended CONNECT; it
   const be = await websocketBackend();
   t.teardown(be.close);
   const { port, observer, listener } = await h2Proxy(t, [be.port]);
-  const session = http2.connect(`http://127.0.0.1:${port}`);
-  session.on('error', () => {});
-  t.teardown(() => session.destroy());
+  const session = h2Session(t, port);
   await once(session, 'remoteSettings');
   t.equal(session.remoteSettings.enableConnectProtocol, true, 'SETTINGS_ENABLE_CONNECT_PROTOCOL sent');
   const ws = await websocketOverH2(session, '/chat?room=1');
@@ -789,9 +793,7 @@ t.test('WebSocket over HTTP/2: bytes sent before the 200 follow the handshake; a
   const be = await websocketBackend();
   t.teardown(be.close);
   const { port, listener } = await h2Proxy(t, [be.port]);
-  const session = http2.connect(`http://127.0.0.1:${port}`);
-  session.on('error', () => {});
-  t.teardown(() => session.destroy());
+  const session = h2Session(t, port);
   await once(session, 'remoteSettings');
   const s = session.request({ ':method': 'CONNECT', ':protocol': 'websocket', ':scheme': 'http', ':path': '/reset', ':authority': 'x', 'sec-websocket-version': '13' }, { endStream: false });
   s.on('error', () => {});
@@ -812,9 +814,7 @@ t.test('WebSocket over HTTP/2: nothing is tunnelled unless the endpoint agreed; 
   const be = await websocketBackend();
   t.teardown(be.close);
   const { port, observer, listener } = await h2Proxy(t, [be.port]);
-  const session = http2.connect(`http://127.0.0.1:${port}`);
-  session.on('error', () => {});
-  t.teardown(() => session.destroy());
+  const session = h2Session(t, port);
   const body = (s: http2.ClientHttp2Stream) =>
     new Promise<string>((resolve) => {
       let b = '';
@@ -864,9 +864,7 @@ t.test('a reload of an HTTP/2 listener cuts nothing: a request in flight and a W
   pool.configureService('chat', { balance: 'round-robin' });
   pool.applySnapshot({ provider: 'static', services: new Map([['svc', [ep(be.port)]], ['chat', [ep(ws.port)]]]) });
   listener.configure(httpSettings({ http2: true, routes: [{ pathPrefix: '/ws', service: 'chat' }] }));
-  const session = http2.connect(`http://127.0.0.1:${port}`);
-  session.on('error', () => {});
-  t.teardown(() => session.destroy());
+  const session = h2Session(t, port);
   const pending = h2Request(session, { ':path': '/slow' });
   const tunnel = await websocketOverH2(session, '/ws');
   t.equal(tunnel.status, 200);
@@ -887,9 +885,7 @@ t.test('Expect over HTTP/2: 100-continue gets its 100 and the body goes on (Expe
   const be = await recordingBackend();
   t.teardown(be.close);
   const { port } = await h2Proxy(t, [be.port]);
-  const session = http2.connect(`http://127.0.0.1:${port}`);
-  session.on('error', () => {});
-  t.teardown(() => session.destroy());
+  const session = h2Session(t, port);
   const s = session.request({ ':method': 'PUT', ':path': '/up', expect: '100-continue' }, { endStream: false });
   s.on('error', () => {});
   await once(s, 'continue');
@@ -921,9 +917,7 @@ t.test('a WebSocket tunnel whose endpoint ends cleanly while the HTTP/2 client h
     for (const s of ups) s.destroy();
   });
   const { port, listener, pool } = await h2Proxy(t, [(be.address() as AddressInfo).port], { timeouts: { connect: 1000, idle: 300, headers: 2000, response: 5000, keepAlive: 5000 } });
-  const session = http2.connect(`http://127.0.0.1:${port}`);
-  session.on('error', () => {});
-  t.teardown(() => session.destroy());
+  const session = h2Session(t, port);
   await once(session, 'remoteSettings');
   // Nothing reads the stream: the client's window fills and stays full.
   const s = session.request({ ':method': 'CONNECT', ':protocol': 'websocket', ':scheme': 'http', ':path': '/', ':authority': 'x', 'sec-websocket-version': '13' }, { endStream: false });
@@ -960,9 +954,7 @@ t.test('an upload berth will not take (no endpoint answered: 502) is stopped wit
   const dead = (closed.address() as AddressInfo).port;
   await new Promise<void>((r) => closed.close(() => r()));
   const { port } = await h2Proxy(t, [dead], { retries: 0, timeouts: { connect: 1000, idle: 120_000, headers: 2000, response: 5000, keepAlive: 5000 } });
-  const session = http2.connect(`http://127.0.0.1:${port}`);
-  session.on('error', () => {});
-  t.teardown(() => session.destroy());
+  const session = h2Session(t, port);
   const s = session.request({ ':method': 'POST', ':path': '/' }, { endStream: false });
   s.on('error', () => {});
   let status = 0;
