@@ -4,8 +4,7 @@
  * API (which needs its token: --admin-token-file), answered with what it now says.
  */
 import { readFile } from 'node:fs/promises';
-import http from 'node:http';
-import { adminUrl, terminalSafe } from './status.js';
+import { adminCall, adminUrl, terminalSafe } from './status.js';
 
 export interface OverrideCommand {
   readonly op: 'drain' | 'undrain' | 'weight';
@@ -42,27 +41,13 @@ export async function override(c: OverrideCommand): Promise<string> {
   return `${answer.service}/${answer.id}: ${answer.health} (weight ${answer.configuredWeight}) — ${answer.why}\n`;
 }
 
-function send(url: string, method: string, body: string | undefined, token: string | undefined): Promise<{ status: number; json: unknown }> {
-  return new Promise((resolve, reject) => {
-    const headers: Record<string, string> = { 'content-type': 'text/plain' };
-    if (token !== undefined) headers['authorization'] = `Bearer ${token}`;
-    if (body !== undefined) headers['content-length'] = String(Buffer.byteLength(body));
-    const req = http.request(url, { method, headers, timeout: 5000 }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (text += d));
-      res.on('end', () => {
-        let json: unknown;
-        try {
-          json = JSON.parse(text);
-        } catch {
-          json = { error: text.trim() };
-        }
-        resolve({ status: res.statusCode ?? 0, json });
-      });
-    });
-    req.on('timeout', () => req.destroy(new Error(`${url}: timed out`)));
-    req.on('error', reject);
-    req.end(body);
-  });
+async function send(url: string, method: string, body: string | undefined, token: string | undefined): Promise<{ status: number; json: unknown }> {
+  const { status, text } = await adminCall(url, method, body, token);
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = { error: text.trim() };
+  }
+  return { status, json };
 }

@@ -9,24 +9,35 @@ interface ServicesAnswer {
   ready: Readiness;
 }
 
-export function fetchJson(url: string, timeoutMs = 5000, token?: string): Promise<unknown> {
+export async function fetchJson(url: string, timeoutMs = 5000, token?: string): Promise<unknown> {
+  const { status, text } = await adminCall(url, 'GET', undefined, token, timeoutMs);
+  if (status === 401) throw new Error(`${url}: HTTP 401: the admin API wants a token (--admin-token-file)`);
+  if (status !== 200) throw new Error(`${url}: HTTP ${status}`);
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new Error(`${url}: not JSON`);
+  }
+}
+
+/** One request to an admin API (with its bearer token, when given): the status and the body's text. */
+export function adminCall(url: string, method: string, body: string | undefined, token: string | undefined, timeoutMs = 5000): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
-    const req = http.get(url, { timeout: timeoutMs, ...(token !== undefined ? { headers: { authorization: `Bearer ${token}` } } : {}) }, (res) => {
-      let body = '';
+    const headers: Record<string, string> = {};
+    if (token !== undefined) headers['authorization'] = `Bearer ${token}`;
+    if (body !== undefined) {
+      headers['content-type'] = 'text/plain';
+      headers['content-length'] = String(Buffer.byteLength(body));
+    }
+    const req = http.request(url, { method, headers, timeout: timeoutMs }, (res) => {
+      let text = '';
       res.setEncoding('utf8');
-      res.on('data', (d: string) => (body += d));
-      res.on('end', () => {
-        if (res.statusCode === 401) return reject(new Error(`${url}: HTTP 401: the admin API wants a token (--admin-token-file)`));
-        if (res.statusCode !== 200) return reject(new Error(`${url}: HTTP ${res.statusCode}`));
-        try {
-          resolve(JSON.parse(body));
-        } catch {
-          reject(new Error(`${url}: not JSON`));
-        }
-      });
+      res.on('data', (d: string) => (text += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
     });
     req.on('timeout', () => req.destroy(new Error(`${url}: timed out`)));
     req.on('error', reject);
+    req.end(body);
   });
 }
 
